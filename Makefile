@@ -1,0 +1,35 @@
+# The README's two commands are `make run` and `make test`; everything starts with scripts/bootstrap.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# bpf-linker may live in /usr/local/bin or ~/.cargo/bin.
+export PATH := /usr/local/bin:$(HOME)/.cargo/bin:$(PATH)
+
+.PHONY: help bootstrap build run test check bench soak wheel clean
+
+help:  ## show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t14
+
+bootstrap:  ## install what is missing: Debian packages, bpf-linker, the .venv
+	@scripts/bootstrap
+
+build: bootstrap  ## build the eBPF object and the extension into .venv (maturin develop)
+	@VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --quiet 2>&1 | { grep -vE '^(warning: opentrace@|📦|✏️|🛠)' || true; }
+
+run: build  ## trace file opens live (as root); ARGS="-x -T" passes options
+	@$(PY) -m opentrace $(ARGS)
+
+test: build  ## everything CI checks: lint, types, Rust unit tests, pytest (root tests need root)
+	@scripts/test
+
+bench: build  ## overhead/start/RSS of opentrace vs bpftrace vs opensnoop, one table
+	@$(PY) bench/run.py $(ARGS)
+
+soak: build  ## trace an open storm for 10 minutes, report rate, lost and RSS over time
+	@$(PY) bench/soak.py $(ARGS)
+
+wheel: bootstrap  ## build the release wheel into dist/
+	@VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin build --release --out dist
+
+clean:  ## remove build outputs (keeps .venv)
+	cargo clean; rm -rf dist

@@ -1,0 +1,259 @@
+//! Tracepoint programs for the open family of syscalls.
+//!
+//! `sys_enter_*` filters and remembers the arguments per thread; `sys_exit_*` pairs them with the
+//! return value, copies the path (the kernel has faulted its page in by then) and sends one
+//! variable-length record through the `EVENTS` ring buffer.
+#![no_std]
+#![no_main]
+
+use core::ptr::read_volatile;
+
+use aya_ebpf::{
+    TASK_COMM_LEN,
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns,
+        bpf_probe_read_user, bpf_probe_read_user_str_bytes,
+    },
+    macros::{map, tracepoint},
+    maps::{HashMap, PerCpuArray, RingBuf},
+    programs::TracePointContext,
+};
+use opentrace_common::{
+    AT_FDCWD, ArgOffsets, COUNTER_COUNT, COUNTER_LOST_PENDING, COUNTER_LOST_RING, DEFAULT_RET_OFFSET, Event,
+    FILTER_COMM, FILTER_EXCLUDE_SELF, FILTER_FAILED, FILTER_PID, FILTER_TID, FILTER_UID, Filter, HEADER_SIZE,
+    NO_FIELD, Pending, STATUS_HOW_FAULT, STATUS_PATH_FAULT, Syscall,
+};
+
+// Argument offsets of each `sys_enter_*` record and of `ret` in `sys_exit_*`. These are the
+// defaults; the loader overwrites them with what the running kernel's `format` files say.
+#[unsafe(no_mangle)]
+static OPEN_ARGS: ArgOffsets = ArgOffsets::OPEN;
+#[unsafe(no_mangle)]
+static OPENAT_ARGS: ArgOffsets = ArgOffsets::OPENAT;
+#[unsafe(no_mangle)]
+static OPENAT2_ARGS: ArgOffsets = ArgOffsets::OPENAT2;
+#[unsafe(no_mangle)]
+static CREAT_ARGS: ArgOffsets = ArgOffsets::CREAT;
+#[unsafe(no_mangle)]
+static RET_OFFSET: u32 = DEFAULT_RET_OFFSET;
+
+#[unsafe(no_mangle)]
+static FILTER: Filter = Filter::NONE;
+
+/// `bpf_ringbuf_output` flags: 0 lets the kernel wake the reader only once it has caught up.
+#[unsafe(no_mangle)]
+static WAKEUP_FLAGS: u64 = 0;
+
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+#[map]
+static PENDING: HashMap<u32, Pending> = HashMap::with_max_entries(8192, 0);
+
+// The 4 KiB record does not fit the 512-byte stack; each CPU builds its record here.
+#[map]
+static SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
+
+macro_rules! open_family {
+    ($($enter:ident, $exit:ident, $syscall:expr, $args:ident;)*) => {$(
+        #[tracepoint]
+        pub fn $enter(ctx: TracePointContext) -> u32 {
+            try_sys_enter(&ctx, $syscall, unsafe { read_volatile(&$args) }).unwrap_or(0)
+        }
+
+        #[tracepoint]
+        pub fn $exit(ctx: TracePointContext) -> u32 {
+            try_sys_exit(&ctx).unwrap_or(0)
+        }
+    )*};
+}
+
+open_family! {
+    sys_enter_open, sys_exit_open, Syscall::Open, OPEN_ARGS;
+    sys_enter_openat, sys_exit_openat, Syscall::Openat, OPENAT_ARGS;
+    sys_enter_openat2, sys_exit_openat2, Syscall::Openat2, OPENAT2_ARGS;
+    sys_enter_creat, sys_exit_creat, Syscall::Creat, CREAT_ARGS;
+}
+
+#[inline(always)]
+fn try_sys_enter(ctx: &TracePointContext, syscall: Syscall, args: ArgOffsets) -> Result<u32, i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    if !wanted(tgid, tid) {
+        return Ok(0);
+    }
+
+    let filename = arg(ctx, args.filename)?;
+    // `int dfd` and `int flags`: the upper half of the register is not part of the argument.
+    let dfd = match args.dfd {
+        NO_FIELD => AT_FDCWD,
+        offset => arg(ctx, offset)? as i32,
+    };
+    let flags = match args.flags {
+        NO_FIELD if matches!(syscall, Syscall::Creat) => Syscall::CREAT_FLAGS,
+        NO_FIELD => 0,
+        offset => u64::from(arg(ctx, offset)? as u32),
+    };
+    // `umode_t` is an unsigned short.
+    let mode = match args.mode {
+        NO_FIELD => 0,
+        offset => u64::from(arg(ctx, offset)? as u16),
+    };
+    let how = match args.how {
+        NO_FIELD => 0,
+        offset => arg(ctx, offset)?,
+    };
+
+    let pending = Pending {
+        timestamp_ns: unsafe { bpf_ktime_get_ns() },
+        filename,
+        flags,
+        mode,
+        how,
+        dfd,
+        syscall: syscall as u8,
+        _pad: [0; 3],
+    };
+    if let Err(err) = PENDING.insert(&tid, &pending, 0) {
+        count(COUNTER_LOST_PENDING);
+        return Err(err.into());
+    }
+    Ok(0)
+}
+
+/// One 8-byte syscall argument slot of the tracepoint record.
+#[inline(always)]
+fn arg(ctx: &TracePointContext, offset: u32) -> Result<u64, i64> {
+    Ok(unsafe { ctx.read_at::<u64>(offset as usize)? })
+}
+
+/// The filters that can be decided at syscall entry, before anything is stored.
+#[inline(always)]
+fn wanted(tgid: u32, tid: u32) -> bool {
+    let filter = unsafe { read_volatile(&FILTER) };
+    let on = |bit: u32| filter.enabled & bit != 0;
+    if on(FILTER_EXCLUDE_SELF) && tgid == filter.self_tgid {
+        return false;
+    }
+    if on(FILTER_PID) && tgid != filter.pid {
+        return false;
+    }
+    if on(FILTER_TID) && tid != filter.tid {
+        return false;
+    }
+    if on(FILTER_UID) && bpf_get_current_uid_gid() as u32 != filter.uid {
+        return false;
+    }
+    if on(FILTER_COMM) {
+        let Ok(comm) = bpf_get_current_comm() else {
+            return false;
+        };
+        return contains(&comm, &filter.comm, filter.comm_len as usize);
+    }
+    true
+}
+
+/// Whether `needle[..len]` occurs in the NUL-padded `comm` (bounded loops for the verifier).
+#[inline(always)]
+fn contains(comm: &[u8; TASK_COMM_LEN], needle: &[u8; TASK_COMM_LEN], len: usize) -> bool {
+    if len == 0 || len >= TASK_COMM_LEN {
+        return len == 0;
+    }
+    let mut start = 0;
+    while start + len < TASK_COMM_LEN + 1 {
+        let mut matched = 0;
+        while matched < len {
+            match (comm.get(start + matched), needle.get(matched)) {
+                (Some(a), Some(b)) if a == b => matched += 1,
+                _ => break,
+            }
+        }
+        if matched == len {
+            return true;
+        }
+        start += 1;
+    }
+    false
+}
+
+#[inline(always)]
+fn try_sys_exit(ctx: &TracePointContext) -> Result<u32, i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    let Some(pending) = PENDING.get_ptr(&tid) else {
+        return Ok(0);
+    };
+    let pending = unsafe { *pending };
+    let _ = PENDING.remove(&tid);
+
+    let ret = arg(ctx, unsafe { read_volatile(&RET_OFFSET) })? as i64;
+    let filter = unsafe { read_volatile(&FILTER) };
+    if filter.enabled & FILTER_FAILED != 0 && ret >= 0 {
+        return Ok(0);
+    }
+
+    let Some(event) = SCRATCH.get_ptr_mut(0) else {
+        return Ok(0);
+    };
+    let event = unsafe { &mut *event };
+    let header = &mut event.header;
+    header.timestamp_ns = pending.timestamp_ns;
+    header.ret = ret;
+    header.flags = pending.flags;
+    header.mode = pending.mode;
+    header.pid = (pid_tgid >> 32) as u32;
+    header.tid = tid;
+    header.uid = bpf_get_current_uid_gid() as u32;
+    header.dfd = pending.dfd;
+    header.syscall = pending.syscall;
+    header.status = 0;
+    header.comm = bpf_get_current_comm().unwrap_or([0; TASK_COMM_LEN]);
+
+    if pending.how != 0 {
+        // `struct open_how` starts with `u64 flags; u64 mode;`; the kernel has copied it by now.
+        match unsafe { bpf_probe_read_user(pending.how as *const [u64; 2]) } {
+            Ok([flags, mode]) => {
+                header.flags = flags;
+                header.mode = mode;
+            }
+            Err(_) => header.status |= STATUS_HOW_FAULT,
+        }
+    }
+
+    let path_len =
+        match unsafe { bpf_probe_read_user_str_bytes(pending.filename as *const u8, &mut event.path) } {
+            Ok(path) => path.len(),
+            Err(_) => {
+                event.header.status |= STATUS_PATH_FAULT;
+                0
+            }
+        };
+    event.header.path_len = path_len as u16;
+
+    let record =
+        unsafe { core::slice::from_raw_parts((event as *const Event).cast::<u8>(), HEADER_SIZE + path_len) };
+    if EVENTS.output::<[u8]>(record, unsafe { read_volatile(&WAKEUP_FLAGS) }).is_err() {
+        count(COUNTER_LOST_RING);
+    }
+    Ok(0)
+}
+
+#[inline(always)]
+fn count(index: u32) {
+    if let Some(counter) = COUNTERS.get_ptr_mut(index) {
+        unsafe { *counter += 1 };
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,5 @@
+import sys
+
+from opentrace.cli import main
+
+sys.exit(main())

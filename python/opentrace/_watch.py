@@ -1,0 +1,229 @@
+"""``watch()`` and ``Watcher``: argument checking, iteration, asyncio, lifetime."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import weakref
+from collections.abc import AsyncIterator, Iterable, Iterator
+from types import TracebackType
+from typing import Any
+
+from . import _opentrace
+from ._opentrace import OpenEvent
+
+__all__ = ["SYSCALLS", "Watcher", "watch"]
+
+log = logging.getLogger("opentrace")
+
+SYSCALLS = frozenset({"open", "openat", "openat2", "creat"})
+DEFAULT_RING_SIZE = 4 << 20
+MAX_RING_SIZE = 1 << 30
+DEFAULT_LATENCY = 0.002
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+# Largest pid/tid the kernel hands out (PID_MAX_LIMIT on 64-bit).
+_PID_MAX = 1 << 22
+_COMM_MAX = 15
+
+_live: weakref.WeakSet[Watcher] = weakref.WeakSet()
+
+
+def _int(name: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low} and {high}, not {value}")
+    return value
+
+
+def _syscalls(value: object) -> list[str]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(
+            f"syscalls must be an iterable of names such as ['openat'], not {type(value).__name__}"
+        )
+    names = list(value)
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"syscalls must contain str names, not {type(name).__name__}")
+        if name not in SYSCALLS:
+            raise ValueError(f"unknown syscall {name!r}; choose from {', '.join(sorted(SYSCALLS))}")
+    if not names:
+        raise ValueError("syscalls must name at least one of " + ", ".join(sorted(SYSCALLS)))
+    return sorted(set(names))
+
+
+def _comm(value: object) -> bytes:
+    if not isinstance(value, str):
+        raise TypeError(f"comm must be a str, not {type(value).__name__}")
+    raw = os.fsencode(value)
+    if not raw or b"\0" in raw or len(raw) > _COMM_MAX:
+        raise ValueError(
+            f"comm must be 1 to {_COMM_MAX} bytes (the kernel's command name length) "
+            f"without NUL, not {value!r}"
+        )
+    return raw
+
+
+def _ring_size(value: object) -> int:
+    size = _int("ring_size", value, _PAGE_SIZE, MAX_RING_SIZE)
+    if size & (size - 1) or size % _PAGE_SIZE:
+        raise ValueError(
+            f"ring_size must be a power of two and a multiple of the page size ({_PAGE_SIZE}), "
+            f"not {size}"
+        )
+    return size
+
+
+def _latency(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"latency must be a number of seconds, not {type(value).__name__}")
+    if not 0 <= value <= 1:  # also rejects NaN
+        raise ValueError(f"latency must be between 0 and 1 second, not {value!r}")
+    return float(value)
+
+
+def _is_own_thread(tid: int) -> bool:
+    return os.path.exists(f"/proc/self/task/{tid}")
+
+
+def watch(
+    *,
+    pid: int | None = None,
+    tid: int | None = None,
+    uid: int | None = None,
+    comm: str | None = None,
+    failed: bool = False,
+    syscalls: Iterable[str] = SYSCALLS,
+    ring_size: int = DEFAULT_RING_SIZE,
+    latency: float = DEFAULT_LATENCY,
+) -> Watcher:
+    """Load and attach the tracepoint programs; returns a ``Watcher`` yielding ``OpenEvent``.
+
+    Filters (all optional) select events in the kernel: ``pid`` (process), ``tid`` (thread),
+    ``uid`` (real user id), ``comm`` (command name contains), ``failed`` (only failed opens),
+    ``syscalls`` (subset of open/openat/openat2/creat). ``ring_size`` is the ring buffer's size
+    in bytes. ``latency`` bounds, in seconds, how long a busy stream may hold an event back to
+    deliver it in a batch (an event after a quiet spell arrives at once).
+    """
+    config: dict[str, Any] = {
+        "syscalls": _syscalls(syscalls),
+        "ring_size": _ring_size(ring_size),
+        "latency": _latency(latency),
+    }
+    if pid is not None:
+        config["pid"] = _int("pid", pid, 1, _PID_MAX)
+    if tid is not None:
+        config["tid"] = _int("tid", tid, 1, _PID_MAX)
+    if uid is not None:
+        config["uid"] = _int("uid", uid, 0, 2**32 - 2)
+    if comm is not None:
+        config["comm"] = _comm(comm)
+    if not isinstance(failed, bool):
+        raise TypeError(f"failed must be a bool, not {type(failed).__name__}")
+    config["failed"] = failed
+    me = os.getpid()
+    if pid != me and (tid is None or not _is_own_thread(tid)):
+        config["exclude_tgid"] = me
+    return Watcher(_opentrace.Session(**config))
+
+
+class Watcher:
+    """A live set of attached programs and the stream of their events.
+
+    Iterate it (``for``/``async for``/``next()``), ``poll()`` it, and ``close()`` it (or use it
+    as a context manager). Closing from another thread wakes and stops a blocked iteration.
+    """
+
+    __slots__ = ("__weakref__", "_session")
+
+    def __init__(self, session: _opentrace.Session) -> None:
+        self._session = session
+        _live.add(self)
+        skipped = SYSCALLS.difference(session.attached)
+        if skipped:
+            log.debug("not traced (no tracepoint, or not asked for): %s", ", ".join(sorted(skipped)))
+
+    def __iter__(self) -> Iterator[OpenEvent]:
+        return self._session
+
+    def __next__(self) -> OpenEvent:
+        return next(self._session)
+
+    def __aiter__(self) -> AsyncIterator[OpenEvent]:
+        return self
+
+    async def __anext__(self) -> OpenEvent:
+        import asyncio
+
+        session = self._session
+        loop = asyncio.get_running_loop()
+        while True:
+            event = session.next_ready()
+            if event is not None:
+                return event
+            if session.closed:
+                raise StopAsyncIteration
+            ready = loop.create_future()
+            fd = session.fileno()
+            loop.add_reader(fd, _set_done, ready)
+            try:
+                await ready
+            finally:
+                loop.remove_reader(fd)
+
+    def poll(self, timeout: float | None = None) -> list[OpenEvent]:
+        """All events ready within ``timeout`` seconds (``None``: wait for at least one)."""
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
+            raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
+        return self._session.poll(timeout)
+
+    def close(self) -> None:
+        """Detach and free everything; idempotent, callable from any thread."""
+        self._session.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._session.closed
+
+    @property
+    def lost(self) -> int:
+        """Events that passed the filters but could not be delivered (ring buffer full)."""
+        return self._session.lost
+
+    @property
+    def syscalls(self) -> list[str]:
+        """The syscalls actually traced (a tracepoint this kernel lacks is skipped)."""
+        return list(self._session.attached)
+
+    def fileno(self) -> int:
+        """A file descriptor that becomes readable when events may be ready (for selectors)."""
+        return self._session.fileno()
+
+    def __enter__(self) -> Watcher:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<opentrace.Watcher {state} syscalls={','.join(self.syscalls)} lost={self.lost}>"
+
+
+def _set_done(future: Any) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _close_all() -> None:
+    for watcher in list(_live):
+        watcher.close()
+
+
+atexit.register(_close_all)

@@ -1,0 +1,264 @@
+"""``opentrace``/``python -m opentrace``: opensnoop-style live tracing, and tracepoint discovery."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import TextIO
+
+from . import OpenEvent, OpentraceError, tracepoint_format, tracepoints, watch
+
+PROG = "opentrace"
+
+EXAMPLES = """\
+examples:
+  opentrace                       # trace all file opens
+  opentrace -T                    # include a timestamp column
+  opentrace -U                    # include a UID column
+  opentrace -x                    # only show failed opens
+  opentrace -p 181                # only trace PID 181
+  opentrace -t 123                # only trace TID 123
+  opentrace -u 1000               # only trace UID 1000
+  opentrace -d 10                 # trace for 10 seconds only
+  opentrace -n main               # only trace processes whose name contains "main"
+  opentrace -e                    # show the open flags too
+  opentrace -c 100 --json         # 100 events as JSON lines, then stop
+  opentrace list 'syscalls:*open*'            # tracepoints matching a glob
+  opentrace format syscalls:sys_enter_openat  # one tracepoint's record layout
+"""
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def _size(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    scale = units.get(text[-1:].lower(), 1)
+    digits = text[:-1] if scale != 1 else text
+    try:
+        return int(digits) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size in bytes (e.g. 4M): {text!r}") from None
+
+
+def _trace_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Trace file opens (open, openat, openat2, creat) system-wide, live. "
+        "Other commands: 'opentrace list [PATTERN]', 'opentrace format TRACEPOINT'.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("-p", "--pid", type=int, help="only this process id")
+    p.add_argument("-t", "--tid", type=int, help="only this thread id")
+    p.add_argument("-u", "--uid", type=int, help="only this user id")
+    p.add_argument("-n", "--name", metavar="NAME", help="only process names containing NAME")
+    p.add_argument("-x", "--failed", action="store_true", help="only failed opens")
+    p.add_argument("-d", "--duration", type=_positive_float, metavar="SECONDS", help="stop after SECONDS")
+    p.add_argument("-c", "--count", type=_positive_int, metavar="N", help="stop after N events")
+    p.add_argument("-T", "--timestamp", action="store_true", help="print a timestamp column (seconds)")
+    p.add_argument("-U", "--print-uid", action="store_true", help="print a UID column")
+    p.add_argument("-e", "--extended", action="store_true", help="print the open flags (octal)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line instead of columns")
+    p.add_argument(
+        "--syscall",
+        action="append",
+        choices=["open", "openat", "openat2", "creat"],
+        help="trace only this syscall (repeatable; default: all four)",
+    )
+    p.add_argument("--ring-size", type=_size, metavar="BYTES", help="ring buffer size, e.g. 16M (default 4M)")
+    return p
+
+
+def _printable(text: str) -> str:
+    """``text`` on one terminal line: control characters and undecodable bytes escaped."""
+    if text.isprintable():
+        return text
+    decoded = os.fsencode(text).decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in decoded)
+
+
+def _formatter(args: argparse.Namespace, start_ns: int) -> Callable[[OpenEvent], str]:
+    if args.json:
+        import json
+
+        dumps = json.dumps
+        return lambda ev: dumps(ev.to_dict()) + "\n"
+
+    def line(ev: OpenEvent) -> str:
+        ret = ev.ret
+        fd, err = (ret, 0) if ret >= 0 else (-1, -ret)
+        parts = []
+        if args.timestamp:
+            parts.append(f"{(ev.timestamp_ns - start_ns) / 1e9:<8.3f} ")
+        if args.print_uid:
+            parts.append(f"{ev.uid:<7} ")
+        parts.append(f"{ev.pid:<6} {_printable(ev.comm):<16} {fd:>3} {err:>3} ")
+        if args.extended:
+            parts.append(f"{ev.flags:08o} ")
+        parts.append(_printable(ev.path))
+        parts.append("\n")
+        return "".join(parts)
+
+    return line
+
+
+def _header(args: argparse.Namespace) -> str:
+    parts = []
+    if args.timestamp:
+        parts.append(f"{'TIME(s)':<8} ")
+    if args.print_uid:
+        parts.append(f"{'UID':<7} ")
+    parts.append(f"{'PID':<6} {'COMM':<16} {'FD':>3} {'ERR':>3} ")
+    if args.extended:
+        parts.append(f"{'FLAGS':<8} ")
+    parts.append("PATH\n")
+    return "".join(parts)
+
+
+def _trace(argv: list[str], out: TextIO, err: TextIO) -> int:
+    parser = _trace_parser()
+    args = parser.parse_args(argv)
+    filters: dict[str, object] = {"failed": args.failed}
+    for key, value in (("pid", args.pid), ("tid", args.tid), ("uid", args.uid), ("comm", args.name)):
+        if value is not None:
+            filters[key] = value
+    if args.syscall:
+        filters["syscalls"] = args.syscall
+    if args.ring_size is not None:
+        filters["ring_size"] = args.ring_size
+    try:
+        watcher = watch(**filters)  # type: ignore[arg-type]
+    except (ValueError, TypeError) as e:
+        parser.error(str(e))
+
+    with watcher:
+        start_ns = time.monotonic_ns()
+        fmt = _formatter(args, start_ns)
+        if not args.json:
+            out.write(_header(args))
+            out.flush()
+        deadline = None if args.duration is None else time.monotonic() + args.duration
+        remaining = args.count
+        reported = 0
+        try:
+            while True:
+                timeout = None
+                if deadline is not None:
+                    timeout = deadline - time.monotonic()
+                    if timeout <= 0:
+                        break
+                batch = watcher.poll(timeout)
+                if remaining is not None:
+                    batch = batch[:remaining]
+                    remaining -= len(batch)
+                if batch:
+                    out.write("".join(map(fmt, batch)))
+                    out.flush()
+                lost = watcher.lost
+                if lost > reported:
+                    err.write(f"{PROG}: {lost - reported} events lost (ring buffer full); "
+                              "try --ring-size or narrower filters\n")
+                    err.flush()
+                    reported = lost
+                if remaining == 0:
+                    break
+        finally:
+            lost = watcher.lost
+            watcher.close()
+            if lost:
+                err.write(f"{PROG}: {lost} events lost in all\n")
+    return 0
+
+
+def _list(argv: list[str], out: TextIO, err: TextIO) -> int:
+    parser = argparse.ArgumentParser(prog=f"{PROG} list", description="List available tracepoints.")
+    parser.add_argument("pattern", nargs="?", help="shell-style glob, e.g. 'syscalls:*open*'")
+    args = parser.parse_args(argv)
+    names = tracepoints(args.pattern)
+    out.write("".join(f"{n}\n" for n in names))
+    if not names and args.pattern is not None:
+        hint = "" if ":" in args.pattern else f"; names look like category:name, try '*{args.pattern}*'"
+        err.write(f"{PROG}: no tracepoint matches {args.pattern!r}{hint}\n")
+    return 0
+
+
+def _format(argv: list[str], out: TextIO, err: TextIO) -> int:
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} format", description="Show the record layout of one tracepoint."
+    )
+    parser.add_argument("tracepoint", help="category:name, e.g. syscalls:sys_enter_openat")
+    parser.add_argument("--json", action="store_true", help="print it as one JSON object")
+    args = parser.parse_args(argv)
+    fmt = tracepoint_format(args.tracepoint)
+    if args.json:
+        import dataclasses
+        import json
+
+        out.write(json.dumps(dataclasses.asdict(fmt)) + "\n")
+        return 0
+    out.write(f"{fmt.category}:{fmt.name} (id {fmt.id})\n")
+    width = max(len(f.type) for f in fmt.fields)
+    out.write(f"  {'OFFSET':>6} {'SIZE':>4} {'SIGNED':<6} {'TYPE':<{width}} NAME\n")
+    for f in fmt.fields:
+        signed = "yes" if f.signed else "no"
+        out.write(f"  {f.offset:>6} {f.size:>4} {signed:<6} {f.type:<{width}} {f.name}\n")
+    out.write(f"print fmt: {fmt.print_fmt}\n")
+    return 0
+
+
+_COMMANDS = {"trace": _trace, "list": _list, "format": _format}
+
+
+def _silence_stdout() -> None:
+    """After EPIPE: point stdout at /dev/null so the interpreter's final flush stays quiet."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 done, 1 runtime error, 2 bad usage)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = args.pop(0) if args and args[0] in _COMMANDS else "trace"
+    out, err = sys.stdout, sys.stderr
+    # SIGTERM ends a trace like Ctrl-C: clean detach, final report, status 0.
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler) if in_main else None
+    try:
+        return _COMMANDS[command](args, out, err)
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:
+        _silence_stdout()
+        return 0
+    except OpentraceError as e:
+        err.write(f"{PROG}: {e}\n")
+        return 1
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,88 @@
+//! One error type for the extension, mapped to the package's Python exceptions in one place.
+use std::{error::Error as StdError, fmt, io};
+
+use pyo3::{PyErr, exceptions::PyValueError};
+
+pyo3::import_exception!(opentrace.exceptions, OpentraceError);
+pyo3::import_exception!(opentrace.exceptions, PermissionDenied);
+pyo3::import_exception!(opentrace.exceptions, TracepointNotFound);
+
+/// What privileged work needs, said once.
+pub const PRIVILEGES: &str = "run as root, or give the Python interpreter CAP_BPF and CAP_PERFMON \
+                              (e.g. `sudo setcap cap_bpf,cap_perfmon+ep $(readlink -f $(which python3))`)";
+
+#[derive(Debug)]
+pub enum Error {
+    /// The kernel refused for lack of privileges; the string says what was attempted.
+    Permission(String),
+    /// No tracepoint of that name; the string is the full message.
+    TracepointNotFound(String),
+    /// A malformed `format` file or argument.
+    Invalid(String),
+    /// Anything else, as a whole sentence.
+    Other(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// Classifies a failed kernel operation: EPERM/EACCES anywhere in the chain means privileges.
+    pub fn kernel(what: &str, err: &(dyn StdError + 'static)) -> Error {
+        if let Some(os) = os_error(err)
+            && matches!(os.raw_os_error(), Some(libc::EPERM | libc::EACCES))
+        {
+            return Error::Permission(format!("{what} was refused by the kernel ({os}); {PRIVILEGES}"));
+        }
+        Error::Other(format!("{what} failed: {}", chain(err)))
+    }
+
+    pub fn io(what: &str, err: &io::Error) -> Error {
+        Error::kernel(what, err)
+    }
+}
+
+/// The first `io::Error` in an error's source chain.
+fn os_error<'a>(mut err: &'a (dyn StdError + 'static)) -> Option<&'a io::Error> {
+    loop {
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            return Some(io);
+        }
+        err = err.source()?;
+    }
+}
+
+/// "outer: inner: innermost", without repeating a message that a wrapper already quotes.
+fn chain(err: &(dyn StdError + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(inner) = source {
+        let part = inner.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = inner.source();
+    }
+    text
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Permission(m) | Error::TracepointNotFound(m) | Error::Invalid(m) | Error::Other(m) => {
+                f.write_str(m)
+            }
+        }
+    }
+}
+
+impl From<Error> for PyErr {
+    fn from(err: Error) -> PyErr {
+        match err {
+            Error::Permission(m) => PermissionDenied::new_err(m),
+            Error::TracepointNotFound(m) => TracepointNotFound::new_err(m),
+            Error::Invalid(m) => PyValueError::new_err(m),
+            Error::Other(m) => OpentraceError::new_err(m),
+        }
+    }
+}

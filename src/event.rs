@@ -1,0 +1,276 @@
+//! `OpenEvent`: one open, immutable, built in batches from ring buffer records.
+use opentrace_common::{COMM_LEN, EventHeader, HEADER_SIZE, STATUS_PATH_FAULT, Syscall};
+use pyo3::{
+    ffi,
+    prelude::*,
+    sync::PyOnceLock,
+    types::{PyBytes, PyDict, PyString, PyTuple},
+};
+
+#[pyclass(module = "opentrace", name = "OpenEvent", frozen)]
+pub struct OpenEvent {
+    timestamp_ns: u64,
+    ret: i64,
+    flags: u64,
+    mode: u64,
+    pid: u32,
+    tid: u32,
+    uid: u32,
+    dfd: i32,
+    syscall: Syscall,
+    comm_len: u8,
+    comm: [u8; COMM_LEN],
+    path: Box<[u8]>,
+    /// `path` decoded on first use: most consumers never look at most paths.
+    path_str: PyOnceLock<Py<PyString>>,
+    path_fault: bool,
+}
+
+impl OpenEvent {
+    /// Parses one ring buffer record; `None` for a record this build does not understand.
+    pub fn from_record(record: &[u8]) -> Option<OpenEvent> {
+        if record.len() < HEADER_SIZE {
+            return None;
+        }
+        // SAFETY: length checked; `EventHeader` is plain integers, read unaligned.
+        let header = unsafe { record.as_ptr().cast::<EventHeader>().read_unaligned() };
+        let path = record.get(HEADER_SIZE..HEADER_SIZE + usize::from(header.path_len))?;
+        let comm_len = header.comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN) as u8;
+        Some(OpenEvent {
+            timestamp_ns: header.timestamp_ns,
+            ret: header.ret,
+            flags: header.flags,
+            mode: header.mode,
+            pid: header.pid,
+            tid: header.tid,
+            uid: header.uid,
+            dfd: header.dfd,
+            syscall: Syscall::from_u8(header.syscall)?,
+            comm_len,
+            comm: header.comm,
+            path: path.into(),
+            path_str: PyOnceLock::new(),
+            path_fault: header.status & STATUS_PATH_FAULT != 0,
+        })
+    }
+
+    /// True when the kernel handed us no path because user memory could not be read.
+    pub fn path_fault(&self) -> bool {
+        self.path_fault
+    }
+
+    fn comm_bytes(&self) -> &[u8] {
+        &self.comm[..usize::from(self.comm_len)]
+    }
+
+    fn key<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        (
+            self.timestamp_ns,
+            self.pid,
+            self.tid,
+            self.uid,
+            self.comm_bytes(),
+            self.syscall as u8,
+            &*self.path,
+            self.dfd,
+            self.flags,
+            self.mode,
+            self.ret,
+        )
+            .into_pyobject(py)
+    }
+}
+
+/// `os.fsdecode` for bytes: the filesystem encoding with surrogateescape.
+fn fsdecode<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
+    // SAFETY: the pointer and length describe `bytes`; the result is a new reference or NULL.
+    unsafe {
+        let obj =
+            ffi::PyUnicode_DecodeFSDefaultAndSize(bytes.as_ptr().cast(), bytes.len() as ffi::Py_ssize_t);
+        Ok(Bound::from_owned_ptr_or_err(py, obj)?.cast_into_unchecked())
+    }
+}
+
+/// `os.fsencode` for a str or bytes argument.
+fn fsencode(value: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    if let Ok(bytes) = value.cast::<PyBytes>() {
+        return Ok(bytes.as_bytes().to_vec());
+    }
+    let text = value.cast::<PyString>()?;
+    // SAFETY: `text` is a str; the result is a new reference to bytes or NULL.
+    let encoded =
+        unsafe { Bound::from_owned_ptr_or_err(value.py(), ffi::PyUnicode_EncodeFSDefault(text.as_ptr()))? };
+    Ok(encoded.cast_into::<PyBytes>()?.as_bytes().to_vec())
+}
+
+fn syscall_named(name: &str) -> PyResult<Syscall> {
+    Syscall::ALL.into_iter().find(|s| s.name() == name).ok_or_else(|| {
+        pyo3::exceptions::PyValueError::new_err(format!(
+            "syscall must be one of 'open', 'openat', 'openat2', 'creat', not {name:?}"
+        ))
+    })
+}
+
+#[pymethods]
+impl OpenEvent {
+    /// Builds an event by hand (tests, replays, unpickling); the tracer makes its own.
+    #[new]
+    #[pyo3(signature = (*, timestamp_ns, pid, tid, uid, comm, syscall, path, dfd = -100, flags = 0, mode = 0, ret = 0))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        timestamp_ns: u64,
+        pid: u32,
+        tid: u32,
+        uid: u32,
+        comm: &Bound<'_, PyAny>,
+        syscall: &str,
+        path: &Bound<'_, PyAny>,
+        dfd: i32,
+        flags: u64,
+        mode: u64,
+        ret: i64,
+    ) -> PyResult<OpenEvent> {
+        let comm_bytes = fsencode(comm)?;
+        if comm_bytes.len() >= COMM_LEN || comm_bytes.contains(&0) {
+            return Err(pyo3::exceptions::PyValueError::new_err("comm must be at most 15 bytes with no NUL"));
+        }
+        let mut comm = [0u8; COMM_LEN];
+        comm[..comm_bytes.len()].copy_from_slice(&comm_bytes);
+        Ok(OpenEvent {
+            timestamp_ns,
+            ret,
+            flags,
+            mode,
+            pid,
+            tid,
+            uid,
+            dfd,
+            syscall: syscall_named(syscall)?,
+            comm_len: comm_bytes.len() as u8,
+            comm,
+            path: fsencode(path)?.into(),
+            path_str: PyOnceLock::new(),
+            path_fault: false,
+        })
+    }
+
+    #[getter]
+    fn timestamp_ns(&self) -> u64 {
+        self.timestamp_ns
+    }
+    #[getter]
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+    #[getter]
+    fn tid(&self) -> u32 {
+        self.tid
+    }
+    #[getter]
+    fn uid(&self) -> u32 {
+        self.uid
+    }
+    #[getter]
+    fn comm<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyString>> {
+        fsdecode(py, self.comm_bytes())
+    }
+    #[getter]
+    fn syscall<'py>(&self, py: Python<'py>) -> &Bound<'py, PyString> {
+        match self.syscall {
+            Syscall::Open => pyo3::intern!(py, "open"),
+            Syscall::Openat => pyo3::intern!(py, "openat"),
+            Syscall::Openat2 => pyo3::intern!(py, "openat2"),
+            Syscall::Creat => pyo3::intern!(py, "creat"),
+        }
+    }
+    #[getter]
+    fn path<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyString>> {
+        let s = self.path_str.get_or_try_init(py, || fsdecode(py, &self.path).map(Bound::unbind))?;
+        Ok(s.bind(py).clone())
+    }
+    #[getter]
+    fn path_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.path)
+    }
+    #[getter]
+    fn dfd(&self) -> i32 {
+        self.dfd
+    }
+    #[getter]
+    fn flags(&self) -> u64 {
+        self.flags
+    }
+    #[getter]
+    fn mode(&self) -> u64 {
+        self.mode
+    }
+    #[getter]
+    fn ret(&self) -> i64 {
+        self.ret
+    }
+    #[getter]
+    fn fd(&self) -> Option<i64> {
+        (self.ret >= 0).then_some(self.ret)
+    }
+    #[getter]
+    fn errno(&self) -> Option<i64> {
+        (self.ret < 0).then(|| -self.ret)
+    }
+
+    /// Every field except `path_bytes`, JSON-serialisable.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("timestamp_ns", self.timestamp_ns)?;
+        d.set_item("pid", self.pid)?;
+        d.set_item("tid", self.tid)?;
+        d.set_item("uid", self.uid)?;
+        d.set_item("comm", self.comm(py)?)?;
+        d.set_item("syscall", self.syscall(py))?;
+        d.set_item("path", self.path(py)?)?;
+        d.set_item("dfd", self.dfd)?;
+        d.set_item("flags", self.flags)?;
+        d.set_item("mode", self.mode)?;
+        d.set_item("ret", self.ret)?;
+        d.set_item("fd", self.fd())?;
+        d.set_item("errno", self.errno())?;
+        Ok(d)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let result = match self.ret {
+            ret if ret >= 0 => format!("fd={ret}"),
+            ret => format!("errno={}", -ret),
+        };
+        Ok(format!(
+            "OpenEvent(pid={}, tid={}, comm={}, syscall='{}', path={}, {result})",
+            self.pid,
+            self.tid,
+            self.comm(py)?.repr()?,
+            self.syscall.name(),
+            self.path(py)?.repr()?,
+        ))
+    }
+
+    fn __eq__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        match other.cast::<OpenEvent>() {
+            Ok(other) => {
+                Ok(self.key(py)?.eq(other.get().key(py)?)?.into_pyobject(py)?.to_owned().into_any().unbind())
+            }
+            Err(_) => Ok(py.NotImplemented()),
+        }
+    }
+
+    fn __hash__(&self, py: Python<'_>) -> PyResult<isize> {
+        self.key(py)?.hash()
+    }
+
+    /// Pickling goes through the keyword constructor.
+    fn __getnewargs_ex__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyTuple>, Bound<'py, PyDict>)> {
+        let kwargs = self.to_dict(py)?;
+        kwargs.del_item("fd")?;
+        kwargs.del_item("errno")?;
+        kwargs.set_item("path", self.path_bytes(py))?;
+        kwargs.set_item("comm", PyBytes::new(py, self.comm_bytes()))?;
+        Ok((PyTuple::empty(py), kwargs))
+    }
+}

@@ -1,0 +1,304 @@
+//! `Session`: one loaded-and-attached set of programs and the reader of their ring buffer.
+//! The public `opentrace.Watcher` (Python) wraps it.
+use std::{
+    collections::VecDeque,
+    os::fd::AsRawFd,
+    sync::{
+        Mutex, MutexGuard,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use opentrace_common::{
+    COMM_LEN, FILTER_COMM, FILTER_EXCLUDE_SELF, FILTER_FAILED, FILTER_PID, FILTER_TID, FILTER_UID, Filter,
+    Syscall,
+};
+use pyo3::{prelude::*, sync::MutexExt, types::PyList};
+
+use aya::{
+    Ebpf,
+    maps::{MapData, RingBuf},
+};
+
+use crate::{
+    error::{Error, OpentraceError},
+    event::OpenEvent,
+    loader::{self, Config, Counters, Loaded},
+    ring::{Wait, Waiter},
+};
+
+/// Records turned into events per drain, bounding the memory a burst can take in Python.
+const BATCH: usize = 4096;
+/// Longest uninterrupted block: a safety net for a signal that lands just before the wait.
+const MAX_BLOCK: Duration = Duration::from_secs(1);
+
+struct Live {
+    ring: RingBuf<MapData>,
+    /// The programs and their links; dropping it detaches them.
+    _ebpf: Ebpf,
+    ready: VecDeque<Py<OpenEvent>>,
+    /// When the last drain that emptied the ring finished; the next drain waits for `latency`
+    /// after it so that a busy stream costs one wake-up per batch, not per event.
+    drained_at: Option<Instant>,
+}
+
+#[pyclass(module = "opentrace._opentrace", frozen)]
+pub struct Session {
+    live: Mutex<Option<Live>>,
+    /// Apart from `live`, so that `lost` never waits for a reader blocked in `live`.
+    counters: Mutex<Option<Counters>>,
+    waiter: Waiter,
+    closed: AtomicBool,
+    latency: Duration,
+    /// `lost` as of `close()`, when the counters are gone.
+    final_lost: AtomicU64,
+    path_faults: AtomicU64,
+    attached: Vec<&'static str>,
+}
+
+fn parse_syscall(name: &str) -> PyResult<Syscall> {
+    Syscall::ALL
+        .into_iter()
+        .find(|s| s.name() == name)
+        .ok_or_else(|| pyo3::exceptions::PyValueError::new_err(format!("unknown syscall {name:?}")))
+}
+
+impl Session {
+    fn lock<'a>(&'a self, py: Python<'_>) -> MutexGuard<'a, Option<Live>> {
+        // A panic while holding the lock cannot leave the state half-written in a way that matters.
+        self.live.lock_py_attached(py).unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn kernel_error(what: &str, err: std::io::Error) -> PyErr {
+        OpentraceError::new_err(format!("{what} failed: {err}"))
+    }
+
+    /// Moves up to `BATCH` records from the ring into `ready`. Returns how many were read.
+    fn drain(&self, py: Python<'_>, live: &mut Live) -> PyResult<usize> {
+        let mut read = 0;
+        while read < BATCH {
+            let Some(record) = live.ring.next() else { break };
+            read += 1;
+            if let Some(event) = OpenEvent::from_record(&record) {
+                drop(record);
+                if event.path_fault() {
+                    self.path_faults.fetch_add(1, Ordering::Relaxed);
+                }
+                live.ready.push_back(Py::new(py, event)?);
+            }
+        }
+        if read < BATCH {
+            live.drained_at = Some(Instant::now());
+        } else {
+            live.drained_at = None;
+        }
+        Ok(read)
+    }
+
+    /// Fills `ready` with at least one event unless `deadline` passes or the session closes.
+    /// Returns with the lock held; `guard` is `None` when closed.
+    fn fill(
+        &self,
+        py: Python<'_>,
+        guard: &mut MutexGuard<'_, Option<Live>>,
+        deadline: Option<Instant>,
+    ) -> PyResult<()> {
+        loop {
+            if self.closed.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            let Some(live) = guard.as_mut() else { return Ok(()) };
+            if !live.ready.is_empty() {
+                return Ok(());
+            }
+            if let Some(drained_at) = live.drained_at {
+                let due = drained_at + self.latency;
+                let until = deadline.map_or(due, |d| d.min(due));
+                let now = Instant::now();
+                if until > now {
+                    let slept = py.detach(|| self.waiter.sleep(until - now));
+                    if let Wait::Interrupted = slept.map_err(|e| Self::kernel_error("waiting", e))? {
+                        py.check_signals()?;
+                    }
+                    continue;
+                }
+            }
+            if self.drain(py, live)? > 0 {
+                continue;
+            }
+            let timeout = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => left.min(MAX_BLOCK),
+                    _ => return Ok(()),
+                },
+                None => MAX_BLOCK,
+            };
+            py.check_signals()?;
+            let waited = py.detach(|| self.waiter.wait(Some(timeout)));
+            match waited.map_err(|e| Self::kernel_error("waiting for events", e))? {
+                Wait::Interrupted => py.check_signals()?,
+                Wait::Ready | Wait::TimedOut => {}
+            }
+        }
+    }
+}
+
+#[pymethods]
+impl Session {
+    #[new]
+    #[pyo3(signature = (*, syscalls, ring_size, latency, pid=None, tid=None, uid=None, comm=None, failed=false, exclude_tgid=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        syscalls: Vec<String>,
+        ring_size: u32,
+        latency: f64,
+        pid: Option<u32>,
+        tid: Option<u32>,
+        uid: Option<u32>,
+        comm: Option<Vec<u8>>,
+        failed: bool,
+        exclude_tgid: Option<u32>,
+    ) -> PyResult<Session> {
+        let mut filter = Filter::NONE;
+        if let Some(pid) = pid {
+            filter.enabled |= FILTER_PID;
+            filter.pid = pid;
+        }
+        if let Some(tid) = tid {
+            filter.enabled |= FILTER_TID;
+            filter.tid = tid;
+        }
+        if let Some(uid) = uid {
+            filter.enabled |= FILTER_UID;
+            filter.uid = uid;
+        }
+        if let Some(tgid) = exclude_tgid {
+            filter.enabled |= FILTER_EXCLUDE_SELF;
+            filter.self_tgid = tgid;
+        }
+        if failed {
+            filter.enabled |= FILTER_FAILED;
+        }
+        if let Some(needle) = comm {
+            if needle.is_empty() || needle.len() >= COMM_LEN || needle.contains(&0) {
+                return Err(Error::Invalid("comm must be 1 to 15 bytes with no NUL".into()).into());
+            }
+            filter.enabled |= FILTER_COMM;
+            filter.comm_len = needle.len() as u32;
+            filter.comm[..needle.len()].copy_from_slice(&needle);
+        }
+        let syscalls = syscalls.iter().map(|s| parse_syscall(s)).collect::<PyResult<Vec<_>>>()?;
+        if !(latency.is_finite() && latency >= 0.0) {
+            return Err(Error::Invalid("latency must be a finite number of seconds >= 0".into()).into());
+        }
+        let config = Config { filter, syscalls, ring_size };
+
+        let waiter = Waiter::new().map_err(|e| Self::kernel_error("creating the epoll set", e))?;
+        let Loaded { ring, counters, ebpf, attached } = py.detach(|| loader::load(&config))?;
+        waiter.watch(ring.as_raw_fd()).map_err(|e| Self::kernel_error("watching the ring buffer", e))?;
+        Ok(Session {
+            live: Mutex::new(Some(Live { ring, _ebpf: ebpf, ready: VecDeque::new(), drained_at: None })),
+            counters: Mutex::new(Some(counters)),
+            waiter,
+            closed: AtomicBool::new(false),
+            latency: Duration::from_secs_f64(latency),
+            final_lost: AtomicU64::new(0),
+            path_faults: AtomicU64::new(0),
+            attached: attached.iter().map(|s| s.name()).collect(),
+        })
+    }
+
+    fn __iter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    /// Blocks (GIL released) until the next event; `None` (StopIteration) once closed.
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<OpenEvent>>> {
+        let mut guard = self.lock(py);
+        self.fill(py, &mut guard, None)?;
+        Ok(guard.as_mut().and_then(|live| live.ready.pop_front()))
+    }
+
+    /// The next event if one is ready now, without blocking.
+    fn next_ready(&self, py: Python<'_>) -> PyResult<Option<Py<OpenEvent>>> {
+        let mut guard = self.lock(py);
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        let Some(live) = guard.as_mut() else { return Ok(None) };
+        if live.ready.is_empty() {
+            self.drain(py, live)?;
+        }
+        Ok(live.ready.pop_front())
+    }
+
+    /// All events ready within `timeout` seconds (None: wait for at least one).
+    #[pyo3(signature = (timeout=None))]
+    fn poll<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyList>> {
+        let deadline = match timeout {
+            None => None,
+            Some(t) if t.is_finite() && t >= 0.0 => {
+                Some(Instant::now() + Duration::from_secs_f64(t.min(1e9)))
+            }
+            Some(_) => {
+                return Err(Error::Invalid("timeout must be None or a number of seconds >= 0".into()).into());
+            }
+        };
+        let mut guard = self.lock(py);
+        self.fill(py, &mut guard, deadline)?;
+        let list = PyList::empty(py);
+        if let Some(live) = guard.as_mut() {
+            for event in live.ready.drain(..) {
+                list.append(event)?;
+            }
+        }
+        Ok(list)
+    }
+
+    /// Detaches and frees everything; wakes any thread blocked in this session. Idempotent.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        self.closed.store(true, Ordering::Release);
+        self.waiter.wake();
+        let live = self.lock(py).take();
+        let counters = self.counters.lock_py_attached(py).unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(counters) = counters {
+            // Read after the programs are gone, so the count is final.
+            drop(live);
+            self.final_lost.store(counters.lost()?, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    #[getter]
+    fn lost(&self, py: Python<'_>) -> PyResult<u64> {
+        let counters = self.counters.lock_py_attached(py).unwrap_or_else(|p| p.into_inner());
+        match counters.as_ref() {
+            Some(counters) => Ok(counters.lost()?),
+            None => Ok(self.final_lost.load(Ordering::Acquire)),
+        }
+    }
+
+    /// Events whose path could not be read from the process's memory (reported with an empty path).
+    #[getter]
+    fn path_faults(&self) -> u64 {
+        self.path_faults.load(Ordering::Relaxed)
+    }
+
+    /// The syscalls whose tracepoints were attached (missing ones are skipped).
+    #[getter]
+    fn attached(&self) -> Vec<&'static str> {
+        self.attached.clone()
+    }
+
+    /// An fd that is readable whenever `next_ready()` may have something (for event loops).
+    fn fileno(&self) -> i32 {
+        self.waiter.fd()
+    }
+}

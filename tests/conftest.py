@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import opentrace
+import pytest
+
+IS_ROOT = os.geteuid() == 0
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if IS_ROOT:
+        return
+    skip = pytest.mark.skip(reason="needs root: loads eBPF programs into the running kernel")
+    for item in items:
+        if "root" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def marker(tmp_path: Path) -> Path:
+    """A unique path no other process will open."""
+    return tmp_path / f"opentrace-marker-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def tracer() -> Iterator[Callable[..., opentrace.Watcher]]:
+    """``tracer(**filters)`` opens a watcher that is closed when the test ends."""
+    opened: list[opentrace.Watcher] = []
+
+    def start(**filters: object) -> opentrace.Watcher:
+        w = opentrace.watch(**filters)  # type: ignore[arg-type]
+        opened.append(w)
+        return w
+
+    yield start
+    for w in opened:
+        w.close()
+
+
+def collect(
+    w: opentrace.Watcher,
+    wanted: Callable[[opentrace.OpenEvent], bool],
+    count: int = 1,
+    timeout: float = 5.0,
+) -> list[opentrace.OpenEvent]:
+    """Events matching ``wanted`` until ``count`` arrived or ``timeout`` passed."""
+    found: list[opentrace.OpenEvent] = []
+    deadline = time.monotonic() + timeout
+    while len(found) < count and time.monotonic() < deadline:
+        found.extend(ev for ev in w.poll(0.1) if wanted(ev))
+    return found
+
+
+def settle(w: opentrace.Watcher, quiet: float = 0.3) -> list[opentrace.OpenEvent]:
+    """Everything that arrives until the stream has been quiet for ``quiet`` seconds."""
+    events: list[opentrace.OpenEvent] = []
+    while batch := w.poll(quiet):
+        events.extend(batch)
+    return events
