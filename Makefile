@@ -14,7 +14,8 @@ bootstrap:  ## install what is missing: Debian packages, bpf-linker, the .venv
 	@scripts/bootstrap
 
 build: bootstrap  ## build the eBPF object and the extension into .venv (maturin develop)
-	@VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --quiet 2>&1 | { grep -vE '^(warning: opentrace@|📦|✏️|🛠)' || true; }
+	@set -o pipefail; VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --quiet 2>&1 \
+	  | { grep -vE '^(warning: opentrace@|\S+ +(Building|Found|Built|Setting|Installed) )' || true; }
 
 run: build  ## trace file opens live (as root); ARGS="-x -T" passes options
 	@$(PY) -m opentrace $(ARGS)
