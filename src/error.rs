@@ -31,7 +31,10 @@ impl Error {
         if let Some(os) = os_error(err)
             && matches!(os.raw_os_error(), Some(libc::EPERM | libc::EACCES))
         {
-            return Error::Permission(format!("{what} was refused by the kernel ({os}); {PRIVILEGES}"));
+            return Error::Permission(format!(
+                "{what} was refused by the kernel ({}); {PRIVILEGES}",
+                describe(os)
+            ));
         }
         Error::Other(format!("{what} failed: {}", chain(err)))
     }
@@ -39,6 +42,38 @@ impl Error {
     pub fn io(what: &str, err: &io::Error) -> Error {
         Error::kernel(what, err)
     }
+}
+
+/// "operation not permitted (EPERM)": the OS's words without Rust's "(os error 1)".
+pub fn describe(err: &io::Error) -> String {
+    let Some(code) = err.raw_os_error() else { return err.to_string() };
+    let name = match code {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::EINTR => "EINTR",
+        libc::E2BIG => "E2BIG",
+        libc::EBADF => "EBADF",
+        libc::EAGAIN => "EAGAIN",
+        libc::ENOMEM => "ENOMEM",
+        libc::EACCES => "EACCES",
+        libc::EFAULT => "EFAULT",
+        libc::EBUSY => "EBUSY",
+        libc::EEXIST => "EEXIST",
+        libc::EINVAL => "EINVAL",
+        libc::EMFILE => "EMFILE",
+        libc::ENOSPC => "ENOSPC",
+        libc::ENOSYS => "ENOSYS",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        _ => return format!("{} (errno {code})", strerror(code)),
+    };
+    format!("{} ({name})", strerror(code))
+}
+
+fn strerror(code: i32) -> String {
+    let text = io::Error::from_raw_os_error(code).to_string();
+    // Rust renders "Message (os error N)".
+    let text = text.split(" (os error").next().unwrap_or(&text);
+    text.to_lowercase()
 }
 
 /// The first `io::Error` in an error's source chain.
@@ -53,10 +88,14 @@ fn os_error<'a>(mut err: &'a (dyn StdError + 'static)) -> Option<&'a io::Error> 
 
 /// "outer: inner: innermost", without repeating a message that a wrapper already quotes.
 fn chain(err: &(dyn StdError + 'static)) -> String {
-    let mut text = err.to_string();
+    let show = |e: &(dyn StdError + 'static)| match e.downcast_ref::<io::Error>() {
+        Some(io) => describe(io),
+        None => e.to_string(),
+    };
+    let mut text = show(err);
     let mut source = err.source();
     while let Some(inner) = source {
-        let part = inner.to_string();
+        let part = show(inner);
         if !text.contains(&part) {
             text.push_str(": ");
             text.push_str(&part);

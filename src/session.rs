@@ -71,7 +71,7 @@ impl Session {
     }
 
     fn kernel_error(what: &str, err: std::io::Error) -> PyErr {
-        OpentraceError::new_err(format!("{what} failed: {err}"))
+        OpentraceError::new_err(format!("{what} failed: {}", crate::error::describe(&err)))
     }
 
     /// Moves up to `BATCH` records from the ring into `ready`. Returns how many were read.
@@ -186,8 +186,8 @@ impl Session {
                 return Err(Error::Invalid("comm must be 1 to 15 bytes with no NUL".into()).into());
             }
             filter.enabled |= FILTER_COMM;
-            filter.comm_len = needle.len() as u32;
             filter.comm[..needle.len()].copy_from_slice(&needle);
+            filter.comm_mask[..needle.len()].fill(0xff);
         }
         let syscalls = syscalls.iter().map(|s| parse_syscall(s)).collect::<PyResult<Vec<_>>>()?;
         if !(latency.is_finite() && latency >= 0.0) {

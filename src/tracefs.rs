@@ -52,8 +52,9 @@ fn mount() -> Result<()> {
     }
     let err = io::Error::last_os_error();
     Err(Error::Other(format!(
-        "tracefs is not mounted, and mounting it at {MOUNT_POINT} failed ({err}); {MOUNT_HINT}, \
-         or in a container start it with /sys/kernel/tracing available"
+        "tracefs is not mounted, and mounting it at {MOUNT_POINT} failed ({}); {MOUNT_HINT}, \
+         or in a container start it with /sys/kernel/tracing available",
+        crate::error::describe(&err)
     )))
 }
 
@@ -165,7 +166,7 @@ pub fn parse(text: &str) -> std::result::Result<Format, String> {
     Ok(Format { name, id, fields, print_fmt: print_fmt.ok_or("no print fmt: line")? })
 }
 
-/// `field:const char * filename;	offset:24;	size:8;	signed:0;`
+/// `field:const char * filename;<TAB>offset:24;<TAB>size:8;<TAB>signed:0;`
 fn parse_field(line: &str) -> std::result::Result<Field, String> {
     let (mut decl, mut offset, mut size, mut signed) = (None, None, None, None);
     for part in line.split(';').map(str::trim).filter(|p| !p.is_empty()) {

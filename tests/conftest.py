@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -62,3 +65,29 @@ def settle(w: opentrace.Watcher, quiet: float = 0.3) -> list[opentrace.OpenEvent
     while batch := w.poll(quiet):
         events.extend(batch)
     return events
+
+
+OPENER = Path(__file__).with_name("opener.py")
+
+
+class Child:
+    """A helper process (tests/opener.py) that runs ``ops`` when ``go()`` is called."""
+
+    def __init__(self, ops: list[list[object]], in_thread: bool = False) -> None:
+        argv = [sys.executable, str(OPENER), json.dumps(ops)] + (["--in-thread"] if in_thread else [])
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        ids = json.loads(self.proc.stdout.readline())
+        self.pid: int = ids["pid"]
+        self.tid: int = ids["tid"]
+
+    def go(self, timeout: float = 30) -> list[int]:
+        out, _ = self.proc.communicate("go\n", timeout=timeout)
+        assert self.proc.returncode == 0, out
+        results: list[int] = json.loads(out)
+        return results
+
+
+def run_child(ops: list[list[object]], in_thread: bool = False) -> tuple[Child, list[int]]:
+    child = Child(ops, in_thread)
+    return child, child.go()

@@ -94,10 +94,11 @@ pub struct Filter {
     pub uid: u32,
     /// The tracer's own tgid, left out when `FILTER_EXCLUDE_SELF` is set.
     pub self_tgid: u32,
-    /// Number of meaningful bytes in `comm`.
-    pub comm_len: u32,
-    /// Substring the task's comm must contain.
+    pub _pad: u32,
+    /// Substring the task's comm must contain, zero-padded.
     pub comm: [u8; COMM_LEN],
+    /// 0xff over the substring's bytes, 0 after them.
+    pub comm_mask: [u8; COMM_LEN],
 }
 
 pub const FILTER_PID: u32 = 1 << 0;
@@ -108,8 +109,16 @@ pub const FILTER_COMM: u32 = 1 << 4;
 pub const FILTER_EXCLUDE_SELF: u32 = 1 << 5;
 
 impl Filter {
-    pub const NONE: Filter =
-        Filter { enabled: 0, pid: 0, tid: 0, uid: 0, self_tgid: 0, comm_len: 0, comm: [0; COMM_LEN] };
+    pub const NONE: Filter = Filter {
+        enabled: 0,
+        pid: 0,
+        tid: 0,
+        uid: 0,
+        self_tgid: 0,
+        _pad: 0,
+        comm: [0; COMM_LEN],
+        comm_mask: [0; COMM_LEN],
+    };
 }
 
 /// What `sys_enter_*` remembers for `sys_exit_*`, keyed by thread id.
@@ -188,7 +197,7 @@ mod tests {
         assert_eq!(size_of::<Event>(), 72 + PATH_MAX);
         assert_eq!(size_of::<Pending>(), 48);
         assert_eq!(size_of::<ArgOffsets>(), 24);
-        assert_eq!(size_of::<Filter>(), 40);
+        assert_eq!(size_of::<Filter>(), 56);
     }
 
     #[test]

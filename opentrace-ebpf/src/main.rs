@@ -151,32 +151,34 @@ fn wanted(tgid: u32, tid: u32) -> bool {
         let Ok(comm) = bpf_get_current_comm() else {
             return false;
         };
-        return contains(&comm, &filter.comm, filter.comm_len as usize);
+        return contains(comm, filter.comm, filter.comm_mask);
     }
     true
 }
 
-/// Whether `needle[..len]` occurs in the NUL-padded `comm` (bounded loops for the verifier).
+/// Whether the masked `needle` occurs in the NUL-padded `comm`. Straight-line code (16 shifted
+/// compares of one 128-bit value): a data-dependent loop here costs the verifier a million steps.
+/// Needle bytes are non-zero, so a match cannot run into the padding.
 #[inline(always)]
-fn contains(comm: &[u8; TASK_COMM_LEN], needle: &[u8; TASK_COMM_LEN], len: usize) -> bool {
-    if len == 0 || len >= TASK_COMM_LEN {
-        return len == 0;
-    }
-    let mut start = 0;
-    while start + len < TASK_COMM_LEN + 1 {
-        let mut matched = 0;
-        while matched < len {
-            match (comm.get(start + matched), needle.get(matched)) {
-                (Some(a), Some(b)) if a == b => matched += 1,
-                _ => break,
-            }
-        }
-        if matched == len {
-            return true;
-        }
-        start += 1;
-    }
-    false
+fn contains(comm: [u8; TASK_COMM_LEN], needle: [u8; TASK_COMM_LEN], mask: [u8; TASK_COMM_LEN]) -> bool {
+    let (hay, needle, mask) =
+        (u128::from_le_bytes(comm), u128::from_le_bytes(needle), u128::from_le_bytes(mask));
+    let at = |start: u32| (hay >> (8 * start)) & mask == needle;
+    at(0)
+        | at(1)
+        | at(2)
+        | at(3)
+        | at(4)
+        | at(5)
+        | at(6)
+        | at(7)
+        | at(8)
+        | at(9)
+        | at(10)
+        | at(11)
+        | at(12)
+        | at(13)
+        | at(14)
 }
 
 #[inline(always)]

@@ -82,6 +82,7 @@ def _trace_parser() -> argparse.ArgumentParser:
     p.add_argument("-U", "--print-uid", action="store_true", help="print a UID column")
     p.add_argument("-e", "--extended", action="store_true", help="print the open flags (octal)")
     p.add_argument("--json", action="store_true", help="one JSON object per line instead of columns")
+    p.add_argument("-q", "--quiet", action="store_true", help="no 'tracing ...' line on stderr at start")
     p.add_argument(
         "--syscall",
         action="append",
@@ -138,6 +139,22 @@ def _header(args: argparse.Namespace) -> str:
     return "".join(parts)
 
 
+# How often a quiet trace checks that someone still reads its output.
+_IDLE_CHECK = 1.0
+
+
+def _reader_gone(out: TextIO) -> bool:
+    """True when ``out`` is a pipe or socket whose reading end has gone (``| head`` finished)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(out.fileno(), 0)
+        return any(mask & (select.POLLERR | select.POLLHUP) for _, mask in poller.poll(0))
+    except (OSError, ValueError):  # no real fd (e.g. a StringIO in tests)
+        return False
+
+
 def _trace(argv: list[str], out: TextIO, err: TextIO) -> int:
     parser = _trace_parser()
     args = parser.parse_args(argv)
@@ -157,6 +174,9 @@ def _trace(argv: list[str], out: TextIO, err: TextIO) -> int:
     with watcher:
         start_ns = time.monotonic_ns()
         fmt = _formatter(args, start_ns)
+        if not args.quiet:
+            err.write(f"{PROG}: tracing {', '.join(watcher.syscalls)}; Ctrl-C to stop\n")
+            err.flush()
         if not args.json:
             out.write(_header(args))
             out.flush()
@@ -165,12 +185,14 @@ def _trace(argv: list[str], out: TextIO, err: TextIO) -> int:
         reported = 0
         try:
             while True:
-                timeout = None
+                timeout = _IDLE_CHECK
                 if deadline is not None:
-                    timeout = deadline - time.monotonic()
+                    timeout = min(timeout, deadline - time.monotonic())
                     if timeout <= 0:
                         break
                 batch = watcher.poll(timeout)
+                if not batch and _reader_gone(out):
+                    break
                 if remaining is not None:
                     batch = batch[:remaining]
                     remaining -= len(batch)

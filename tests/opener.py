@@ -1,0 +1,132 @@
+"""Test helper, run as a child process: performs the syscalls a test asks for, once told to.
+
+    python opener.py '<json list of operations>' [--in-thread]
+
+It prints ``{"pid": ..., "tid": ...}`` (``tid``: the thread that will do the work), waits for a
+line on stdin, runs the operations in order and prints their results as a JSON list: the raw
+syscall return value, or ``-errno``. Operations:
+
+    ["open", path, flags, mode]              open(2)
+    ["creat", path, mode]                    creat(2)
+    ["openat", dirpath|null, path, flags, mode]  openat(2); dirpath is opened O_DIRECTORY as dfd
+    ["openat2", path, flags, mode, resolve]  openat2(2) with AT_FDCWD
+    ["unfaulted", path]                      openat(2) of a path that sits in a file-backed page
+                                             mapped just before, never touched from user space
+    ["bad_pointer"]                          openat(2) with an unmapped address as the path
+    ["loop", path, n]                        n x (openat + close); returns n
+    ["setuid", uid]                          drop to uid (real, effective, saved)
+    ["rename", comm]                         prctl(PR_SET_NAME)
+
+Paths are str; non-UTF-8 bytes travel as surrogate escapes (os.fsencode undoes them).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import sys
+import tempfile
+import threading
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+
+SYS_OPEN, SYS_CREAT, SYS_OPENAT, SYS_OPENAT2 = 2, 85, 257, 437  # x86_64
+AT_FDCWD = -100
+PR_SET_NAME = 15
+
+
+class OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def result(ret: int) -> int:
+    if ret < 0:
+        return -ctypes.get_errno()
+    os.close(ret)
+    return ret
+
+
+def call(*args: object) -> int:
+    ctypes.set_errno(0)
+    return result(libc.syscall(*args))
+
+
+def unfaulted(path: bytes) -> int:
+    fd, name = tempfile.mkstemp()
+    try:
+        os.write(fd, path + b"\0")
+        addr = libc.mmap(None, 4096, 1, 2, fd, 0)  # PROT_READ, MAP_PRIVATE: no page table entry yet
+        return call(SYS_OPENAT, AT_FDCWD, ctypes.c_void_p(addr), os.O_RDONLY, 0)
+    finally:
+        os.close(fd)
+        os.unlink(name)
+
+
+def run(op: list) -> int:
+    kind, *args = op
+    p = os.fsencode
+    if kind == "open":
+        return call(SYS_OPEN, p(args[0]), args[1], args[2])
+    if kind == "creat":
+        return call(SYS_CREAT, p(args[0]), args[1])
+    if kind == "openat":
+        dirpath, path, flags, mode = args
+        dfd = AT_FDCWD if dirpath is None else os.open(dirpath, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            return call(SYS_OPENAT, dfd, p(path), flags, mode)
+        finally:
+            if dfd != AT_FDCWD:
+                os.close(dfd)
+    if kind == "openat2":
+        how = OpenHow(args[1], args[2], args[3])
+        return call(SYS_OPENAT2, AT_FDCWD, p(args[0]), ctypes.byref(how), ctypes.sizeof(how))
+    if kind == "unfaulted":
+        return unfaulted(p(args[0]))
+    if kind == "bad_pointer":
+        return call(SYS_OPENAT, AT_FDCWD, ctypes.c_void_p(8), os.O_RDONLY, 0)
+    if kind == "loop":
+        path, n = p(args[0]), args[1]
+        for _ in range(n):
+            os.close(os.open(path, os.O_RDONLY))
+        return n
+    if kind == "setuid":
+        os.setresuid(args[0], args[0], args[0])
+        return 0
+    if kind == "rename":
+        return libc.prctl(PR_SET_NAME, args[0].encode(), 0, 0, 0)
+    raise ValueError(f"unknown operation {kind!r}")
+
+
+def main() -> None:
+    ops = json.loads(sys.argv[1])
+    results: list[int] = []
+    go = threading.Event()
+
+    def work() -> None:
+        go.wait()
+        results.extend(run(op) for op in ops)
+
+    if "--in-thread" in sys.argv:
+        worker = threading.Thread(target=work)
+        worker.start()
+        while worker.native_id is None:
+            pass
+        tid = worker.native_id
+    else:
+        worker, tid = None, threading.get_native_id()
+    print(json.dumps({"pid": os.getpid(), "tid": tid}), flush=True)
+    sys.stdin.readline()
+    go.set()
+    if worker is None:
+        work()
+    else:
+        worker.join()
+    print(json.dumps(results), flush=True)
+
+
+if __name__ == "__main__":
+    main()
