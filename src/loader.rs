@@ -1,9 +1,18 @@
-//! Loading the embedded eBPF object with this kernel's tracepoint layouts and the filters, and
-//! attaching its programs.
+//! Loading the embedded eBPF object with this kernel's tracepoint layouts, writing the filters,
+//! and attaching the programs.
+use std::{
+    ptr,
+    sync::{
+        Mutex, PoisonError,
+        atomic::{AtomicPtr, AtomicU32, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    maps::{Array, MapData, PerCpuArray, RingBuf},
+    programs::{TracePoint, trace_point::TracePointLink},
 };
 use opentrace_common::{ArgOffsets, COUNTER_LOST_PENDING, COUNTER_LOST_RING, Filter, NO_FIELD, Syscall};
 
@@ -24,9 +33,28 @@ pub struct Config {
 pub struct Loaded {
     pub ring: RingBuf<MapData>,
     pub counters: Counters,
-    /// Holds the programs and their links.
-    pub ebpf: Ebpf,
-    pub attached: Vec<Syscall>,
+    pub attached: Attached,
+}
+
+/// The attached programs. Dropping detaches them, all at once (see `Drop`).
+pub struct Attached {
+    links: Vec<TracePointLink>,
+    pub syscalls: Vec<Syscall>,
+    /// The programs and the maps not taken out of it; dropped after the links.
+    _ebpf: Ebpf,
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        // Each detach waits for an RCU tasks-trace grace period (~70 ms here); one after the other,
+        // eight of them made close() take over half a second. In parallel they share one.
+        std::thread::scope(|scope| {
+            for link in self.links.drain(..) {
+                // If no thread can be started, the closure (and the link) is dropped right here.
+                let _ = std::thread::Builder::new().spawn_scoped(scope, move || drop(link));
+            }
+        });
+    }
 }
 
 /// The per-CPU counters the programs keep.
@@ -45,7 +73,24 @@ impl Counters {
     }
 }
 
-/// The layouts of one syscall's entry tracepoint, from its format file.
+/// Where this kernel's `sys_enter_*`/`sys_exit_*` records keep their fields.
+struct Layouts {
+    /// The syscalls that have both tracepoints, with their entry layouts.
+    present: Vec<(Syscall, ArgOffsets)>,
+    ret_offset: u32,
+}
+
+/// What every load in this process shares: the format files do not change while the kernel runs,
+/// and one `EbpfLoader` serves every load (aya 0.14 parses the kernel's whole BTF, ~15 ms, in
+/// `EbpfLoader::new()`, for relocations this object does not need).
+struct Shared {
+    layouts: &'static Layouts,
+    loader: EbpfLoader<'static>,
+}
+
+static SHARED: Mutex<Option<Shared>> = Mutex::new(None);
+
+/// The layout of one syscall's entry tracepoint, from its format file.
 fn arg_offsets(format: &Format) -> Result<ArgOffsets> {
     let at = |name: &str| format.field(name).map_or(NO_FIELD, |f| f.offset);
     let offsets = ArgOffsets {
@@ -59,11 +104,41 @@ fn arg_offsets(format: &Format) -> Result<ArgOffsets> {
     };
     if offsets.filename == NO_FIELD {
         return Err(Error::Other(format!(
-            "the tracepoint syscalls:{} has no `filename` or `pathname` field; this kernel's layout is not supported",
+            "the tracepoint syscalls:{} has no `filename` or `pathname` field; this kernel's layout is \
+             not supported",
             format.name
         )));
     }
     Ok(offsets)
+}
+
+/// Reads the layouts of all four syscalls; a tracepoint this kernel lacks is skipped, not fatal.
+fn read_layouts() -> Result<Layouts> {
+    let mut present = Vec::new();
+    let mut ret_offset = None;
+    for syscall in Syscall::ALL {
+        let read = |phase: &str| match tracefs::format("syscalls", &format!("sys_{phase}_{}", syscall.name()))
+        {
+            Ok(format) => Ok(Some(format)),
+            Err(Error::TracepointNotFound(_)) => Ok(None),
+            Err(err) => Err(err),
+        };
+        let (Some(enter), Some(exit)) = (read("enter")?, read("exit")?) else { continue };
+        let ret = exit.field("ret").map(|f| f.offset).ok_or_else(|| {
+            Error::Other(format!("the tracepoint syscalls:{} has no `ret` field", exit.name))
+        })?;
+        if ret_offset.is_some_and(|r| r != ret) {
+            return Err(Error::Other("the sys_exit_* tracepoints disagree on where `ret` is".into()));
+        }
+        ret_offset = Some(ret);
+        present.push((syscall, arg_offsets(&enter)?));
+    }
+    let ret_offset = ret_offset.ok_or_else(|| {
+        Error::Other(
+            "this kernel has no sys_enter/sys_exit tracepoints for open, openat, openat2 or creat".into(),
+        )
+    })?;
+    Ok(Layouts { present, ret_offset })
 }
 
 fn global_name(syscall: Syscall) -> &'static str {
@@ -75,51 +150,89 @@ fn global_name(syscall: Syscall) -> &'static str {
     }
 }
 
-pub fn load(config: &Config) -> Result<Loaded> {
-    // Read every layout first: a tracepoint this kernel lacks is skipped, not fatal.
-    let mut present = Vec::new();
-    let mut ret_offset = None;
-    for &syscall in &config.syscalls {
-        let enter = match tracefs::format("syscalls", &format!("sys_enter_{}", syscall.name())) {
-            Ok(format) => format,
-            Err(Error::TracepointNotFound(_)) => continue,
-            Err(err) => return Err(err),
-        };
-        let exit = match tracefs::format("syscalls", &format!("sys_exit_{}", syscall.name())) {
-            Ok(format) => format,
-            Err(Error::TracepointNotFound(_)) => continue,
-            Err(err) => return Err(err),
-        };
-        let ret = exit.field("ret").map(|f| f.offset).ok_or_else(|| {
-            Error::Other(format!("the tracepoint syscalls:{} has no `ret` field", exit.name))
-        })?;
-        if ret_offset.is_some_and(|r| r != ret) {
-            return Err(Error::Other("the sys_exit_* tracepoints disagree on where `ret` is".into()));
-        }
-        ret_offset = Some(ret);
-        present.push((syscall, arg_offsets(&enter)?));
+fn new_loader() -> EbpfLoader<'static> {
+    let mut loader = EbpfLoader::new();
+    // Nothing here needs CO-RE relocations against the kernel's BTF.
+    loader.btf(None);
+    loader
+}
+
+/// A loader built ahead of time by `prepare()`, handed over without a lock: a fork while it is
+/// being built must not leave the child waiting for a thread it does not have.
+static PREPARED: AtomicPtr<EbpfLoader<'static>> = AtomicPtr::new(ptr::null_mut());
+/// The pid of the process whose `prepare()` is running, else 0.
+static PREPARING: AtomicU32 = AtomicU32::new(0);
+
+fn getpid() -> u32 {
+    std::process::id()
+}
+
+/// Builds the loader in the background (called from a thread at import), so that the first
+/// `watch()` does not pay for aya parsing the kernel BTF, and that transient memory is freed
+/// before the ring buffer is mapped.
+pub fn prepare() {
+    PREPARING.store(getpid(), Ordering::Release);
+    let loader = Box::into_raw(Box::new(new_loader()));
+    if PREPARED.compare_exchange(ptr::null_mut(), loader, Ordering::AcqRel, Ordering::Acquire).is_err() {
+        // SAFETY: `loader` came from `Box::into_raw` above and was not published.
+        drop(unsafe { Box::from_raw(loader) });
     }
-    let Some(ret_offset) = ret_offset else {
+    PREPARING.store(0, Ordering::Release);
+}
+
+fn take_prepared() -> EbpfLoader<'static> {
+    let deadline = Instant::now() + Duration::from_millis(100);
+    while PREPARED.load(Ordering::Acquire).is_null()
+        && PREPARING.load(Ordering::Acquire) == getpid()
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let prepared = PREPARED.swap(ptr::null_mut(), Ordering::AcqRel);
+    if prepared.is_null() {
+        return new_loader();
+    }
+    // SAFETY: published by `prepare()` from `Box::into_raw`, and swapped out exactly once.
+    *unsafe { Box::from_raw(prepared) }
+}
+
+fn shared() -> Result<Shared> {
+    // Leaked once per process: the loader keeps references to its globals.
+    let layouts: &'static Layouts = Box::leak(Box::new(read_layouts()?));
+    let mut loader = take_prepared();
+    for (syscall, offsets) in &layouts.present {
+        loader.override_global(global_name(*syscall), offsets, true);
+    }
+    loader.override_global("RET_OFFSET", &layouts.ret_offset, true);
+    Ok(Shared { layouts, loader })
+}
+
+pub fn load(config: &Config) -> Result<Loaded> {
+    let mut guard = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+    if guard.is_none() {
+        *guard = Some(shared()?);
+    }
+    let Shared { layouts, loader } = guard.as_mut().expect("set above");
+    let wanted: Vec<Syscall> =
+        layouts.present.iter().map(|(s, _)| *s).filter(|s| config.syscalls.contains(s)).collect();
+    if wanted.is_empty() {
         let names: Vec<_> = config.syscalls.iter().map(|s| s.name()).collect();
         return Err(Error::Other(format!(
             "none of the requested syscalls ({}) has sys_enter/sys_exit tracepoints on this kernel",
             names.join(", ")
         )));
-    };
-
-    let mut loader = EbpfLoader::new();
-    // Nothing here needs CO-RE relocations against the kernel's BTF.
-    loader.btf(None);
-    for (syscall, offsets) in &present {
-        loader.override_global(global_name(*syscall), offsets, true);
     }
-    loader.override_global("RET_OFFSET", &ret_offset, true);
-    loader.override_global("FILTER", &config.filter, true);
     loader.map_max_entries("EVENTS", config.ring_size);
     let mut ebpf = loader.load(OBJECT).map_err(|e| Error::kernel("loading the eBPF programs", &e))?;
+    drop(guard);
+
+    let mut filters: Array<_, Filter> = Array::try_from(map(&mut ebpf, "CONFIG")?)
+        .map_err(|e| Error::kernel("opening the filter map", &e))?;
+    filters.set(0, config.filter, 0).map_err(|e| Error::kernel("writing the filters", &e))?;
 
     // Exit before entry: an entry recorded while attaching always has its exit attached.
-    for (syscall, _) in &present {
+    let mut links = Vec::new();
+    for syscall in &wanted {
         for phase in ["exit", "enter"] {
             let name = format!("sys_{phase}_{}", syscall.name());
             let program: &mut TracePoint = ebpf
@@ -128,15 +241,14 @@ pub fn load(config: &Config) -> Result<Loaded> {
                 .try_into()
                 .map_err(|e| Error::kernel(&format!("preparing {name}"), &e))?;
             program.load().map_err(|e| Error::kernel(&format!("loading the program {name}"), &e))?;
-            program
+            let link = program
                 .attach("syscalls", &name)
+                .and_then(|id| program.take_link(id))
                 .map_err(|e| Error::kernel(&format!("attaching to the tracepoint syscalls:{name}"), &e))?;
+            links.push(link);
         }
     }
 
-    let take = |ebpf: &mut Ebpf, name: &str| {
-        ebpf.take_map(name).ok_or_else(|| Error::Other(format!("the embedded eBPF object has no map {name}")))
-    };
     let ring = RingBuf::try_from(take(&mut ebpf, "EVENTS")?)
         .map_err(|e| Error::kernel("mapping the ring buffer", &e))?;
     let counters = PerCpuArray::try_from(take(&mut ebpf, "COUNTERS")?)
@@ -144,7 +256,18 @@ pub fn load(config: &Config) -> Result<Loaded> {
     Ok(Loaded {
         ring,
         counters: Counters(counters),
-        ebpf,
-        attached: present.into_iter().map(|(s, _)| s).collect(),
+        attached: Attached { links, syscalls: wanted, _ebpf: ebpf },
     })
+}
+
+fn missing(name: &str) -> Error {
+    Error::Other(format!("the embedded eBPF object has no map {name}"))
+}
+
+fn map<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::maps::Map> {
+    ebpf.map_mut(name).ok_or_else(|| missing(name))
+}
+
+fn take(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
+    ebpf.take_map(name).ok_or_else(|| missing(name))
 }

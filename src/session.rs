@@ -16,15 +16,12 @@ use opentrace_common::{
 };
 use pyo3::{prelude::*, sync::MutexExt, types::PyList};
 
-use aya::{
-    Ebpf,
-    maps::{MapData, RingBuf},
-};
+use aya::maps::{MapData, RingBuf};
 
 use crate::{
     error::{Error, OpentraceError},
     event::OpenEvent,
-    loader::{self, Config, Counters, Loaded},
+    loader::{self, Attached, Config, Counters, Loaded},
     ring::{Wait, Waiter},
 };
 
@@ -36,7 +33,7 @@ const MAX_BLOCK: Duration = Duration::from_secs(1);
 struct Live {
     ring: RingBuf<MapData>,
     /// The programs and their links; dropping it detaches them.
-    _ebpf: Ebpf,
+    _attached: Attached,
     ready: VecDeque<Py<OpenEvent>>,
     /// When the last drain that emptied the ring finished; the next drain waits for `latency`
     /// after it so that a busy stream costs one wake-up per batch, not per event.
@@ -196,17 +193,22 @@ impl Session {
         let config = Config { filter, syscalls, ring_size };
 
         let waiter = Waiter::new().map_err(|e| Self::kernel_error("creating the epoll set", e))?;
-        let Loaded { ring, counters, ebpf, attached } = py.detach(|| loader::load(&config))?;
+        let Loaded { ring, counters, attached } = py.detach(|| loader::load(&config))?;
         waiter.watch(ring.as_raw_fd()).map_err(|e| Self::kernel_error("watching the ring buffer", e))?;
         Ok(Session {
-            live: Mutex::new(Some(Live { ring, _ebpf: ebpf, ready: VecDeque::new(), drained_at: None })),
+            attached: attached.syscalls.iter().map(|s| s.name()).collect(),
+            live: Mutex::new(Some(Live {
+                ring,
+                _attached: attached,
+                ready: VecDeque::new(),
+                drained_at: None,
+            })),
             counters: Mutex::new(Some(counters)),
             waiter,
             closed: AtomicBool::new(false),
             latency: Duration::from_secs_f64(latency),
             final_lost: AtomicU64::new(0),
             path_faults: AtomicU64::new(0),
-            attached: attached.iter().map(|s| s.name()).collect(),
         })
     }
 
@@ -263,9 +265,13 @@ impl Session {
         self.waiter.wake();
         let live = self.lock(py).take();
         let counters = self.counters.lock_py_attached(py).unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(mut live) = live {
+            live.ready.clear();
+            // Detaching waits for the kernel (tens of ms): let other Python threads run meanwhile.
+            py.detach(move || drop(live));
+        }
         if let Some(counters) = counters {
             // Read after the programs are gone, so the count is final.
-            drop(live);
             self.final_lost.store(counters.lost()?, Ordering::Release);
         }
         Ok(())

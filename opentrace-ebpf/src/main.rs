@@ -15,7 +15,7 @@ use aya_ebpf::{
         bpf_probe_read_user, bpf_probe_read_user_str_bytes,
     },
     macros::{map, tracepoint},
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
 use opentrace_common::{
@@ -37,12 +37,13 @@ static CREAT_ARGS: ArgOffsets = ArgOffsets::CREAT;
 #[unsafe(no_mangle)]
 static RET_OFFSET: u32 = DEFAULT_RET_OFFSET;
 
-#[unsafe(no_mangle)]
-static FILTER: Filter = Filter::NONE;
-
 /// `bpf_ringbuf_output` flags: 0 lets the kernel wake the reader only once it has caught up.
 #[unsafe(no_mangle)]
 static WAKEUP_FLAGS: u64 = 0;
+
+/// Element 0: the filters, written by the loader before the programs are attached.
+#[map]
+static CONFIG: Array<Filter> = Array::with_max_entries(1, 0);
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
@@ -133,7 +134,9 @@ fn arg(ctx: &TracePointContext, offset: u32) -> Result<u64, i64> {
 /// The filters that can be decided at syscall entry, before anything is stored.
 #[inline(always)]
 fn wanted(tgid: u32, tid: u32) -> bool {
-    let filter = unsafe { read_volatile(&FILTER) };
+    let Some(filter) = CONFIG.get(0) else {
+        return false;
+    };
     let on = |bit: u32| filter.enabled & bit != 0;
     if on(FILTER_EXCLUDE_SELF) && tgid == filter.self_tgid {
         return false;
@@ -192,8 +195,8 @@ fn try_sys_exit(ctx: &TracePointContext) -> Result<u32, i64> {
     let _ = PENDING.remove(&tid);
 
     let ret = arg(ctx, unsafe { read_volatile(&RET_OFFSET) })? as i64;
-    let filter = unsafe { read_volatile(&FILTER) };
-    if filter.enabled & FILTER_FAILED != 0 && ret >= 0 {
+    let failed_only = CONFIG.get(0).is_some_and(|filter| filter.enabled & FILTER_FAILED != 0);
+    if failed_only && ret >= 0 {
         return Ok(0);
     }
 

@@ -9,9 +9,25 @@
 from __future__ import annotations
 
 from ._opentrace import OpenEvent
-from ._tracepoints import Field, TracepointFormat, tracepoint_format, tracepoints
 from ._watch import Watcher, watch
 from .exceptions import OpentraceError, PermissionDenied, TracepointNotFound
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ._tracepoints import Field, TracepointFormat, tracepoint_format, tracepoints
+
+# Loaded on first use: most programs only watch, and dataclasses costs a start-up's worth of imports.
+_LAZY = {"Field", "TracepointFormat", "tracepoint_format", "tracepoints"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from . import _tracepoints
+
+        return getattr(_tracepoints, name)
+    raise AttributeError(f"module 'opentrace' has no attribute {name!r}")
 
 __all__ = [
     "Field",

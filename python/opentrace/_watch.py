@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import atexit
-import logging
 import os
 import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator
-from types import TracebackType
-from typing import Any
 
 from . import _opentrace
-from ._opentrace import OpenEvent
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
+if TYPE_CHECKING:
+    from types import TracebackType
+    from typing import Any
+
+    from ._opentrace import OpenEvent
 
 __all__ = ["SYSCALLS", "Watcher", "watch"]
-
-log = logging.getLogger("opentrace")
 
 SYSCALLS = frozenset({"open", "openat", "openat2", "creat"})
 DEFAULT_RING_SIZE = 4 << 20
@@ -125,7 +126,7 @@ def watch(
     me = os.getpid()
     if pid != me and (tid is None or not _is_own_thread(tid)):
         config["exclude_tgid"] = me
-    return Watcher(_opentrace.Session(**config))
+    return Watcher(_opentrace.Session(**config), config["syscalls"])
 
 
 class Watcher:
@@ -137,12 +138,16 @@ class Watcher:
 
     __slots__ = ("__weakref__", "_session")
 
-    def __init__(self, session: _opentrace.Session) -> None:
+    def __init__(self, session: _opentrace.Session, requested: Iterable[str] = SYSCALLS) -> None:
         self._session = session
         _live.add(self)
-        skipped = SYSCALLS.difference(session.attached)
+        skipped = set(requested).difference(session.attached)
         if skipped:
-            log.debug("not traced (no tracepoint, or not asked for): %s", ", ".join(sorted(skipped)))
+            import logging
+
+            logging.getLogger("opentrace").debug(
+                "not traced, this kernel has no tracepoints for: %s", ", ".join(sorted(skipped))
+            )
 
     def __iter__(self) -> Iterator[OpenEvent]:
         return self._session
@@ -194,7 +199,7 @@ class Watcher:
     @property
     def syscalls(self) -> list[str]:
         """The syscalls actually traced (a tracepoint this kernel lacks is skipped)."""
-        return list(self._session.attached)
+        return sorted(self._session.attached)
 
     def fileno(self) -> int:
         """A file descriptor that becomes readable when events may be ready (for selectors)."""
