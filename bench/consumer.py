@@ -1,0 +1,59 @@
+"""Library-mode consumer for bench/run.py: count one process's opens with ``opentrace.watch()``.
+
+    python bench/consumer.py TARGET_PID PROBE_PATH
+
+Traces system-wide (no kernel filter) and does the counting in Python, the way a naive user
+would. Protocol on stdout (each line flushed):
+
+    ready <watch_ms>                    after watch() returned
+    first <probe_path> <ms>             first event whose path is PROBE_PATH (ms since just before watch())
+    {"count": ..., "lost": ..., ...}    on SIGINT (or SIGTERM), then exit 0
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+
+import opentrace
+
+
+def main() -> int:
+    target_pid = int(sys.argv[1])
+    probe = sys.argv[2]
+    out = sys.stdout
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+    n = 0
+    events = 0
+    first_ms: float | None = None
+    t0 = time.perf_counter()
+    w = opentrace.watch()
+    watch_ms = (time.perf_counter() - t0) * 1e3
+    out.write(f"ready {watch_ms:.3f}\n")
+    out.flush()
+    try:
+        try:
+            for ev in w:
+                events += 1
+                if ev.pid == target_pid:
+                    n += 1
+                elif first_ms is None and ev.path == probe:
+                    first_ms = (time.perf_counter() - t0) * 1e3
+                    out.write(f"first {probe} {first_ms:.3f}\n")
+                    out.flush()
+        except KeyboardInterrupt:
+            pass
+        lost = w.lost
+    finally:
+        w.close()
+    out.write(json.dumps({"count": n, "lost": lost, "events": events, "watch_ms": watch_ms,
+                          "first_event_ms": first_ms}) + "\n")
+    out.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
