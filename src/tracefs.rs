@@ -12,8 +12,15 @@ const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing
 const MOUNT_POINT: &str = "/sys/kernel/tracing";
 const MOUNT_HINT: &str = "mount it with `mount -t tracefs nodev /sys/kernel/tracing` (as root)";
 
+/// Overrides where opentrace reads tracepoint formats and lists (a copy of a tracefs tree, or
+/// tracefs mounted elsewhere). The kernel attaches through the standard mount in any case.
+const ROOT_VAR: &str = "OPENTRACE_TRACEFS";
+
 /// The tracefs root, mounting tracefs at `/sys/kernel/tracing` when it is missing and we may.
 pub fn root() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os(ROOT_VAR) {
+        return Ok(PathBuf::from(dir));
+    }
     if let Some(found) = find()? {
         return Ok(found);
     }

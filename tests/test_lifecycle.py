@@ -1,0 +1,267 @@
+"""A watcher's life: every kernel object released however it ends, threads, two at once, faults."""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import opentrace
+
+from .conftest import Child, collect, settle
+
+pytestmark = pytest.mark.root
+
+
+def kernel_fds() -> dict[str, int]:
+    """This process's fds that stand for kernel objects (bpf maps/programs/links, perf events,
+    epoll sets, eventfds), by kind."""
+    kinds: dict[str, int] = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except FileNotFoundError:
+            continue
+        if target.startswith("anon_inode:"):
+            kinds[target] = kinds.get(target, 0) + 1
+    return kinds
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+SYS_BPF, BPF_PROG_GET_NEXT_ID = 321, 11
+
+
+def bpf_program_ids() -> set[int]:
+    """Ids of every BPF program loaded in the kernel (BPF_PROG_GET_NEXT_ID)."""
+    ids: set[int] = set()
+    attr = (ctypes.c_uint32 * 4)()
+    while _libc.syscall(SYS_BPF, BPF_PROG_GET_NEXT_ID, ctypes.byref(attr), ctypes.sizeof(attr)) == 0:
+        ids.add(attr[1])
+        attr[0] = attr[1]
+    return ids
+
+
+def wait_gone(ids: set[int], timeout: float = 5.0) -> set[int]:
+    """Programs are freed after an RCU grace period: wait for ``ids`` to disappear."""
+    deadline = time.monotonic() + timeout
+    while (left := ids & bpf_program_ids()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+def _close(w: opentrace.Watcher) -> None:
+    w.close()
+
+
+def _with_block(w: opentrace.Watcher) -> None:
+    with w:
+        pass
+
+
+def _break_and_collect(w: opentrace.Watcher) -> None:
+    subprocess.run(["true"])
+    for _ in w:
+        break
+    del w
+    gc.collect()
+
+
+def _exception_in_loop(w: opentrace.Watcher) -> None:
+    subprocess.run(["true"])
+    with pytest.raises(ZeroDivisionError), w:
+        for _ in w:
+            1 / 0  # noqa: B018
+
+
+@pytest.mark.parametrize("end", [_close, _with_block, _break_and_collect, _exception_in_loop])
+def test_every_ending_releases_every_kernel_object(end) -> None:
+    before_fds, before_progs = kernel_fds(), bpf_program_ids()
+    for _ in range(5):
+        end(opentrace.watch())
+    gc.collect()
+    assert kernel_fds() == before_fds
+    new = bpf_program_ids() - before_progs
+    assert wait_gone(new) == set()
+
+
+def test_interpreter_exit_releases_everything_and_does_not_hang() -> None:
+    code = (
+        "import threading, opentrace\n"
+        "w = opentrace.watch()\n"
+        "threading.Thread(target=lambda: [e for e in w], daemon=True).start()\n"
+        "w2 = opentrace.watch(syscalls=['openat'])\n"
+        "print(len(w2.syscalls), flush=True)\n"
+    )
+    before = bpf_program_ids()
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "1\n" and done.stderr == ""
+    assert time.monotonic() - started < 10
+    assert wait_gone(bpf_program_ids() - before) == set()
+
+
+# Threads ----------------------------------------------------------------------------------------
+
+
+def test_two_threads_on_one_watcher_get_each_event_once(tmp_path: Path) -> None:
+    paths = [tmp_path / f"m{i}" for i in range(300)]
+    child = Child([["openat", None, str(p), 0, 0] for p in paths])
+    w = opentrace.watch(pid=child.pid)
+    seen: list[list[str]] = [[], []]
+
+    def consume(out: list[str]) -> None:
+        for ev in w:
+            out.append(ev.path)
+
+    threads = [threading.Thread(target=consume, args=(out,)) for out in seen]
+    for t in threads:
+        t.start()
+    child.go()
+    deadline = time.monotonic() + 5
+    while sum(map(len, seen)) < len(paths) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    w.close()
+    for t in threads:
+        t.join(2)
+        assert not t.is_alive()
+    together = seen[0] + seen[1]
+    assert sorted(together) == sorted(map(str, paths))  # every event, none twice
+
+
+def test_poll_honours_its_timeout() -> None:
+    with opentrace.watch(pid=1 << 22) as w:
+        for timeout in (0, 0.05, 0.3):
+            started = time.monotonic()
+            assert w.poll(timeout) == []
+            took = time.monotonic() - started
+            assert timeout <= took < timeout + 0.2
+
+
+def test_close_wakes_poll_and_next_in_other_threads() -> None:
+    w = opentrace.watch(pid=1 << 22)
+    results: list[object] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(w.poll(None))),
+        threading.Thread(target=lambda: results.append(next(w, "stopped"))),
+    ]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    w.close()
+    for t in threads:
+        t.join(2)
+    assert time.monotonic() - started < 1
+    assert sorted(map(str, results)) == ["[]", "stopped"]
+
+
+def test_lost_does_not_wait_for_a_blocked_reader() -> None:
+    w = opentrace.watch(pid=1 << 22)
+    reader = threading.Thread(target=lambda: list(w))
+    reader.start()
+    time.sleep(0.1)
+    started = time.monotonic()
+    assert w.lost == 0
+    assert time.monotonic() - started < 0.1
+    w.close()
+    reader.join(2)
+
+
+# Two at once ------------------------------------------------------------------------------------
+
+
+def test_two_watchers_in_one_process_each_see_every_event(marker: Path) -> None:
+    child = Child([["openat", None, str(marker), 0, 0]] * 3)
+    with opentrace.watch() as a, opentrace.watch(comm="python") as b:
+        child.go()
+        for w in (a, b):
+            assert len(collect(w, lambda e: e.pid == child.pid and e.path == str(marker), count=3)) == 3
+
+
+def test_two_cli_processes_each_see_every_event(marker: Path) -> None:
+    def cli() -> subprocess.Popen[str]:
+        proc = subprocess.Popen([sys.executable, "-m", "opentrace", "-n", "cat", "-d", "3"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stderr is not None and proc.stderr.readline().startswith("opentrace: tracing")
+        return proc
+
+    first, second = cli(), cli()
+    for _ in range(3):
+        subprocess.run(["cat", str(marker)], stderr=subprocess.DEVNULL)
+    for proc in (first, second):
+        out, _ = proc.communicate(timeout=10)
+        assert proc.returncode == 0
+        assert [line.split()[-1] for line in out.splitlines() if line.endswith(str(marker))] == [str(marker)] * 3
+
+
+# Environment faults -----------------------------------------------------------------------------
+
+
+def _tracefs_mounted() -> bool:
+    return os.path.isdir("/sys/kernel/tracing/events")
+
+
+@pytest.fixture
+def tracefs_unmounted():
+    """Unmounts tracefs for the test (when nothing holds it) and mounts it back after."""
+    if subprocess.run(["umount", "/sys/kernel/tracing"], capture_output=True).returncode != 0:
+        pytest.skip("tracefs is busy (another tracer is running); cannot unmount it for this test")
+    if os.path.isdir("/sys/kernel/debug/tracing/events"):
+        subprocess.run(["umount", "/sys/kernel/tracing"], capture_output=True)
+    try:
+        yield
+    finally:
+        if not _tracefs_mounted():
+            subprocess.run(["mount", "-t", "tracefs", "nodev", "/sys/kernel/tracing"], check=True)
+
+
+def test_tracefs_not_mounted_is_mounted_for_root(tracefs_unmounted, marker: Path) -> None:
+    code = "import opentrace; w = opentrace.watch(); w.close(); print('ok')"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and done.stdout == "ok\n", done.stderr
+    assert _tracefs_mounted()
+
+
+def test_tracefs_that_cannot_be_mounted_is_a_clear_error(tracefs_unmounted) -> None:
+    done = subprocess.run(
+        ["setpriv", "--bounding-set=-sys_admin", sys.executable, "-m", "opentrace", "-d", "1"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("opentrace: tracefs is not mounted, and mounting it at /sys/kernel/tracing failed")
+    assert "mount -t tracefs nodev /sys/kernel/tracing" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_missing_tracepoint_is_skipped(tmp_path: Path, marker: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A kernel without creat(2) tracepoints (e.g. arm64): the others are traced, with a debug log."""
+    fake = tmp_path / "tracefs"
+    for syscall in ("open", "openat", "openat2"):
+        for phase in ("enter", "exit"):
+            name = f"sys_{phase}_{syscall}"
+            (fake / "events" / "syscalls" / name).mkdir(parents=True)
+            real = Path("/sys/kernel/tracing/events/syscalls") / name / "format"
+            (fake / "events" / "syscalls" / name / "format").write_text(real.read_text())
+    code = (
+        "import logging, opentrace\n"
+        "logging.basicConfig(level=logging.DEBUG, format='%(name)s %(message)s')\n"
+        "w = opentrace.watch(); print(w.syscalls); w.close()\n"
+    )
+    env = dict(os.environ, OPENTRACE_TRACEFS=str(fake))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "['open', 'openat', 'openat2']\n"
+    assert "opentrace not traced, this kernel has no tracepoints for: creat" in done.stderr
+
+
+def test_settle_helper_sees_nothing_from_an_idle_filter() -> None:
+    with opentrace.watch(pid=1 << 22) as w:
+        assert settle(w, 0.1) == []
