@@ -1,11 +1,13 @@
 //! `OpenEvent`: one open, immutable, built in batches from ring buffer records.
-use opentrace_common::{COMM_LEN, EventHeader, HEADER_SIZE, STATUS_PATH_FAULT, Syscall};
+use opentrace_common::{COMM_LEN, Syscall};
 use pyo3::{
     ffi,
     prelude::*,
     sync::PyOnceLock,
     types::{PyBytes, PyDict, PyString, PyTuple},
 };
+
+use crate::format::View;
 
 #[pyclass(module = "opentrace", name = "OpenEvent", frozen)]
 pub struct OpenEvent {
@@ -29,29 +31,45 @@ pub struct OpenEvent {
 impl OpenEvent {
     /// Parses one ring buffer record; `None` for a record this build does not understand.
     pub fn from_record(record: &[u8]) -> Option<OpenEvent> {
-        if record.len() < HEADER_SIZE {
-            return None;
-        }
-        // SAFETY: length checked; `EventHeader` is plain integers, read unaligned.
-        let header = unsafe { record.as_ptr().cast::<EventHeader>().read_unaligned() };
-        let path = record.get(HEADER_SIZE..HEADER_SIZE + usize::from(header.path_len))?;
-        let comm_len = header.comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN) as u8;
-        Some(OpenEvent {
-            timestamp_ns: header.timestamp_ns,
-            ret: header.ret,
-            flags: header.flags,
-            mode: header.mode,
-            pid: header.pid,
-            tid: header.tid,
-            uid: header.uid,
-            dfd: header.dfd,
-            syscall: Syscall::from_u8(header.syscall)?,
-            comm_len,
-            comm: header.comm,
-            path: path.into(),
+        View::parse(record).map(|v| OpenEvent::from_view(&v))
+    }
+
+    pub fn from_view(v: &View<'_>) -> OpenEvent {
+        let mut comm = [0u8; COMM_LEN];
+        comm[..v.comm.len()].copy_from_slice(v.comm);
+        OpenEvent {
+            timestamp_ns: v.timestamp_ns,
+            ret: v.ret,
+            flags: v.flags,
+            mode: v.mode,
+            pid: v.pid,
+            tid: v.tid,
+            uid: v.uid,
+            dfd: v.dfd,
+            syscall: v.syscall,
+            comm_len: v.comm.len() as u8,
+            comm,
+            path: v.path.into(),
             path_str: PyOnceLock::new(),
-            path_fault: header.status & STATUS_PATH_FAULT != 0,
-        })
+            path_fault: v.path_fault,
+        }
+    }
+
+    pub fn view(&self) -> View<'_> {
+        View {
+            timestamp_ns: self.timestamp_ns,
+            ret: self.ret,
+            flags: self.flags,
+            mode: self.mode,
+            pid: self.pid,
+            tid: self.tid,
+            uid: self.uid,
+            dfd: self.dfd,
+            syscall: self.syscall,
+            comm: self.comm_bytes(),
+            path: &self.path,
+            path_fault: self.path_fault,
+        }
     }
 
     /// True when the kernel handed us no path because user memory could not be read.

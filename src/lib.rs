@@ -1,6 +1,7 @@
 //! `opentrace._opentrace`: the compiled half of opentrace. The public API is the Python package.
 mod error;
 mod event;
+mod format;
 mod loader;
 mod ring;
 mod session;
@@ -14,7 +15,7 @@ mod _opentrace {
 
     use crate::tracefs;
     #[pymodule_export]
-    use crate::{event::OpenEvent, session::Session};
+    use crate::{event::OpenEvent, format::Formatter, session::Session};
 
     /// Every tracepoint as "category:name", sorted.
     #[pyfunction]

@@ -21,6 +21,7 @@ use aya::maps::{MapData, RingBuf};
 use crate::{
     error::{Error, OpentraceError},
     event::OpenEvent,
+    format::{Formatter, View},
     loader::{self, Attached, Config, Counters, Loaded},
     ring::{Wait, Waiter},
 };
@@ -29,6 +30,69 @@ use crate::{
 const BATCH: usize = 4096;
 /// Longest uninterrupted block: a safety net for a signal that lands just before the wait.
 const MAX_BLOCK: Duration = Duration::from_secs(1);
+
+/// Where drained events go: Python objects for iteration, or CLI text.
+trait Sink {
+    /// Takes one event; returns false once it wants no more.
+    fn take(
+        &mut self,
+        py: Python<'_>,
+        ready: &mut VecDeque<Py<OpenEvent>>,
+        view: &View<'_>,
+    ) -> PyResult<bool>;
+    /// Whether there is something to hand back (may first take events already in `ready`).
+    fn satisfied(&mut self, py: Python<'_>, ready: &mut VecDeque<Py<OpenEvent>>) -> PyResult<bool>;
+}
+
+/// Fills `ready` with `OpenEvent`s.
+struct ToEvents;
+
+impl Sink for ToEvents {
+    fn take(
+        &mut self,
+        py: Python<'_>,
+        ready: &mut VecDeque<Py<OpenEvent>>,
+        view: &View<'_>,
+    ) -> PyResult<bool> {
+        ready.push_back(Py::new(py, OpenEvent::from_view(view))?);
+        Ok(true)
+    }
+
+    fn satisfied(&mut self, _py: Python<'_>, ready: &mut VecDeque<Py<OpenEvent>>) -> PyResult<bool> {
+        Ok(!ready.is_empty())
+    }
+}
+
+/// Formats up to `limit` events as CLI lines, without making Python objects.
+struct ToText<'f> {
+    formatter: &'f Formatter,
+    text: String,
+    count: usize,
+    limit: usize,
+}
+
+impl Sink for ToText<'_> {
+    fn take(
+        &mut self,
+        _py: Python<'_>,
+        _ready: &mut VecDeque<Py<OpenEvent>>,
+        view: &View<'_>,
+    ) -> PyResult<bool> {
+        self.formatter.write(view, &mut self.text);
+        self.count += 1;
+        Ok(self.count < self.limit)
+    }
+
+    fn satisfied(&mut self, py: Python<'_>, ready: &mut VecDeque<Py<OpenEvent>>) -> PyResult<bool> {
+        // Events an iteration left behind come first.
+        while self.count < self.limit {
+            let Some(event) = ready.pop_front() else { break };
+            self.formatter.write(&event.bind(py).get().view(), &mut self.text);
+            self.count += 1;
+        }
+        Ok(self.count > 0)
+    }
+}
 
 struct Live {
     ring: RingBuf<MapData>,
@@ -54,6 +118,16 @@ pub struct Session {
     attached: Vec<&'static str>,
 }
 
+fn deadline(timeout: Option<f64>) -> PyResult<Option<Instant>> {
+    match timeout {
+        None => Ok(None),
+        Some(t) if t.is_finite() && t >= 0.0 => {
+            Ok(Some(Instant::now() + Duration::from_secs_f64(t.min(1e9))))
+        }
+        Some(_) => Err(Error::Invalid("timeout must be None or a number of seconds >= 0".into()).into()),
+    }
+}
+
 fn parse_syscall(name: &str) -> PyResult<Syscall> {
     Syscall::ALL
         .into_iter()
@@ -71,42 +145,40 @@ impl Session {
         OpentraceError::new_err(format!("{what} failed: {}", crate::error::describe(&err)))
     }
 
-    /// Moves up to `BATCH` records from the ring into `ready`. Returns how many were read.
-    fn drain(&self, py: Python<'_>, live: &mut Live) -> PyResult<usize> {
-        let mut read = 0;
-        while read < BATCH {
+    /// Passes up to `BATCH` records from the ring to `sink`, until it wants no more. Returns how
+    /// many records were read.
+    fn drain(&self, py: Python<'_>, live: &mut Live, sink: &mut dyn Sink) -> PyResult<usize> {
+        let (mut read, mut more) = (0, true);
+        while more && read < BATCH {
             let Some(record) = live.ring.next() else { break };
             read += 1;
-            if let Some(event) = OpenEvent::from_record(&record) {
-                drop(record);
-                if event.path_fault() {
+            if let Some(view) = View::parse(&record) {
+                if view.path_fault {
                     self.path_faults.fetch_add(1, Ordering::Relaxed);
                 }
-                live.ready.push_back(Py::new(py, event)?);
+                more = sink.take(py, &mut live.ready, &view)?;
             }
         }
-        if read < BATCH {
-            live.drained_at = Some(Instant::now());
-        } else {
-            live.drained_at = None;
-        }
+        // Only a drain that emptied the ring starts a pause (see `Live::drained_at`).
+        live.drained_at = (more && read < BATCH).then(Instant::now);
         Ok(read)
     }
 
-    /// Fills `ready` with at least one event unless `deadline` passes or the session closes.
-    /// Returns with the lock held; `guard` is `None` when closed.
+    /// Feeds `sink` until it has something, `deadline` passes or the session closes. Waits with
+    /// the GIL released; a signal's Python handler runs (and may raise) while waiting.
     fn fill(
         &self,
         py: Python<'_>,
         guard: &mut MutexGuard<'_, Option<Live>>,
         deadline: Option<Instant>,
+        sink: &mut dyn Sink,
     ) -> PyResult<()> {
         loop {
             if self.closed.load(Ordering::Acquire) {
                 return Ok(());
             }
             let Some(live) = guard.as_mut() else { return Ok(()) };
-            if !live.ready.is_empty() {
+            if sink.satisfied(py, &mut live.ready)? {
                 return Ok(());
             }
             if let Some(drained_at) = live.drained_at {
@@ -121,7 +193,7 @@ impl Session {
                     continue;
                 }
             }
-            if self.drain(py, live)? > 0 {
+            if self.drain(py, live, sink)? > 0 {
                 continue;
             }
             let timeout = match deadline {
@@ -219,7 +291,7 @@ impl Session {
     /// Blocks (GIL released) until the next event; `None` (StopIteration) once closed.
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<OpenEvent>>> {
         let mut guard = self.lock(py);
-        self.fill(py, &mut guard, None)?;
+        self.fill(py, &mut guard, None, &mut ToEvents)?;
         Ok(guard.as_mut().and_then(|live| live.ready.pop_front()))
     }
 
@@ -231,7 +303,7 @@ impl Session {
         }
         let Some(live) = guard.as_mut() else { return Ok(None) };
         if live.ready.is_empty() {
-            self.drain(py, live)?;
+            self.drain(py, live, &mut ToEvents)?;
         }
         Ok(live.ready.pop_front())
     }
@@ -239,17 +311,9 @@ impl Session {
     /// All events ready within `timeout` seconds (None: wait for at least one).
     #[pyo3(signature = (timeout=None))]
     fn poll<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyList>> {
-        let deadline = match timeout {
-            None => None,
-            Some(t) if t.is_finite() && t >= 0.0 => {
-                Some(Instant::now() + Duration::from_secs_f64(t.min(1e9)))
-            }
-            Some(_) => {
-                return Err(Error::Invalid("timeout must be None or a number of seconds >= 0".into()).into());
-            }
-        };
+        let deadline = deadline(timeout)?;
         let mut guard = self.lock(py);
-        self.fill(py, &mut guard, deadline)?;
+        self.fill(py, &mut guard, deadline, &mut ToEvents)?;
         let list = PyList::empty(py);
         if let Some(live) = guard.as_mut() {
             for event in live.ready.drain(..) {
@@ -257,6 +321,23 @@ impl Session {
             }
         }
         Ok(list)
+    }
+
+    /// Up to `limit` events ready within `timeout` seconds, formatted by `formatter`; returns the
+    /// text and how many events it holds (the CLI's fast path: no Python object per event).
+    #[pyo3(signature = (formatter, timeout=None, limit=usize::MAX))]
+    fn read_text(
+        &self,
+        py: Python<'_>,
+        formatter: &Formatter,
+        timeout: Option<f64>,
+        limit: usize,
+    ) -> PyResult<(String, usize)> {
+        let deadline = deadline(timeout)?;
+        let mut sink = ToText { formatter, text: String::new(), count: 0, limit: limit.max(1) };
+        let mut guard = self.lock(py);
+        self.fill(py, &mut guard, deadline, &mut sink)?;
+        Ok((sink.text, sink.count))
     }
 
     /// Detaches and frees everything; wakes any thread blocked in this session. Idempotent.

@@ -9,8 +9,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import opentrace
 import pytest
+
+import opentrace
 
 IS_ROOT = os.geteuid() == 0
 

@@ -9,8 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import opentrace
 import pytest
+
+import opentrace
 
 from .conftest import Child, settle
 

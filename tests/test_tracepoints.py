@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import opentrace
 import pytest
+
+import opentrace
 from opentrace import Field, TracepointFormat
 
 OPENAT = """\

@@ -9,8 +9,9 @@ import threading
 import time
 from pathlib import Path
 
-import opentrace
 import pytest
+
+import opentrace
 
 from .conftest import collect
 

@@ -9,13 +9,14 @@
 use core::ptr::read_volatile;
 
 use aya_ebpf::{
-    TASK_COMM_LEN,
+    EbpfContext as _, TASK_COMM_LEN,
+    bindings::{BPF_F_NO_PREALLOC, BPF_LOCAL_STORAGE_GET_F_CREATE, bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE},
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns,
-        bpf_probe_read_user, bpf_probe_read_user_str_bytes,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_get_current_uid_gid,
+        bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_str_bytes, bpf_task_storage_get,
     },
-    macros::{map, tracepoint},
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    macros::{btf_map, map, tracepoint},
+    maps::{Array, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
 use opentrace_common::{
@@ -48,8 +49,49 @@ static CONFIG: Array<Filter> = Array::with_max_entries(1, 0);
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 
-#[map]
-static PENDING: HashMap<u32, Pending> = HashMap::with_max_entries(8192, 0);
+/// What `sys_enter_*` remembers for `sys_exit_*`, in the task itself (task-local storage: no
+/// hashing, no table to fill, freed with the task).
+#[btf_map]
+static PENDING: TaskStorage<Pending> = TaskStorage::new();
+
+/// `BPF_MAP_TYPE_TASK_STORAGE` as a BTF map definition (aya-ebpf 0.2 defines the inode, socket
+/// and cgroup local storages, not the task one). The fields only carry BTF for the loader.
+#[repr(C)]
+struct TaskStorage<T> {
+    r#type: *const [i32; BPF_MAP_TYPE_TASK_STORAGE as usize],
+    key: *const i32,
+    value: *const T,
+    max_entries: *const [i32; 0],
+    map_flags: *const [i32; BPF_F_NO_PREALLOC as usize],
+}
+
+// SAFETY: placeholder pointers for BTF, never dereferenced.
+unsafe impl<T> Sync for TaskStorage<T> {}
+
+impl<T> TaskStorage<T> {
+    const fn new() -> Self {
+        let null = core::ptr::null();
+        TaskStorage {
+            r#type: null,
+            key: null.cast(),
+            value: null.cast(),
+            max_entries: null.cast(),
+            map_flags: null.cast(),
+        }
+    }
+
+    /// The current task's value, created (zeroed) when `create` and absent.
+    #[inline(always)]
+    fn current(&self, create: bool) -> Option<&mut T> {
+        let flags = if create { u64::from(BPF_LOCAL_STORAGE_GET_F_CREATE) } else { 0 };
+        let map = core::ptr::from_ref(self).cast_mut().cast();
+        // SAFETY: helpers called as documented; a non-null result points at this task's value.
+        unsafe {
+            let value = bpf_task_storage_get(map, bpf_get_current_task_btf(), core::ptr::null_mut(), flags);
+            value.cast::<T>().as_mut()
+        }
+    }
+}
 
 // The 4 KiB record does not fit the 512-byte stack; each CPU builds its record here.
 #[map]
@@ -59,56 +101,65 @@ static SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(1, 0);
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
 
 macro_rules! open_family {
-    ($($enter:ident, $exit:ident, $syscall:expr, $args:ident;)*) => {$(
+    ($($enter:ident, $exit:ident, $syscall:expr, $args:ident, $nargs:literal;)*) => {$(
         #[tracepoint]
         pub fn $enter(ctx: TracePointContext) -> u32 {
-            try_sys_enter(&ctx, $syscall, unsafe { read_volatile(&$args) }).unwrap_or(0)
+            let record = Record::<$nargs>::new(&ctx);
+            try_sys_enter(&record, $syscall, unsafe { read_volatile(&$args) }).unwrap_or(0)
         }
 
         #[tracepoint]
         pub fn $exit(ctx: TracePointContext) -> u32 {
-            try_sys_exit(&ctx).unwrap_or(0)
+            try_sys_exit(&Record::<1>::new(&ctx)).unwrap_or(0)
         }
     )*};
 }
 
 open_family! {
-    sys_enter_open, sys_exit_open, Syscall::Open, OPEN_ARGS;
-    sys_enter_openat, sys_exit_openat, Syscall::Openat, OPENAT_ARGS;
-    sys_enter_openat2, sys_exit_openat2, Syscall::Openat2, OPENAT2_ARGS;
-    sys_enter_creat, sys_exit_creat, Syscall::Creat, CREAT_ARGS;
+    sys_enter_open, sys_exit_open, Syscall::Open, OPEN_ARGS, 3;
+    sys_enter_openat, sys_exit_openat, Syscall::Openat, OPENAT_ARGS, 4;
+    sys_enter_openat2, sys_exit_openat2, Syscall::Openat2, OPENAT2_ARGS, 4;
+    sys_enter_creat, sys_exit_creat, Syscall::Creat, CREAT_ARGS, 2;
 }
 
 #[inline(always)]
-fn try_sys_enter(ctx: &TracePointContext, syscall: Syscall, args: ArgOffsets) -> Result<u32, i64> {
+fn try_sys_enter<const N: usize>(
+    ctx: &Record<'_, N>,
+    syscall: Syscall,
+    args: ArgOffsets,
+) -> Result<u32, i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     if !wanted(tgid, tid) {
         return Ok(0);
     }
 
-    let filename = arg(ctx, args.filename)?;
+    let filename = ctx.arg(args.filename)?;
     // `int dfd` and `int flags`: the upper half of the register is not part of the argument.
     let dfd = match args.dfd {
         NO_FIELD => AT_FDCWD,
-        offset => arg(ctx, offset)? as i32,
+        offset => ctx.arg(offset)? as i32,
     };
     let flags = match args.flags {
         NO_FIELD if matches!(syscall, Syscall::Creat) => Syscall::CREAT_FLAGS,
         NO_FIELD => 0,
-        offset => u64::from(arg(ctx, offset)? as u32),
+        offset => u64::from(ctx.arg(offset)? as u32),
     };
     // `umode_t` is an unsigned short.
     let mode = match args.mode {
         NO_FIELD => 0,
-        offset => u64::from(arg(ctx, offset)? as u16),
+        offset => u64::from(ctx.arg(offset)? as u16),
     };
     let how = match args.how {
         NO_FIELD => 0,
-        offset => arg(ctx, offset)?,
+        offset => ctx.arg(offset)?,
     };
 
-    let pending = Pending {
+    let Some(pending) = PENDING.current(true) else {
+        count(COUNTER_LOST_PENDING);
+        return Ok(0);
+    };
+    *pending = Pending {
         timestamp_ns: unsafe { bpf_ktime_get_ns() },
         filename,
         flags,
@@ -118,17 +169,42 @@ fn try_sys_enter(ctx: &TracePointContext, syscall: Syscall, args: ArgOffsets) ->
         syscall: syscall as u8,
         _pad: [0; 3],
     };
-    if let Err(err) = PENDING.insert(&tid, &pending, 0) {
-        count(COUNTER_LOST_PENDING);
-        return Err(err.into());
-    }
     Ok(0)
 }
 
-/// One 8-byte syscall argument slot of the tracepoint record.
-#[inline(always)]
-fn arg(ctx: &TracePointContext, offset: u32) -> Result<u64, i64> {
-    Ok(unsafe { ctx.read_at::<u64>(offset as usize)? })
+/// Where a syscall tracepoint record's 8-byte argument slots start (`struct syscall_trace_enter`
+/// and `_exit`: common fields, `int __syscall_nr`, then `unsigned long args[]` or `long ret`).
+const FIRST_SLOT: u32 = 16;
+
+/// A syscall tracepoint record with its first `N` argument slots loaded up front, by direct
+/// context loads at constant offsets (a helper call each costs more; the verifier only allows
+/// direct loads at offsets fixed in the instruction). Fields are then picked by the offsets the
+/// format files gave; an offset outside those slots falls back to a probe read.
+struct Record<'a, const N: usize> {
+    ctx: &'a TracePointContext,
+    slots: [u64; N],
+}
+
+impl<'a, const N: usize> Record<'a, N> {
+    #[inline(always)]
+    fn new(ctx: &'a TracePointContext) -> Self {
+        let base = ctx.as_ptr().cast::<u8>();
+        // SAFETY: the record holds `__syscall_nr` and N slots after it; the kernel checks the
+        // furthest offset read against the tracepoint's record size when attaching.
+        let slots = core::array::from_fn(|i| unsafe { *base.add(FIRST_SLOT as usize + 8 * i).cast::<u64>() });
+        Record { ctx, slots }
+    }
+
+    #[inline(always)]
+    fn arg(&self, offset: u32) -> Result<u64, i64> {
+        let index = offset.wrapping_sub(FIRST_SLOT) / 8;
+        if offset % 8 == 0
+            && let Some(value) = self.slots.get(index as usize)
+        {
+            return Ok(*value);
+        }
+        Ok(unsafe { self.ctx.read_at::<u64>(offset as usize)? })
+    }
 }
 
 /// The filters that can be decided at syscall entry, before anything is stored.
@@ -185,16 +261,20 @@ fn contains(comm: [u8; TASK_COMM_LEN], needle: [u8; TASK_COMM_LEN], mask: [u8; T
 }
 
 #[inline(always)]
-fn try_sys_exit(ctx: &TracePointContext) -> Result<u32, i64> {
+fn try_sys_exit(ctx: &Record<'_, 1>) -> Result<u32, i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
-    let Some(pending) = PENDING.get_ptr(&tid) else {
+    let Some(slot) = PENDING.current(false) else {
         return Ok(0);
     };
-    let pending = unsafe { *pending };
-    let _ = PENDING.remove(&tid);
+    // A zero timestamp marks the slot consumed (or an exit whose entry was not recorded).
+    if slot.timestamp_ns == 0 {
+        return Ok(0);
+    }
+    let pending = *slot;
+    slot.timestamp_ns = 0;
 
-    let ret = arg(ctx, unsafe { read_volatile(&RET_OFFSET) })? as i64;
+    let ret = ctx.arg(unsafe { read_volatile(&RET_OFFSET) })? as i64;
     let failed_only = CONFIG.get(0).is_some_and(|filter| filter.enabled & FILTER_FAILED != 0);
     if failed_only && ret >= 0 {
         return Ok(0);

@@ -183,6 +183,12 @@ class Watcher:
             raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
         return self._session.poll(timeout)
 
+    def _read_text(self, formatter: _opentrace.Formatter, timeout: float | None, limit: int | None) -> tuple[str, int]:
+        """The CLI's fast path: up to ``limit`` events as formatted text, and how many."""
+        if limit is None:
+            return self._session.read_text(formatter, timeout)
+        return self._session.read_text(formatter, timeout, limit)
+
     def close(self) -> None:
         """Detach and free everything; idempotent, callable from any thread."""
         self._session.close()

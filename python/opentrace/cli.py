@@ -8,15 +8,15 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from . import OpentraceError, watch
+from ._opentrace import Formatter
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 if TYPE_CHECKING:
     from typing import TextIO
 
-    from . import OpenEvent
 
 PROG = "opentrace"
 
@@ -98,52 +98,6 @@ def _trace_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _printable(text: str) -> str:
-    """``text`` on one terminal line: control characters and undecodable bytes escaped."""
-    if text.isprintable():
-        return text
-    decoded = os.fsencode(text).decode("utf-8", "backslashreplace")
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in decoded)
-
-
-def _formatter(args: argparse.Namespace, start_ns: int) -> Callable[[OpenEvent], str]:
-    if args.json:
-        import json
-
-        dumps = json.dumps
-        return lambda ev: dumps(ev.to_dict()) + "\n"
-
-    def line(ev: OpenEvent) -> str:
-        ret = ev.ret
-        fd, err = (ret, 0) if ret >= 0 else (-1, -ret)
-        parts = []
-        if args.timestamp:
-            parts.append(f"{(ev.timestamp_ns - start_ns) / 1e9:<8.3f} ")
-        if args.print_uid:
-            parts.append(f"{ev.uid:<7} ")
-        parts.append(f"{ev.pid:<6} {_printable(ev.comm):<16} {fd:>3} {err:>3} ")
-        if args.extended:
-            parts.append(f"{ev.flags:08o} ")
-        parts.append(_printable(ev.path))
-        parts.append("\n")
-        return "".join(parts)
-
-    return line
-
-
-def _header(args: argparse.Namespace) -> str:
-    parts = []
-    if args.timestamp:
-        parts.append(f"{'TIME(s)':<8} ")
-    if args.print_uid:
-        parts.append(f"{'UID':<7} ")
-    parts.append(f"{'PID':<6} {'COMM':<16} {'FD':>3} {'ERR':>3} ")
-    if args.extended:
-        parts.append(f"{'FLAGS':<8} ")
-    parts.append("PATH\n")
-    return "".join(parts)
-
-
 # How often a quiet trace checks that someone still reads its output.
 _IDLE_CHECK = 1.0
 
@@ -177,14 +131,15 @@ def _trace(argv: list[str], out: TextIO, err: TextIO) -> int:
         parser.error(str(e))
 
     with watcher:
-        start_ns = time.monotonic_ns()
-        fmt = _formatter(args, start_ns)
+        formatter = Formatter(
+            json=args.json, timestamp=args.timestamp, uid=args.print_uid, extended=args.extended,
+            start_ns=time.monotonic_ns(),
+        )
         if not args.quiet:
             err.write(f"{PROG}: tracing {', '.join(watcher.syscalls)}; Ctrl-C to stop\n")
             err.flush()
-        if not args.json:
-            out.write(_header(args))
-            out.flush()
+        out.write(formatter.header())
+        out.flush()
         deadline = None if args.duration is None else time.monotonic() + args.duration
         remaining = args.count
         reported = 0
@@ -195,14 +150,14 @@ def _trace(argv: list[str], out: TextIO, err: TextIO) -> int:
                     timeout = min(timeout, deadline - time.monotonic())
                     if timeout <= 0:
                         break
-                batch = watcher.poll(timeout)
-                if not batch and _reader_gone(out):
+                # Lines are formatted in Rust straight from the ring buffer records.
+                text, count = watcher._read_text(formatter, timeout, remaining)
+                if not count and _reader_gone(out):
                     break
                 if remaining is not None:
-                    batch = batch[:remaining]
-                    remaining -= len(batch)
-                if batch:
-                    out.write("".join(map(fmt, batch)))
+                    remaining -= count
+                if count:
+                    out.write(text)
                     out.flush()
                 lost = watcher.lost
                 if lost > reported:
