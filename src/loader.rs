@@ -150,8 +150,28 @@ fn global_name(syscall: Syscall) -> &'static str {
     }
 }
 
+/// aya 0.14's `EbpfLoader::new()` reads and parses the kernel's whole BTF (a 5 MB file: ~14 ms
+/// and ~16 MB of transient memory, the larger part of the CLI's peak RSS) for CO-RE relocations
+/// this object does not use; aya 0.16 defers it, but needs Rust 1.98. So `new()` runs on a
+/// short-lived thread that first takes a private view of the filesystem (`unshare(CLONE_FS)`,
+/// then `chroot` into `/sys/kernel/btf`, where `/sys/kernel/btf/vmlinux` does not resolve): it
+/// finds no BTF, as on a kernel built without it. Where chroot is not allowed (no
+/// CAP_SYS_CHROOT) nothing changes and `new()` pays the cost.
 fn new_loader() -> EbpfLoader<'static> {
-    let mut loader = EbpfLoader::new();
+    let blind = || {
+        // SAFETY: after `unshare(CLONE_FS)` the root directory belongs to this thread alone.
+        unsafe {
+            if libc::unshare(libc::CLONE_FS) == 0 {
+                libc::chroot(c"/sys/kernel/btf".as_ptr());
+            }
+        }
+        EbpfLoader::new()
+    };
+    let built = std::thread::scope(|scope| {
+        let thread = std::thread::Builder::new().name("opentrace-load".into()).spawn_scoped(scope, blind);
+        thread.ok().and_then(|t| t.join().ok())
+    });
+    let mut loader = built.unwrap_or_else(EbpfLoader::new);
     // Nothing here needs CO-RE relocations against the kernel's BTF.
     loader.btf(None);
     // The task storage map (PENDING) has no user-space API in aya 0.14; the programs use it alone.
