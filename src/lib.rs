@@ -1,4 +1,5 @@
 //! `opentrace._opentrace`: the compiled half of opentrace. The public API is the Python package.
+mod diag;
 mod error;
 mod event;
 mod format;
@@ -20,7 +21,9 @@ mod _opentrace {
     /// Every tracepoint as "category:name", sorted.
     #[pyfunction]
     fn tracepoints(py: Python<'_>) -> PyResult<Vec<String>> {
-        Ok(py.detach(tracefs::list)?)
+        let names = py.detach(tracefs::list);
+        crate::diag::emit(py)?;
+        Ok(names?)
     }
 
     type RawFormat = (String, u32, Vec<(String, String, u32, u32, bool)>, String);
@@ -34,7 +37,9 @@ mod _opentrace {
     #[pyfunction]
     fn tracepoint_format(py: Python<'_>, name: &str) -> PyResult<RawFormat> {
         let (category, event) = tracefs::split_name(name)?;
-        Ok(raw(py.detach(|| tracefs::format(category, event))?))
+        let format = py.detach(|| tracefs::format(category, event));
+        crate::diag::emit(py)?;
+        Ok(raw(format?))
     }
 
     /// Parses the text of a `format` file; ValueError saying which line is wrong.

@@ -16,7 +16,10 @@ use aya::{
 };
 use opentrace_common::{ArgOffsets, COUNTER_LOST_PENDING, COUNTER_LOST_RING, Filter, NO_FIELD, Syscall};
 
+use aya_log::EbpfLogger;
+
 use crate::{
+    diag::FromKernel,
     error::{Error, Result},
     tracefs::{self, Format},
 };
@@ -33,6 +36,8 @@ pub struct Config {
 pub struct Loaded {
     pub ring: RingBuf<MapData>,
     pub counters: Counters,
+    /// The programs' own diagnostics (aya-log); it holds the map they write them to.
+    pub logs: EbpfLogger<FromKernel>,
     pub attached: Attached,
 }
 
@@ -248,6 +253,8 @@ pub fn load(config: &Config) -> Result<Loaded> {
     let mut ebpf = loader.load(OBJECT).map_err(|e| Error::kernel("loading the eBPF programs", &e))?;
     drop(guard);
 
+    let logs = EbpfLogger::init_with_logger(&mut ebpf, FromKernel)
+        .map_err(|e| Error::kernel("opening the eBPF programs' log buffer", &e))?;
     let mut filters: Array<_, Filter> = Array::try_from(map(&mut ebpf, "CONFIG")?)
         .map_err(|e| Error::kernel("opening the filter map", &e))?;
     filters.set(0, config.filter, 0).map_err(|e| Error::kernel("writing the filters", &e))?;
@@ -278,6 +285,7 @@ pub fn load(config: &Config) -> Result<Loaded> {
     Ok(Loaded {
         ring,
         counters: Counters(counters),
+        logs,
         attached: Attached { links, syscalls: wanted, _ebpf: ebpf },
     })
 }

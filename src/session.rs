@@ -17,8 +17,10 @@ use opentrace_common::{
 use pyo3::{prelude::*, sync::MutexExt, types::PyList};
 
 use aya::maps::{MapData, RingBuf};
+use aya_log::EbpfLogger;
 
 use crate::{
+    diag::{self, FromKernel},
     error::{Error, OpentraceError},
     event::OpenEvent,
     format::{Formatter, View},
@@ -28,6 +30,8 @@ use crate::{
 
 /// Records turned into events per drain, bounding the memory a burst can take in Python.
 const BATCH: usize = 4096;
+/// How often newly lost events are looked for (two syscalls) and reported.
+const LOST_CHECK: Duration = Duration::from_secs(1);
 /// Longest uninterrupted block: a safety net for a signal that lands just before the wait.
 const MAX_BLOCK: Duration = Duration::from_secs(1);
 
@@ -96,6 +100,10 @@ impl Sink for ToText<'_> {
 
 struct Live {
     ring: RingBuf<MapData>,
+    logs: EbpfLogger<FromKernel>,
+    /// When `lost` was last compared with what was already reported.
+    lost_checked: Instant,
+    lost_reported: u64,
     /// The programs and their links; dropping it detaches them.
     _attached: Attached,
     ready: VecDeque<Py<OpenEvent>>,
@@ -164,6 +172,39 @@ impl Session {
         Ok(read)
     }
 
+    /// How long the reader still pauses after the last drain that emptied the ring.
+    fn pause(&self, live: &Live) -> Duration {
+        live.drained_at
+            .map_or(Duration::ZERO, |at| (at + self.latency).saturating_duration_since(Instant::now()))
+    }
+
+    /// Between batches: forwards the programs' log records and, at most once a second, warns of
+    /// newly lost events, through the `opentrace` logger.
+    fn housekeeping(&self, py: Python<'_>, live: &mut Live) -> PyResult<()> {
+        // aya-log unwraps its record parsing; a malformed record must not take the reader down.
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| live.logs.flush())).is_err() {
+            diag::note(diag::Level::Warning, "could not decode a log record from the eBPF programs".into());
+        }
+        if live.lost_checked.elapsed() >= LOST_CHECK {
+            live.lost_checked = Instant::now();
+            let counters = self.counters.lock_py_attached(py).unwrap_or_else(|p| p.into_inner());
+            if let Some(lost) = counters.as_ref().map(Counters::lost).transpose()?
+                && lost > live.lost_reported
+            {
+                diag::note(
+                    diag::Level::Warning,
+                    format!(
+                        "{} events lost (ring buffer full; {lost} in all): the reader fell behind; a \
+                         larger ring buffer (ring_size, --ring-size) absorbs longer bursts",
+                        lost - live.lost_reported
+                    ),
+                );
+                live.lost_reported = lost;
+            }
+        }
+        diag::emit(py)
+    }
+
     /// Feeds `sink` until it has something, `deadline` passes or the session closes. Waits with
     /// the GIL released; a signal's Python handler runs (and may raise) while waiting.
     fn fill(
@@ -181,19 +222,17 @@ impl Session {
             if sink.satisfied(py, &mut live.ready)? {
                 return Ok(());
             }
-            if let Some(drained_at) = live.drained_at {
-                let due = drained_at + self.latency;
-                let until = deadline.map_or(due, |d| d.min(due));
-                let now = Instant::now();
-                if until > now {
-                    let slept = py.detach(|| self.waiter.sleep(until - now));
-                    if let Wait::Interrupted = slept.map_err(|e| Self::kernel_error("waiting", e))? {
-                        py.check_signals()?;
-                    }
-                    continue;
+            let pause = self.pause(live);
+            let pause = deadline.map_or(pause, |d| pause.min(d.saturating_duration_since(Instant::now())));
+            if !pause.is_zero() {
+                let slept = py.detach(|| self.waiter.sleep(pause));
+                if let Wait::Interrupted = slept.map_err(|e| Self::kernel_error("waiting", e))? {
+                    py.check_signals()?;
                 }
+                continue;
             }
             if self.drain(py, live, sink)? > 0 {
+                self.housekeeping(py, live)?;
                 continue;
             }
             let timeout = match deadline {
@@ -207,7 +246,9 @@ impl Session {
             let waited = py.detach(|| self.waiter.wait(Some(timeout)));
             match waited.map_err(|e| Self::kernel_error("waiting for events", e))? {
                 Wait::Interrupted => py.check_signals()?,
-                Wait::Ready | Wait::TimedOut => {}
+                // A quiet spell: still report losses and the programs' logs.
+                Wait::TimedOut => self.housekeeping(py, live)?,
+                Wait::Ready => {}
             }
         }
     }
@@ -265,12 +306,17 @@ impl Session {
         let config = Config { filter, syscalls, ring_size };
 
         let waiter = Waiter::new().map_err(|e| Self::kernel_error("creating the epoll set", e))?;
-        let Loaded { ring, counters, attached } = py.detach(|| loader::load(&config))?;
+        let loaded = py.detach(|| loader::load(&config));
+        diag::emit(py)?;
+        let Loaded { ring, counters, logs, attached } = loaded?;
         waiter.watch(ring.as_raw_fd()).map_err(|e| Self::kernel_error("watching the ring buffer", e))?;
         Ok(Session {
             attached: attached.syscalls.iter().map(|s| s.name()).collect(),
             live: Mutex::new(Some(Live {
                 ring,
+                logs,
+                lost_checked: Instant::now(),
+                lost_reported: 0,
                 _attached: attached,
                 ready: VecDeque::new(),
                 drained_at: None,
@@ -295,17 +341,25 @@ impl Session {
         Ok(guard.as_mut().and_then(|live| live.ready.pop_front()))
     }
 
-    /// The next event if one is ready now, without blocking.
+    /// The next event if one is ready now, without blocking (for event loops). Within the
+    /// pause after a drain it does not touch the ring: see `pause_left`.
     fn next_ready(&self, py: Python<'_>) -> PyResult<Option<Py<OpenEvent>>> {
         let mut guard = self.lock(py);
         if self.closed.load(Ordering::Acquire) {
             return Ok(None);
         }
         let Some(live) = guard.as_mut() else { return Ok(None) };
-        if live.ready.is_empty() {
-            self.drain(py, live, &mut ToEvents)?;
+        if live.ready.is_empty() && self.pause(live).is_zero() && self.drain(py, live, &mut ToEvents)? > 0 {
+            self.housekeeping(py, live)?;
         }
         Ok(live.ready.pop_front())
+    }
+
+    /// Seconds an event loop should wait before asking `next_ready` again, rather than waiting
+    /// for the ring's fd: after a drain the reader pauses (`latency`) so that a busy stream is read
+    /// in batches and the kernel does not wake it per event.
+    fn pause_left(&self, py: Python<'_>) -> f64 {
+        self.lock(py).as_ref().map_or(0.0, |live| self.pause(live).as_secs_f64())
     }
 
     /// All events ready within `timeout` seconds (None: wait for at least one).

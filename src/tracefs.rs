@@ -55,6 +55,10 @@ fn mount() -> Result<()> {
     let (source, target, fstype) = (c("nodev"), c(MOUNT_POINT), c("tracefs"));
     let rc = unsafe { libc::mount(source.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
     if rc == 0 {
+        crate::diag::note(
+            crate::diag::Level::Info,
+            format!("tracefs was not mounted; mounted it at {MOUNT_POINT}"),
+        );
         return Ok(());
     }
     let err = io::Error::last_os_error();

@@ -13,6 +13,11 @@ syscall return value, or ``-errno``. Operations:
     ["unfaulted", path]                      openat(2) of a path that sits in a file-backed page
                                              mapped just before, never touched from user space
     ["bad_pointer"]                          openat(2) with an unmapped address as the path
+    ["unmapped_during", fifo, "openat"|"openat2"]
+                                             a thread opens the FIFO for reading through a path (and
+                                             open_how) in a private page; while it blocks, the page
+                                             is unmapped and a writer opens the FIFO: the open
+                                             succeeds, but its arguments are gone by the syscall's exit
     ["loop", path, n]                        n x (openat + close); returns n
     ["setuid", uid]                          drop to uid (real, effective, saved)
     ["rename", comm]                         prctl(PR_SET_NAME)
@@ -28,6 +33,7 @@ import os
 import sys
 import tempfile
 import threading
+import time
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
@@ -66,6 +72,35 @@ def unfaulted(path: bytes) -> int:
         os.unlink(name)
 
 
+def unmapped_during(fifo: bytes, syscall: str) -> int:
+    os.mkfifo(fifo)
+    page = libc.mmap(None, 4096, 3, 0x22, -1, 0)  # PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS
+    ctypes.memmove(page, fifo + b"\0", len(fifo) + 1)
+    how_at = page + 2048
+    ctypes.memmove(how_at, bytes(OpenHow(os.O_RDONLY, 0, 0)), ctypes.sizeof(OpenHow))
+    result: list[int] = []
+
+    def reader() -> None:
+        if syscall == "openat":
+            result.append(call(SYS_OPENAT, AT_FDCWD, ctypes.c_void_p(page), os.O_RDONLY, 0))
+        else:
+            result.append(call(SYS_OPENAT2, AT_FDCWD, ctypes.c_void_p(page), ctypes.c_void_p(how_at),
+                               ctypes.sizeof(OpenHow)))
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while not os.path.exists(f"/proc/self/task/{thread.native_id}/wchan") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)  # the reader is blocked in open, its arguments already copied by the kernel
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.munmap(ctypes.c_void_p(page), 4096)
+    writer = os.open(fifo, os.O_WRONLY)
+    thread.join()
+    os.close(writer)
+    return result[0]
+
+
 def run(op: list) -> int:
     kind, *args = op
     p = os.fsencode
@@ -86,6 +121,8 @@ def run(op: list) -> int:
         return call(SYS_OPENAT2, AT_FDCWD, p(args[0]), ctypes.byref(how), ctypes.sizeof(how))
     if kind == "unfaulted":
         return unfaulted(p(args[0]))
+    if kind == "unmapped_during":
+        return unmapped_during(p(args[0]), args[1])
     if kind == "bad_pointer":
         return call(SYS_OPENAT, AT_FDCWD, ctypes.c_void_p(8), os.O_RDONLY, 0)
     if kind == "loop":

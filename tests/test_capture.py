@@ -226,3 +226,23 @@ def test_non_root_gets_permission_denied() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
     assert done.returncode == 0, done.stderr
     assert "root" in done.stdout and "CAP_BPF" in done.stdout and "CAP_PERFMON" in done.stdout
+
+
+@pytest.mark.parametrize("syscall", ["openat", "openat2"])
+def test_arguments_gone_by_exit_are_reported_not_silent(
+    tmp_path: Path, syscall: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The path (and open_how) sat in a page the process unmapped while the open blocked: the
+    event keeps its result, says the path is unknown (empty), and a warning is logged."""
+    fifo = tmp_path / "fifo"
+    with caplog.at_level("WARNING", logger="opentrace"):
+        _, (ret,), events = traced([["unmapped_during", str(fifo), syscall]])
+    assert ret >= 0
+    (ev,) = [e for e in events if e.tid != e.pid and e.syscall == syscall]  # the reader thread's open
+    assert (ev.path, ev.fd) == ("", ret)
+    messages = [r.getMessage() for r in caplog.records if r.name == "opentrace"]
+    assert any(
+        m.startswith("eBPF: could not read the path of an open by pid") and f"tid {ev.tid}" in m for m in messages
+    ), messages
+    if syscall == "openat2":
+        assert any("could not read struct open_how" in m for m in messages), messages

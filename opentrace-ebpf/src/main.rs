@@ -19,6 +19,7 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
+use aya_log_ebpf::warn;
 use opentrace_common::{
     AT_FDCWD, ArgOffsets, COUNTER_COUNT, COUNTER_LOST_PENDING, COUNTER_LOST_RING, DEFAULT_RET_OFFSET, Event,
     FILTER_COMM, FILTER_EXCLUDE_SELF, FILTER_FAILED, FILTER_PID, FILTER_TID, FILTER_UID, Filter, HEADER_SIZE,
@@ -176,6 +177,8 @@ fn try_sys_enter<const N: usize>(
 /// and `_exit`: common fields, `int __syscall_nr`, then `unsigned long args[]` or `long ret`).
 const FIRST_SLOT: u32 = 16;
 
+const EFAULT: i32 = 14;
+
 /// A syscall tracepoint record with its first `N` argument slots loaded up front, by direct
 /// context loads at constant offsets (a helper call each costs more; the verifier only allows
 /// direct loads at offsets fixed in the instruction). Fields are then picked by the offsets the
@@ -304,15 +307,36 @@ fn try_sys_exit(ctx: &Record<'_, 1>) -> Result<u32, i64> {
                 header.flags = flags;
                 header.mode = mode;
             }
-            Err(_) => header.status |= STATUS_HOW_FAULT,
+            Err(err) => {
+                header.status |= STATUS_HOW_FAULT;
+                if ret >= 0 {
+                    warn!(
+                        ctx.ctx,
+                        "could not read struct open_how of pid {} (error {}); flags and mode reported as 0",
+                        header.pid,
+                        err
+                    );
+                }
+            }
         }
     }
 
     let path_len =
         match unsafe { bpf_probe_read_user_str_bytes(pending.filename as *const u8, &mut event.path) } {
             Ok(path) => path.len(),
-            Err(_) => {
+            Err(err) => {
                 event.header.status |= STATUS_PATH_FAULT;
+                // With -EFAULT the process passed a bad pointer: nothing to say. Otherwise the
+                // kernel read the path a moment ago and we could not: say so, once per event.
+                if ret != -i64::from(EFAULT) {
+                    warn!(
+                        ctx.ctx,
+                        "could not read the path of an open by pid {} tid {} (error {}); reporting it empty",
+                        event.header.pid,
+                        tid,
+                        err
+                    );
+                }
                 0
             }
         };

@@ -162,18 +162,23 @@ class Watcher:
         import asyncio
 
         session = self._session
-        loop = asyncio.get_running_loop()
         while True:
             event = session.next_ready()
             if event is not None:
                 return event
             if session.closed:
                 raise StopAsyncIteration
-            ready = loop.create_future()
+            pause = session.pause_left()
+            if pause > 0:
+                # Read a busy stream in batches (see ``latency``), as the blocking iterator does.
+                await asyncio.sleep(pause)
+                continue
+            loop = asyncio.get_running_loop()
+            readable = loop.create_future()
             fd = session.fileno()
-            loop.add_reader(fd, _set_done, ready)
+            loop.add_reader(fd, _set_done, readable)
             try:
-                await ready
+                await readable
             finally:
                 loop.remove_reader(fd)
 

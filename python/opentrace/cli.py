@@ -114,9 +114,23 @@ def _reader_gone(out: TextIO) -> bool:
         return False
 
 
+def _log_to(err: TextIO, quiet: bool) -> None:
+    """The library's diagnostics (lost events as they happen, tracefs mounted, the eBPF programs'
+    own warnings) as ``opentrace: ...`` lines on stderr."""
+    import logging
+
+    handler = logging.StreamHandler(err)
+    handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+    logger = logging.getLogger(PROG)
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.propagate = False
+
+
 def _trace(argv: list[str], out: TextIO, err: TextIO) -> int:
     parser = _trace_parser()
     args = parser.parse_args(argv)
+    _log_to(err, args.quiet)
     filters: dict[str, object] = {"failed": args.failed}
     for key, value in (("pid", args.pid), ("tid", args.tid), ("uid", args.uid), ("comm", args.name)):
         if value is not None:
@@ -142,7 +156,6 @@ def _trace(argv: list[str], out: TextIO, err: TextIO) -> int:
         out.flush()
         deadline = None if args.duration is None else time.monotonic() + args.duration
         remaining = args.count
-        reported = 0
         try:
             while True:
                 timeout = _IDLE_CHECK
@@ -159,12 +172,6 @@ def _trace(argv: list[str], out: TextIO, err: TextIO) -> int:
                 if count:
                     out.write(text)
                     out.flush()
-                lost = watcher.lost
-                if lost > reported:
-                    err.write(f"{PROG}: {lost - reported} events lost (ring buffer full); "
-                              "try --ring-size or narrower filters\n")
-                    err.flush()
-                    reported = lost
                 if remaining == 0:
                     break
         finally:

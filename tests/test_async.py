@@ -1,0 +1,77 @@
+"""``async for``: the ring's fd in the running loop, pauses between batches, clean cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import opentrace
+
+from .conftest import Child
+
+pytestmark = pytest.mark.root
+
+
+def test_async_for_sees_a_childs_opens(marker: Path) -> None:
+    marker.write_text("")
+    n = 20000
+    child = Child([["openat", None, str(marker), 0, 0], ["loop", str(marker), n]])
+
+    async def main() -> int:
+        count = 0
+        with opentrace.watch(pid=child.pid) as w:
+            threading.Thread(target=child.go).start()
+            async for ev in w:
+                assert ev.pid == child.pid and ev.path == str(marker)
+                count += 1
+                if count == n + 1:
+                    assert w.lost == 0
+                    break
+        return count
+
+    assert asyncio.run(asyncio.wait_for(main(), 30)) == n + 1
+
+
+def test_cancelling_a_waiting_iteration_leaves_the_watcher_usable(marker: Path) -> None:
+    child = Child([["openat", None, str(marker), 0, 0]])
+
+    async def main() -> None:
+        with opentrace.watch(pid=child.pid) as w:
+            waiting = asyncio.ensure_future(anext(w))
+            await asyncio.sleep(0.2)
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            assert not asyncio.get_running_loop().remove_reader(w.fileno())  # nothing left registered
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(anext(w), 0.2)
+            threading.Thread(target=child.go).start()
+            ev = await asyncio.wait_for(anext(w), 5)
+            assert ev.path == str(marker)
+
+    asyncio.run(main())
+
+
+def test_close_from_another_thread_ends_async_iteration() -> None:
+    async def main() -> float:
+        w = opentrace.watch(pid=1 << 22)
+        threading.Timer(0.3, w.close).start()
+        started = time.monotonic()
+        async for _ in w:
+            pytest.fail("no event can match this filter")
+        return time.monotonic() - started
+
+    assert 0.25 < asyncio.run(main()) < 1.5
+
+
+def test_async_iteration_after_close_stops_at_once() -> None:
+    async def main() -> list[object]:
+        w = opentrace.watch()
+        w.close()
+        return [ev async for ev in w]
+
+    assert asyncio.run(main()) == []
