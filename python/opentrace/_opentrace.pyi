@@ -2,6 +2,8 @@
 
 from typing import Any, final
 
+__all__ = ["PATH_MAX", "Formatter", "OpenEvent", "Session", "parse_format", "tracepoint_format", "tracepoints"]
+
 PATH_MAX: int
 
 _RawFormat = tuple[str, int, list[tuple[str, str, int, int, bool]], str]
@@ -20,7 +22,7 @@ class OpenEvent:
         comm: str | bytes,
         syscall: str,
         path: str | bytes,
-        dfd: int = -100,
+        dfd: int = ...,  # -100, AT_FDCWD
         flags: int = 0,
         mode: int = 0,
         ret: int = 0,
@@ -54,7 +56,7 @@ class OpenEvent:
     @property
     def errno(self) -> int | None: ...
     def to_dict(self) -> dict[str, Any]: ...
-    def __eq__(self, other: object) -> bool: ...
+    def __eq__(self, value: object, /) -> bool: ...
     def __hash__(self) -> int: ...
     def __getnewargs_ex__(self) -> tuple[tuple[()], dict[str, Any]]: ...
 

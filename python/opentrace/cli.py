@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 
 from . import OpentraceError, watch
+from ._watch import DEFAULT_RING_SIZE
 from ._opentrace import Formatter
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
@@ -94,7 +95,10 @@ def _trace_parser() -> argparse.ArgumentParser:
         choices=["open", "openat", "openat2", "creat"],
         help="trace only this syscall (repeatable; default: all four)",
     )
-    p.add_argument("--ring-size", type=_size, metavar="BYTES", help="ring buffer size, e.g. 16M (default 4M)")
+    p.add_argument(
+        "--ring-size", type=_size, metavar="BYTES",
+        help=f"ring buffer size, a power of two, e.g. 16M (default {DEFAULT_RING_SIZE >> 20}M)",
+    )
     return p
 
 

@@ -1,0 +1,64 @@
+"""The README's examples run, against the real kernel, so that they cannot rot."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+BLOCKS = re.findall(r"^```python\n(.*?)^```", README.read_text(), re.S | re.M)
+
+
+def test_readme_starts_with_the_two_commands() -> None:
+    lines = README.read_text().splitlines()
+    assert lines[:5] == ["# opentrace", "", "```", "make run", "make test"]
+    makefile = (README.parent / "Makefile").read_text()
+    assert re.search(r"^run: ", makefile, re.M) and re.search(r"^test: ", makefile, re.M)
+
+
+def test_readme_has_python_examples() -> None:
+    assert len(BLOCKS) >= 4
+
+
+def _stimulate(stop: threading.Event) -> None:
+    """Opens that every example waits for: cat (ok and failing), and a python that fails one."""
+    while not stop.is_set():
+        subprocess.run(["cat", "/etc/hostname"], stdout=subprocess.DEVNULL)
+        subprocess.run(["cat", "/nonexistent-opentrace-readme"], stderr=subprocess.DEVNULL)
+        subprocess.run([sys.executable, "-S", "-c", "import os\ntry: os.open('/nonexistent-py', 0)\nexcept OSError: pass"])
+        time.sleep(0.1)
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
+def test_readme_example_runs(code: str, tmp_path: Path) -> None:
+    script = tmp_path / "example.py"
+    script.write_text(code)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stop = threading.Event()
+    stimulus = threading.Thread(target=_stimulate, args=(stop,))
+    stimulus.start()
+    try:
+        out, err = proc.communicate(timeout=8)
+        interrupted = False
+    except subprocess.TimeoutExpired:
+        # The first example watches forever, as it should: end it the way a user would.
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=5)
+        interrupted = True
+    finally:
+        stop.set()
+        stimulus.join()
+    if interrupted:
+        assert err.rstrip().endswith("KeyboardInterrupt"), err
+    else:
+        assert proc.returncode == 0, err
+        assert err == ""
+    assert out.strip(), "the example printed nothing"
