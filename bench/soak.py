@@ -236,7 +236,7 @@ class Reporter:
         self.samples: list[dict[str, Any]] = []
         self.t0 = time.monotonic()
         self.t_stop = self.t_storm_end = self.t_tail = self.t0
-        self.events_at_stop = 0
+        self.events_at_storm_end = 0
         self.tail_in_flight: int | None = None
         self.tail_how = ""
         self.thread = threading.Thread(target=self._run, name="reporter", daemon=True)
@@ -304,13 +304,13 @@ class Reporter:
                     next_report += every
             self.storm.settle()
         self.t_stop = time.monotonic()
-        self.events_at_stop = self.counts.events
         if self.interrupted.is_set():
             print("interrupted: killing the current otbench run, draining the tail (Ctrl-C again to skip)",
                   file=sys.stderr, flush=True)
         self.storm.stop(kill=self.interrupted.is_set())
         self.storm.thread.join()
         self.t_storm_end = time.monotonic()
+        self.events_at_storm_end = self.counts.events
 
     def _tail(self) -> None:
         """Every otbench has exited: its opens are in the ring or in lost. Wait until they are all read."""
@@ -426,7 +426,7 @@ def soak(args: argparse.Namespace) -> int:
     lost = w.lost  # final: read after the programs were detached
 
     t = storm.totals
-    storm_s = rep.t_stop - rep.t0
+    storm_s = rep.t_storm_end - rep.t0  # until the last otbench exited
     diff = t.seen + lost - t.expected
     tail_done = rep.tail_how != "" and not rep.tail_how.startswith("not waited")
     if diff == 0:
@@ -440,13 +440,14 @@ def soak(args: argparse.Namespace) -> int:
     end = rep.samples[-1]
     summary: dict[str, Any] = {
         "storm_s": round(storm_s, 3),
-        "tail_s": round(rep.t_tail - rep.t_stop, 3),
+        "last_run_s": round(rep.t_storm_end - rep.t_stop, 3),  # stop requested -> last otbench exited
+        "tail_s": round(rep.t_tail - rep.t_storm_end, 3),  # last otbench exited -> nothing in flight
         "tail": rep.tail_how,
         "tail_in_flight": rep.tail_in_flight,
         "interrupted": rep.interrupted.is_set(),
         "storm_error": storm.error,
         "events": counts.events,
-        "events_per_s": round(rep.events_at_stop / storm_s, 1) if storm_s > 0 else None,
+        "events_per_s": round(rep.events_at_storm_end / storm_s, 1) if storm_s > 0 else None,
         "lost": lost,
         "runs": asdict(t),
         "storm_expected": t.expected,
@@ -463,23 +464,28 @@ def soak(args: argparse.Namespace) -> int:
     def mib(v: float | None) -> str:
         return "n/a" if v is None else f"{v:.2f} MiB"
 
-    wall = rep.t_tail - rep.t0
     print("\nsummary")
-    print(f"  duration   {storm_s:.1f} s of storm, then {summary['tail_s']:.2f} s of tail; {t.runs} otbench runs"
+    print(f"  duration   {storm_s:.1f} s of storm (stopped at {rep.t_stop - rep.t0:.1f} s, last otbench exited "
+          f"{summary['last_run_s']:.1f} s later), then {summary['tail_s']:.2f} s of tail; {t.runs} otbench runs"
           + (f", mean {summary['mean_ns_per_op']:,.0f} ns/op" if t.runs else "")
           + (f"; {t.killed} run killed ({t.killed_seen:,} of its opens seen, not compared)" if t.killed else ""))
     print(f"  events     {counts.events:,} delivered to the loop (all processes), "
           f"{summary['events_per_s'] or 0:,.0f}/s during the storm; lost {lost:,}")
     print(f"  storm      expected {t.expected:,} opens; delivered {t.seen:,} + lost {lost:,} = {t.seen + lost:,}: "
-          f"{verdict}" + (f"; {t.runs_off} run(s) individually short" if t.runs_off else ""))
-    print(f"  tail       storm stopped between runs, last otbench exited, then {rep.tail_how or 'not reached'} "
+          f"{verdict}")
+    how = "the current run killed" if rep.interrupted.is_set() else "the last run finished"
+    print(f"  tail       storm stopped ({how}), last otbench exited, then {rep.tail_how or 'not reached'} "
           f"({rep.tail_in_flight or 0:,} still in flight)")
-    print(f"  RSS        {mib(trend['rss_warmup_mib'])} after warm-up (t>={warmup:g} s), {mib(trend['rss_end_mib'])} "
-          f"at the end ({'n/a' if trend['growth_mib'] is None else format(trend['growth_mib'], '+.2f')} MiB); "
-          f"slope {'n/a' if trend['slope_mib_per_min'] is None else format(trend['slope_mib_per_min'], '+.4f')} "
-          f"MiB/min over {trend['samples_after_warmup']} samples; peak (VmHWM) {mib(end['hwm_mib'])}")
+    if trend["growth_mib"] is None:
+        rss = f"no sample after warm-up (t>={warmup:g} s); at the end {mib(end['rss_mib'])}"
+    else:
+        slope = "n/a" if trend["slope_mib_per_min"] is None else f"{trend['slope_mib_per_min']:+.4f} MiB/min"
+        growth = round(trend["growth_mib"], 2) + 0.0  # no "-0.00"
+        rss = (f"{mib(trend['rss_warmup_mib'])} after warm-up (t>={warmup:g} s), {mib(trend['rss_end_mib'])} at the "
+               f"end ({growth:+.2f} MiB); slope {slope} over {trend['samples_after_warmup']} samples")
+    print(f"  RSS        {rss}; peak (VmHWM) {mib(end['hwm_mib'])}")
     start = rep.samples[0]
-    cpu, loop_cpu = end["cpu_s"] - start["cpu_s"], end["loop_cpu_s"] - start["loop_cpu_s"]
+    cpu, loop_cpu, wall = end["cpu_s"] - start["cpu_s"], end["loop_cpu_s"] - start["loop_cpu_s"], end["t"] - start["t"]
     print(f"  CPU        {end['cpu_s']:.2f} s process, {end['loop_cpu_s']:.2f} s consumer thread (cumulative); "
           f"since the storm started {cpu:.2f} s = {100 * cpu / wall:.0f}% of a core, consumer thread {loop_cpu:.2f} s"
           + (f" = {1e9 * loop_cpu / counts.events:.0f} ns/event" if counts.events else ""))
