@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["SYSCALLS", "Watcher", "watch"]
 
 SYSCALLS = frozenset({"open", "openat", "openat2", "creat"})
-DEFAULT_RING_SIZE = 2 << 20
+DEFAULT_RING_SIZE = 4 << 20
 MAX_RING_SIZE = 1 << 30
 DEFAULT_LATENCY = 0.002
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
