@@ -32,7 +32,8 @@ def _stimulate(stop: threading.Event) -> None:
     while not stop.is_set():
         subprocess.run(["cat", "/etc/hostname"], stdout=subprocess.DEVNULL)
         subprocess.run(["cat", "/nonexistent-opentrace-readme"], stderr=subprocess.DEVNULL)
-        subprocess.run([sys.executable, "-S", "-c", "import os\ntry: os.open('/nonexistent-py', 0)\nexcept OSError: pass"])
+        code = "import os\ntry: os.open('/nonexistent-py', 0)\nexcept OSError: pass"
+        subprocess.run([sys.executable, "-S", "-c", code])
         time.sleep(0.1)
 
 

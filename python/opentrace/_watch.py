@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator
 
@@ -30,12 +31,24 @@ _COMM_MAX = 15
 _live: weakref.WeakSet[Watcher] = weakref.WeakSet()
 
 
+def _show(value: object) -> str:
+    """``repr(value)`` for a message, kept short (and safe for ints too long to print)."""
+    if isinstance(value, int) and abs(value).bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _int(name: str, value: object, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     if not low <= value <= high:
-        raise ValueError(f"{name} must be between {low} and {high}, not {value}")
+        raise ValueError(f"{name} must be between {low} and {high}, not {_show(value)}")
     return value
+
+
+# More names than this cannot be a list of the four syscalls (and keeps an endless iterator finite).
+_MAX_SYSCALL_NAMES = 64
 
 
 def _syscalls(value: object) -> list[str]:
@@ -43,12 +56,15 @@ def _syscalls(value: object) -> list[str]:
         raise TypeError(
             f"syscalls must be an iterable of names such as ['openat'], not {type(value).__name__}"
         )
-    names = list(value)
-    for name in names:
+    names: list[str] = []
+    for name in value:
         if not isinstance(name, str):
             raise TypeError(f"syscalls must contain str names, not {type(name).__name__}")
         if name not in SYSCALLS:
-            raise ValueError(f"unknown syscall {name!r}; choose from {', '.join(sorted(SYSCALLS))}")
+            raise ValueError(f"unknown syscall {_show(name)}; choose from {', '.join(sorted(SYSCALLS))}")
+        names.append(name)
+        if len(names) > _MAX_SYSCALL_NAMES:
+            raise ValueError(f"syscalls names more than {_MAX_SYSCALL_NAMES} items; name each syscall once")
     if not names:
         raise ValueError("syscalls must name at least one of " + ", ".join(sorted(SYSCALLS)))
     return sorted(set(names))
@@ -57,11 +73,14 @@ def _syscalls(value: object) -> list[str]:
 def _comm(value: object) -> bytes:
     if not isinstance(value, str):
         raise TypeError(f"comm must be a str, not {type(value).__name__}")
-    raw = os.fsencode(value)
+    try:
+        raw = os.fsencode(value)
+    except UnicodeEncodeError:
+        raise ValueError(f"comm must be encodable as a file name (no lone surrogates), not {_show(value)}") from None
     if not raw or b"\0" in raw or len(raw) > _COMM_MAX:
         raise ValueError(
             f"comm must be 1 to {_COMM_MAX} bytes (the kernel's command name length) "
-            f"without NUL, not {value!r}"
+            f"without NUL, not {_show(value)}"
         )
     return raw
 
@@ -80,7 +99,7 @@ def _latency(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"latency must be a number of seconds, not {type(value).__name__}")
     if not 0 <= value <= 1:  # also rejects NaN
-        raise ValueError(f"latency must be between 0 and 1 second, not {value!r}")
+        raise ValueError(f"latency must be between 0 and 1 second, not {_show(value)}")
     return float(value)
 
 
@@ -192,7 +211,7 @@ class Watcher:
         """The CLI's fast path: up to ``limit`` events as formatted text, and how many."""
         if limit is None:
             return self._session.read_text(formatter, timeout)
-        return self._session.read_text(formatter, timeout, limit)
+        return self._session.read_text(formatter, timeout, min(limit, sys.maxsize))
 
     def close(self) -> None:
         """Detach and free everything; idempotent, callable from any thread."""

@@ -11,8 +11,8 @@ import time
 from collections.abc import Sequence
 
 from . import OpentraceError, watch
-from ._watch import DEFAULT_RING_SIZE
 from ._opentrace import Formatter
+from ._watch import DEFAULT_RING_SIZE
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 if TYPE_CHECKING:
@@ -54,8 +54,8 @@ def _positive_int(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    if not 1 <= value <= sys.maxsize:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {sys.maxsize}: {text[:40]!r}")
     return value
 
 
@@ -195,7 +195,9 @@ def _list(argv: list[str], out: TextIO, err: TextIO) -> int:
     names = tracepoints(args.pattern)
     out.write("".join(f"{n}\n" for n in names))
     if not names and args.pattern is not None:
-        hint = "" if ":" in args.pattern else f"; names look like category:name, try '*{args.pattern}*'"
+        hint = ""
+        if args.pattern and ":" not in args.pattern:
+            hint = f"; names look like category:name, try {'*' + args.pattern + '*'!r}"
         err.write(f"{PROG}: no tracepoint matches {args.pattern!r}{hint}\n")
     return 0
 
