@@ -7,7 +7,7 @@ use pyo3::{
     types::{PyBytes, PyDict, PyString, PyTuple},
 };
 
-use crate::format::View;
+use crate::{error::Error, format::View};
 
 #[pyclass(module = "opentrace", name = "OpenEvent", frozen)]
 pub struct OpenEvent {
@@ -25,15 +25,9 @@ pub struct OpenEvent {
     path: Box<[u8]>,
     /// `path` decoded on first use: most consumers never look at most paths.
     path_str: PyOnceLock<Py<PyString>>,
-    path_fault: bool,
 }
 
 impl OpenEvent {
-    /// Parses one ring buffer record; `None` for a record this build does not understand.
-    pub fn from_record(record: &[u8]) -> Option<OpenEvent> {
-        View::parse(record).map(|v| OpenEvent::from_view(&v))
-    }
-
     pub fn from_view(v: &View<'_>) -> OpenEvent {
         let mut comm = [0u8; COMM_LEN];
         comm[..v.comm.len()].copy_from_slice(v.comm);
@@ -51,7 +45,6 @@ impl OpenEvent {
             comm,
             path: v.path.into(),
             path_str: PyOnceLock::new(),
-            path_fault: v.path_fault,
         }
     }
 
@@ -68,13 +61,7 @@ impl OpenEvent {
             syscall: self.syscall,
             comm: self.comm_bytes(),
             path: &self.path,
-            path_fault: self.path_fault,
         }
-    }
-
-    /// True when the kernel handed us no path because user memory could not be read.
-    pub fn path_fault(&self) -> bool {
-        self.path_fault
     }
 
     fn comm_bytes(&self) -> &[u8] {
@@ -121,14 +108,6 @@ fn fsencode(value: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     Ok(encoded.cast_into::<PyBytes>()?.as_bytes().to_vec())
 }
 
-fn syscall_named(name: &str) -> PyResult<Syscall> {
-    Syscall::ALL.into_iter().find(|s| s.name() == name).ok_or_else(|| {
-        pyo3::exceptions::PyValueError::new_err(format!(
-            "syscall must be one of 'open', 'openat', 'openat2', 'creat', not {name:?}"
-        ))
-    })
-}
-
 #[pymethods]
 impl OpenEvent {
     /// Builds an event by hand (tests, replays, unpickling); the tracer makes its own.
@@ -163,12 +142,15 @@ impl OpenEvent {
             tid,
             uid,
             dfd,
-            syscall: syscall_named(syscall)?,
+            syscall: Syscall::from_name(syscall).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "syscall must be one of open, openat, openat2, creat, not {syscall:?}"
+                ))
+            })?,
             comm_len: comm_bytes.len() as u8,
             comm,
             path: fsencode(path)?.into(),
             path_str: PyOnceLock::new(),
-            path_fault: false,
         })
     }
 

@@ -3,7 +3,7 @@
 //! up with an open storm without building a Python object per event.
 use std::fmt::Write as _;
 
-use opentrace_common::{COMM_LEN, EventHeader, HEADER_SIZE, STATUS_PATH_FAULT, Syscall};
+use opentrace_common::{COMM_LEN, EventHeader, HEADER_SIZE, Syscall};
 use pyo3::prelude::*;
 
 /// The fields of one event, borrowed from a ring buffer record or an `OpenEvent`.
@@ -20,8 +20,6 @@ pub struct View<'a> {
     pub syscall: Syscall,
     pub comm: &'a [u8],
     pub path: &'a [u8],
-    /// The kernel could not read the path from the process's memory.
-    pub path_fault: bool,
 }
 
 impl<'a> View<'a> {
@@ -48,7 +46,6 @@ impl<'a> View<'a> {
             syscall: Syscall::from_u8(header.syscall)?,
             comm: &record[comm_at..comm_at + comm_len],
             path,
-            path_fault: header.status & STATUS_PATH_FAULT != 0,
         })
     }
 }
@@ -230,7 +227,6 @@ mod tests {
             syscall: Syscall::Openat,
             comm,
             path,
-            path_fault: false,
         }
     }
 

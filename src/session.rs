@@ -10,18 +10,17 @@ use std::{
     time::{Duration, Instant},
 };
 
+use aya::maps::{MapData, RingBuf};
+use aya_log::EbpfLogger;
 use opentrace_common::{
     COMM_LEN, FILTER_COMM, FILTER_EXCLUDE_SELF, FILTER_FAILED, FILTER_PID, FILTER_TID, FILTER_UID, Filter,
     Syscall,
 };
 use pyo3::{prelude::*, sync::MutexExt, types::PyList};
 
-use aya::maps::{MapData, RingBuf};
-use aya_log::EbpfLogger;
-
 use crate::{
     diag::{self, FromKernel},
-    error::{Error, OpentraceError},
+    error::Error,
     event::OpenEvent,
     format::{Formatter, View},
     loader::{self, Attached, Config, Counters, Loaded},
@@ -122,7 +121,6 @@ pub struct Session {
     latency: Duration,
     /// `lost` as of `close()`, when the counters are gone.
     final_lost: AtomicU64,
-    path_faults: AtomicU64,
     attached: Vec<&'static str>,
 }
 
@@ -136,13 +134,6 @@ fn deadline(timeout: Option<f64>) -> PyResult<Option<Instant>> {
     }
 }
 
-fn parse_syscall(name: &str) -> PyResult<Syscall> {
-    Syscall::ALL
-        .into_iter()
-        .find(|s| s.name() == name)
-        .ok_or_else(|| pyo3::exceptions::PyValueError::new_err(format!("unknown syscall {name:?}")))
-}
-
 impl Session {
     fn lock<'a>(&'a self, py: Python<'_>) -> MutexGuard<'a, Option<Live>> {
         // A panic while holding the lock cannot leave the state half-written in a way that matters.
@@ -150,7 +141,7 @@ impl Session {
     }
 
     fn kernel_error(what: &str, err: std::io::Error) -> PyErr {
-        OpentraceError::new_err(format!("{what} failed: {}", crate::error::describe(&err)))
+        Error::io(what, &err).into()
     }
 
     /// Passes up to `BATCH` records from the ring to `sink`, until it wants no more. Returns how
@@ -161,9 +152,6 @@ impl Session {
             let Some(record) = live.ring.next() else { break };
             read += 1;
             if let Some(view) = View::parse(&record) {
-                if view.path_fault {
-                    self.path_faults.fetch_add(1, Ordering::Relaxed);
-                }
                 more = sink.take(py, &mut live.ready, &view)?;
             }
         }
@@ -299,7 +287,12 @@ impl Session {
             filter.comm[..needle.len()].copy_from_slice(&needle);
             filter.comm_mask[..needle.len()].fill(0xff);
         }
-        let syscalls = syscalls.iter().map(|s| parse_syscall(s)).collect::<PyResult<Vec<_>>>()?;
+        let syscalls = syscalls
+            .iter()
+            .map(|name| {
+                Syscall::from_name(name).ok_or_else(|| Error::Invalid(format!("unknown syscall {name:?}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         if !(latency.is_finite() && latency >= 0.0) {
             return Err(Error::Invalid("latency must be a finite number of seconds >= 0".into()).into());
         }
@@ -326,7 +319,6 @@ impl Session {
             closed: AtomicBool::new(false),
             latency: Duration::from_secs_f64(latency),
             final_lost: AtomicU64::new(0),
-            path_faults: AtomicU64::new(0),
         })
     }
 
@@ -424,12 +416,6 @@ impl Session {
             Some(counters) => Ok(counters.lost()?),
             None => Ok(self.final_lost.load(Ordering::Acquire)),
         }
-    }
-
-    /// Events whose path could not be read from the process's memory (reported with an empty path).
-    #[getter]
-    fn path_faults(&self) -> u64 {
-        self.path_faults.load(Ordering::Relaxed)
     }
 
     /// The syscalls whose tracepoints were attached (missing ones are skipped).

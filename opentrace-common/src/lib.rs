@@ -34,6 +34,10 @@ impl Syscall {
         }
     }
 
+    pub fn from_name(name: &str) -> Option<Syscall> {
+        Syscall::ALL.into_iter().find(|s| s.name() == name)
+    }
+
     pub const fn from_u8(value: u8) -> Option<Syscall> {
         match value {
             0 => Some(Syscall::Open),
@@ -204,7 +208,9 @@ mod tests {
     fn syscall_ids_round_trip() {
         for s in Syscall::ALL {
             assert_eq!(Syscall::from_u8(s as u8), Some(s));
+            assert_eq!(Syscall::from_name(s.name()), Some(s));
         }
+        assert_eq!(Syscall::from_name("read"), None);
         assert_eq!(Syscall::from_u8(4), None);
     }
 }
