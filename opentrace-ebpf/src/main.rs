@@ -39,9 +39,9 @@ static CREAT_ARGS: ArgOffsets = ArgOffsets::CREAT;
 #[unsafe(no_mangle)]
 static RET_OFFSET: u32 = DEFAULT_RET_OFFSET;
 
-/// `bpf_ringbuf_output` flags: 0 lets the kernel wake the reader only once it has caught up.
-#[unsafe(no_mangle)]
-static WAKEUP_FLAGS: u64 = 0;
+/// `bpf_ringbuf_output` flags: none, so the kernel wakes the reader only when it had caught up
+/// (the reader pauses between drains, which makes that once per batch).
+const ADAPTIVE_WAKEUP: u64 = 0;
 
 /// Element 0: the filters, written by the loader before the programs are attached.
 #[map]
@@ -344,7 +344,7 @@ fn try_sys_exit(ctx: &Record<'_, 1>) -> Result<u32, i64> {
 
     let record =
         unsafe { core::slice::from_raw_parts((event as *const Event).cast::<u8>(), HEADER_SIZE + path_len) };
-    if EVENTS.output::<[u8]>(record, unsafe { read_volatile(&WAKEUP_FLAGS) }).is_err() {
+    if EVENTS.output::<[u8]>(record, ADAPTIVE_WAKEUP).is_err() {
         count(COUNTER_LOST_RING);
     }
     Ok(0)
