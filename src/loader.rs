@@ -11,7 +11,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, MapData, PerCpuArray, RingBuf},
+    maps::{Array, MapData, PerCpuArray, ProgramArray, RingBuf},
     programs::{TracePoint, trace_point::TracePointLink},
 };
 use opentrace_common::{ArgOffsets, COUNTER_LOST_PENDING, COUNTER_LOST_RING, Filter, NO_FIELD, Syscall};
@@ -258,6 +258,21 @@ pub fn load(config: &Config) -> Result<Loaded> {
     let mut filters: Array<_, Filter> = Array::try_from(map(&mut ebpf, "CONFIG")?)
         .map_err(|e| Error::kernel("opening the filter map", &e))?;
     filters.set(0, config.filter, 0).map_err(|e| Error::kernel("writing the filters", &e))?;
+
+    let diagnose: &mut TracePoint = ebpf
+        .program_mut("diagnose")
+        .ok_or_else(|| Error::Other("the embedded eBPF object has no program diagnose".into()))?
+        .try_into()
+        .map_err(|e| Error::kernel("preparing diagnose", &e))?;
+    diagnose.load().map_err(|e| Error::kernel("loading the program diagnose", &e))?;
+    let diagnose_fd = diagnose
+        .fd()
+        .map_err(|e| Error::kernel("loading the program diagnose", &e))?
+        .try_clone()
+        .map_err(|e| Error::kernel("loading the program diagnose", &e))?;
+    let mut tail: ProgramArray<_> = ProgramArray::try_from(map(&mut ebpf, "DIAGNOSE")?)
+        .map_err(|e| Error::kernel("opening the program array", &e))?;
+    tail.set(0, &diagnose_fd, 0).map_err(|e| Error::kernel("installing diagnose", &e))?;
 
     // Exit before entry: an entry recorded while attaching always has its exit attached.
     let mut links = Vec::new();

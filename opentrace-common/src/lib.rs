@@ -162,7 +162,8 @@ pub struct EventHeader {
     pub syscall: u8,
     pub status: u8,
     pub comm: [u8; COMM_LEN],
-    pub _pad: [u8; 4],
+    /// The error of the failed read behind a `STATUS_*_FAULT` bit (for the diagnostics).
+    pub fault: i32,
 }
 
 pub const HEADER_SIZE: usize = core::mem::size_of::<EventHeader>();

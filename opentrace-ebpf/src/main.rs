@@ -16,7 +16,7 @@ use aya_ebpf::{
         bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_str_bytes, bpf_task_storage_get,
     },
     macros::{btf_map, map, tracepoint},
-    maps::{Array, PerCpuArray, RingBuf},
+    maps::{Array, PerCpuArray, ProgramArray, RingBuf},
     programs::TracePointContext,
 };
 use aya_log_ebpf::warn;
@@ -93,6 +93,10 @@ impl<T> TaskStorage<T> {
         }
     }
 }
+
+/// Element 0: the `diagnose` program, for tail calls.
+#[map]
+static DIAGNOSE: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 // The 4 KiB record does not fit the 512-byte stack; each CPU builds its record here.
 #[map]
@@ -298,6 +302,7 @@ fn try_sys_exit(ctx: &Record<'_, 1>) -> Result<u32, i64> {
     header.dfd = pending.dfd;
     header.syscall = pending.syscall;
     header.status = 0;
+    header.fault = 0;
     header.comm = bpf_get_current_comm().unwrap_or([0; TASK_COMM_LEN]);
 
     if pending.how != 0 {
@@ -309,14 +314,7 @@ fn try_sys_exit(ctx: &Record<'_, 1>) -> Result<u32, i64> {
             }
             Err(err) => {
                 header.status |= STATUS_HOW_FAULT;
-                if ret >= 0 {
-                    warn!(
-                        ctx.ctx,
-                        "could not read struct open_how of pid {} (error {}); flags and mode reported as 0",
-                        header.pid,
-                        err
-                    );
-                }
+                header.fault = err as i32;
             }
         }
     }
@@ -326,17 +324,7 @@ fn try_sys_exit(ctx: &Record<'_, 1>) -> Result<u32, i64> {
             Ok(path) => path.len(),
             Err(err) => {
                 event.header.status |= STATUS_PATH_FAULT;
-                // With -EFAULT the process passed a bad pointer: nothing to say. Otherwise the
-                // kernel read the path a moment ago and we could not: say so, once per event.
-                if ret != -i64::from(EFAULT) {
-                    warn!(
-                        ctx.ctx,
-                        "could not read the path of an open by pid {} tid {} (error {}); reporting it empty",
-                        event.header.pid,
-                        tid,
-                        err
-                    );
-                }
+                event.header.fault = err as i32;
                 0
             }
         };
@@ -347,7 +335,41 @@ fn try_sys_exit(ctx: &Record<'_, 1>) -> Result<u32, i64> {
     if EVENTS.output::<[u8]>(record, ADAPTIVE_WAKEUP).is_err() {
         count(COUNTER_LOST_RING);
     }
+    if event.header.status != 0 {
+        // Rare: the logging code lives in its own program, verified once, not in every exit.
+        unsafe { DIAGNOSE.tail_call(ctx.ctx, 0) };
+    }
     Ok(0)
+}
+
+/// Reached by tail call from a `sys_exit_*` program whose record has a `STATUS_*_FAULT` bit;
+/// says what could not be read, through aya-log (the user side forwards it to Python logging).
+#[tracepoint]
+pub fn diagnose(ctx: TracePointContext) -> u32 {
+    let Some(event) = SCRATCH.get_ptr(0) else {
+        return 0;
+    };
+    let header = unsafe { &(*event).header };
+    // With -EFAULT the process passed a bad pointer: the event's errno says it all. Otherwise the
+    // kernel read the path a moment ago and we could not: say so.
+    if header.status & STATUS_PATH_FAULT != 0 && header.ret != -i64::from(EFAULT) {
+        warn!(
+            &ctx,
+            "could not read the path of an open by pid {} tid {} (error {}); reporting it empty",
+            header.pid,
+            header.tid,
+            header.fault
+        );
+    }
+    if header.status & STATUS_HOW_FAULT != 0 && header.ret >= 0 {
+        warn!(
+            &ctx,
+            "could not read struct open_how of pid {} (error {}); flags and mode reported as 0",
+            header.pid,
+            header.fault
+        );
+    }
+    0
 }
 
 #[inline(always)]
