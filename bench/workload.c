@@ -3,8 +3,9 @@
  *   otbench PATH OPS_PER_THREAD THREADS
  *
  * Starts THREADS threads that wait on a barrier, prints "armed" once they exist, waits for a
- * line on stdin ("go"), releases them, and each does OPS_PER_THREAD x (openat(AT_FDCWD, PATH,
- * O_RDONLY) + close) with raw syscalls. Prints one JSON line: mean over threads of each
+ * line on stdin ("go"), releases them, and thread i does OPS_PER_THREAD x (openat(AT_FDCWD,
+ * "PATH.i", O_RDONLY) + close) with raw syscalls. Each thread has its own file (created at
+ * start) so that two threads measure tracing, not contention on one dentry's reference count. Prints one JSON line: mean over threads of each
  * thread's wall ns/op, the per-thread figures, total ops and failed opens.
  *
  * The binary is named otbench so that its comm ("otbench") is recognisable to tracers.
@@ -20,11 +21,11 @@
 #include <time.h>
 #include <unistd.h>
 
-static const char *path;
 static long ops;
 static pthread_barrier_t barrier;
 
 struct result {
+    char path[4096];
     uint64_t ns;
     long errors;
 };
@@ -43,7 +44,7 @@ static void *worker(void *arg)
     pthread_barrier_wait(&barrier);
     uint64_t t0 = now_ns();
     for (long i = 0; i < ops; i++) {
-        long fd = syscall(SYS_openat, AT_FDCWD, path, O_RDONLY);
+        long fd = syscall(SYS_openat, AT_FDCWD, r->path, O_RDONLY);
         if (fd < 0)
             errors++;
         else
@@ -60,7 +61,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s PATH OPS_PER_THREAD THREADS\n", argv[0]);
         return 2;
     }
-    path = argv[1];
+    const char *path = argv[1];
     ops = atol(argv[2]);
     long threads = atol(argv[3]);
     if (ops < 1 || threads < 1 || threads > 1024) {
@@ -74,6 +75,13 @@ int main(int argc, char **argv)
         return 1;
     }
     for (long t = 0; t < threads; t++) {
+        int fd;
+        if (snprintf(res[t].path, sizeof res[t].path, "%s.%ld", path, t) >= (int)sizeof res[t].path ||
+            (fd = open(res[t].path, O_CREAT | O_WRONLY | O_CLOEXEC, 0644)) < 0) {
+            perror("otbench: creating the per-thread file");
+            return 1;
+        }
+        close(fd);
         if (pthread_create(&tids[t], NULL, worker, &res[t])) {
             perror("otbench: pthread_create");
             return 1;
