@@ -1,0 +1,107 @@
+"""How long an event takes to reach Python, and what an idle watcher costs.
+
+    python bench/latency.py [--samples 50] [--idle 10]
+
+- idle latency: one open every 100 ms (a quiet machine): delay from the syscall's entry
+  (``ev.timestamp_ns``, CLOCK_MONOTONIC) to the moment the Python loop holds the event;
+- busy latency: the same delay for events of an open storm (bench/out/otbench), where the reader
+  pauses ``latency`` (default 2 ms) between drains;
+- idle cost: CPU time the watching process uses while nothing matching happens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import opentrace
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from run import WORKLOAD_BIN, build_workload  # noqa: E402
+
+
+def summary(delays_ms: list[float]) -> str:
+    q = statistics.quantiles(delays_ms, n=100, method="inclusive")
+    return (f"median {statistics.median(delays_ms):.3f} ms, p99 {q[98]:.3f} ms, max {max(delays_ms):.3f} ms "
+            f"({len(delays_ms)} events)")
+
+
+def idle_latency(samples: int, path: Path) -> list[float]:
+    delays: list[float] = []
+    with opentrace.watch(comm="cat") as w:
+        for _ in range(samples):
+            subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL)
+            deadline = time.monotonic() + 2
+            while time.monotonic() < deadline:
+                ev = next(w)
+                if ev.path == str(path):
+                    delays.append((time.monotonic_ns() - ev.timestamp_ns) / 1e6)
+                    break
+            time.sleep(0.1)
+    return delays
+
+
+def busy_latency(path: Path) -> list[float]:
+    build_workload()
+    storm = subprocess.Popen([str(WORKLOAD_BIN), str(path), "1000000", "1"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert storm.stdin is not None and storm.stdout is not None
+    storm.stdout.readline()  # armed
+    delays: list[float] = []
+    with opentrace.watch(pid=storm.pid) as w:
+        storm.stdin.write("go\n")
+        storm.stdin.flush()
+        seen = 0
+        for ev in w:
+            seen += 1
+            if seen % 1000 == 0:
+                delays.append((time.monotonic_ns() - ev.timestamp_ns) / 1e6)
+            if seen == 1_000_000:
+                break
+        lost = w.lost
+    storm.wait()
+    print(f"busy: {seen} events, {lost} lost")
+    return delays
+
+
+def idle_cost(seconds: float) -> float:
+    w = opentrace.watch(pid=1 << 22)  # nothing can match
+    reader = threading.Thread(target=lambda: [None for _ in w])
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    reader.start()
+    time.sleep(seconds)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    w.close()
+    reader.join()
+    return (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples", type=int, default=50, help="idle opens to time (default 50)")
+    parser.add_argument("--idle", type=float, default=10.0, help="seconds of idle watching (default 10)")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("latency: needs root (it loads eBPF programs)", file=sys.stderr)
+        return 1
+    with tempfile.TemporaryDirectory(prefix="otlat-") as tmp:
+        path = Path(tmp) / "target"
+        path.write_text("x")
+        print("idle latency:", summary(idle_latency(args.samples, path)))
+        print("busy latency:", summary(busy_latency(path)))
+    cpu = idle_cost(args.idle)
+    print(f"idle watcher: {cpu * 1000:.1f} ms of CPU in {args.idle:.0f} s ({cpu / args.idle * 100:.3f}% of a core)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
