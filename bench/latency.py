@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import statistics
@@ -26,13 +27,18 @@ import opentrace
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from run import WORKLOAD_BIN, build_workload  # noqa: E402
+from run import OUT, WORKLOAD_BIN, build_workload  # noqa: E402
 
 
-def summary(delays_ms: list[float]) -> str:
+def stats(delays_ms: list[float]) -> dict[str, float]:
     q = statistics.quantiles(delays_ms, n=100, method="inclusive")
-    return (f"median {statistics.median(delays_ms):.3f} ms, p99 {q[98]:.3f} ms, max {max(delays_ms):.3f} ms "
-            f"({len(delays_ms)} events)")
+    return {"median_ms": statistics.median(delays_ms), "p99_ms": q[98], "max_ms": max(delays_ms),
+            "events": len(delays_ms)}
+
+
+def summary(s: dict[str, float]) -> str:
+    return (f"median {s['median_ms']:.3f} ms, p99 {s['p99_ms']:.3f} ms, max {s['max_ms']:.3f} ms "
+            f"({s['events']:.0f} events)")
 
 
 def idle_latency(samples: int, path: Path) -> list[float]:
@@ -96,10 +102,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="otlat-") as tmp:
         path = Path(tmp) / "target"
         path.write_text("x")
-        print("idle latency:", summary(idle_latency(args.samples, path)))
-        print("busy latency:", summary(busy_latency(path)))
+        idle = stats(idle_latency(args.samples, path))
+        print("idle latency:", summary(idle))
+        busy = stats(busy_latency(path))
+        print("busy latency:", summary(busy))
     cpu = idle_cost(args.idle)
     print(f"idle watcher: {cpu * 1000:.1f} ms of CPU in {args.idle:.0f} s ({cpu / args.idle * 100:.3f}% of a core)")
+    OUT.mkdir(exist_ok=True)
+    result = OUT / f"latency-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    result.write_text(json.dumps({"idle": idle, "busy": busy, "idle_cpu_s": cpu, "idle_s": args.idle}, indent=2))
+    print(f"results: {result.relative_to(HERE.parent)}")
     return 0
 
 

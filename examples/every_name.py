@@ -59,7 +59,7 @@ async def async_part() -> int:
     with opentrace.watch(pid=1 << 22) as w:
         try:
             ev = await asyncio.wait_for(anext(w), 0.2)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # TimeoutError itself only from Python 3.11
             return 0
         return ev.pid
 

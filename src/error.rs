@@ -1,6 +1,7 @@
 //! One error type for the extension, mapped to the package's Python exceptions in one place.
 use std::{error::Error as StdError, fmt, io};
 
+use aya::programs::ProgramError;
 use pyo3::{PyErr, exceptions::PyValueError};
 
 pyo3::import_exception!(opentrace.exceptions, OpentraceError);
@@ -8,8 +9,7 @@ pyo3::import_exception!(opentrace.exceptions, PermissionDenied);
 pyo3::import_exception!(opentrace.exceptions, TracepointNotFound);
 
 /// What privileged work needs, said once.
-pub const PRIVILEGES: &str = "run as root, or give the Python interpreter CAP_BPF and CAP_PERFMON \
-                              (e.g. `sudo setcap cap_bpf,cap_perfmon+ep $(readlink -f $(which python3))`)";
+pub const PRIVILEGES: &str = "run as root, or with the capabilities CAP_BPF and CAP_PERFMON";
 
 #[derive(Debug)]
 pub enum Error {
@@ -26,14 +26,24 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    /// Classifies a failed kernel operation: EPERM/EACCES anywhere in the chain means privileges.
+    /// Classifies a failed kernel operation. EPERM means privileges; so does EACCES, unless we
+    /// have them (the verifier answers EACCES when it rejects a program). The message is one
+    /// line; a verifier log goes to the `opentrace` logger at DEBUG level.
     pub fn kernel(what: &str, err: &(dyn StdError + 'static)) -> Error {
-        if let Some(os) = os_error(err)
-            && matches!(os.raw_os_error(), Some(libc::EPERM | libc::EACCES))
-        {
-            return Error::Permission(format!(
-                "{what} was refused by the kernel ({}); {PRIVILEGES}",
-                describe(os)
+        let code = os_error(err).and_then(io::Error::raw_os_error);
+        if code == Some(libc::EPERM) || (code == Some(libc::EACCES) && !may_use_bpf()) {
+            let os = os_error(err).map(describe).unwrap_or_default();
+            return Error::Permission(format!("{what} was refused by the kernel ({os}); {PRIVILEGES}"));
+        }
+        if let Some(ProgramError::LoadError { io_error, verifier_log }) = find::<ProgramError>(err) {
+            crate::diag::note(
+                crate::diag::Level::Debug,
+                format!("{what}: the verifier said:\n{verifier_log}"),
+            );
+            return Error::Other(format!(
+                "{what} failed: the kernel's verifier rejected it ({}); this kernel is not supported as \
+                 is (its log is on the 'opentrace' logger at DEBUG level)",
+                describe(io_error)
             ));
         }
         Error::Other(format!("{what} failed: {}", chain(err)))
@@ -41,6 +51,29 @@ impl Error {
 
     pub fn io(what: &str, err: &io::Error) -> Error {
         Error::kernel(what, err)
+    }
+}
+
+/// Whether this process holds CAP_BPF or CAP_SYS_ADMIN (effective), from /proc/self/status.
+fn may_use_bpf() -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_BPF: u32 = 39;
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return false };
+    let effective = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    effective & (1 << CAP_SYS_ADMIN | 1 << CAP_BPF) != 0
+}
+
+/// The first error of type `E` in an error's source chain.
+fn find<'a, E: StdError + 'static>(mut err: &'a (dyn StdError + 'static)) -> Option<&'a E> {
+    loop {
+        if let Some(found) = err.downcast_ref::<E>() {
+            return Some(found);
+        }
+        err = err.source()?;
     }
 }
 
@@ -77,13 +110,8 @@ fn strerror(code: i32) -> String {
 }
 
 /// The first `io::Error` in an error's source chain.
-fn os_error<'a>(mut err: &'a (dyn StdError + 'static)) -> Option<&'a io::Error> {
-    loop {
-        if let Some(io) = err.downcast_ref::<io::Error>() {
-            return Some(io);
-        }
-        err = err.source()?;
-    }
+fn os_error<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a io::Error> {
+    find::<io::Error>(err)
 }
 
 /// "outer: inner: innermost", without repeating a message that a wrapper already quotes.
@@ -102,7 +130,8 @@ fn chain(err: &(dyn StdError + 'static)) -> String {
         }
         source = inner.source();
     }
-    text
+    // One line, as the CLI prints it.
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 impl fmt::Display for Error {

@@ -51,8 +51,6 @@ mod _opentrace {
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add("PATH_MAX", opentrace_common::PATH_MAX)?;
-        // If no thread can be started, the first watch() builds the loader itself.
-        let _ = std::thread::Builder::new().name("opentrace-prep".into()).spawn(crate::loader::prepare);
         Ok(())
     }
 }

@@ -1,13 +1,6 @@
 //! Loading the embedded eBPF object with this kernel's tracepoint layouts, writing the filters,
 //! and attaching the programs.
-use std::{
-    ptr,
-    sync::{
-        Mutex, PoisonError,
-        atomic::{AtomicPtr, AtomicU32, Ordering},
-    },
-    time::{Duration, Instant},
-};
+use std::sync::{Mutex, PoisonError};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -184,49 +177,10 @@ fn new_loader() -> EbpfLoader<'static> {
     loader
 }
 
-/// A loader built ahead of time by `prepare()`, handed over without a lock: a fork while it is
-/// being built must not leave the child waiting for a thread it does not have.
-static PREPARED: AtomicPtr<EbpfLoader<'static>> = AtomicPtr::new(ptr::null_mut());
-/// The pid of the process whose `prepare()` is running, else 0.
-static PREPARING: AtomicU32 = AtomicU32::new(0);
-
-fn getpid() -> u32 {
-    std::process::id()
-}
-
-/// Builds the loader in the background (called from a thread at import), so that the first
-/// `watch()` does not pay for aya parsing the kernel BTF, and that transient memory is freed
-/// before the ring buffer is mapped.
-pub fn prepare() {
-    PREPARING.store(getpid(), Ordering::Release);
-    let loader = Box::into_raw(Box::new(new_loader()));
-    if PREPARED.compare_exchange(ptr::null_mut(), loader, Ordering::AcqRel, Ordering::Acquire).is_err() {
-        // SAFETY: `loader` came from `Box::into_raw` above and was not published.
-        drop(unsafe { Box::from_raw(loader) });
-    }
-    PREPARING.store(0, Ordering::Release);
-}
-
-fn take_prepared() -> EbpfLoader<'static> {
-    let deadline = Instant::now() + Duration::from_millis(100);
-    while PREPARED.load(Ordering::Acquire).is_null()
-        && PREPARING.load(Ordering::Acquire) == getpid()
-        && Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_micros(200));
-    }
-    let prepared = PREPARED.swap(ptr::null_mut(), Ordering::AcqRel);
-    if prepared.is_null() {
-        return new_loader();
-    }
-    // SAFETY: published by `prepare()` from `Box::into_raw`, and swapped out exactly once.
-    *unsafe { Box::from_raw(prepared) }
-}
-
 fn shared() -> Result<Shared> {
     // Leaked once per process: the loader keeps references to its globals.
     let layouts: &'static Layouts = Box::leak(Box::new(read_layouts()?));
-    let mut loader = take_prepared();
+    let mut loader = new_loader();
     for (syscall, offsets) in &layouts.present {
         loader.override_global(global_name(*syscall), offsets, true);
     }

@@ -4,7 +4,7 @@ use std::{
     collections::VecDeque,
     os::fd::AsRawFd,
     sync::{
-        Mutex, MutexGuard,
+        Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -16,7 +16,7 @@ use opentrace_common::{
     COMM_LEN, FILTER_COMM, FILTER_EXCLUDE_SELF, FILTER_FAILED, FILTER_PID, FILTER_TID, FILTER_UID, Filter,
     Syscall,
 };
-use pyo3::{prelude::*, sync::MutexExt, types::PyList};
+use pyo3::{exceptions::PyRuntimeError, prelude::*, sync::MutexExt, types::PyList};
 
 use crate::{
     diag::{self, FromKernel},
@@ -121,7 +121,18 @@ pub struct Session {
     latency: Duration,
     /// `lost` as of `close()`, when the counters are gone.
     final_lost: AtomicU64,
+    /// `thread_token()` of the thread holding `live`, else 0.
+    holder: AtomicU64,
     attached: Vec<&'static str>,
+}
+
+/// A number unique to the calling thread (never 0).
+fn thread_token() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static TOKEN: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    TOKEN.with(|t| *t)
 }
 
 fn deadline(timeout: Option<f64>) -> PyResult<Option<Instant>> {
@@ -135,9 +146,44 @@ fn deadline(timeout: Option<f64>) -> PyResult<Option<Instant>> {
 }
 
 impl Session {
-    fn lock<'a>(&'a self, py: Python<'_>) -> MutexGuard<'a, Option<Live>> {
+    /// Runs `f` with `live` locked (waiting for it with the GIL released). Python code can run
+    /// while `f` holds the lock (signal handlers, logging handlers): if such code reads from this
+    /// session on the same thread it gets an error, not a deadlock; if it calls `close()`, the
+    /// teardown happens here, as `f` returns.
+    fn with_live<T>(&self, py: Python<'_>, f: impl FnOnce(&mut Option<Live>) -> PyResult<T>) -> PyResult<T> {
+        let me = thread_token();
+        if self.holder.load(Ordering::Acquire) == me {
+            return Err(PyRuntimeError::new_err(
+                "this watcher is already being read by this thread (a signal or logging handler \
+                 running inside that read can close() it, but not read from it)",
+            ));
+        }
         // A panic while holding the lock cannot leave the state half-written in a way that matters.
-        self.live.lock_py_attached(py).unwrap_or_else(|poisoned| poisoned.into_inner())
+        let mut guard = self.live.lock_py_attached(py).unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.holder.store(me, Ordering::Release);
+        let result = f(&mut guard);
+        let torn_down =
+            if self.closed.load(Ordering::Acquire) { self.teardown(py, &mut guard) } else { Ok(()) };
+        self.holder.store(0, Ordering::Release);
+        let value = result?;
+        torn_down?;
+        Ok(value)
+    }
+
+    /// Detaches and frees everything the kernel holds for this session (once).
+    fn teardown(&self, py: Python<'_>, slot: &mut Option<Live>) -> PyResult<()> {
+        let Some(mut live) = slot.take() else { return Ok(()) };
+        live.ready.clear();
+        // Detaching waits for the kernel (tens of ms): let other Python threads run meanwhile.
+        py.detach(move || drop(live));
+        // The programs are gone, so the count is final; `lost` went on reading the counters
+        // until now.
+        let mut counters = self.counters.lock_py_attached(py).unwrap_or_else(|p| p.into_inner());
+        if let Some(final_count) = counters.as_ref().map(Counters::lost).transpose()? {
+            self.final_lost.store(final_count, Ordering::Release);
+        }
+        *counters = None;
+        Ok(())
     }
 
     fn kernel_error(what: &str, err: std::io::Error) -> PyErr {
@@ -198,7 +244,7 @@ impl Session {
     fn fill(
         &self,
         py: Python<'_>,
-        guard: &mut MutexGuard<'_, Option<Live>>,
+        slot: &mut Option<Live>,
         deadline: Option<Instant>,
         sink: &mut dyn Sink,
     ) -> PyResult<()> {
@@ -206,7 +252,7 @@ impl Session {
             if self.closed.load(Ordering::Acquire) {
                 return Ok(());
             }
-            let Some(live) = guard.as_mut() else { return Ok(()) };
+            let Some(live) = slot.as_mut() else { return Ok(()) };
             if sink.satisfied(py, &mut live.ready)? {
                 return Ok(());
             }
@@ -319,6 +365,7 @@ impl Session {
             closed: AtomicBool::new(false),
             latency: Duration::from_secs_f64(latency),
             final_lost: AtomicU64::new(0),
+            holder: AtomicU64::new(0),
         })
     }
 
@@ -328,44 +375,52 @@ impl Session {
 
     /// Blocks (GIL released) until the next event; `None` (StopIteration) once closed.
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<OpenEvent>>> {
-        let mut guard = self.lock(py);
-        self.fill(py, &mut guard, None, &mut ToEvents)?;
-        Ok(guard.as_mut().and_then(|live| live.ready.pop_front()))
+        self.with_live(py, |slot| {
+            self.fill(py, slot, None, &mut ToEvents)?;
+            Ok(if self.closed.load(Ordering::Acquire) {
+                None
+            } else {
+                slot.as_mut().and_then(|l| l.ready.pop_front())
+            })
+        })
     }
 
     /// The next event if one is ready now, without blocking (for event loops). Within the
     /// pause after a drain it does not touch the ring: see `pause_left`.
     fn next_ready(&self, py: Python<'_>) -> PyResult<Option<Py<OpenEvent>>> {
-        let mut guard = self.lock(py);
-        if self.closed.load(Ordering::Acquire) {
-            return Ok(None);
-        }
-        let Some(live) = guard.as_mut() else { return Ok(None) };
-        if live.ready.is_empty() && self.pause(live).is_zero() && self.drain(py, live, &mut ToEvents)? > 0 {
-            self.housekeeping(py, live)?;
-        }
-        Ok(live.ready.pop_front())
+        self.with_live(py, |slot| {
+            let Some(live) = slot.as_mut().filter(|_| !self.closed.load(Ordering::Acquire)) else {
+                return Ok(None);
+            };
+            if live.ready.is_empty() && self.pause(live).is_zero() && self.drain(py, live, &mut ToEvents)? > 0
+            {
+                self.housekeeping(py, live)?;
+            }
+            Ok(live.ready.pop_front())
+        })
     }
 
     /// Seconds an event loop should wait before asking `next_ready` again, rather than waiting
     /// for the ring's fd: after a drain the reader pauses (`latency`) so that a busy stream is read
     /// in batches and the kernel does not wake it per event.
-    fn pause_left(&self, py: Python<'_>) -> f64 {
-        self.lock(py).as_ref().map_or(0.0, |live| self.pause(live).as_secs_f64())
+    fn pause_left(&self, py: Python<'_>) -> PyResult<f64> {
+        self.with_live(py, |slot| Ok(slot.as_ref().map_or(0.0, |live| self.pause(live).as_secs_f64())))
     }
 
     /// All events ready within `timeout` seconds (None: wait for at least one).
     #[pyo3(signature = (timeout=None))]
     fn poll<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyList>> {
         let deadline = deadline(timeout)?;
-        let mut guard = self.lock(py);
-        self.fill(py, &mut guard, deadline, &mut ToEvents)?;
         let list = PyList::empty(py);
-        if let Some(live) = guard.as_mut() {
-            for event in live.ready.drain(..) {
-                list.append(event)?;
+        self.with_live(py, |slot| {
+            self.fill(py, slot, deadline, &mut ToEvents)?;
+            if let Some(live) = slot.as_mut().filter(|_| !self.closed.load(Ordering::Acquire)) {
+                for event in live.ready.drain(..) {
+                    list.append(event)?;
+                }
             }
-        }
+            Ok(())
+        })?;
         Ok(list)
     }
 
@@ -381,8 +436,7 @@ impl Session {
     ) -> PyResult<(String, usize)> {
         let deadline = deadline(timeout)?;
         let mut sink = ToText { formatter, text: String::new(), count: 0, limit: limit.max(1) };
-        let mut guard = self.lock(py);
-        self.fill(py, &mut guard, deadline, &mut sink)?;
+        self.with_live(py, |slot| self.fill(py, slot, deadline, &mut sink))?;
         Ok((sink.text, sink.count))
     }
 
@@ -390,18 +444,11 @@ impl Session {
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         self.closed.store(true, Ordering::Release);
         self.waiter.wake();
-        let live = self.lock(py).take();
-        let counters = self.counters.lock_py_attached(py).unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(mut live) = live {
-            live.ready.clear();
-            // Detaching waits for the kernel (tens of ms): let other Python threads run meanwhile.
-            py.detach(move || drop(live));
+        if self.holder.load(Ordering::Acquire) == thread_token() {
+            // Called from a handler inside this thread's own read: that read tears down as it returns.
+            return Ok(());
         }
-        if let Some(counters) = counters {
-            // Read after the programs are gone, so the count is final.
-            self.final_lost.store(counters.lost()?, Ordering::Release);
-        }
-        Ok(())
+        self.with_live(py, |_| Ok(()))
     }
 
     #[getter]

@@ -5,7 +5,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::error::{Error, PRIVILEGES, Result};
+use crate::error::{Error, Result};
 
 /// Where tracefs lives, in the order the kernel documentation gives.
 const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
@@ -41,7 +41,8 @@ fn find() -> Result<Option<PathBuf>> {
             Ok(_) => {}
             Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {
                 return Err(Error::Permission(format!(
-                    "reading tracefs ({candidate}) is not allowed; {PRIVILEGES}"
+                    "reading tracefs ({candidate}) is not allowed: it is readable by root only; run as \
+                     root (loading also needs CAP_BPF and CAP_PERFMON)"
                 )));
             }
             Err(_) => {}
@@ -104,7 +105,8 @@ pub fn format(category: &str, name: &str) -> Result<Format> {
     let path = root.join("events").join(category).join(name).join("format");
     let text = match fs::read_to_string(&path) {
         Ok(text) => text,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+        // ENOTDIR: "syscalls:enable" names a file of the category, not a tracepoint.
+        Err(err) if err.kind() == io::ErrorKind::NotFound || err.raw_os_error() == Some(libc::ENOTDIR) => {
             return Err(Error::TracepointNotFound(format!(
                 "no tracepoint \"{category}:{name}\" on this kernel ({} does not exist); \
                  `opentrace list` shows the available ones",

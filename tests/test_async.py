@@ -47,7 +47,7 @@ def test_cancelling_a_waiting_iteration_leaves_the_watcher_usable(marker: Path) 
             with pytest.raises(asyncio.CancelledError):
                 await waiting
             assert not asyncio.get_running_loop().remove_reader(w.fileno())  # nothing left registered
-            with pytest.raises(TimeoutError):
+            with pytest.raises(asyncio.TimeoutError):
                 await asyncio.wait_for(anext(w), 0.2)
             threading.Thread(target=child.go).start()
             ev = await asyncio.wait_for(anext(w), 5)

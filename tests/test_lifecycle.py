@@ -143,7 +143,7 @@ def test_poll_honours_its_timeout() -> None:
             started = time.monotonic()
             assert w.poll(timeout) == []
             took = time.monotonic() - started
-            assert timeout <= took < timeout + 0.2
+            assert timeout <= took < timeout + 0.5
 
 
 def test_close_wakes_poll_and_next_in_other_threads() -> None:
@@ -171,7 +171,7 @@ def test_lost_does_not_wait_for_a_blocked_reader() -> None:
     time.sleep(0.1)
     started = time.monotonic()
     assert w.lost == 0
-    assert time.monotonic() - started < 0.1
+    assert time.monotonic() - started < 0.5  # the reader waits up to 1 s: lost must not wait for it
     w.close()
     reader.join(2)
 
@@ -207,39 +207,40 @@ def test_two_cli_processes_each_see_every_event(marker: Path) -> None:
 # Environment faults -----------------------------------------------------------------------------
 
 
-def _tracefs_mounted() -> bool:
-    return os.path.isdir("/sys/kernel/tracing/events")
-
-
-@pytest.fixture
-def tracefs_unmounted():
-    """Unmounts tracefs for the test (when nothing holds it) and mounts it back after."""
-    if subprocess.run(["umount", "/sys/kernel/tracing"], capture_output=True).returncode != 0:
-        pytest.skip("tracefs is busy (another tracer is running); cannot unmount it for this test")
-    if os.path.isdir("/sys/kernel/debug/tracing/events"):
-        subprocess.run(["umount", "/sys/kernel/tracing"], capture_output=True)
-    try:
-        yield
-    finally:
-        if not _tracefs_mounted():
-            subprocess.run(["mount", "-t", "tracefs", "nodev", "/sys/kernel/tracing"], check=True)
-
-
-def test_tracefs_not_mounted_is_mounted_for_root(tracefs_unmounted, marker: Path) -> None:
-    code = "import opentrace; w = opentrace.watch(); w.close(); print('ok')"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
-    assert done.returncode == 0 and done.stdout == "ok\n", done.stderr
-    assert _tracefs_mounted()
-
-
-def test_tracefs_that_cannot_be_mounted_is_a_clear_error(tracefs_unmounted) -> None:
-    done = subprocess.run(
-        ["setpriv", "--bounding-set=-sys_admin", sys.executable, "-m", "opentrace", "-d", "1"],
-        capture_output=True, text=True, timeout=30,
+def without_tracefs(*argv: str) -> subprocess.CompletedProcess[str]:
+    """Runs ``argv`` in a private mount namespace where tracefs is not mounted (nor debugfs, which
+    would automount it): the machine's own mounts, and any tracer using them, are untouched."""
+    script = (
+        "umount /sys/kernel/tracing 2>/dev/null; umount -l /sys/kernel/debug 2>/dev/null; "
+        "test -d /sys/kernel/tracing/events && { echo 'tracefs still mounted' >&2; exit 99; }; "
+        'exec "$@"'
     )
+    done = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *argv],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode != 99, done.stderr
+    return done
+
+
+def test_tracefs_not_mounted_is_mounted_for_root() -> None:
+    code = (
+        "import logging, os, opentrace\n"
+        "logging.basicConfig(level=logging.INFO, format='%(message)s')\n"
+        "w = opentrace.watch(); w.close()\n"
+        "print(os.path.isdir('/sys/kernel/tracing/events'))\n"
+    )
+    done = without_tracefs(sys.executable, "-c", code)
+    assert done.returncode == 0 and done.stdout == "True\n", done.stderr
+    assert "tracefs was not mounted; mounted it at /sys/kernel/tracing" in done.stderr
+
+
+def test_tracefs_that_cannot_be_mounted_is_a_clear_error() -> None:
+    done = without_tracefs("setpriv", "--bounding-set=-sys_admin", sys.executable, "-m", "opentrace", "-d", "1")
     assert done.returncode == 1
     assert done.stderr.startswith("opentrace: tracefs is not mounted, and mounting it at /sys/kernel/tracing failed")
     assert "mount -t tracefs nodev /sys/kernel/tracing" in done.stderr and "Traceback" not in done.stderr
+    assert done.stderr.count("\n") == 1
 
 
 def test_a_missing_tracepoint_is_skipped(tmp_path: Path, marker: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -266,3 +267,34 @@ def test_a_missing_tracepoint_is_skipped(tmp_path: Path, marker: Path, caplog: p
 def test_settle_helper_sees_nothing_from_an_idle_filter() -> None:
     with opentrace.watch(pid=1 << 22) as w:
         assert settle(w, 0.1) == []
+
+
+def test_a_signal_handler_may_close_the_watcher_it_interrupts() -> None:
+    code = (
+        "import signal, opentrace\n"
+        "w = opentrace.watch(pid=1 << 22)\n"
+        "signal.signal(signal.SIGALRM, lambda *_: w.close())\n"
+        "signal.setitimer(signal.ITIMER_REAL, 0.3)\n"
+        "print('ended', sum(1 for _ in w), w.closed, w.lost)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "ended 0 True 0\n", "")
+
+
+def test_a_handler_reading_the_watcher_it_interrupts_gets_an_error_not_a_hang() -> None:
+    code = (
+        "import signal, opentrace\n"
+        "w = opentrace.watch(pid=1 << 22)\n"
+        "signal.signal(signal.SIGALRM, lambda *_: w.poll(0))\n"
+        "signal.setitimer(signal.ITIMER_REAL, 0.3)\n"
+        "try:\n"
+        "    next(w)\n"
+        "except RuntimeError as e:\n"
+        "    print(e)\n"
+        "w.close()\n"
+        "print(w.closed)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("this watcher is already being read by this thread")
+    assert done.stdout.endswith("True\n")

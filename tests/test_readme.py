@@ -58,6 +58,8 @@ def test_readme_example_runs(code: str, tmp_path: Path) -> None:
         stop.set()
         stimulus.join()
     if interrupted:
+        # Only the first example is meant to run until interrupted.
+        assert code == BLOCKS[0], f"the example did not finish: {err}"
         assert err.rstrip().endswith("KeyboardInterrupt"), err
     else:
         assert proc.returncode == 0, err

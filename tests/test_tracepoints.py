@@ -96,7 +96,9 @@ def test_real_format_files_parse(name: str) -> None:
 
 
 @pytest.mark.root
-@pytest.mark.parametrize("name", ["syscalls:sys_enter_nope", "nope:nope", "syscalls", "../../etc:passwd", ""])
+@pytest.mark.parametrize(
+    "name", ["syscalls:sys_enter_nope", "nope:nope", "syscalls", "../../etc:passwd", "", "syscalls:enable"]
+)
 def test_unknown_tracepoint(name: str) -> None:
     with pytest.raises(opentrace.TracepointNotFound) as info:
         opentrace.tracepoint_format(name)

@@ -160,27 +160,38 @@ def _trace(argv: list[str], out: TextIO, err: TextIO) -> int:
         out.flush()
         deadline = None if args.duration is None else time.monotonic() + args.duration
         remaining = args.count
+
+        def show(timeout: float) -> int:
+            """Prints what arrives within ``timeout``; returns how many events."""
+            # Lines are formatted in Rust straight from the ring buffer records.
+            text, count = watcher._read_text(formatter, timeout, remaining)
+            if count:
+                out.write(text)
+                out.flush()
+            return count
+
         try:
-            while True:
-                timeout = _IDLE_CHECK
-                if deadline is not None:
-                    timeout = min(timeout, deadline - time.monotonic())
-                    if timeout <= 0:
-                        break
-                # Lines are formatted in Rust straight from the ring buffer records.
-                text, count = watcher._read_text(formatter, timeout, remaining)
-                if not count and _reader_gone(out):
-                    break
-                if remaining is not None:
-                    remaining -= count
-                if count:
-                    out.write(text)
-                    out.flush()
-                if remaining == 0:
-                    break
+            try:
+                while remaining != 0:
+                    timeout = _IDLE_CHECK
+                    if deadline is not None:
+                        timeout = min(timeout, deadline - time.monotonic())
+                        if timeout <= 0:
+                            break
+                    count = show(timeout)
+                    if not count and _reader_gone(out):
+                        return 0
+                    if remaining is not None:
+                        remaining -= count
+            except KeyboardInterrupt:
+                pass
+            # What happened before the end (duration, Ctrl-C, SIGTERM) and is still in the ring.
+            if remaining != 0:
+                show(0)
         finally:
-            lost = watcher.lost
             watcher.close()
+            # Read after close(): the count is final.
+            lost = watcher.lost
             if lost:
                 err.write(f"{PROG}: {lost} events lost in all\n")
     return 0
