@@ -48,10 +48,6 @@ impl Error {
         }
         Error::Other(format!("{what} failed: {}", chain(err)))
     }
-
-    pub fn io(what: &str, err: &io::Error) -> Error {
-        Error::kernel(what, err)
-    }
 }
 
 /// Whether this process holds CAP_BPF or CAP_SYS_ADMIN (effective), from /proc/self/status.

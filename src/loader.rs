@@ -7,9 +7,8 @@ use aya::{
     maps::{Array, MapData, PerCpuArray, ProgramArray, RingBuf},
     programs::{TracePoint, trace_point::TracePointLink},
 };
-use opentrace_common::{ArgOffsets, COUNTER_LOST_PENDING, COUNTER_LOST_RING, Filter, NO_FIELD, Syscall};
-
 use aya_log::EbpfLogger;
+use opentrace_common::{ArgOffsets, COUNTER_LOST_PENDING, COUNTER_LOST_RING, Filter, NO_FIELD, Syscall};
 
 use crate::{
     diag::FromKernel,
@@ -213,16 +212,10 @@ pub fn load(config: &Config) -> Result<Loaded> {
         .map_err(|e| Error::kernel("opening the filter map", &e))?;
     filters.set(0, config.filter, 0).map_err(|e| Error::kernel("writing the filters", &e))?;
 
-    let diagnose: &mut TracePoint = ebpf
-        .program_mut("diagnose")
-        .ok_or_else(|| Error::Other("the embedded eBPF object has no program diagnose".into()))?
-        .try_into()
-        .map_err(|e| Error::kernel("preparing diagnose", &e))?;
-    diagnose.load().map_err(|e| Error::kernel("loading the program diagnose", &e))?;
+    let diagnose = loaded_program(&mut ebpf, "diagnose")?;
     let diagnose_fd = diagnose
         .fd()
-        .map_err(|e| Error::kernel("loading the program diagnose", &e))?
-        .try_clone()
+        .and_then(|fd| fd.try_clone().map_err(Into::into))
         .map_err(|e| Error::kernel("loading the program diagnose", &e))?;
     let mut tail: ProgramArray<_> = ProgramArray::try_from(map(&mut ebpf, "DIAGNOSE")?)
         .map_err(|e| Error::kernel("opening the program array", &e))?;
@@ -233,12 +226,7 @@ pub fn load(config: &Config) -> Result<Loaded> {
     for syscall in &wanted {
         for phase in ["exit", "enter"] {
             let name = format!("sys_{phase}_{}", syscall.name());
-            let program: &mut TracePoint = ebpf
-                .program_mut(&name)
-                .ok_or_else(|| Error::Other(format!("the embedded eBPF object has no program {name}")))?
-                .try_into()
-                .map_err(|e| Error::kernel(&format!("preparing {name}"), &e))?;
-            program.load().map_err(|e| Error::kernel(&format!("loading the program {name}"), &e))?;
+            let program = loaded_program(&mut ebpf, &name)?;
             let link = program
                 .attach("syscalls", &name)
                 .and_then(|id| program.take_link(id))
@@ -257,6 +245,17 @@ pub fn load(config: &Config) -> Result<Loaded> {
         logs,
         attached: Attached { links, syscalls: wanted, _ebpf: ebpf },
     })
+}
+
+/// The tracepoint program `name`, loaded into the kernel (verified).
+fn loaded_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut TracePoint> {
+    let program: &mut TracePoint = ebpf
+        .program_mut(name)
+        .ok_or_else(|| Error::Other(format!("the embedded eBPF object has no program {name}")))?
+        .try_into()
+        .map_err(|e| Error::kernel(&format!("preparing {name}"), &e))?;
+    program.load().map_err(|e| Error::kernel(&format!("loading the program {name}"), &e))?;
+    Ok(program)
 }
 
 fn missing(name: &str) -> Error {

@@ -187,7 +187,7 @@ impl Session {
     }
 
     fn kernel_error(what: &str, err: std::io::Error) -> PyErr {
-        Error::io(what, &err).into()
+        Error::kernel(what, &err).into()
     }
 
     /// Passes up to `BATCH` records from the ring to `sink`, until it wants no more. Returns how

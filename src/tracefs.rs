@@ -82,7 +82,7 @@ pub fn list() -> Result<Vec<String>> {
 }
 
 fn read_error(path: &Path, err: &io::Error) -> Error {
-    Error::io(&format!("reading {}", path.display()), err)
+    Error::kernel(&format!("reading {}", path.display()), err)
 }
 
 /// Splits `category:name`, refusing anything that is not two plain path components.
