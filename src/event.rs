@@ -9,6 +9,33 @@ use pyo3::{
 
 use crate::{error::Error, format::View};
 
+/// A path's bytes, kept inside the event when short (most are): no allocation per event.
+enum PathBytes {
+    Inline { len: u8, bytes: [u8; PathBytes::INLINE] },
+    Heap(Box<[u8]>),
+}
+
+impl PathBytes {
+    const INLINE: usize = 80;
+
+    fn new(path: &[u8]) -> PathBytes {
+        if path.len() <= Self::INLINE {
+            let mut bytes = [0; Self::INLINE];
+            bytes[..path.len()].copy_from_slice(path);
+            PathBytes::Inline { len: path.len() as u8, bytes }
+        } else {
+            PathBytes::Heap(path.into())
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            PathBytes::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            PathBytes::Heap(bytes) => bytes,
+        }
+    }
+}
+
 #[pyclass(module = "opentrace", name = "OpenEvent", frozen)]
 pub struct OpenEvent {
     timestamp_ns: u64,
@@ -22,7 +49,7 @@ pub struct OpenEvent {
     syscall: Syscall,
     comm_len: u8,
     comm: [u8; COMM_LEN],
-    path: Box<[u8]>,
+    path: PathBytes,
     /// `path` decoded on first use: most consumers never look at most paths.
     path_str: PyOnceLock<Py<PyString>>,
 }
@@ -43,7 +70,7 @@ impl OpenEvent {
             syscall: v.syscall,
             comm_len: v.comm.len() as u8,
             comm,
-            path: v.path.into(),
+            path: PathBytes::new(v.path),
             path_str: PyOnceLock::new(),
         }
     }
@@ -60,7 +87,7 @@ impl OpenEvent {
             dfd: self.dfd,
             syscall: self.syscall,
             comm: self.comm_bytes(),
-            path: &self.path,
+            path: self.path.as_bytes(),
         }
     }
 
@@ -76,7 +103,7 @@ impl OpenEvent {
             self.uid,
             self.comm_bytes(),
             self.syscall as u8,
-            &*self.path,
+            self.path.as_bytes(),
             self.dfd,
             self.flags,
             self.mode,
@@ -149,7 +176,7 @@ impl OpenEvent {
             })?,
             comm_len: comm_bytes.len() as u8,
             comm,
-            path: fsencode(path)?.into(),
+            path: PathBytes::new(&fsencode(path)?),
             path_str: PyOnceLock::new(),
         })
     }
@@ -185,12 +212,13 @@ impl OpenEvent {
     }
     #[getter]
     fn path<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyString>> {
-        let s = self.path_str.get_or_try_init(py, || fsdecode(py, &self.path).map(Bound::unbind))?;
+        let s =
+            self.path_str.get_or_try_init(py, || fsdecode(py, self.path.as_bytes()).map(Bound::unbind))?;
         Ok(s.bind(py).clone())
     }
     #[getter]
     fn path_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        PyBytes::new(py, &self.path)
+        PyBytes::new(py, self.path.as_bytes())
     }
     #[getter]
     fn dfd(&self) -> i32 {
