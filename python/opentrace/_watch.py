@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import sys
 import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator
 
@@ -211,7 +210,7 @@ class Watcher:
         """The CLI's fast path: up to ``limit`` events as formatted text, and how many."""
         if limit is None:
             return self._session.read_text(formatter, timeout)
-        return self._session.read_text(formatter, timeout, min(limit, sys.maxsize))
+        return self._session.read_text(formatter, timeout, limit)
 
     def close(self) -> None:
         """Detach and free everything; idempotent, callable from any thread."""
