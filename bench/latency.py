@@ -80,7 +80,7 @@ def busy_latency(path: Path) -> list[float]:
 
 
 def idle_cost(seconds: float) -> float:
-    w = opentrace.watch(pid=1 << 22)  # nothing can match
+    w = opentrace.watch(comm="no-such-comm")  # nothing can match
     reader = threading.Thread(target=lambda: [None for _ in w])
     before = resource.getrusage(resource.RUSAGE_SELF)
     reader.start()

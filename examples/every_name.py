@@ -56,7 +56,7 @@ def sync_part() -> None:
 
 
 async def async_part() -> int:
-    with opentrace.watch(pid=1 << 22) as w:
+    with opentrace.watch(comm="no-such-comm") as w:
         try:
             ev = await asyncio.wait_for(anext(w), 0.2)
         except asyncio.TimeoutError:  # TimeoutError itself only from Python 3.11

@@ -75,34 +75,15 @@ fn find<'a, E: StdError + 'static>(mut err: &'a (dyn StdError + 'static)) -> Opt
 
 /// "operation not permitted (EPERM)": the OS's words without Rust's "(os error 1)".
 pub fn describe(err: &io::Error) -> String {
-    let Some(code) = err.raw_os_error() else { return err.to_string() };
-    let name = match code {
-        libc::EPERM => "EPERM",
-        libc::ENOENT => "ENOENT",
-        libc::EINTR => "EINTR",
-        libc::E2BIG => "E2BIG",
-        libc::EBADF => "EBADF",
-        libc::EAGAIN => "EAGAIN",
-        libc::ENOMEM => "ENOMEM",
-        libc::EACCES => "EACCES",
-        libc::EFAULT => "EFAULT",
-        libc::EBUSY => "EBUSY",
-        libc::EEXIST => "EEXIST",
-        libc::EINVAL => "EINVAL",
-        libc::EMFILE => "EMFILE",
-        libc::ENOSPC => "ENOSPC",
-        libc::ENOSYS => "ENOSYS",
-        libc::EOPNOTSUPP => "EOPNOTSUPP",
-        _ => return format!("{} (errno {code})", strerror(code)),
-    };
-    format!("{} ({name})", strerror(code))
+    match err.raw_os_error() {
+        Some(code) => opentrace_common::errno::describe(code),
+        None => err.to_string(),
+    }
 }
 
-fn strerror(code: i32) -> String {
-    let text = io::Error::from_raw_os_error(code).to_string();
-    // Rust renders "Message (os error N)".
-    let text = text.split(" (os error").next().unwrap_or(&text);
-    text.to_lowercase()
+/// The errno of the first `io::Error` in an error's source chain.
+pub fn os_code(err: &(dyn StdError + 'static)) -> Option<i32> {
+    os_error(err).and_then(io::Error::raw_os_error)
 }
 
 /// The first `io::Error` in an error's source chain.

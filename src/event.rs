@@ -1,304 +1,119 @@
-//! `OpenEvent`: one open, immutable, built in batches from ring buffer records.
-use opentrace_common::{COMM_LEN, Syscall};
+//! `OpenEvent`: one open, immutable. Its attributes, `to_dict()`, `repr()`, pickling and the
+//! keyword constructor all come from the one table of fields, `opentrace_common::open::FIELDS`.
+use opentrace_common::{
+    open::{FIELDS, Open, OwnedOpen},
+    schema::{DICT, REPR, SetError},
+};
 use pyo3::{
-    ffi,
+    exceptions::{PyAttributeError, PyTypeError, PyValueError},
     prelude::*,
-    sync::PyOnceLock,
-    types::{PyBytes, PyDict, PyString, PyTuple},
+    types::{PyDict, PyString, PyTuple},
 };
 
-use crate::{error::Error, format::View};
+use crate::value::{from_py, to_py, to_py_exact};
 
-/// A path's bytes, kept inside the event when short (most are): no allocation per event.
-enum PathBytes {
-    Inline { len: u8, bytes: [u8; PathBytes::INLINE] },
-    Heap(Box<[u8]>),
-}
-
-impl PathBytes {
-    const INLINE: usize = 80;
-
-    fn new(path: &[u8]) -> PathBytes {
-        if path.len() <= Self::INLINE {
-            let mut bytes = [0; Self::INLINE];
-            bytes[..path.len()].copy_from_slice(path);
-            PathBytes::Inline { len: path.len() as u8, bytes }
-        } else {
-            PathBytes::Heap(path.into())
-        }
-    }
-
-    fn as_bytes(&self) -> &[u8] {
-        match self {
-            PathBytes::Inline { len, bytes } => &bytes[..usize::from(*len)],
-            PathBytes::Heap(bytes) => bytes,
-        }
-    }
-}
-
-#[pyclass(module = "opentrace", name = "OpenEvent", frozen)]
-pub struct OpenEvent {
-    timestamp_ns: u64,
-    ret: i64,
-    flags: u64,
-    mode: u64,
-    pid: u32,
-    tid: u32,
-    uid: u32,
-    dfd: i32,
-    syscall: Syscall,
-    comm_len: u8,
-    comm: [u8; COMM_LEN],
-    path: PathBytes,
-    /// `path` decoded on first use: most consumers never look at most paths.
-    path_str: PyOnceLock<Py<PyString>>,
-}
+#[pyclass(module = "opentrace", name = "OpenEvent", frozen, eq, hash)]
+#[derive(PartialEq, Eq, Hash)]
+pub struct OpenEvent(pub OwnedOpen);
 
 impl OpenEvent {
-    pub fn from_view(v: &View<'_>) -> OpenEvent {
-        let mut comm = [0u8; COMM_LEN];
-        comm[..v.comm.len()].copy_from_slice(v.comm);
-        OpenEvent {
-            timestamp_ns: v.timestamp_ns,
-            ret: v.ret,
-            flags: v.flags,
-            mode: v.mode,
-            pid: v.pid,
-            tid: v.tid,
-            uid: v.uid,
-            dfd: v.dfd,
-            syscall: v.syscall,
-            comm_len: v.comm.len() as u8,
-            comm,
-            path: PathBytes::new(v.path),
-            path_str: PyOnceLock::new(),
-        }
+    pub fn new(open: Open<'_>) -> OpenEvent {
+        OpenEvent(OwnedOpen::new(open))
     }
-
-    pub fn view(&self) -> View<'_> {
-        View {
-            timestamp_ns: self.timestamp_ns,
-            ret: self.ret,
-            flags: self.flags,
-            mode: self.mode,
-            pid: self.pid,
-            tid: self.tid,
-            uid: self.uid,
-            dfd: self.dfd,
-            syscall: self.syscall,
-            comm: self.comm_bytes(),
-            path: self.path.as_bytes(),
-        }
-    }
-
-    fn comm_bytes(&self) -> &[u8] {
-        &self.comm[..usize::from(self.comm_len)]
-    }
-
-    fn key<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        (
-            self.timestamp_ns,
-            self.pid,
-            self.tid,
-            self.uid,
-            self.comm_bytes(),
-            self.syscall as u8,
-            self.path.as_bytes(),
-            self.dfd,
-            self.flags,
-            self.mode,
-            self.ret,
-        )
-            .into_pyobject(py)
-    }
-}
-
-/// `os.fsdecode` for bytes: the filesystem encoding with surrogateescape.
-fn fsdecode<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
-    // SAFETY: the pointer and length describe `bytes`; the result is a new reference or NULL.
-    unsafe {
-        let obj =
-            ffi::PyUnicode_DecodeFSDefaultAndSize(bytes.as_ptr().cast(), bytes.len() as ffi::Py_ssize_t);
-        Ok(Bound::from_owned_ptr_or_err(py, obj)?.cast_into_unchecked())
-    }
-}
-
-/// `os.fsencode` for a str or bytes argument.
-fn fsencode(value: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
-    if let Ok(bytes) = value.cast::<PyBytes>() {
-        return Ok(bytes.as_bytes().to_vec());
-    }
-    let text = value.cast::<PyString>()?;
-    // SAFETY: `text` is a str; the result is a new reference to bytes or NULL.
-    let encoded =
-        unsafe { Bound::from_owned_ptr_or_err(value.py(), ffi::PyUnicode_EncodeFSDefault(text.as_ptr()))? };
-    Ok(encoded.cast_into::<PyBytes>()?.as_bytes().to_vec())
 }
 
 #[pymethods]
 impl OpenEvent {
-    /// Builds an event by hand (tests, replays, unpickling); the tracer makes its own.
+    /// Builds an event by hand (tests, replays, unpickling): any of the `to_dict()` keys that are
+    /// not derived from others (`fd` and `errno` come from `ret`); str or bytes for text.
     #[new]
-    #[pyo3(signature = (*, timestamp_ns, pid, tid, uid, comm, syscall, path, dfd = -100, flags = 0, mode = 0, ret = 0))]
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        timestamp_ns: u64,
-        pid: u32,
-        tid: u32,
-        uid: u32,
-        comm: &Bound<'_, PyAny>,
-        syscall: &str,
-        path: &Bound<'_, PyAny>,
-        dfd: i32,
-        flags: u64,
-        mode: u64,
-        ret: i64,
-    ) -> PyResult<OpenEvent> {
-        let comm_bytes = fsencode(comm)?;
-        if comm_bytes.len() >= COMM_LEN || comm_bytes.contains(&0) {
-            return Err(pyo3::exceptions::PyValueError::new_err("comm must be at most 15 bytes with no NUL"));
+    #[pyo3(signature = (**fields))]
+    fn py_new(fields: Option<&Bound<'_, PyDict>>) -> PyResult<OpenEvent> {
+        let mut owned = OwnedOpen::default();
+        for (key, value) in fields.into_iter().flatten() {
+            let name: String = key.extract()?;
+            let Some(field) = FIELDS.iter().find(|f| f.name == name) else {
+                return Err(PyTypeError::new_err(format!(
+                    "OpenEvent() got an unexpected keyword argument {name:?}"
+                )));
+            };
+            let Some(set) = field.set else {
+                return Err(PyTypeError::new_err(format!(
+                    "{name} is derived from other fields; it cannot be given"
+                )));
+            };
+            let mut scratch = None;
+            set(&mut owned, from_py(&value, &mut scratch)?).map_err(|e| match e {
+                SetError::Type(m) => PyTypeError::new_err(m),
+                SetError::Value(m) => PyValueError::new_err(m),
+            })?;
         }
-        let mut comm = [0u8; COMM_LEN];
-        comm[..comm_bytes.len()].copy_from_slice(&comm_bytes);
-        Ok(OpenEvent {
-            timestamp_ns,
-            ret,
-            flags,
-            mode,
-            pid,
-            tid,
-            uid,
-            dfd,
-            syscall: Syscall::from_name(syscall).ok_or_else(|| {
-                Error::Invalid(format!(
-                    "syscall must be one of open, openat, openat2, creat, not {syscall:?}"
-                ))
-            })?,
-            comm_len: comm_bytes.len() as u8,
-            comm,
-            path: PathBytes::new(&fsencode(path)?),
-            path_str: PyOnceLock::new(),
-        })
+        Ok(OpenEvent(owned))
     }
 
-    #[getter]
-    fn timestamp_ns(&self) -> u64 {
-        self.timestamp_ns
-    }
-    #[getter]
-    fn pid(&self) -> u32 {
-        self.pid
-    }
-    #[getter]
-    fn tid(&self) -> u32 {
-        self.tid
-    }
-    #[getter]
-    fn uid(&self) -> u32 {
-        self.uid
-    }
-    #[getter]
-    fn comm<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyString>> {
-        fsdecode(py, self.comm_bytes())
-    }
-    #[getter]
-    fn syscall<'py>(&self, py: Python<'py>) -> &Bound<'py, PyString> {
-        match self.syscall {
-            Syscall::Open => pyo3::intern!(py, "open"),
-            Syscall::Openat => pyo3::intern!(py, "openat"),
-            Syscall::Openat2 => pyo3::intern!(py, "openat2"),
-            Syscall::Creat => pyo3::intern!(py, "creat"),
-        }
-    }
-    #[getter]
-    fn path<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyString>> {
-        let s =
-            self.path_str.get_or_try_init(py, || fsdecode(py, self.path.as_bytes()).map(Bound::unbind))?;
-        Ok(s.bind(py).clone())
-    }
-    #[getter]
-    fn path_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        PyBytes::new(py, self.path.as_bytes())
-    }
-    #[getter]
-    fn dfd(&self) -> i32 {
-        self.dfd
-    }
-    #[getter]
-    fn flags(&self) -> u64 {
-        self.flags
-    }
-    #[getter]
-    fn mode(&self) -> u64 {
-        self.mode
-    }
-    #[getter]
-    fn ret(&self) -> i64 {
-        self.ret
-    }
-    #[getter]
-    fn fd(&self) -> Option<i64> {
-        (self.ret >= 0).then_some(self.ret)
-    }
-    #[getter]
-    fn errno(&self) -> Option<i64> {
-        (self.ret < 0).then(|| -self.ret)
-    }
-
-    /// Every field except `path_bytes`, JSON-serialisable.
+    /// Every field except the raw bytes, JSON-serialisable.
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let d = PyDict::new(py);
-        d.set_item("timestamp_ns", self.timestamp_ns)?;
-        d.set_item("pid", self.pid)?;
-        d.set_item("tid", self.tid)?;
-        d.set_item("uid", self.uid)?;
-        d.set_item("comm", self.comm(py)?)?;
-        d.set_item("syscall", self.syscall(py))?;
-        d.set_item("path", self.path(py)?)?;
-        d.set_item("dfd", self.dfd)?;
-        d.set_item("flags", self.flags)?;
-        d.set_item("mode", self.mode)?;
-        d.set_item("ret", self.ret)?;
-        d.set_item("fd", self.fd())?;
-        d.set_item("errno", self.errno())?;
-        Ok(d)
+        let dict = PyDict::new(py);
+        let view = self.0.view();
+        for field in FIELDS.iter().filter(|f| f.show & DICT != 0) {
+            dict.set_item(PyString::intern(py, field.name), to_py(py, (field.get)(view))?)?;
+        }
+        Ok(dict)
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        let result = match self.ret {
-            ret if ret >= 0 => format!("fd={ret}"),
-            ret => format!("errno={}", -ret),
-        };
-        Ok(format!(
-            "OpenEvent(pid={}, tid={}, comm={}, syscall='{}', path={}, {result})",
-            self.pid,
-            self.tid,
-            self.comm(py)?.repr()?,
-            self.syscall.name(),
-            self.path(py)?.repr()?,
-        ))
-    }
-
-    fn __eq__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        match other.cast::<OpenEvent>() {
-            Ok(other) => {
-                Ok(self.key(py)?.eq(other.get().key(py)?)?.into_pyobject(py)?.to_owned().into_any().unbind())
+        let view = self.0.view();
+        let mut parts = Vec::new();
+        for field in FIELDS.iter().filter(|f| f.show & REPR != 0) {
+            let value = to_py(py, (field.get)(view))?;
+            if !value.is_none() {
+                parts.push(format!("{}={}", field.name, value.repr()?));
             }
-            Err(_) => Ok(py.NotImplemented()),
         }
+        Ok(format!("OpenEvent({})", parts.join(", ")))
     }
 
-    fn __hash__(&self, py: Python<'_>) -> PyResult<isize> {
-        self.key(py)?.hash()
-    }
-
-    /// Pickling goes through the keyword constructor.
+    /// Pickling goes through the keyword constructor, with text as its exact bytes.
     fn __getnewargs_ex__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyTuple>, Bound<'py, PyDict>)> {
-        let kwargs = self.to_dict(py)?;
-        kwargs.del_item("fd")?;
-        kwargs.del_item("errno")?;
-        kwargs.set_item("path", self.path_bytes(py))?;
-        kwargs.set_item("comm", PyBytes::new(py, self.comm_bytes()))?;
+        let kwargs = PyDict::new(py);
+        let view = self.0.view();
+        for field in FIELDS.iter().filter(|f| f.set.is_some()) {
+            kwargs.set_item(field.name, to_py_exact(py, (field.get)(view))?)?;
+        }
         Ok((PyTuple::empty(py), kwargs))
     }
+}
+
+/// The attribute for one row of the table (a read-only data descriptor on `OpenEvent`).
+#[pyclass(module = "opentrace._opentrace", frozen)]
+pub struct OpenField {
+    index: usize,
+}
+
+#[pymethods]
+impl OpenField {
+    fn __get__<'py>(
+        slf: &Bound<'py, Self>,
+        event: Option<&Bound<'py, PyAny>>,
+        _owner: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let Some(event) = event else { return Ok(slf.clone().into_any()) };
+        let event = event.cast::<OpenEvent>()?;
+        to_py(slf.py(), (FIELDS[slf.get().index].get)(event.get().0.view()))
+    }
+
+    fn __set__(&self, _event: &Bound<'_, PyAny>, _value: &Bound<'_, PyAny>) -> PyResult<()> {
+        Err(PyAttributeError::new_err(format!(
+            "OpenEvent is immutable: {} cannot be set",
+            FIELDS[self.index].name
+        )))
+    }
+}
+
+/// Gives `OpenEvent` one attribute per row of the table.
+pub fn add_fields(class: &Bound<'_, pyo3::types::PyType>) -> PyResult<()> {
+    for (index, field) in FIELDS.iter().enumerate() {
+        class.setattr(field.name, OpenField { index })?;
+    }
+    Ok(())
 }

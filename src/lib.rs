@@ -1,22 +1,29 @@
-//! `opentrace._opentrace`: the compiled half of opentrace. The public API is the Python package.
+//! `opentrace._opentrace`: the compiled half of opentrace. The public API is the Python package;
+//! the logic that needs neither the kernel nor Python lives in `opentrace-common`.
 mod diag;
 mod error;
 mod event;
-mod format;
 mod loader;
+mod output;
 mod ring;
 mod session;
 mod tracefs;
+mod value;
 
 use pyo3::prelude::*;
 
 #[pymodule]
 mod _opentrace {
+    use opentrace_common::{PATH_MAX, PID_MAX, Syscall, comm::COMM_MAX};
     use pyo3::prelude::*;
 
     use crate::tracefs;
     #[pymodule_export]
-    use crate::{event::OpenEvent, format::Formatter, session::Session};
+    use crate::{
+        event::{OpenEvent, OpenField},
+        output::Formatter,
+        session::Session,
+    };
 
     /// Every tracepoint as "category:name", sorted.
     #[pyfunction]
@@ -28,7 +35,7 @@ mod _opentrace {
 
     type RawFormat = (String, u32, Vec<(String, String, u32, u32, bool)>, String);
 
-    fn raw(format: tracefs::Format) -> RawFormat {
+    fn raw(format: opentrace_common::tracefs::Format) -> RawFormat {
         let fields = format.fields.into_iter().map(|f| (f.name, f.ty, f.offset, f.size, f.signed)).collect();
         (format.name, format.id, fields, format.print_fmt)
     }
@@ -45,12 +52,18 @@ mod _opentrace {
     /// Parses the text of a `format` file; ValueError saying which line is wrong.
     #[pyfunction]
     fn parse_format(text: &str) -> PyResult<RawFormat> {
-        tracefs::parse(text).map(raw).map_err(pyo3::exceptions::PyValueError::new_err)
+        opentrace_common::tracefs::parse(text).map(raw).map_err(pyo3::exceptions::PyValueError::new_err)
     }
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
-        m.add("PATH_MAX", opentrace_common::PATH_MAX)?;
+        // The one source of these facts for the Python side (watch()'s checks, the CLI's choices).
+        m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        m.add("PATH_MAX", PATH_MAX)?;
+        m.add("PID_MAX", PID_MAX)?;
+        m.add("COMM_MAX", COMM_MAX)?;
+        m.add("SYSCALLS", Syscall::ALL.map(Syscall::name))?;
+        crate::event::add_fields(&m.py().get_type::<OpenEvent>())?;
         Ok(())
     }
 }

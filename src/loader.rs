@@ -8,12 +8,14 @@ use aya::{
     programs::{TracePoint, trace_point::TracePointLink},
 };
 use aya_log::EbpfLogger;
-use opentrace_common::{ArgOffsets, COUNTER_LOST_PENDING, COUNTER_LOST_RING, Filter, NO_FIELD, Syscall};
+use opentrace_common::{
+    ArgOffsets, COUNTER_LOST_PENDING, COUNTER_LOST_RING, Filter, NO_FIELD, Syscall, tracefs::Format,
+};
 
 use crate::{
     diag::FromKernel,
     error::{Error, Result},
-    tracefs::{self, Format},
+    tracefs,
 };
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/opentrace"));
@@ -58,7 +60,8 @@ impl Drop for Attached {
 pub struct Counters(PerCpuArray<MapData, u64>);
 
 impl Counters {
-    /// Events that passed the filters but were dropped: ring full, or no room to pair entry and exit.
+    /// Events lost in the kernel: the ring buffer was full, or (counted at syscall entry, before the
+    /// failed-only filter) the task's storage for pairing entry and exit could not be allocated.
     pub fn lost(&self) -> Result<u64> {
         let mut total = 0u64;
         for index in [COUNTER_LOST_RING, COUNTER_LOST_PENDING] {
@@ -177,6 +180,7 @@ fn new_loader() -> EbpfLoader<'static> {
 }
 
 fn shared() -> Result<Shared> {
+    tracefs::ensure_mounted()?;
     // Leaked once per process: the loader keeps references to its globals.
     let layouts: &'static Layouts = Box::leak(Box::new(read_layouts()?));
     let mut loader = new_loader();
@@ -230,7 +234,7 @@ pub fn load(config: &Config) -> Result<Loaded> {
             let link = program
                 .attach("syscalls", &name)
                 .and_then(|id| program.take_link(id))
-                .map_err(|e| Error::kernel(&format!("attaching to the tracepoint syscalls:{name}"), &e))?;
+                .map_err(|e| attach_error("syscalls", &name, &e))?;
             links.push(link);
         }
     }
@@ -245,6 +249,19 @@ pub fn load(config: &Config) -> Result<Loaded> {
         logs,
         attached: Attached { links, syscalls: wanted, _ebpf: ebpf },
     })
+}
+
+/// Why attaching to `category:name` failed. The kernel allows 64 programs per tracepoint, shared
+/// by every tool on the machine, and says E2BIG when they are taken.
+fn attach_error(category: &str, name: &str, err: &(dyn std::error::Error + 'static)) -> Error {
+    if crate::error::os_code(err) == Some(libc::E2BIG) {
+        return Error::Other(format!(
+            "the tracepoint {category}:{name} already has the most programs the kernel allows on one \
+             tracepoint (64, shared by every tracer on this machine: other opentrace watchers, bpftrace, \
+             ...); close some of them (`bpftool perf` lists them)"
+        ));
+    }
+    Error::kernel(&format!("attaching to the tracepoint {category}:{name}"), err)
 }
 
 /// The tracepoint program `name`, loaded into the kernel (verified).

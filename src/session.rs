@@ -1,10 +1,10 @@
 //! `Session`: one loaded-and-attached set of programs and the reader of their ring buffer.
-//! The public `opentrace.Watcher` (Python) wraps it.
+//! The public `opentrace.Watcher` (Python) wraps it; it receives values `watch()` has checked.
 use std::{
     collections::VecDeque,
     os::fd::AsRawFd,
     sync::{
-        Mutex,
+        Mutex, TryLockError,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -13,17 +13,18 @@ use std::{
 use aya::maps::{MapData, RingBuf};
 use aya_log::EbpfLogger;
 use opentrace_common::{
-    COMM_LEN, FILTER_COMM, FILTER_EXCLUDE_SELF, FILTER_FAILED, FILTER_PID, FILTER_TID, FILTER_UID, Filter,
-    Syscall,
+    FILTER_COMM, FILTER_EXCLUDE_SELF, FILTER_FAILED, FILTER_PID, FILTER_TID, FILTER_UID, Filter, Syscall,
+    comm::Needle,
+    open::{self, Open},
 };
 use pyo3::{exceptions::PyRuntimeError, prelude::*, sync::MutexExt, types::PyList};
 
 use crate::{
     diag::{self, FromKernel},
-    error::Error,
+    error::{Error, OpentraceError},
     event::OpenEvent,
-    format::{Formatter, View},
     loader::{self, Attached, Config, Counters, Loaded},
+    output::Formatter,
     ring::{Wait, Waiter},
 };
 
@@ -34,73 +35,12 @@ const LOST_CHECK: Duration = Duration::from_secs(1);
 /// Longest uninterrupted block: a safety net for a signal that lands just before the wait.
 const MAX_BLOCK: Duration = Duration::from_secs(1);
 
-/// Where drained events go: Python objects for iteration, or CLI text.
-trait Sink {
-    /// Takes one event; returns false once it wants no more.
-    fn take(
-        &mut self,
-        py: Python<'_>,
-        ready: &mut VecDeque<Py<OpenEvent>>,
-        view: &View<'_>,
-    ) -> PyResult<bool>;
-    /// Whether there is something to hand back (may first take events already in `ready`).
-    fn satisfied(&mut self, py: Python<'_>, ready: &mut VecDeque<Py<OpenEvent>>) -> PyResult<bool>;
-}
-
-/// Fills `ready` with `OpenEvent`s.
-struct ToEvents;
-
-impl Sink for ToEvents {
-    fn take(
-        &mut self,
-        py: Python<'_>,
-        ready: &mut VecDeque<Py<OpenEvent>>,
-        view: &View<'_>,
-    ) -> PyResult<bool> {
-        let event = Py::new(py, OpenEvent::from_view(view))?;
-        // An event cannot be part of a reference cycle (it holds at most a str), but pyo3 makes
-        // every class a GC type: left tracked, each batch of thousands made the collector walk
-        // them all, a tenth of a consumer's time in a storm.
-        // SAFETY: `event` is a live object we own; untracking an object is always allowed.
-        unsafe { pyo3::ffi::PyObject_GC_UnTrack(event.as_ptr().cast()) };
-        ready.push_back(event);
-        Ok(true)
-    }
-
-    fn satisfied(&mut self, _py: Python<'_>, ready: &mut VecDeque<Py<OpenEvent>>) -> PyResult<bool> {
-        Ok(!ready.is_empty())
-    }
-}
-
-/// Formats up to `limit` events as CLI lines, without making Python objects.
-struct ToText<'f> {
-    formatter: &'f Formatter,
-    text: String,
-    count: usize,
-    limit: usize,
-}
-
-impl Sink for ToText<'_> {
-    fn take(
-        &mut self,
-        _py: Python<'_>,
-        _ready: &mut VecDeque<Py<OpenEvent>>,
-        view: &View<'_>,
-    ) -> PyResult<bool> {
-        self.formatter.write(view, &mut self.text);
-        self.count += 1;
-        Ok(self.count < self.limit)
-    }
-
-    fn satisfied(&mut self, py: Python<'_>, ready: &mut VecDeque<Py<OpenEvent>>) -> PyResult<bool> {
-        // Events an iteration left behind come first.
-        while self.count < self.limit {
-            let Some(event) = ready.pop_front() else { break };
-            self.formatter.write(&event.bind(py).get().view(), &mut self.text);
-            self.count += 1;
-        }
-        Ok(self.count > 0)
-    }
+/// What a read wants drained records turned into.
+enum Want<'f> {
+    /// `OpenEvent`s in `Live::ready`.
+    Events,
+    /// CLI lines in `Live::text`, at most `limit` of them.
+    Text { formatter: &'f Formatter, limit: usize },
 }
 
 struct Live {
@@ -111,10 +51,58 @@ struct Live {
     lost_reported: u64,
     /// The programs and their links; dropping it detaches them.
     _attached: Attached,
-    ready: VecDeque<Py<OpenEvent>>,
+    out: Out,
     /// When the last drain that emptied the ring finished; the next drain waits for `latency`
     /// after it so that a busy stream costs one wake-up per batch, not per event.
     drained_at: Option<Instant>,
+}
+
+/// Drained and not yet handed out: a read that ends in an error (a signal's or a logging
+/// handler's exception) leaves what it drained here for the next read.
+#[derive(Default)]
+struct Out {
+    ready: VecDeque<Py<OpenEvent>>,
+    text: String,
+    text_count: usize,
+}
+
+impl Out {
+    /// Takes one decoded event; returns false once the read wants no more.
+    fn take(&mut self, py: Python<'_>, want: &Want<'_>, open: Open<'_>) -> PyResult<bool> {
+        match want {
+            Want::Events => {
+                let event = Py::new(py, OpenEvent::new(open))?;
+                // An event cannot be part of a reference cycle (it holds no Python object), but
+                // pyo3 makes every class a GC type: left tracked, each batch of thousands made the
+                // collector walk them all, a tenth of a consumer's time in a storm.
+                // SAFETY: `event` is a live object we own; untracking an object is always allowed.
+                unsafe { pyo3::ffi::PyObject_GC_UnTrack(event.as_ptr().cast()) };
+                self.ready.push_back(event);
+                Ok(true)
+            }
+            Want::Text { formatter, limit } => {
+                formatter.write(open, &mut self.text);
+                self.text_count += 1;
+                Ok(self.text_count < *limit)
+            }
+        }
+    }
+
+    /// Whether the read has something to hand back (text reads first take the events an
+    /// iteration left behind).
+    fn satisfied(&mut self, py: Python<'_>, want: &Want<'_>) -> bool {
+        match want {
+            Want::Events => !self.ready.is_empty(),
+            Want::Text { formatter, limit } => {
+                while self.text_count < *limit {
+                    let Some(event) = self.ready.pop_front() else { break };
+                    formatter.write(event.bind(py).get().0.view(), &mut self.text);
+                    self.text_count += 1;
+                }
+                self.text_count > 0
+            }
+        }
+    }
 }
 
 #[pyclass(module = "opentrace._opentrace", frozen)]
@@ -125,10 +113,14 @@ pub struct Session {
     waiter: Waiter,
     closed: AtomicBool,
     latency: Duration,
+    /// Records the decoder refused (counted in `lost`, and logged).
+    undecodable: AtomicU64,
     /// `lost` as of `close()`, when the counters are gone.
     final_lost: AtomicU64,
     /// `thread_token()` of the thread holding `live`, else 0.
     holder: AtomicU64,
+    /// The process that created the session; a forked child may not read it.
+    owner: u32,
     attached: Vec<&'static str>,
 }
 
@@ -141,14 +133,10 @@ fn thread_token() -> u64 {
     TOKEN.with(|t| *t)
 }
 
-fn deadline(timeout: Option<f64>) -> PyResult<Option<Instant>> {
-    match timeout {
-        None => Ok(None),
-        Some(t) if t.is_finite() && t >= 0.0 => {
-            Ok(Some(Instant::now() + Duration::from_secs_f64(t.min(1e9))))
-        }
-        Some(_) => Err(Error::Invalid("timeout must be None or a number of seconds >= 0".into()).into()),
-    }
+/// The instant `timeout` seconds from now (`watch()` checked it: None, or a number >= 0).
+fn deadline(timeout: Option<f64>) -> Option<Instant> {
+    let seconds = timeout?;
+    Duration::try_from_secs_f64(seconds.min(1e9)).ok().map(|d| Instant::now() + d).or(Some(Instant::now()))
 }
 
 impl Session {
@@ -157,6 +145,13 @@ impl Session {
     /// session on the same thread it gets an error, not a deadlock; if it calls `close()`, the
     /// teardown happens here, as `f` returns.
     fn with_live<T>(&self, py: Python<'_>, f: impl FnOnce(&mut Option<Live>) -> PyResult<T>) -> PyResult<T> {
+        if std::process::id() != self.owner {
+            return Err(OpentraceError::new_err(format!(
+                "this watcher belongs to process {}, which this process was forked from; a forked \
+                 child cannot read it (its events go to the parent): open a new watcher in the child",
+                self.owner
+            )));
+        }
         let me = thread_token();
         if self.holder.load(Ordering::Acquire) == me {
             return Err(PyRuntimeError::new_err(
@@ -179,13 +174,13 @@ impl Session {
     /// Detaches and frees everything the kernel holds for this session (once).
     fn teardown(&self, py: Python<'_>, slot: &mut Option<Live>) -> PyResult<()> {
         let Some(mut live) = slot.take() else { return Ok(()) };
-        live.ready.clear();
+        live.out.ready.clear();
         // Detaching waits for the kernel (tens of ms): let other Python threads run meanwhile.
         py.detach(move || drop(live));
         // The programs are gone, so the count is final; `lost` went on reading the counters
         // until now.
         let mut counters = self.counters.lock_py_attached(py).unwrap_or_else(|p| p.into_inner());
-        if let Some(final_count) = counters.as_ref().map(Counters::lost).transpose()? {
+        if let Some(final_count) = counters.as_ref().map(|c| self.lost_now(c)).transpose()? {
             self.final_lost.store(final_count, Ordering::Release);
         }
         *counters = None;
@@ -196,15 +191,25 @@ impl Session {
         Error::kernel(what, &err).into()
     }
 
-    /// Passes up to `BATCH` records from the ring to `sink`, until it wants no more. Returns how
-    /// many records were read.
-    fn drain(&self, py: Python<'_>, live: &mut Live, sink: &mut dyn Sink) -> PyResult<usize> {
+    /// Passes up to `BATCH` records from the ring to the read, until it wants no more. Returns
+    /// how many records were read.
+    fn drain(&self, py: Python<'_>, live: &mut Live, want: &Want<'_>) -> PyResult<usize> {
         let (mut read, mut more) = (0, true);
         while more && read < BATCH {
             let Some(record) = live.ring.next() else { break };
             read += 1;
-            if let Some(view) = View::parse(&record) {
-                more = sink.take(py, &mut live.ready, &view)?;
+            match open::decode(&record) {
+                Ok((head, path)) => {
+                    let open = Open { head: &head, path };
+                    more = live.out.take(py, want, open)?;
+                }
+                Err(err) => {
+                    self.undecodable.fetch_add(1, Ordering::AcqRel);
+                    diag::note(
+                        diag::Level::Warning,
+                        format!("a ring buffer record could not be decoded ({err}); counted as lost"),
+                    );
+                }
             }
         }
         // Only a drain that emptied the ring starts a pause (see `Live::drained_at`).
@@ -218,8 +223,15 @@ impl Session {
             .map_or(Duration::ZERO, |at| (at + self.latency).saturating_duration_since(Instant::now()))
     }
 
+    /// Events that passed the filters but were not delivered: lost in the kernel, or refused by
+    /// the decoder.
+    fn lost_now(&self, counters: &Counters) -> Result<u64, Error> {
+        Ok(counters.lost()? + self.undecodable.load(Ordering::Acquire))
+    }
+
     /// Between batches: forwards the programs' log records and, at most once a second, warns of
-    /// newly lost events, through the `opentrace` logger.
+    /// newly lost events, through the `opentrace` logger. A logging handler may raise: what was
+    /// drained stays in `live` for the next read.
     fn housekeeping(&self, py: Python<'_>, live: &mut Live) -> PyResult<()> {
         // aya-log unwraps its record parsing; a malformed record must not take the reader down.
         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| live.logs.flush())).is_err() {
@@ -228,7 +240,7 @@ impl Session {
         if live.lost_checked.elapsed() >= LOST_CHECK {
             live.lost_checked = Instant::now();
             let counters = self.counters.lock_py_attached(py).unwrap_or_else(|p| p.into_inner());
-            if let Some(lost) = counters.as_ref().map(Counters::lost).transpose()?
+            if let Some(lost) = counters.as_ref().map(|c| self.lost_now(c)).transpose()?
                 && lost > live.lost_reported
             {
                 diag::note(
@@ -245,21 +257,21 @@ impl Session {
         diag::emit(py)
     }
 
-    /// Feeds `sink` until it has something, `deadline` passes or the session closes. Waits with
+    /// Drains until the read is satisfied, `deadline` passes or the session closes. Waits with
     /// the GIL released; a signal's Python handler runs (and may raise) while waiting.
     fn fill(
         &self,
         py: Python<'_>,
         slot: &mut Option<Live>,
         deadline: Option<Instant>,
-        sink: &mut dyn Sink,
+        want: &Want<'_>,
     ) -> PyResult<()> {
         loop {
             if self.closed.load(Ordering::Acquire) {
                 return Ok(());
             }
             let Some(live) = slot.as_mut() else { return Ok(()) };
-            if sink.satisfied(py, &mut live.ready)? {
+            if live.out.satisfied(py, want) {
                 return Ok(());
             }
             let pause = self.pause(live);
@@ -271,7 +283,7 @@ impl Session {
                 }
                 continue;
             }
-            if self.drain(py, live, sink)? > 0 {
+            if self.drain(py, live, want)? > 0 {
                 self.housekeeping(py, live)?;
                 continue;
             }
@@ -294,16 +306,44 @@ impl Session {
     }
 }
 
+impl Drop for Session {
+    fn drop(&mut self) {
+        let live = self.live.get_mut().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(mut live) = live else { return };
+        if std::process::id() != self.owner {
+            forget_inherited(live);
+            return;
+        }
+        // SAFETY: pyo3 drops a class's data in its tp_dealloc, with the GIL held.
+        let py = unsafe { Python::assume_attached() };
+        live.out.ready.clear();
+        // Detaching waits for RCU grace periods: let other threads run meanwhile, as `close()` does.
+        py.detach(move || drop(live));
+    }
+}
+
+/// In a forked child: lets go of the parent's kernel objects without touching the parent's use
+/// of them. With BPF links, closing our copies of the fds does just that; older kernels attach
+/// through perf events that aya disables on drop (the parent shares them), so those fds are left
+/// for exit or exec (they are close-on-exec) to close.
+fn forget_inherited(live: Live) {
+    if aya::features().bpf_perf_link() {
+        drop(live);
+    } else {
+        std::mem::forget(live);
+    }
+}
+
 #[pymethods]
 impl Session {
     #[new]
-    #[pyo3(signature = (*, syscalls, ring_size, latency, pid=None, tid=None, uid=None, comm=None, failed=false, exclude_tgid=None))]
+    #[pyo3(signature = (*, syscalls, ring_size, latency_ns, pid=None, tid=None, uid=None, comm=None, failed=false, exclude_tgid=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         syscalls: Vec<String>,
         ring_size: u32,
-        latency: f64,
+        latency_ns: u64,
         pid: Option<u32>,
         tid: Option<u32>,
         uid: Option<u32>,
@@ -331,13 +371,10 @@ impl Session {
         if failed {
             filter.enabled |= FILTER_FAILED;
         }
-        if let Some(needle) = comm {
-            if needle.is_empty() || needle.len() >= COMM_LEN || needle.contains(&0) {
-                return Err(Error::Invalid("comm must be 1 to 15 bytes with no NUL".into()).into());
-            }
+        if let Some(substring) = comm {
             filter.enabled |= FILTER_COMM;
-            filter.comm[..needle.len()].copy_from_slice(&needle);
-            filter.comm_mask[..needle.len()].fill(0xff);
+            filter.comm =
+                Needle::new(&substring).ok_or_else(|| Error::Invalid("comm cannot be in a comm".into()))?;
         }
         let syscalls = syscalls
             .iter()
@@ -345,9 +382,6 @@ impl Session {
                 Syscall::from_name(name).ok_or_else(|| Error::Invalid(format!("unknown syscall {name:?}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        if !(latency.is_finite() && latency >= 0.0) {
-            return Err(Error::Invalid("latency must be a finite number of seconds >= 0".into()).into());
-        }
         let config = Config { filter, syscalls, ring_size };
 
         let waiter = Waiter::new().map_err(|e| Self::kernel_error("creating the epoll set", e))?;
@@ -363,15 +397,17 @@ impl Session {
                 lost_checked: Instant::now(),
                 lost_reported: 0,
                 _attached: attached,
-                ready: VecDeque::new(),
+                out: Out::default(),
                 drained_at: None,
             })),
             counters: Mutex::new(Some(counters)),
             waiter,
             closed: AtomicBool::new(false),
-            latency: Duration::from_secs_f64(latency),
+            latency: Duration::from_nanos(latency_ns),
+            undecodable: AtomicU64::new(0),
             final_lost: AtomicU64::new(0),
             holder: AtomicU64::new(0),
+            owner: std::process::id(),
         })
     }
 
@@ -382,11 +418,11 @@ impl Session {
     /// Blocks (GIL released) until the next event; `None` (StopIteration) once closed.
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<OpenEvent>>> {
         self.with_live(py, |slot| {
-            self.fill(py, slot, None, &mut ToEvents)?;
+            self.fill(py, slot, None, &Want::Events)?;
             Ok(if self.closed.load(Ordering::Acquire) {
                 None
             } else {
-                slot.as_mut().and_then(|l| l.ready.pop_front())
+                slot.as_mut().and_then(|l| l.out.ready.pop_front())
             })
         })
     }
@@ -398,11 +434,13 @@ impl Session {
             let Some(live) = slot.as_mut().filter(|_| !self.closed.load(Ordering::Acquire)) else {
                 return Ok(None);
             };
-            if live.ready.is_empty() && self.pause(live).is_zero() && self.drain(py, live, &mut ToEvents)? > 0
+            if live.out.ready.is_empty()
+                && self.pause(live).is_zero()
+                && self.drain(py, live, &Want::Events)? > 0
             {
                 self.housekeeping(py, live)?;
             }
-            Ok(live.ready.pop_front())
+            Ok(live.out.ready.pop_front())
         })
     }
 
@@ -416,12 +454,12 @@ impl Session {
     /// All events ready within `timeout` seconds (None: wait for at least one).
     #[pyo3(signature = (timeout=None))]
     fn poll<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyList>> {
-        let deadline = deadline(timeout)?;
+        let deadline = deadline(timeout);
         let list = PyList::empty(py);
         self.with_live(py, |slot| {
-            self.fill(py, slot, deadline, &mut ToEvents)?;
+            self.fill(py, slot, deadline, &Want::Events)?;
             if let Some(live) = slot.as_mut().filter(|_| !self.closed.load(Ordering::Acquire)) {
-                for event in live.ready.drain(..) {
+                for event in live.out.ready.drain(..) {
                     list.append(event)?;
                 }
             }
@@ -440,10 +478,14 @@ impl Session {
         timeout: Option<f64>,
         limit: usize,
     ) -> PyResult<(String, usize)> {
-        let deadline = deadline(timeout)?;
-        let mut sink = ToText { formatter, text: String::new(), count: 0, limit: limit.max(1) };
-        self.with_live(py, |slot| self.fill(py, slot, deadline, &mut sink))?;
-        Ok((sink.text, sink.count))
+        let deadline = deadline(timeout);
+        let want = Want::Text { formatter, limit: limit.max(1) };
+        self.with_live(py, |slot| {
+            self.fill(py, slot, deadline, &want)?;
+            Ok(slot.as_mut().map_or((String::new(), 0), |live| {
+                (std::mem::take(&mut live.out.text), std::mem::take(&mut live.out.text_count))
+            }))
+        })
     }
 
     /// Detaches and frees everything; wakes any thread blocked in this session. Idempotent.
@@ -454,7 +496,28 @@ impl Session {
             // Called from a handler inside this thread's own read: that read tears down as it returns.
             return Ok(());
         }
+        if std::process::id() != self.owner {
+            return Ok(());
+        }
         self.with_live(py, |_| Ok(()))
+    }
+
+    /// Called in a forked child (os.register_at_fork): lets go of the parent's kernel objects,
+    /// leaving the parent's stream as it was. Reads in the child then raise.
+    fn forget_after_fork(&self) {
+        // The lock may be held by a thread that does not exist in the child: then the objects
+        // stay (closed at exit or exec) rather than risk a deadlock.
+        let live = match self.live.try_lock() {
+            Ok(mut guard) => guard.take(),
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner().take(),
+            Err(TryLockError::WouldBlock) => None,
+        };
+        if let Some(live) = live {
+            forget_inherited(live);
+        }
+        if let Ok(mut counters) = self.counters.try_lock() {
+            counters.take();
+        }
     }
 
     #[getter]
@@ -466,7 +529,7 @@ impl Session {
     fn lost(&self, py: Python<'_>) -> PyResult<u64> {
         let counters = self.counters.lock_py_attached(py).unwrap_or_else(|p| p.into_inner());
         match counters.as_ref() {
-            Some(counters) => Ok(counters.lost()?),
+            Some(counters) => Ok(self.lost_now(counters)?),
             None => Ok(self.final_lost.load(Ordering::Acquire)),
         }
     }

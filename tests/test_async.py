@@ -58,7 +58,7 @@ def test_cancelling_a_waiting_iteration_leaves_the_watcher_usable(marker: Path) 
 
 def test_close_from_another_thread_ends_async_iteration() -> None:
     async def main() -> float:
-        w = opentrace.watch(pid=1 << 22)
+        w = opentrace.watch(comm="no-such-comm")
         threading.Timer(0.3, w.close).start()
         started = time.monotonic()
         async for _ in w:

@@ -30,7 +30,7 @@ import opentrace
 from opentrace import _watch, cli
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
-PID_MAX = 1 << 22  # PID_MAX_LIMIT on 64-bit
+PID_MAX = (1 << 22) - 1  # PID_MAX_LIMIT - 1 on 64-bit: the largest pid the kernel hands out
 MAX_RING = 1 << 30
 SYSCALLS = ("open", "openat", "openat2", "creat")
 KEYWORDS = ("pid", "tid", "uid", "comm", "failed", "syscalls", "ring_size", "latency")

@@ -118,7 +118,7 @@ def test_count_and_duration_end_the_trace(marker: Path) -> None:
     code, lines, _ = cli.finish()
     assert code == 0 and len(lines) == 1 + 5
     started = time.monotonic()
-    code, _, _ = Cli("-d", "0.5", "-p", "4194304").finish()
+    code, _, _ = Cli("-d", "0.5", "-n", "no-such-comm").finish()
     assert code == 0 and time.monotonic() - started < 3
 
 
@@ -142,7 +142,7 @@ def test_lost_events_reported_on_stderr_and_counted_exactly(marker: Path) -> Non
 def test_closed_stdout_ends_quietly(busy: bool) -> None:
     """Like ``opentrace | head -1``: the reader goes away; the CLI ends with 0 and no traceback,
     at its next write (busy) or, with nothing to write, at its next idle check (about 1 s)."""
-    cli = Cli("-n", "cat") if busy else Cli("-p", "4194304")
+    cli = Cli("-n", "cat") if busy else Cli("-n", "no-such-comm")
     assert cli.proc.stdout is not None and cli.proc.stderr is not None
     assert cli.proc.stdout.readline().startswith("PID")
     cli.proc.stdout.close()
@@ -155,7 +155,7 @@ def test_closed_stdout_ends_quietly(busy: bool) -> None:
 
 
 def test_sigterm_ends_cleanly() -> None:
-    code, lines, err = Cli("-p", "4194304").stop(signal.SIGTERM)
+    code, lines, err = Cli("-n", "no-such-comm").stop(signal.SIGTERM)
     assert code == 0 and "Traceback" not in err and lines[0].startswith("PID")
 
 

@@ -69,7 +69,9 @@ def test_equality_hash_and_pickle() -> None:
     [
         ({"syscall": "read"}, ValueError),
         ({"comm": "x" * 16}, ValueError),
-        ({"pid": -1}, OverflowError),
+        ({"pid": -1}, ValueError),
+        ({"fd": 3}, TypeError),
+        ({"nope": 3}, TypeError),
         ({"path": 5}, TypeError),
     ],
 )

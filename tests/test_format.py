@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -28,13 +29,32 @@ def event(path: bytes, ret: int = 3, comm: str = "cat") -> OpenEvent:
     )
 
 
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("ret", [5, -13])
-def test_json_lines_are_exactly_json_dumps_of_to_dict(path: bytes, ret: int) -> None:
+def test_json_lines_are_json_dumps_of_to_dict_with_the_exact_bytes(path: bytes, ret: int) -> None:
+    """A JSON line is ``json.dumps(ev.to_dict())``, plus ``path_b64`` after ``path`` when the path
+    is not UTF-8: the surrogate escapes in ``path`` round-trip only through Python's json."""
     ev = event(path, ret)
     line = Formatter(json=True).format([ev])
-    assert line == json.dumps(ev.to_dict()) + "\n"
-    assert json.loads(line)["path"] == ev.path
+    expected = {}
+    for key, value in ev.to_dict().items():
+        expected[key] = value
+        if key == "path" and not _is_utf8(path):
+            expected["path_b64"] = base64.b64encode(path).decode()
+    assert line == json.dumps(expected) + "\n"
+    parsed = json.loads(line)
+    assert parsed["path"] == ev.path
+    assert ("path_b64" in parsed) == (not _is_utf8(path))
+    if "path_b64" in parsed:
+        assert base64.b64decode(parsed["path_b64"]) == ev.path_bytes
 
 
 def test_columns_and_header() -> None:

@@ -138,7 +138,7 @@ def test_two_threads_on_one_watcher_get_each_event_once(tmp_path: Path) -> None:
 
 
 def test_poll_honours_its_timeout() -> None:
-    with opentrace.watch(pid=1 << 22) as w:
+    with opentrace.watch(comm="no-such-comm") as w:
         for timeout in (0, 0.05, 0.3):
             started = time.monotonic()
             assert w.poll(timeout) == []
@@ -147,7 +147,7 @@ def test_poll_honours_its_timeout() -> None:
 
 
 def test_close_wakes_poll_and_next_in_other_threads() -> None:
-    w = opentrace.watch(pid=1 << 22)
+    w = opentrace.watch(comm="no-such-comm")
     results: list[object] = []
     threads = [
         threading.Thread(target=lambda: results.append(w.poll(None))),
@@ -165,7 +165,7 @@ def test_close_wakes_poll_and_next_in_other_threads() -> None:
 
 
 def test_lost_does_not_wait_for_a_blocked_reader() -> None:
-    w = opentrace.watch(pid=1 << 22)
+    w = opentrace.watch(comm="no-such-comm")
     reader = threading.Thread(target=lambda: list(w))
     reader.start()
     time.sleep(0.1)
@@ -265,14 +265,14 @@ def test_a_missing_tracepoint_is_skipped(tmp_path: Path, marker: Path, caplog: p
 
 
 def test_settle_helper_sees_nothing_from_an_idle_filter() -> None:
-    with opentrace.watch(pid=1 << 22) as w:
+    with opentrace.watch(comm="no-such-comm") as w:
         assert settle(w, 0.1) == []
 
 
 def test_a_signal_handler_may_close_the_watcher_it_interrupts() -> None:
     code = (
         "import signal, opentrace\n"
-        "w = opentrace.watch(pid=1 << 22)\n"
+        "w = opentrace.watch(comm='no-such-comm')\n"
         "signal.signal(signal.SIGALRM, lambda *_: w.close())\n"
         "signal.setitimer(signal.ITIMER_REAL, 0.3)\n"
         "print('ended', sum(1 for _ in w), w.closed, w.lost)\n"
@@ -284,7 +284,7 @@ def test_a_signal_handler_may_close_the_watcher_it_interrupts() -> None:
 def test_a_handler_reading_the_watcher_it_interrupts_gets_an_error_not_a_hang() -> None:
     code = (
         "import signal, opentrace\n"
-        "w = opentrace.watch(pid=1 << 22)\n"
+        "w = opentrace.watch(comm='no-such-comm')\n"
         "signal.signal(signal.SIGALRM, lambda *_: w.poll(0))\n"
         "signal.setitimer(signal.ITIMER_REAL, 0.3)\n"
         "try:\n"

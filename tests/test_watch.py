@@ -58,7 +58,7 @@ def test_own_opens_are_left_out_unless_asked_for(tracer, marker: Path) -> None:
 
 
 def test_close_from_another_thread_wakes_a_blocked_iteration(tracer) -> None:
-    w = tracer(pid=1 << 22)  # a pid that cannot exist: nothing arrives
+    w = tracer(comm="no-such-comm")  # nothing arrives
     done = threading.Event()
 
     def consume() -> None:
@@ -92,7 +92,7 @@ def test_ctrl_c_interrupts_a_blocked_iteration() -> None:
         "import opentrace\n"
         "print('ready', flush=True)\n"
         "try:\n"
-        "    for ev in opentrace.watch(pid=1 << 22): pass\n"
+        "    for ev in opentrace.watch(comm='no-such-comm'): pass\n"
         "except KeyboardInterrupt:\n"
         "    print('interrupted', flush=True)\n"
     )

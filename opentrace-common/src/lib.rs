@@ -1,7 +1,25 @@
-//! Records shared by the eBPF programs (kernel side) and the extension (user side).
+//! What the eBPF programs (kernel side) and the extension (user side) share.
 //!
-//! Everything here is `#[repr(C)]` with explicit padding, so both sides agree on every byte.
-#![no_std]
+//! Without features this crate is `no_std`: the `#[repr(C)]` records of the ring buffer ABI (every
+//! field explicit, padding spelled out, sizes checked in a test), the names of the traced
+//! syscalls, and the comm substring match. The `user` feature adds the host-side logic that needs
+//! no kernel and no Python, so plain `cargo test` covers it: decoding records into events and the
+//! table of their fields ([`schema`], [`open`]), the tracefs `format` parser ([`tracefs`]), the
+//! CLI's text and JSON output ([`text`]), and errno names ([`errno`]).
+#![cfg_attr(not(feature = "user"), no_std)]
+
+pub mod comm;
+
+#[cfg(feature = "user")]
+pub mod errno;
+#[cfg(feature = "user")]
+pub mod open;
+#[cfg(feature = "user")]
+pub mod schema;
+#[cfg(feature = "user")]
+pub mod text;
+#[cfg(feature = "user")]
+pub mod tracefs;
 
 /// Longest path the kernel accepts, including its NUL (`PATH_MAX`).
 pub const PATH_MAX: usize = 4096;
@@ -11,10 +29,30 @@ pub const COMM_LEN: usize = 16;
 pub const AT_FDCWD: i32 = -100;
 /// Offset "not present in this tracepoint's format" in [`ArgOffsets`].
 pub const NO_FIELD: u32 = u32::MAX;
+/// Largest process or thread id the kernel can hand out (`PID_MAX_LIMIT - 1` on 64-bit).
+pub const PID_MAX: u32 = (1 << 22) - 1;
 
-/// The traced syscalls; the value is carried in [`EventHeader::syscall`].
+/// The first byte of every ring buffer record says what follows.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordKind {
+    /// An [`OpenHeader`] and its path.
+    Open = 1,
+}
+
+impl RecordKind {
+    pub const fn from_u8(value: u8) -> Option<RecordKind> {
+        match value {
+            1 => Some(RecordKind::Open),
+            _ => None,
+        }
+    }
+}
+
+/// The traced syscalls; the value is carried in [`OpenHeader::syscall`]. The one list of their
+/// names: the programs, the loader, the Python API and the CLI all take it from here.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Syscall {
     Open = 0,
     Openat = 1,
@@ -48,7 +86,8 @@ impl Syscall {
         }
     }
 
-    /// `O_CREAT | O_WRONLY | O_TRUNC`, the flags `creat(2)` applies.
+    /// `O_CREAT | O_WRONLY | O_TRUNC`, the flags `creat(2)` applies (the generic values, which
+    /// x86-64 and arm64 share).
     pub const CREAT_FLAGS: u64 = 0o100 | 0o1 | 0o1000;
 }
 
@@ -99,10 +138,8 @@ pub struct Filter {
     /// The tracer's own tgid, left out when `FILTER_EXCLUDE_SELF` is set.
     pub self_tgid: u32,
     pub _pad: u32,
-    /// Substring the task's comm must contain, zero-padded.
-    pub comm: [u8; COMM_LEN],
-    /// 0xff over the substring's bytes, 0 after them.
-    pub comm_mask: [u8; COMM_LEN],
+    /// The substring the task's comm must contain (see [`comm::Needle`]).
+    pub comm: comm::Needle,
 }
 
 pub const FILTER_PID: u32 = 1 << 0;
@@ -113,19 +150,11 @@ pub const FILTER_COMM: u32 = 1 << 4;
 pub const FILTER_EXCLUDE_SELF: u32 = 1 << 5;
 
 impl Filter {
-    pub const NONE: Filter = Filter {
-        enabled: 0,
-        pid: 0,
-        tid: 0,
-        uid: 0,
-        self_tgid: 0,
-        _pad: 0,
-        comm: [0; COMM_LEN],
-        comm_mask: [0; COMM_LEN],
-    };
+    pub const NONE: Filter =
+        Filter { enabled: 0, pid: 0, tid: 0, uid: 0, self_tgid: 0, _pad: 0, comm: comm::Needle::EMPTY };
 }
 
-/// What `sys_enter_*` remembers for `sys_exit_*`, keyed by thread id.
+/// What `sys_enter_*` remembers for `sys_exit_*`, in the task's own local storage.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct Pending {
@@ -140,15 +169,23 @@ pub struct Pending {
     pub _pad: [u8; 3],
 }
 
-/// `EventHeader::status` bit: the path could not be read from user memory.
+/// `OpenHeader::status` bit: the path could not be read from user memory.
 pub const STATUS_PATH_FAULT: u8 = 1 << 0;
-/// `EventHeader::status` bit: `struct open_how` could not be read (openat2).
+/// `OpenHeader::status` bit: `struct open_how` could not be read (openat2).
 pub const STATUS_HOW_FAULT: u8 = 1 << 1;
 
-/// The fixed part of a ring buffer record; `path_len` bytes of path follow it.
+/// The fixed part of an open's ring buffer record; `path_len` bytes of path follow it.
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct EventHeader {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct OpenHeader {
+    /// [`RecordKind::Open`].
+    pub kind: u8,
+    /// A [`Syscall`].
+    pub syscall: u8,
+    /// `STATUS_*` bits.
+    pub status: u8,
+    pub _pad0: u8,
+    pub dfd: i32,
     pub timestamp_ns: u64,
     pub ret: i64,
     pub flags: u64,
@@ -156,24 +193,43 @@ pub struct EventHeader {
     pub pid: u32,
     pub tid: u32,
     pub uid: u32,
-    pub dfd: i32,
-    /// Path bytes following the header, without the NUL.
-    pub path_len: u16,
-    pub syscall: u8,
-    pub status: u8,
-    pub comm: [u8; COMM_LEN],
     /// The error of the failed read behind a `STATUS_*_FAULT` bit (for the diagnostics).
     pub fault: i32,
+    /// Path bytes following the header, without the NUL.
+    pub path_len: u16,
+    pub _pad1: [u8; 6],
+    pub comm: [u8; COMM_LEN],
 }
 
-pub const HEADER_SIZE: usize = core::mem::size_of::<EventHeader>();
+impl OpenHeader {
+    pub const ZERO: OpenHeader = OpenHeader {
+        kind: RecordKind::Open as u8,
+        syscall: 0,
+        status: 0,
+        _pad0: 0,
+        dfd: AT_FDCWD,
+        timestamp_ns: 0,
+        ret: 0,
+        flags: 0,
+        mode: 0,
+        pid: 0,
+        tid: 0,
+        uid: 0,
+        fault: 0,
+        path_len: 0,
+        _pad1: [0; 6],
+        comm: [0; COMM_LEN],
+    };
+}
+
+pub const OPEN_HEADER_SIZE: usize = core::mem::size_of::<OpenHeader>();
 
 /// Header plus room for the longest path; the eBPF side builds one in a per-CPU slot and sends
-/// only `HEADER_SIZE + path_len` bytes of it.
+/// only `OPEN_HEADER_SIZE + path_len` bytes of it.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct Event {
-    pub header: EventHeader,
+pub struct OpenRecord {
+    pub header: OpenHeader,
     pub path: [u8; PATH_MAX],
 }
 
@@ -187,22 +243,24 @@ mod pod {
     // SAFETY: plain `#[repr(C)]` integers and byte arrays with explicit padding.
     unsafe impl aya::Pod for super::ArgOffsets {}
     unsafe impl aya::Pod for super::Filter {}
-    unsafe impl aya::Pod for super::EventHeader {}
+    unsafe impl aya::Pod for super::OpenHeader {}
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use core::mem::{align_of, size_of};
+
+    use super::*;
 
     #[test]
     fn record_sizes_are_fixed() {
-        assert_eq!(size_of::<EventHeader>(), 72);
-        assert_eq!(align_of::<EventHeader>(), 8);
-        assert_eq!(size_of::<Event>(), 72 + PATH_MAX);
+        assert_eq!(size_of::<OpenHeader>(), 80);
+        assert_eq!(align_of::<OpenHeader>(), 8);
+        assert_eq!(size_of::<OpenRecord>(), 80 + PATH_MAX);
         assert_eq!(size_of::<Pending>(), 48);
         assert_eq!(size_of::<ArgOffsets>(), 24);
         assert_eq!(size_of::<Filter>(), 56);
+        assert_eq!(core::mem::offset_of!(OpenHeader, kind), 0);
     }
 
     #[test]
@@ -212,6 +270,12 @@ mod tests {
             assert_eq!(Syscall::from_name(s.name()), Some(s));
         }
         assert_eq!(Syscall::from_name("read"), None);
-        assert_eq!(Syscall::from_u8(4), None);
+        assert_eq!(Syscall::from_u8(Syscall::ALL.len() as u8), None);
+    }
+
+    #[test]
+    fn record_kinds_round_trip() {
+        assert_eq!(RecordKind::from_u8(RecordKind::Open as u8), Some(RecordKind::Open));
+        assert_eq!(RecordKind::from_u8(0), None);
     }
 }

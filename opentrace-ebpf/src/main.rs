@@ -9,7 +9,7 @@
 use core::ptr::read_volatile;
 
 use aya_ebpf::{
-    EbpfContext as _, TASK_COMM_LEN,
+    EbpfContext as _,
     bindings::{BPF_F_NO_PREALLOC, BPF_LOCAL_STORAGE_GET_F_CREATE, bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_get_current_uid_gid,
@@ -21,9 +21,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use opentrace_common::{
-    AT_FDCWD, ArgOffsets, COUNTER_COUNT, COUNTER_LOST_PENDING, COUNTER_LOST_RING, DEFAULT_RET_OFFSET, Event,
-    FILTER_COMM, FILTER_EXCLUDE_SELF, FILTER_FAILED, FILTER_PID, FILTER_TID, FILTER_UID, Filter, HEADER_SIZE,
-    NO_FIELD, Pending, STATUS_HOW_FAULT, STATUS_PATH_FAULT, Syscall,
+    AT_FDCWD, ArgOffsets, COUNTER_COUNT, COUNTER_LOST_PENDING, COUNTER_LOST_RING, DEFAULT_RET_OFFSET,
+    FILTER_COMM, FILTER_EXCLUDE_SELF, FILTER_FAILED, FILTER_PID, FILTER_TID, FILTER_UID, Filter, NO_FIELD,
+    OPEN_HEADER_SIZE, OpenRecord, Pending, RecordKind, STATUS_HOW_FAULT, STATUS_PATH_FAULT, Syscall,
 };
 
 // Argument offsets of each `sys_enter_*` record and of `ret` in `sys_exit_*`. These are the
@@ -51,7 +51,7 @@ static CONFIG: Array<Filter> = Array::with_max_entries(1, 0);
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 
 /// What `sys_enter_*` remembers for `sys_exit_*`, in the task itself (task-local storage: no
-/// hashing, no table to fill, freed with the task).
+/// hashing, no table to fill, freed with the task; a thread's entry and exit run in that thread).
 #[btf_map]
 static PENDING: TaskStorage<Pending> = TaskStorage::new();
 
@@ -100,7 +100,7 @@ static DIAGNOSE: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 // The 4 KiB record does not fit the 512-byte stack; each CPU builds its record here.
 #[map]
-static SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(1, 0);
+static SCRATCH: PerCpuArray<OpenRecord> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
@@ -110,6 +110,8 @@ macro_rules! open_family {
         #[tracepoint]
         pub fn $enter(ctx: TracePointContext) -> u32 {
             let record = Record::<$nargs>::new(&ctx);
+            // SAFETY: a read-only global the loader sets before loading; the volatile read keeps
+            // the compiler from folding in the default value.
             try_sys_enter(&record, $syscall, unsafe { read_volatile(&$args) }).unwrap_or(0)
         }
 
@@ -165,6 +167,7 @@ fn try_sys_enter<const N: usize>(
         return Ok(0);
     };
     *pending = Pending {
+        // SAFETY: a helper with no arguments.
         timestamp_ns: unsafe { bpf_ktime_get_ns() },
         filename,
         flags,
@@ -210,6 +213,7 @@ impl<'a, const N: usize> Record<'a, N> {
         {
             return Ok(*value);
         }
+        // SAFETY: a probe read of the record, which may fail but cannot fault.
         Ok(unsafe { self.ctx.read_at::<u64>(offset as usize)? })
     }
 }
@@ -237,34 +241,9 @@ fn wanted(tgid: u32, tid: u32) -> bool {
         let Ok(comm) = bpf_get_current_comm() else {
             return false;
         };
-        return contains(comm, filter.comm, filter.comm_mask);
+        return filter.comm.found_in(comm);
     }
     true
-}
-
-/// Whether the masked `needle` occurs in the NUL-padded `comm`. Straight-line code (16 shifted
-/// compares of one 128-bit value): a data-dependent loop here costs the verifier a million steps.
-/// Needle bytes are non-zero, so a match cannot run into the padding.
-#[inline(always)]
-fn contains(comm: [u8; TASK_COMM_LEN], needle: [u8; TASK_COMM_LEN], mask: [u8; TASK_COMM_LEN]) -> bool {
-    let (hay, needle, mask) =
-        (u128::from_le_bytes(comm), u128::from_le_bytes(needle), u128::from_le_bytes(mask));
-    let at = |start: u32| (hay >> (8 * start)) & mask == needle;
-    at(0)
-        | at(1)
-        | at(2)
-        | at(3)
-        | at(4)
-        | at(5)
-        | at(6)
-        | at(7)
-        | at(8)
-        | at(9)
-        | at(10)
-        | at(11)
-        | at(12)
-        | at(13)
-        | at(14)
 }
 
 #[inline(always)]
@@ -281,6 +260,7 @@ fn try_sys_exit(ctx: &Record<'_, 1>) -> Result<u32, i64> {
     let pending = *slot;
     slot.timestamp_ns = 0;
 
+    // SAFETY: as for the argument offsets.
     let ret = ctx.arg(unsafe { read_volatile(&RET_OFFSET) })? as i64;
     let failed_only = CONFIG.get(0).is_some_and(|filter| filter.enabled & FILTER_FAILED != 0);
     if failed_only && ret >= 0 {
@@ -290,8 +270,12 @@ fn try_sys_exit(ctx: &Record<'_, 1>) -> Result<u32, i64> {
     let Some(event) = SCRATCH.get_ptr_mut(0) else {
         return Ok(0);
     };
+    // SAFETY: this CPU's slot, and nothing else runs on this CPU until the program returns: a
+    // tracepoint program is not re-entered on its CPU (the kernel skips nested runs), and the
+    // tail call to `diagnose` happens after the last write.
     let event = unsafe { &mut *event };
     let header = &mut event.header;
+    header.kind = RecordKind::Open as u8;
     header.timestamp_ns = pending.timestamp_ns;
     header.ret = ret;
     header.flags = pending.flags;
@@ -303,10 +287,11 @@ fn try_sys_exit(ctx: &Record<'_, 1>) -> Result<u32, i64> {
     header.syscall = pending.syscall;
     header.status = 0;
     header.fault = 0;
-    header.comm = bpf_get_current_comm().unwrap_or([0; TASK_COMM_LEN]);
+    header.comm = bpf_get_current_comm().unwrap_or_default();
 
     if pending.how != 0 {
         // `struct open_how` starts with `u64 flags; u64 mode;`; the kernel has copied it by now.
+        // SAFETY: a probe read of user memory, which may fail but cannot fault.
         match unsafe { bpf_probe_read_user(pending.how as *const [u64; 2]) } {
             Ok([flags, mode]) => {
                 header.flags = flags;
@@ -319,6 +304,7 @@ fn try_sys_exit(ctx: &Record<'_, 1>) -> Result<u32, i64> {
         }
     }
 
+    // SAFETY: as above; the destination is this CPU's slot.
     let path_len =
         match unsafe { bpf_probe_read_user_str_bytes(pending.filename as *const u8, &mut event.path) } {
             Ok(path) => path.len(),
@@ -330,13 +316,16 @@ fn try_sys_exit(ctx: &Record<'_, 1>) -> Result<u32, i64> {
         };
     event.header.path_len = path_len as u16;
 
-    let record =
-        unsafe { core::slice::from_raw_parts((event as *const Event).cast::<u8>(), HEADER_SIZE + path_len) };
+    // SAFETY: the header and the first `path_len` (at most PATH_MAX) bytes of the path are in the slot.
+    let record = unsafe {
+        core::slice::from_raw_parts((event as *const OpenRecord).cast::<u8>(), OPEN_HEADER_SIZE + path_len)
+    };
     if EVENTS.output::<[u8]>(record, ADAPTIVE_WAKEUP).is_err() {
         count(COUNTER_LOST_RING);
     }
     if event.header.status != 0 {
         // Rare: the logging code lives in its own program, verified once, not in every exit.
+        // SAFETY: `diagnose` is a tracepoint program, like this one; if the call fails we just return.
         unsafe { DIAGNOSE.tail_call(ctx.ctx, 0) };
     }
     Ok(0)
@@ -349,6 +338,8 @@ pub fn diagnose(ctx: TracePointContext) -> u32 {
     let Some(event) = SCRATCH.get_ptr(0) else {
         return 0;
     };
+    // SAFETY: reached only by tail call from an exit program on this CPU, which filled the slot
+    // and does not run again on this CPU before this program returns.
     let header = unsafe { &(*event).header };
     // With -EFAULT the process passed a bad pointer: the event's errno says it all. Otherwise the
     // kernel read the path a moment ago and we could not: say so.
@@ -375,6 +366,7 @@ pub fn diagnose(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn count(index: u32) {
     if let Some(counter) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: this CPU's counter; programs on one CPU do not run at the same time.
         unsafe { *counter += 1 };
     }
 }

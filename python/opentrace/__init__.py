@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from ._opentrace import OpenEvent
+from ._opentrace import __version__ as __version__
 from ._watch import Watcher, watch
 from .exceptions import OpentraceError, PermissionDenied, TracepointNotFound
 

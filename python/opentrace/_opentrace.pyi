@@ -2,9 +2,26 @@
 
 from typing import Any, final
 
-__all__ = ["PATH_MAX", "Formatter", "OpenEvent", "Session", "parse_format", "tracepoint_format", "tracepoints"]
+__all__ = [
+    "COMM_MAX",
+    "PATH_MAX",
+    "PID_MAX",
+    "SYSCALLS",
+    "Formatter",
+    "OpenEvent",
+    "OpenField",
+    "Session",
+    "__version__",
+    "parse_format",
+    "tracepoint_format",
+    "tracepoints",
+]
 
+__version__: str
 PATH_MAX: int
+PID_MAX: int
+COMM_MAX: int
+SYSCALLS: list[str]
 
 _RawFormat = tuple[str, int, list[tuple[str, str, int, int, bool]], str]
 
@@ -12,21 +29,7 @@ _RawFormat = tuple[str, int, list[tuple[str, str, int, int, bool]], str]
 class OpenEvent:
     """One open: who, what path, with which arguments, and what the kernel answered."""
 
-    def __new__(
-        cls,
-        *,
-        timestamp_ns: int,
-        pid: int,
-        tid: int,
-        uid: int,
-        comm: str | bytes,
-        syscall: str,
-        path: str | bytes,
-        dfd: int = ...,  # -100, AT_FDCWD
-        flags: int = 0,
-        mode: int = 0,
-        ret: int = 0,
-    ) -> OpenEvent: ...
+    def __new__(cls, **fields: int | str | bytes) -> OpenEvent: ...
     @property
     def timestamp_ns(self) -> int: ...
     @property
@@ -61,6 +64,13 @@ class OpenEvent:
     def __getnewargs_ex__(self) -> tuple[tuple[()], dict[str, Any]]: ...
 
 @final
+class OpenField:
+    """The read-only attribute for one field of ``OpenEvent``."""
+
+    def __get__(self, instance: OpenEvent | None, owner: type | None = None, /) -> Any: ...
+    def __set__(self, instance: OpenEvent, value: object, /) -> None: ...
+
+@final
 class Session:
     """Loaded, attached programs and the reader of their ring buffer (wrapped by ``Watcher``)."""
 
@@ -69,7 +79,7 @@ class Session:
         *,
         syscalls: list[str],
         ring_size: int,
-        latency: float,
+        latency_ns: int,
         pid: int | None = None,
         tid: int | None = None,
         uid: int | None = None,
@@ -84,6 +94,7 @@ class Session:
     def poll(self, timeout: float | None = None) -> list[OpenEvent]: ...
     def read_text(self, formatter: Formatter, timeout: float | None = None, limit: int = ...) -> tuple[str, int]: ...
     def close(self) -> None: ...
+    def forget_after_fork(self) -> None: ...
     @property
     def closed(self) -> bool: ...
     @property

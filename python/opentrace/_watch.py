@@ -18,14 +18,16 @@ if TYPE_CHECKING:
 
 __all__ = ["SYSCALLS", "Watcher", "watch"]
 
-SYSCALLS = frozenset({"open", "openat", "openat2", "creat"})
+# The names, bounds and defaults every check and the CLI take, from the compiled half where the
+# kernel side shares them.
+SYSCALLS = frozenset(_opentrace.SYSCALLS)
 DEFAULT_RING_SIZE = 4 << 20
 MAX_RING_SIZE = 1 << 30
 DEFAULT_LATENCY = 0.002
+MAX_LATENCY = 1.0
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-# Largest pid/tid the kernel hands out (PID_MAX_LIMIT on 64-bit).
-_PID_MAX = 1 << 22
-_COMM_MAX = 15
+_PID_MAX = _opentrace.PID_MAX
+_COMM_MAX = _opentrace.COMM_MAX
 
 _live: weakref.WeakSet[Watcher] = weakref.WeakSet()
 
@@ -94,12 +96,23 @@ def _ring_size(value: object) -> int:
     return size
 
 
-def _latency(value: object) -> float:
+def _seconds(name: str, value: object, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"latency must be a number of seconds, not {type(value).__name__}")
-    if not 0 <= value <= 1:  # also rejects NaN
-        raise ValueError(f"latency must be between 0 and 1 second, not {_show(value)}")
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if not 0 <= value <= high:  # also rejects NaN
+        raise ValueError(f"{name} must be between 0 and {high:g} seconds, not {_show(value)}")
     return float(value)
+
+
+def _latency_ns(value: object) -> int:
+    return round(_seconds("latency", value, MAX_LATENCY) * 1e9)
+
+
+def _timeout(value: object) -> float | None:
+    """``poll()``'s timeout: None (wait for events), or seconds >= 0 (inf waits like None)."""
+    if value is None or value == float("inf"):
+        return None
+    return _seconds("timeout", value, float("inf"))
 
 
 def _is_own_thread(tid: int) -> bool:
@@ -128,7 +141,7 @@ def watch(
     config: dict[str, Any] = {
         "syscalls": _syscalls(syscalls),
         "ring_size": _ring_size(ring_size),
-        "latency": _latency(latency),
+        "latency_ns": _latency_ns(latency),
     }
     if pid is not None:
         config["pid"] = _int("pid", pid, 1, _PID_MAX)
@@ -202,9 +215,7 @@ class Watcher:
 
     def poll(self, timeout: float | None = None) -> list[OpenEvent]:
         """All events ready within ``timeout`` seconds (``None``: wait for at least one)."""
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
-            raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
-        return self._session.poll(timeout)
+        return self._session.poll(_timeout(timeout))
 
     def _read_text(self, formatter: _opentrace.Formatter, timeout: float | None, limit: int | None) -> tuple[str, int]:
         """The CLI's fast path: up to ``limit`` events as formatted text, and how many."""
@@ -260,4 +271,12 @@ def _close_all() -> None:
         watcher.close()
 
 
+def _forget_all_in_child() -> None:
+    """In a forked child: the parent's watchers stay the parent's (reading one raises)."""
+    for watcher in list(_live):
+        watcher._session.forget_after_fork()
+    _live.clear()
+
+
 atexit.register(_close_all)
+os.register_at_fork(after_in_child=_forget_all_in_child)

@@ -10,9 +10,9 @@ import threading
 import time
 from collections.abc import Sequence
 
-from . import OpentraceError, watch
+from . import OpentraceError, __version__, watch
 from ._opentrace import Formatter
-from ._watch import DEFAULT_RING_SIZE
+from ._watch import DEFAULT_RING_SIZE, SYSCALLS
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 if TYPE_CHECKING:
@@ -92,9 +92,10 @@ def _trace_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--syscall",
         action="append",
-        choices=["open", "openat", "openat2", "creat"],
-        help="trace only this syscall (repeatable; default: all four)",
+        choices=sorted(SYSCALLS),
+        help="trace only this syscall (repeatable; default: all)",
     )
+    p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     p.add_argument(
         "--ring-size", type=_size, metavar="BYTES",
         help=f"ring buffer size, a power of two, e.g. 16M (default {DEFAULT_RING_SIZE >> 20}M)",
@@ -102,11 +103,50 @@ def _trace_parser() -> argparse.ArgumentParser:
     return p
 
 
+class OutputError(OpentraceError):
+    """The trace cannot be written where it goes (a full disk, a closed stdout, ...)."""
+
+
+class _Output:
+    """Where the trace goes. A write that fails (other than the reader going away, EPIPE) ends
+    the run with a one-line message instead of a traceback."""
+
+    def __init__(self, stream: TextIO | None, name: str) -> None:
+        if stream is None:
+            raise OutputError(f"cannot write the trace: {name} is closed")
+        self.stream = stream
+        self.name = name
+
+    def write(self, text: str) -> None:
+        if not text:
+            return
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            _silence_stdout()  # the unwritten rest must not fail again at exit
+            raise OutputError(f"cannot write the trace to {self.name}: {_describe(e)}") from None
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+
+def _describe(e: OSError) -> str:
+    """"no space left on device (ENOSPC)", as the library words OS errors."""
+    import errno
+
+    words = (e.strerror or str(e)).lower()
+    name = errno.errorcode.get(e.errno or 0)
+    return f"{words} ({name})" if name else words
+
+
 # How often a quiet trace checks that someone still reads its output.
 _IDLE_CHECK = 1.0
 
 
-def _reader_gone(out: TextIO) -> bool:
+def _reader_gone(out: _Output) -> bool:
     """True when ``out`` is a pipe or socket whose reading end has gone (``| head`` finished)."""
     import select
 
@@ -131,9 +171,10 @@ def _log_to(err: TextIO, quiet: bool) -> None:
     logger.propagate = False
 
 
-def _trace(argv: list[str], out: TextIO, err: TextIO) -> int:
+def _trace(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
     parser = _trace_parser()
     args = parser.parse_args(argv)
+    out = _Output(stdout, "standard output")
     _log_to(err, args.quiet)
     filters: dict[str, object] = {"failed": args.failed}
     for key, value in (("pid", args.pid), ("tid", args.tid), ("uid", args.uid), ("comm", args.name)):
@@ -157,7 +198,6 @@ def _trace(argv: list[str], out: TextIO, err: TextIO) -> int:
             err.write(f"{PROG}: tracing {', '.join(watcher.syscalls)}; Ctrl-C to stop\n")
             err.flush()
         out.write(formatter.header())
-        out.flush()
         deadline = None if args.duration is None else time.monotonic() + args.duration
         remaining = args.count
 
@@ -165,9 +205,7 @@ def _trace(argv: list[str], out: TextIO, err: TextIO) -> int:
             """Prints what arrives within ``timeout``; returns how many events."""
             # Lines are formatted in Rust straight from the ring buffer records.
             text, count = watcher._read_text(formatter, timeout, remaining)
-            if count:
-                out.write(text)
-                out.flush()
+            out.write(text)
             return count
 
         try:
@@ -197,10 +235,11 @@ def _trace(argv: list[str], out: TextIO, err: TextIO) -> int:
     return 0
 
 
-def _list(argv: list[str], out: TextIO, err: TextIO) -> int:
+def _list(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
     parser = argparse.ArgumentParser(prog=f"{PROG} list", description="List available tracepoints.")
     parser.add_argument("pattern", nargs="?", help="shell-style glob, e.g. 'syscalls:*open*'")
     args = parser.parse_args(argv)
+    out = _Output(stdout, "standard output")
     from ._tracepoints import tracepoints
 
     names = tracepoints(args.pattern)
@@ -213,13 +252,14 @@ def _list(argv: list[str], out: TextIO, err: TextIO) -> int:
     return 0
 
 
-def _format(argv: list[str], out: TextIO, err: TextIO) -> int:
+def _format(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
     parser = argparse.ArgumentParser(
         prog=f"{PROG} format", description="Show the record layout of one tracepoint."
     )
     parser.add_argument("tracepoint", help="category:name, e.g. syscalls:sys_enter_openat")
     parser.add_argument("--json", action="store_true", help="print it as one JSON object")
     args = parser.parse_args(argv)
+    out = _Output(stdout, "standard output")
     from ._tracepoints import tracepoint_format
 
     fmt = tracepoint_format(args.tracepoint)
@@ -229,13 +269,14 @@ def _format(argv: list[str], out: TextIO, err: TextIO) -> int:
 
         out.write(json.dumps(dataclasses.asdict(fmt)) + "\n")
         return 0
-    out.write(f"{fmt.category}:{fmt.name} (id {fmt.id})\n")
     width = max(len(f.type) for f in fmt.fields)
-    out.write(f"  {'OFFSET':>6} {'SIZE':>4} {'SIGNED':<6} {'TYPE':<{width}} NAME\n")
-    for f in fmt.fields:
-        signed = "yes" if f.signed else "no"
-        out.write(f"  {f.offset:>6} {f.size:>4} {signed:<6} {f.type:<{width}} {f.name}\n")
-    out.write(f"print fmt: {fmt.print_fmt}\n")
+    lines = [
+        f"{fmt.category}:{fmt.name} (id {fmt.id})",
+        f"  {'OFFSET':>6} {'SIZE':>4} {'SIGNED':<6} {'TYPE':<{width}} NAME",
+        *(f"  {f.offset:>6} {f.size:>4} {'yes' if f.signed else 'no':<6} {f.type:<{width}} {f.name}" for f in fmt.fields),
+        f"print fmt: {fmt.print_fmt}",
+    ]
+    out.write("".join(line + "\n" for line in lines))
     return 0
 
 
@@ -243,10 +284,14 @@ _COMMANDS = {"trace": _trace, "list": _list, "format": _format}
 
 
 def _silence_stdout() -> None:
-    """After EPIPE: point stdout at /dev/null so the interpreter's final flush stays quiet."""
+    """After a failed write: point stdout at /dev/null so the interpreter's final flush stays quiet."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):  # None, or not a real file (tests)
+        return
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, fd)
     finally:
         os.close(devnull)
 

@@ -1,0 +1,363 @@
+//! The open event: its ring record decoded ([`decode`]), borrowed ([`Open`]) or owned
+//! ([`OwnedOpen`]), and [`FIELDS`], the one table of what it shows.
+use crate::{
+    COMM_LEN, OPEN_HEADER_SIZE, OpenHeader, RecordKind, Syscall,
+    comm::COMM_MAX,
+    schema::{DICT, Field, Input, REPR, SetError, Value},
+    text::{Align, Column, Columns, Render},
+};
+
+/// An open event, borrowed from a ring record or from an [`OwnedOpen`].
+#[derive(Clone, Copy)]
+pub struct Open<'a> {
+    pub head: &'a OpenHeader,
+    pub path: &'a [u8],
+}
+
+impl<'a> Open<'a> {
+    /// The comm up to its NUL.
+    pub fn comm(&self) -> &'a [u8] {
+        let comm = &self.head.comm;
+        &comm[..comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN)]
+    }
+
+    pub fn syscall(&self) -> &'static str {
+        Syscall::from_u8(self.head.syscall).map_or("?", Syscall::name)
+    }
+}
+
+/// Why a ring record could not be decoded.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    Short { len: usize },
+    Kind(u8),
+    Syscall(u8),
+    PathLen { path_len: u16, len: usize },
+}
+
+impl core::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            DecodeError::Short { len } => write!(f, "a {len}-byte record is shorter than its header"),
+            DecodeError::Kind(kind) => write!(f, "unknown record kind {kind}"),
+            DecodeError::Syscall(id) => write!(f, "unknown syscall id {id}"),
+            DecodeError::PathLen { path_len, len } => {
+                write!(f, "a path of {path_len} bytes does not fit a {len}-byte record")
+            }
+        }
+    }
+}
+
+/// The header of an open's ring record, copied out, and its path bytes (borrowed).
+pub fn decode(record: &[u8]) -> Result<(OpenHeader, &[u8]), DecodeError> {
+    if record.len() < OPEN_HEADER_SIZE {
+        return Err(DecodeError::Short { len: record.len() });
+    }
+    // SAFETY: the length is checked; `OpenHeader` is plain integers, read unaligned.
+    let head = unsafe { record.as_ptr().cast::<OpenHeader>().read_unaligned() };
+    if head.kind != RecordKind::Open as u8 {
+        return Err(DecodeError::Kind(head.kind));
+    }
+    if Syscall::from_u8(head.syscall).is_none() {
+        return Err(DecodeError::Syscall(head.syscall));
+    }
+    let path = record
+        .get(OPEN_HEADER_SIZE..OPEN_HEADER_SIZE + usize::from(head.path_len))
+        .ok_or(DecodeError::PathLen { path_len: head.path_len, len: record.len() })?;
+    Ok((head, path))
+}
+
+/// Bytes kept inside their owner when short (most paths are): no allocation per event.
+#[derive(Clone)]
+pub enum SmallBytes {
+    Inline { len: u8, bytes: [u8; SmallBytes::INLINE] },
+    Heap(Box<[u8]>),
+}
+
+impl SmallBytes {
+    const INLINE: usize = 80;
+
+    pub fn new(bytes: &[u8]) -> SmallBytes {
+        if bytes.len() <= Self::INLINE {
+            let mut inline = [0; Self::INLINE];
+            inline[..bytes.len()].copy_from_slice(bytes);
+            SmallBytes::Inline { len: bytes.len() as u8, bytes: inline }
+        } else {
+            SmallBytes::Heap(bytes.into())
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            SmallBytes::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            SmallBytes::Heap(bytes) => bytes,
+        }
+    }
+}
+
+impl PartialEq for SmallBytes {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for SmallBytes {}
+
+impl core::hash::Hash for SmallBytes {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
+
+/// An open event that owns its data (what `OpenEvent` holds).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct OwnedOpen {
+    pub head: OpenHeader,
+    pub path: SmallBytes,
+}
+
+impl OwnedOpen {
+    pub fn new(open: Open<'_>) -> OwnedOpen {
+        let mut head = *open.head;
+        head.path_len = open.path.len() as u16;
+        OwnedOpen { head, path: SmallBytes::new(open.path) }
+    }
+
+    pub fn view(&self) -> Open<'_> {
+        Open { head: &self.head, path: self.path.as_bytes() }
+    }
+}
+
+impl Default for OwnedOpen {
+    fn default() -> Self {
+        OwnedOpen { head: OpenHeader::ZERO, path: SmallBytes::new(b"") }
+    }
+}
+
+pub type Get = for<'a> fn(Open<'a>) -> Value<'a>;
+pub type Set = fn(&mut OwnedOpen, Input<'_>) -> Result<(), SetError>;
+
+/// A header integer: read as is, settable.
+macro_rules! int {
+    ($name:ident, $show:expr) => {
+        Field {
+            name: stringify!($name),
+            get: |e| Value::from(e.head.$name),
+            set: Some(|o, v| Ok(o.head.$name = v.int(stringify!($name))?)),
+            show: $show,
+        }
+    };
+}
+
+/// Every field of an open event, in the order `to_dict()` and the JSON lines give them.
+pub static FIELDS: &[Field<Get, Set>] = &[
+    int!(timestamp_ns, DICT),
+    int!(pid, DICT | REPR),
+    int!(tid, DICT | REPR),
+    int!(uid, DICT),
+    Field { name: "comm", get: |e| Value::Text(e.comm()), set: Some(set_comm), show: DICT | REPR },
+    Field { name: "syscall", get: |e| Value::Name(e.syscall()), set: Some(set_syscall), show: DICT | REPR },
+    Field { name: "path", get: |e| Value::Text(e.path), set: Some(set_path), show: DICT | REPR },
+    Field { name: "path_bytes", get: |e| Value::Bytes(e.path), set: None, show: 0 },
+    int!(dfd, DICT),
+    int!(flags, DICT),
+    int!(mode, DICT),
+    int!(ret, DICT),
+    Field {
+        name: "fd",
+        get: |e| Value::from((e.head.ret >= 0).then_some(e.head.ret)),
+        set: None,
+        show: DICT | REPR,
+    },
+    Field {
+        name: "errno",
+        get: |e| Value::from((e.head.ret < 0).then(|| e.head.ret.saturating_neg())),
+        set: None,
+        show: DICT | REPR,
+    },
+];
+
+/// Which optional columns the CLI shows (opensnoop's `-T`, `-U`, `-e`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ColumnOptions {
+    /// `TIME(s)`, counted from this CLOCK_MONOTONIC instant.
+    pub timestamp_from: Option<u64>,
+    pub uid: bool,
+    pub flags: bool,
+}
+
+/// The CLI's columns: opensnoop's `PID COMM FD ERR PATH` (FD -1 and ERR the errno on failure),
+/// with the optional ones in opensnoop's places.
+pub fn columns(options: ColumnOptions) -> Columns {
+    let at = |name| crate::schema::index(FIELDS, name).expect("a field of the table");
+    let column = |title, name, width, align, none| Column {
+        title,
+        field: at(name),
+        width,
+        align,
+        render: Render::Plain,
+        none,
+    };
+    let mut columns = Vec::new();
+    if let Some(start_ns) = options.timestamp_from {
+        columns.push(Column {
+            render: Render::Seconds { start_ns },
+            ..column("TIME(s)", "timestamp_ns", 8, Align::Left, "")
+        });
+    }
+    if options.uid {
+        columns.push(column("UID", "uid", 7, Align::Left, ""));
+    }
+    columns.push(column("PID", "pid", 6, Align::Left, ""));
+    columns.push(column("COMM", "comm", 16, Align::Left, ""));
+    columns.push(column("FD", "fd", 3, Align::Right, "-1"));
+    columns.push(column("ERR", "errno", 3, Align::Right, "0"));
+    if options.flags {
+        columns.push(Column { render: Render::Octal, ..column("FLAGS", "flags", 8, Align::Left, "") });
+    }
+    columns.push(column("PATH", "path", 0, Align::Left, ""));
+    Columns(columns)
+}
+
+fn set_comm(o: &mut OwnedOpen, v: Input<'_>) -> Result<(), SetError> {
+    let comm = v.bytes("comm")?;
+    if comm.len() > COMM_MAX || comm.contains(&0) {
+        return Err(SetError::Value(format!("comm must be at most {COMM_MAX} bytes with no NUL")));
+    }
+    o.head.comm = [0; COMM_LEN];
+    o.head.comm[..comm.len()].copy_from_slice(comm);
+    Ok(())
+}
+
+fn set_syscall(o: &mut OwnedOpen, v: Input<'_>) -> Result<(), SetError> {
+    let name = v.bytes("syscall")?;
+    let syscall = Syscall::ALL.into_iter().find(|s| s.name().as_bytes() == name).ok_or_else(|| {
+        let names: Vec<_> = Syscall::ALL.iter().map(|s| s.name()).collect();
+        let name = String::from_utf8_lossy(name);
+        SetError::Value(format!("syscall must be one of {}, not {name:?}", names.join(", ")))
+    })?;
+    o.head.syscall = syscall as u8;
+    Ok(())
+}
+
+fn set_path(o: &mut OwnedOpen, v: Input<'_>) -> Result<(), SetError> {
+    let path = v.bytes("path")?;
+    if path.len() > u16::MAX as usize {
+        return Err(SetError::Value("path is longer than any the kernel reports".into()));
+    }
+    o.path = SmallBytes::new(path);
+    o.head.path_len = path.len() as u16;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::index;
+
+    fn record(head: OpenHeader, path: &[u8]) -> Vec<u8> {
+        // SAFETY: `OpenHeader` is plain integers.
+        let bytes = unsafe {
+            core::slice::from_raw_parts((&head as *const OpenHeader).cast::<u8>(), OPEN_HEADER_SIZE)
+        };
+        [bytes, path].concat()
+    }
+
+    fn header(path_len: u16) -> OpenHeader {
+        let mut head = OpenHeader::ZERO;
+        head.syscall = Syscall::Openat2 as u8;
+        head.pid = 42;
+        head.ret = -2;
+        head.path_len = path_len;
+        head.comm[..3].copy_from_slice(b"cat");
+        head
+    }
+
+    #[test]
+    fn decodes_a_record_and_refuses_broken_ones() {
+        let good = record(header(4), b"/etc");
+        let (head, path) = decode(&good).unwrap();
+        let open = Open { head: &head, path };
+        assert_eq!((open.comm(), open.syscall(), path), (&b"cat"[..], "openat2", &b"/etc"[..]));
+
+        assert_eq!(decode(&good[..10]).err(), Some(DecodeError::Short { len: 10 }));
+        assert_eq!(
+            decode(&record(header(5), b"/etc")).err(),
+            Some(DecodeError::PathLen { path_len: 5, len: OPEN_HEADER_SIZE + 4 })
+        );
+        let mut bad = header(0);
+        bad.syscall = 99;
+        assert_eq!(decode(&record(bad, b"")).err(), Some(DecodeError::Syscall(99)));
+        bad = header(0);
+        bad.kind = 0;
+        assert_eq!(decode(&record(bad, b"")).err(), Some(DecodeError::Kind(0)));
+    }
+
+    #[test]
+    fn every_field_reads_and_the_settable_ones_write() {
+        let mut owned = OwnedOpen::default();
+        for (name, input) in [
+            ("pid", Input::Int(7)),
+            ("ret", Input::Int(-13)),
+            ("path", Input::Bytes(b"/x\xff")),
+            ("comm", Input::Bytes(b"sh")),
+            ("syscall", Input::Bytes(b"creat")),
+        ] {
+            let field = &FIELDS[index(FIELDS, name).unwrap()];
+            (field.set.unwrap())(&mut owned, input).unwrap();
+        }
+        let get = |name| (FIELDS[index(FIELDS, name).unwrap()].get)(owned.view());
+        assert_eq!(get("pid"), Value::UInt(7));
+        assert_eq!((get("fd"), get("errno")), (Value::None, Value::Int(13)));
+        assert_eq!((get("path"), get("path_bytes")), (Value::Text(b"/x\xff"), Value::Bytes(b"/x\xff")));
+        assert_eq!((get("comm"), get("syscall")), (Value::Text(b"sh"), Value::Name("creat")));
+    }
+
+    #[test]
+    fn setters_refuse_bad_values() {
+        let mut owned = OwnedOpen::default();
+        let set = |owned: &mut OwnedOpen, name, input| {
+            (FIELDS[index(FIELDS, name).unwrap()].set.unwrap())(owned, input)
+        };
+        let value = |e| matches!(e, SetError::Value(m) if !m.is_empty());
+        assert_eq!(
+            set(&mut owned, "pid", Input::Int(-1)),
+            Err(SetError::Value("pid is out of range: -1".into()))
+        );
+        assert!(value(set(&mut owned, "comm", Input::Bytes(b"0123456789abcdef")).unwrap_err()));
+        assert!(
+            matches!(set(&mut owned, "syscall", Input::Bytes(b"read")), Err(SetError::Value(m)) if m.contains("openat2"))
+        );
+        assert!(matches!(set(&mut owned, "path", Input::Int(5)), Err(SetError::Type(_))));
+    }
+
+    #[test]
+    fn columns_like_opensnoop() {
+        let mut owned = OwnedOpen::default();
+        owned.head.timestamp_ns = 1_500_000_000;
+        (owned.head.pid, owned.head.uid, owned.head.ret, owned.head.flags) = (42, 1000, 3, 0o100101);
+        owned.head.comm[..3].copy_from_slice(b"cat");
+        owned.path = SmallBytes::new(b"/etc/passwd");
+        let columns = columns(ColumnOptions { timestamp_from: Some(500_000_000), uid: true, flags: true });
+        assert_eq!(columns.header(), "TIME(s)  UID     PID    COMM              FD ERR FLAGS    PATH\n");
+        let mut out = String::new();
+        columns.write(|i| (FIELDS[i].get)(owned.view()), &mut out);
+        owned.head.ret = -2;
+        owned.path = SmallBytes::new(b"/nope");
+        columns.write(|i| (FIELDS[i].get)(owned.view()), &mut out);
+        assert_eq!(
+            out,
+            "1.000    1000    42     cat                3   0 00100101 /etc/passwd\n\
+             1.000    1000    42     cat               -1   2 00100101 /nope\n"
+        );
+        let plain = super::columns(ColumnOptions::default());
+        assert_eq!(plain.header(), "PID    COMM              FD ERR PATH\n");
+    }
+
+    #[test]
+    fn names_are_unique() {
+        for (i, field) in FIELDS.iter().enumerate() {
+            assert_eq!(index(FIELDS, field.name), Some(i));
+        }
+    }
+}

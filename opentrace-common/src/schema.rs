@@ -1,0 +1,88 @@
+//! The machinery behind an event kind's one table of fields: every attribute, `to_dict()`, the
+//! JSON lines, `repr`, pickling and the CLI's columns are driven by a `&[Field]` (see
+//! [`crate::open::FIELDS`]), so a new field is one row there.
+
+/// One field's value, borrowed from the event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Value<'a> {
+    None,
+    Int(i64),
+    UInt(u64),
+    /// Bytes shown as `os.fsdecode(bytes)` would show them (paths, comms): a str that keeps
+    /// non-UTF-8 bytes as surrogate escapes.
+    Text(&'a [u8]),
+    /// A fixed name (`"openat"`).
+    Name(&'static str),
+    /// Raw bytes (`path_bytes`).
+    Bytes(&'a [u8]),
+}
+
+macro_rules! value_from {
+    ($($int:ty => $variant:ident),*) => {$(
+        impl From<$int> for Value<'_> {
+            fn from(n: $int) -> Self {
+                Value::$variant(n.into())
+            }
+        }
+    )*};
+}
+value_from!(u16 => UInt, u32 => UInt, u64 => UInt, i32 => Int, i64 => Int);
+
+impl<'a, T: Into<Value<'a>>> From<Option<T>> for Value<'a> {
+    fn from(value: Option<T>) -> Self {
+        value.map_or(Value::None, Into::into)
+    }
+}
+
+/// Where a field shows, besides being an attribute.
+pub type Show = u8;
+/// In `to_dict()` and the JSON lines.
+pub const DICT: Show = 1 << 0;
+/// In `repr()` (unless it is None).
+pub const REPR: Show = 1 << 1;
+
+/// A value given for a field when an event is built by hand (`OpenEvent(pid=1, ...)`, pickling).
+#[derive(Clone, Copy, Debug)]
+pub enum Input<'a> {
+    Int(i128),
+    /// Bytes, or a str as `os.fsencode` encodes it.
+    Bytes(&'a [u8]),
+}
+
+/// Why a field could not be set.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SetError {
+    /// The wrong kind of value (Python: TypeError).
+    Type(String),
+    /// The right kind, a bad value (Python: ValueError).
+    Value(String),
+}
+
+impl<'a> Input<'a> {
+    /// The integer, if it is one that fits `T`.
+    pub fn int<T: TryFrom<i128>>(self, field: &str) -> Result<T, SetError> {
+        let Input::Int(n) = self else { return Err(SetError::Type(format!("{field} must be an int"))) };
+        T::try_from(n).map_err(|_| SetError::Value(format!("{field} is out of range: {n}")))
+    }
+
+    pub fn bytes(self, field: &str) -> Result<&'a [u8], SetError> {
+        match self {
+            Input::Bytes(bytes) => Ok(bytes),
+            Input::Int(_) => Err(SetError::Type(format!("{field} must be a str or bytes"))),
+        }
+    }
+}
+
+/// One row of an event kind's table. `G` reads the value from the kind's borrowed view; `S`, for
+/// the fields an event can be built from, writes it into the kind's owned form.
+pub struct Field<G, S> {
+    pub name: &'static str,
+    pub get: G,
+    pub set: Option<S>,
+    pub show: Show,
+}
+
+/// The index of the field called `name`.
+pub fn index<G, S>(fields: &[Field<G, S>], name: &str) -> Option<usize> {
+    fields.iter().position(|f| f.name == name)
+}

@@ -1,0 +1,367 @@
+//! The CLI's two output forms, written from field values: columns (opensnoop-style) and JSON
+//! lines. Formatting here, not in Python, lets the CLI keep up with an open storm without a
+//! Python object per event.
+use std::fmt::Write as _;
+
+use crate::schema::Value;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Align {
+    Left,
+    Right,
+}
+
+/// How a column shows its field's value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Render {
+    /// Numbers in decimal, text made printable, None as the column's placeholder.
+    Plain,
+    /// A CLOCK_MONOTONIC timestamp as seconds since `start_ns`, with milliseconds.
+    Seconds { start_ns: u64 },
+    /// A number in octal, zero-padded to the width.
+    Octal,
+}
+
+/// One column: a field of the event kind's table, shown `width` wide.
+#[derive(Clone, Debug)]
+pub struct Column {
+    pub title: &'static str,
+    /// Index of the field in the event kind's table.
+    pub field: usize,
+    pub width: usize,
+    pub align: Align,
+    pub render: Render,
+    /// What a None value shows as.
+    pub none: &'static str,
+}
+
+/// A line layout: columns separated by one space; the last one is not padded.
+#[derive(Clone, Debug, Default)]
+pub struct Columns(pub Vec<Column>);
+
+impl Columns {
+    pub fn header(&self) -> String {
+        let mut out = String::new();
+        for (i, column) in self.0.iter().enumerate() {
+            let last = i + 1 == self.0.len();
+            let fill = if last { 0 } else { column.width.saturating_sub(column.title.len()) };
+            if column.align == Align::Right {
+                pad(&mut out, fill);
+            }
+            out.push_str(column.title);
+            if column.align == Align::Left {
+                pad(&mut out, fill);
+            }
+            out.push(if last { '\n' } else { ' ' });
+        }
+        out
+    }
+
+    /// One line; `get(i)` is the value of field `i` of the event.
+    pub fn write<'a>(&self, get: impl Fn(usize) -> Value<'a>, out: &mut String) {
+        for (i, column) in self.0.iter().enumerate() {
+            let last = i + 1 == self.0.len();
+            let width = if last { 0 } else { column.width };
+            cell(column, get(column.field), width, out);
+            out.push(if last { '\n' } else { ' ' });
+        }
+    }
+}
+
+fn cell(column: &Column, value: Value<'_>, width: usize, out: &mut String) {
+    let start = out.len();
+    match (value, column.render) {
+        (Value::UInt(ns), Render::Seconds { start_ns }) => {
+            let _ = write!(out, "{:.3}", ns.saturating_sub(start_ns) as f64 / 1e9);
+        }
+        (Value::UInt(n), Render::Octal) => {
+            let _ = write!(out, "{n:0width$o}");
+        }
+        (Value::Int(n), _) => return push_int(out, n, width, column.align),
+        (Value::UInt(n), _) => return push_uint(out, n, width, column.align),
+        (Value::None, _) => out.push_str(column.none),
+        (Value::Text(bytes) | Value::Bytes(bytes), _) => printable(bytes, out),
+        (Value::Name(name), _) => printable(name.as_bytes(), out),
+    }
+    let used = out[start..].chars().count();
+    if used < width {
+        match column.align {
+            Align::Left => pad(out, width - used),
+            Align::Right => {
+                let text = out.split_off(start);
+                pad(out, width - used);
+                out.push_str(&text);
+            }
+        }
+    }
+}
+
+/// `n` in at least `width` columns, as `{:<width}` / `{:>width}` would print it, without
+/// core::fmt (which was a third of the CLI's time in an open storm).
+pub fn push_int(out: &mut String, n: i64, width: usize, align: Align) {
+    push_digits(out, n < 0, n.unsigned_abs(), width, align);
+}
+
+pub fn push_uint(out: &mut String, n: u64, width: usize, align: Align) {
+    push_digits(out, false, n, width, align);
+}
+
+fn push_digits(out: &mut String, negative: bool, mut rest: u64, width: usize, align: Align) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    let fill = width.saturating_sub(digits.len() - at + usize::from(negative));
+    if align == Align::Right {
+        pad(out, fill);
+    }
+    if negative {
+        out.push('-');
+    }
+    for &digit in &digits[at..] {
+        out.push(char::from(digit));
+    }
+    if align == Align::Left {
+        pad(out, fill);
+    }
+}
+
+fn pad(out: &mut String, spaces: usize) {
+    out.extend(std::iter::repeat_n(' ', spaces));
+}
+
+/// `bytes` on one terminal line: UTF-8 text as is; control characters as `\n`, `\t`, `\xNN`,
+/// `\u{NNNN}`-style escapes; bytes that are not UTF-8 as `\xNN`.
+pub fn printable(bytes: &[u8], out: &mut String) {
+    // Nearly every path is printable ASCII: copy it whole.
+    if bytes.iter().all(|b| (b' '..=b'~').contains(b)) {
+        out.push_str(std::str::from_utf8(bytes).unwrap_or_default());
+        return;
+    }
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\n' => out.push_str("\\n"),
+                '\t' => out.push_str("\\t"),
+                '\r' => out.push_str("\\r"),
+                c if (c as u32) < 0x100 && c.is_control() => {
+                    let _ = write!(out, "\\x{:02x}", c as u32);
+                }
+                c if c.is_control() || is_invisible(c) => {
+                    let _ = write!(out, "\\u{:04x}", c as u32);
+                }
+                c => out.push(c),
+            }
+        }
+        for byte in chunk.invalid() {
+            let _ = write!(out, "\\x{byte:02x}");
+        }
+    }
+}
+
+/// Format and separator characters that would rearrange or hide text on a terminal.
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+}
+
+/// Suffix of the key that carries a text field's exact bytes in base64, present only when they
+/// are not UTF-8 (`"path_b64"`): the str form keeps them only for readers that undo Python's
+/// surrogate escapes, and `jq` and most others turn those into U+FFFD.
+pub const B64_SUFFIX: &str = "_b64";
+
+/// One JSON object on one line: `json.dumps(dict(fields))` byte for byte (ASCII only, Python's
+/// separators), plus a `<name>_b64` key after each text field whose bytes are not UTF-8.
+pub fn write_json<'a>(fields: impl IntoIterator<Item = (&'static str, Value<'a>)>, out: &mut String) {
+    out.push('{');
+    let mut first = true;
+    for (name, value) in fields {
+        let mut key = |key: &str, out: &mut String| {
+            if !first {
+                out.push_str(", ");
+            }
+            first = false;
+            json_str(key, out);
+            out.push_str(": ");
+        };
+        match value {
+            Value::Bytes(_) => continue,
+            Value::None => {
+                key(name, out);
+                out.push_str("null");
+            }
+            Value::Int(n) => {
+                key(name, out);
+                push_int(out, n, 0, Align::Left);
+            }
+            Value::UInt(n) => {
+                key(name, out);
+                push_uint(out, n, 0, Align::Left);
+            }
+            Value::Name(text) => {
+                key(name, out);
+                json_str(text, out);
+            }
+            Value::Text(bytes) => {
+                key(name, out);
+                json_fsdecoded(bytes, out);
+                if std::str::from_utf8(bytes).is_err() {
+                    key(&format!("{name}{B64_SUFFIX}"), out);
+                    out.push('"');
+                    base64(bytes, out);
+                    out.push('"');
+                }
+            }
+        }
+    }
+    out.push_str("}\n");
+}
+
+fn json_str(text: &str, out: &mut String) {
+    json_fsdecoded(text.as_bytes(), out);
+}
+
+/// A JSON string as Python's `json.dumps` writes `os.fsdecode(bytes)`: non-ASCII as `\uXXXX`
+/// (astral characters as surrogate pairs), undecodable bytes as their surrogate escape `\udcXX`.
+fn json_fsdecoded(bytes: &[u8], out: &mut String) {
+    out.push('"');
+    if bytes.iter().all(|&b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\') {
+        out.push_str(std::str::from_utf8(bytes).unwrap_or_default());
+        out.push('"');
+        return;
+    }
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                '\u{8}' => out.push_str("\\b"),
+                '\u{c}' => out.push_str("\\f"),
+                ' '..='~' => out.push(c),
+                c => {
+                    let mut units = [0u16; 2];
+                    for unit in c.encode_utf16(&mut units) {
+                        let _ = write!(out, "\\u{unit:04x}");
+                    }
+                }
+            }
+        }
+        for byte in chunk.invalid() {
+            let _ = write!(out, "\\udc{byte:02x}");
+        }
+    }
+    out.push('"');
+}
+
+/// Standard base64 with padding (RFC 4648).
+pub fn base64(bytes: &[u8], out: &mut String) {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn column(title: &'static str, field: usize, width: usize, align: Align, render: Render) -> Column {
+        Column { title, field, width, align, render, none: "-" }
+    }
+
+    #[test]
+    fn columns_align_titles_and_values_alike() {
+        let columns = Columns(vec![
+            column("TIME(s)", 0, 8, Align::Left, Render::Seconds { start_ns: 500_000_000 }),
+            column("N", 1, 4, Align::Right, Render::Plain),
+            column("FLAGS", 2, 8, Align::Left, Render::Octal),
+            column("NAME", 3, 6, Align::Left, Render::Plain),
+            column("PATH", 4, 0, Align::Left, Render::Plain),
+        ]);
+        assert_eq!(columns.header(), "TIME(s)     N FLAGS    NAME   PATH\n");
+        let values = [
+            Value::UInt(1_750_000_000),
+            Value::Int(-1),
+            Value::UInt(0o101),
+            Value::None,
+            Value::Text(b"/a b"),
+        ];
+        let mut out = String::new();
+        columns.write(|i| values[i], &mut out);
+        assert_eq!(out, "1.250      -1 00000101 -      /a b\n");
+    }
+
+    #[test]
+    fn integers_like_core_fmt() {
+        for n in [0, 7, -1, -100, 4_194_304, i64::MAX, i64::MIN] {
+            for width in [0, 3, 6, 25] {
+                let (mut left, mut right) = (String::new(), String::new());
+                push_int(&mut left, n, width, Align::Left);
+                push_int(&mut right, n, width, Align::Right);
+                assert_eq!(left, format!("{n:<width$}"));
+                assert_eq!(right, format!("{n:>width$}"));
+            }
+        }
+        let mut out = String::new();
+        push_uint(&mut out, u64::MAX, 0, Align::Left);
+        assert_eq!(out, u64::MAX.to_string());
+    }
+
+    #[test]
+    fn printable_escapes_what_would_break_a_line() {
+        let mut out = String::new();
+        printable(b"a\nb\tc\x1b[0m\xff caf\xc3\xa9 \xe2\x80\xae", &mut out);
+        assert_eq!(out, "a\\nb\\tc\\x1b[0m\\xff caf\u{e9} \\u202e");
+    }
+
+    #[test]
+    fn json_escapes_like_python_and_keeps_the_bytes() {
+        let mut out = String::new();
+        write_json(
+            [
+                ("n", Value::Int(-3)),
+                ("none", Value::None),
+                ("raw", Value::Bytes(b"skipped")),
+                ("path", Value::Text(b"q\"b\\ caf\xc3\xa9 \xf0\x9f\x98\x80 \xff\x01")),
+                ("ok", Value::Text(b"/etc")),
+            ],
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            "{\"n\": -3, \"none\": null, \"path\": \"q\\\"b\\\\ caf\\u00e9 \\ud83d\\ude00 \\udcff\\u0001\", \
+             \"path_b64\": \"cSJiXCBjYWbDqSDwn5iAIP8B\", \"ok\": \"/etc\"}\n"
+        );
+    }
+
+    #[test]
+    fn base64_like_rfc_4648() {
+        for (raw, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+        ] {
+            let mut out = String::new();
+            base64(raw.as_bytes(), &mut out);
+            assert_eq!(out, encoded);
+        }
+    }
+}
