@@ -50,7 +50,7 @@ pub fn ensure_mounted() -> Result<()> {
 fn overridden() -> Result<Option<PathBuf>> {
     let Some(dir) = std::env::var_os(ROOT_VAR) else { return Ok(None) };
     if dir.is_empty() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Other(format!(
             "{ROOT_VAR} is set but empty; unset it to use the mounted tracefs, or set it to a tracefs \
              directory (one with an events/ directory)"
         )));
@@ -58,7 +58,7 @@ fn overridden() -> Result<Option<PathBuf>> {
     let dir = PathBuf::from(dir);
     match fs::metadata(dir.join("events")) {
         Ok(meta) if meta.is_dir() => Ok(Some(dir)),
-        _ => Err(Error::Invalid(format!(
+        _ => Err(Error::Other(format!(
             "{ROOT_VAR}={} is not a tracefs directory (it has no events/ directory); unset it to use \
              the mounted tracefs",
             dir.display()

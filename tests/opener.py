@@ -72,6 +72,18 @@ def unfaulted(path: bytes) -> int:
         os.unlink(name)
 
 
+def _blocked_in(tid: int | None, nr: int) -> bool:
+    """Whether thread ``tid`` is asleep inside syscall ``nr`` (/proc/self/task/TID/syscall)."""
+    try:
+        with open(f"/proc/self/task/{tid}/syscall") as f:
+            current = f.read().split()
+        with open(f"/proc/self/task/{tid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return bool(current) and current[0] == str(nr) and state == "S"
+
+
 def unmapped_during(fifo: bytes, syscall: str) -> int:
     os.mkfifo(fifo)
     page = libc.mmap(None, 4096, 3, 0x22, -1, 0)  # PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS
@@ -89,10 +101,11 @@ def unmapped_during(fifo: bytes, syscall: str) -> int:
 
     thread = threading.Thread(target=reader)
     thread.start()
+    # Wait until the reader sits in the open (its arguments already copied by the kernel).
+    nr = SYS_OPENAT if syscall == "openat" else SYS_OPENAT2
     deadline = time.monotonic() + 5
-    while not os.path.exists(f"/proc/self/task/{thread.native_id}/wchan") and time.monotonic() < deadline:
+    while not _blocked_in(thread.native_id, nr) and time.monotonic() < deadline:
         time.sleep(0.01)
-    time.sleep(0.3)  # the reader is blocked in open, its arguments already copied by the kernel
     libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
     libc.munmap(ctypes.c_void_p(page), 4096)
     writer = os.open(fifo, os.O_WRONLY)

@@ -13,6 +13,8 @@ import pytest
 
 from opentrace.cli import main
 
+from .conftest import Child
+
 
 def test_help_lists_examples(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
@@ -35,21 +37,29 @@ def test_bad_usage_exits_2(argv: list[str], capsys: pytest.CaptureFixture[str]) 
     assert "usage:" in err and "error:" in err
 
 
-def _run_in_thread(argv: list[str]) -> tuple[threading.Thread, list[int]]:
+def _run_in_thread(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[threading.Thread, list[int], str]:
+    """Runs ``main(argv)`` in a thread and waits until it traces (its 'tracing' line); returns
+    the thread, where its result goes, and what it printed so far."""
     result: list[int] = []
     thread = threading.Thread(target=lambda: result.append(main(argv)))
     thread.start()
-    return thread, result
+    out = err = ""
+    deadline = time.monotonic() + 10
+    while "opentrace: tracing" not in err and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+        captured = capsys.readouterr()
+        out, err = out + captured.out, err + captured.err
+    assert "opentrace: tracing" in err, err
+    return thread, result, out
 
 
 @pytest.mark.root
 def test_trace_prints_opensnoop_columns(marker: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    thread, result = _run_in_thread(["-d", "2", "-n", "cat"])
-    time.sleep(0.5)
+    thread, result, out = _run_in_thread(["-d", "2", "-n", "cat"], capsys)
     subprocess.run(["cat", str(marker)], stderr=subprocess.DEVNULL)
     thread.join(5)
     assert result == [0]
-    lines = capsys.readouterr().out.splitlines()
+    lines = (out + capsys.readouterr().out).splitlines()
     assert lines[0].split() == ["PID", "COMM", "FD", "ERR", "PATH"]
     mine = [line.split() for line in lines[1:] if line.endswith(str(marker))]
     assert len(mine) == 1
@@ -61,14 +71,15 @@ def test_trace_prints_opensnoop_columns(marker: Path, capsys: pytest.CaptureFixt
 @pytest.mark.root
 def test_trace_json_count(marker: Path, capsys: pytest.CaptureFixture[str]) -> None:
     marker.write_text("x")
-    thread, result = _run_in_thread(["--json", "-c", "1", "-n", "cat", "-d", "5"])
-    time.sleep(0.5)
-    subprocess.run(["cat", str(marker)], stdout=subprocess.DEVNULL)
+    open_it = ["openat", None, str(marker), 0, 0]
+    child = Child([["rename", "json-count"], open_it, open_it])
+    thread, result, out = _run_in_thread(["--json", "-c", "1", "-n", "json-count", "-d", "5"], capsys)
+    _, fd, _ = child.go()
     thread.join(6)
     assert result == [0]
-    (line,) = capsys.readouterr().out.splitlines()
+    (line,) = (out + capsys.readouterr().out).splitlines()
     ev = json.loads(line)
-    assert ev["comm"] == "cat" and ev["fd"] is not None
+    assert (ev["comm"], ev["pid"], ev["path"], ev["fd"]) == ("json-count", child.pid, str(marker), fd)
 
 
 @pytest.mark.root
@@ -94,7 +105,8 @@ def test_unknown_tracepoint_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.root
 def test_module_entry_point_runs() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "opentrace", "-d", "0.5", "-n", "no-such-comm"], capture_output=True, text=True, timeout=10
+        [sys.executable, "-m", "opentrace", "-d", "0.5", "-n", "no-such-comm"],
+        capture_output=True, text=True, timeout=10,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["PID", "COMM", "FD", "ERR", "PATH"]

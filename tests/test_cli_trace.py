@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import Child
+from .contract import OPEN_EVENT_DICT_KEYS
 
 pytestmark = pytest.mark.root
 
@@ -35,7 +36,8 @@ class Cli:
         return self.proc.returncode, (out or "").splitlines(), err
 
     def stop(self, sig: int = signal.SIGINT) -> tuple[int, list[str], str]:
-        time.sleep(0.3)  # let the last events through
+        """Ends the trace. Events already in the ring are printed before the CLI exits: callers
+        stop it once the processes they watch are done."""
         self.proc.send_signal(sig)
         return self.finish()
 
@@ -106,8 +108,7 @@ def test_json_lines_parse_back(marker: Path) -> None:
     events = [json.loads(line) for line in lines]
     (ev,) = [e for e in events if e["path"] == str(marker)]
     assert ev["pid"] == child.pid and ev["errno"] == errno.ENOENT and ev["fd"] is None
-    assert set(ev) == {"timestamp_ns", "pid", "tid", "uid", "comm", "syscall", "path",
-                       "dfd", "flags", "mode", "ret", "fd", "errno"}
+    assert set(ev) == set(OPEN_EVENT_DICT_KEYS)
 
 
 def test_count_and_duration_end_the_trace(marker: Path) -> None:
@@ -168,3 +169,87 @@ def test_runtime_error_exits_1_with_one_line() -> None:
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("opentrace: ") and "CAP_BPF" in done.stderr
     assert "os error" not in done.stderr
+
+
+# Output that cannot be written ------------------------------------------------------------------
+
+
+def _cli_to(stdout: object, *args: str, opens: bool = True) -> subprocess.CompletedProcess[str]:
+    """``opentrace ARGS`` with its stdout set up by ``stdout`` (a file, or ``None`` for closed),
+    while `cat` opens files, so that there is something to write."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "opentrace", *args], stdout=stdout,  # type: ignore[arg-type]
+        stderr=subprocess.PIPE, text=True, close_fds=True,
+    )
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 10
+    while proc.poll() is None and time.monotonic() < deadline:
+        if opens:
+            subprocess.run(["cat", "/etc/hostname"], stdout=subprocess.DEVNULL)
+        time.sleep(0.05)
+    err = proc.stderr.read()
+    proc.stderr.close()
+    return subprocess.CompletedProcess(proc.args, proc.wait(timeout=5), "", err)
+
+
+def test_a_full_device_exits_1_with_one_line() -> None:
+    with open("/dev/full", "w") as full:
+        done = _cli_to(full, "-q", "-n", "cat")
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == "opentrace: cannot write the trace to standard output: no space left on device (ENOSPC)\n"
+
+
+def test_a_closed_stdout_exits_1_with_one_line() -> None:
+    done = subprocess.run(
+        ["sh", "-c", 'exec "$@" >&-', "sh", sys.executable, "-m", "opentrace", "-q", "-n", "cat"],
+        capture_output=True, text=True, timeout=20,
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == "opentrace: cannot write the trace: standard output is closed\n"
+
+
+def test_a_disk_filling_up_mid_stream_exits_1_with_one_line(tmp_path: Path) -> None:
+    """The trace goes to a file on a 64 KiB tmpfs (in a private mount namespace) that fills up
+    while `cat` keeps opening files."""
+    script = (
+        'mount -t tmpfs -o size=64k tmpfs "$1" && shift && exec "$@" > "$OUT"'
+    )
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    proc = subprocess.Popen(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", str(tiny),
+         sys.executable, "-m", "opentrace", "-q", "-n", "cat"],
+        stderr=subprocess.PIPE, text=True, env=dict(os.environ, OUT=str(tiny / "trace")),
+    )
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 20
+    while proc.poll() is None and time.monotonic() < deadline:
+        subprocess.run(["cat", "/etc/hostname", "/etc/passwd", "/etc/group"], stdout=subprocess.DEVNULL)
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert proc.wait(timeout=5) == 1, err
+    assert err == "opentrace: cannot write the trace to standard output: no space left on device (ENOSPC)\n"
+
+
+def test_version() -> None:
+    import importlib.metadata
+
+    done = subprocess.run([sys.executable, "-m", "opentrace", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0
+    assert done.stdout == f"opentrace {importlib.metadata.version('opentrace')}\n"
+
+
+def test_json_keeps_non_utf8_path_bytes_for_any_reader(tmp_path: Path) -> None:
+    """jq (not Python) reads the JSON line: ``path`` has U+FFFD where the bytes were not UTF-8,
+    ``path_b64`` has the bytes themselves."""
+    raw = os.fsencode(tmp_path) + b"/caf\xe9-\xff"
+    child = Child([["openat", None, os.fsdecode(raw), 0, 0]])
+    cli = Cli("--json", "-p", str(child.pid))
+    child.go()
+    _, lines, _ = cli.stop()
+    (line,) = [line for line in lines if "caf" in line]
+    jq = subprocess.run(["jq", "-r", ".path_b64"], input=line, capture_output=True, text=True, check=True)
+    as_bytes = subprocess.run(["base64", "-d"], input=jq.stdout.encode(), capture_output=True, check=True)
+    assert as_bytes.stdout == raw
+    shown = subprocess.run(["jq", "-r", ".path"], input=line, capture_output=True, text=True, check=True)
+    assert shown.stdout.strip() == raw.decode("utf-8", "replace")

@@ -9,6 +9,8 @@ import pytest
 
 from opentrace import OpenEvent
 
+from .contract import OPEN_EVENT_DICT_KEYS, OPEN_EVENT_FIELDS
+
 
 def make(**overrides: object) -> OpenEvent:
     fields: dict[str, object] = dict(
@@ -49,10 +51,8 @@ def test_repr_shows_path_and_result() -> None:
 def test_to_dict_is_json_and_complete() -> None:
     d = make(ret=-2).to_dict()
     assert json.loads(json.dumps(d)) == d
-    assert set(d) == {
-        "timestamp_ns", "pid", "tid", "uid", "comm", "syscall", "path",
-        "dfd", "flags", "mode", "ret", "fd", "errno",
-    }
+    assert set(d) == set(OPEN_EVENT_DICT_KEYS)
+    assert all(hasattr(make(), name) for name in OPEN_EVENT_FIELDS)
     assert (d["fd"], d["errno"], d["path"]) == (None, 2, "/etc/passwd")
 
 

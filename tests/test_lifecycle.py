@@ -264,9 +264,12 @@ def test_a_missing_tracepoint_is_skipped(tmp_path: Path, marker: Path, caplog: p
     assert "opentrace not traced, this kernel has no tracepoints for: creat" in done.stderr
 
 
-def test_settle_helper_sees_nothing_from_an_idle_filter() -> None:
-    with opentrace.watch(comm="no-such-comm") as w:
-        assert settle(w, 0.1) == []
+def test_settle_helper_returns_every_event_then_stops(marker: Path) -> None:
+    child = Child([["openat", None, str(marker), 0, 0]] * 3)
+    with opentrace.watch(pid=child.pid) as w:
+        child.go()
+        events = settle(w, 0.1)
+    assert [e.path for e in events if e.path == str(marker)] == [str(marker)] * 3
 
 
 def test_a_signal_handler_may_close_the_watcher_it_interrupts() -> None:
@@ -298,3 +301,145 @@ def test_a_handler_reading_the_watcher_it_interrupts_gets_an_error_not_a_hang() 
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("this watcher is already being read by this thread")
     assert done.stdout.endswith("True\n")
+
+
+# Forks, garbage collection, handlers that raise ---------------------------------------------------
+
+
+def test_a_forked_child_cannot_read_its_parents_watcher(marker: Path) -> None:
+    """The child gets an error naming the cause; the parent's stream loses nothing; once the
+    parent closes, the programs are gone although the child still runs (its copies were let go)."""
+    before = bpf_program_ids()
+    w = opentrace.watch(comm="python", syscalls=["openat"])
+    ours = bpf_program_ids() - before
+    r, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report what reading does, then wait to be told to exit
+        os.close(r)
+        try:
+            next(w)
+            said = "read an event"
+        except opentrace.OpentraceError as e:
+            said = str(e)
+        os.write(wfd, said.encode() + b"\n")
+        time.sleep(3)  # still alive when the parent closes
+        os._exit(0)
+    os.close(wfd)
+    said = os.read(r, 4096).decode()
+    os.close(r)
+    assert said.startswith(f"this watcher belongs to process {os.getpid()}, which this process was forked from")
+    child = Child([["openat", None, str(marker), 0, 0]] * 2)
+    child.go()
+    assert len(collect(w, lambda e: e.pid == child.pid and e.path == str(marker), count=2)) == 2
+    w.close()
+    assert wait_gone(ours) == set()
+    os.waitpid(pid, 0)
+
+
+def test_dropping_a_watcher_lets_other_threads_run_while_it_detaches() -> None:
+    """Detaching waits for RCU grace periods (tens of ms); garbage collection must not hold the
+    GIL through them."""
+    ticks = [0]
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.is_set():
+            ticks[0] += 1
+
+    w = opentrace.watch()
+    thread = threading.Thread(target=tick)
+    thread.start()
+    try:
+        time.sleep(0.05)
+        before = ticks[0]
+        started = time.monotonic()
+        del w
+        gc.collect()
+        took = time.monotonic() - started
+        during = ticks[0] - before
+    finally:
+        stop.set()
+        thread.join()
+    assert took > 0.005, "detaching took no time: nothing to measure"
+    assert during > 1000, f"the other thread made {during} steps in {took * 1000:.0f} ms of detaching"
+
+
+def test_a_logging_handler_that_raises_loses_no_drained_event(marker: Path) -> None:
+    """The CLI's read path: a handler raising while the lost-events warning is emitted (Ctrl-C at
+    that moment does it) must not throw away the lines drained before it."""
+    import logging
+
+    from opentrace._opentrace import Formatter
+
+    class Boom(Exception):
+        pass
+
+    class Raising(logging.Handler):
+        raised = 0
+
+        def emit(self, record: logging.LogRecord) -> None:
+            if "lost" in record.getMessage() and not self.raised:
+                self.raised += 1
+                raise Boom
+
+    n = 20000
+    marker.write_text("")
+    child = Child([["loop", str(marker), n]])
+    logger = logging.getLogger("opentrace")
+    handler = Raising()
+    logger.addHandler(handler)
+    try:
+        w = opentrace.watch(pid=child.pid, ring_size=4096)
+        child.go()
+        time.sleep(1.1)  # the lost-events check runs at most once a second: let it be due
+        lines, boom = [], 0
+        while True:
+            try:
+                text, count = w._read_text(Formatter(), 0.3, None)
+            except Boom:
+                boom += 1
+                continue
+            if not count:
+                break
+            lines += [line for line in text.splitlines() if line.endswith(str(marker))]
+        w.close()
+    finally:
+        logger.removeHandler(handler)
+    assert boom == 1 and handler.raised == 1
+    assert len(lines) + w.lost == n
+
+
+def test_the_64_programs_per_tracepoint_limit_is_a_clear_error() -> None:
+    watchers: list[opentrace.Watcher] = []
+    try:
+        with pytest.raises(opentrace.OpentraceError) as info:
+            for _ in range(70):
+                watchers.append(opentrace.watch(syscalls=["creat"], ring_size=4096))
+    finally:
+        for w in watchers:
+            w.close()
+    message = str(info.value)
+    assert "syscalls:sys_e" in message and "(64, shared by every tracer" in message, message
+    assert "E2BIG" not in message and "os error" not in message
+    assert len(watchers) <= 64
+
+
+@pytest.mark.parametrize(("value", "said"), [("", "is set but empty"), ("/nonexistent", "is not a tracefs directory")])
+def test_a_wrong_opentrace_tracefs_is_named(value: str, said: str) -> None:
+    env = dict(os.environ, OPENTRACE_TRACEFS=value)
+    done = subprocess.run([sys.executable, "-m", "opentrace", "-d", "0.1"], capture_output=True, text=True, env=env)
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"opentrace: OPENTRACE_TRACEFS{'=' + value if value else ''} {said}"), done.stderr
+    assert "kernel" not in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_capabilities_without_a_readable_tracefs_are_told_the_real_fix() -> None:
+    """Not root, with CAP_BPF and CAP_PERFMON: what is missing is read access to tracefs."""
+    done = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=+bpf,+perfmon",
+         "--ambient-caps=+bpf,+perfmon", sys.executable, "-m", "opentrace", "-d", "0.1"],
+        capture_output=True, text=True, timeout=20,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("opentrace: reading tracefs (/sys/kernel/tracing) is not allowed"), done.stderr
+    assert "mode=" in done.stderr and "gid=" in done.stderr and "run as root" in done.stderr

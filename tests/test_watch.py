@@ -90,9 +90,10 @@ def test_context_manager_closes(marker: Path) -> None:
 def test_ctrl_c_interrupts_a_blocked_iteration() -> None:
     code = (
         "import opentrace\n"
+        "w = opentrace.watch(comm='no-such-comm')\n"
         "print('ready', flush=True)\n"
         "try:\n"
-        "    for ev in opentrace.watch(comm='no-such-comm'): pass\n"
+        "    for ev in w: pass\n"
         "except KeyboardInterrupt:\n"
         "    print('interrupted', flush=True)\n"
     )

@@ -176,7 +176,7 @@ pub const STATUS_HOW_FAULT: u8 = 1 << 1;
 
 /// The fixed part of an open's ring buffer record; `path_len` bytes of path follow it.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct OpenHeader {
     /// [`RecordKind::Open`].
     pub kind: u8,
@@ -199,27 +199,6 @@ pub struct OpenHeader {
     pub path_len: u16,
     pub _pad1: [u8; 6],
     pub comm: [u8; COMM_LEN],
-}
-
-impl OpenHeader {
-    pub const ZERO: OpenHeader = OpenHeader {
-        kind: RecordKind::Open as u8,
-        syscall: 0,
-        status: 0,
-        _pad0: 0,
-        dfd: AT_FDCWD,
-        timestamp_ns: 0,
-        ret: 0,
-        flags: 0,
-        mode: 0,
-        pid: 0,
-        tid: 0,
-        uid: 0,
-        fault: 0,
-        path_len: 0,
-        _pad1: [0; 6],
-        comm: [0; COMM_LEN],
-    };
 }
 
 pub const OPEN_HEADER_SIZE: usize = core::mem::size_of::<OpenHeader>();

@@ -1,7 +1,7 @@
 //! The open event: its ring record decoded ([`decode`]), borrowed ([`Open`]) or owned
 //! ([`OwnedOpen`]), and [`FIELDS`], the one table of what it shows.
 use crate::{
-    COMM_LEN, OPEN_HEADER_SIZE, OpenHeader, RecordKind, Syscall,
+    AT_FDCWD, COMM_LEN, OPEN_HEADER_SIZE, OpenHeader, RecordKind, Syscall,
     comm::COMM_MAX,
     schema::{DICT, Field, Input, REPR, SetError, Value},
     text::{Align, Column, Columns, Render},
@@ -129,8 +129,10 @@ impl OwnedOpen {
 }
 
 impl Default for OwnedOpen {
+    /// All zero but what zero would misstate: the record kind, and `dfd` (AT_FDCWD).
     fn default() -> Self {
-        OwnedOpen { head: OpenHeader::ZERO, path: SmallBytes::new(b"") }
+        let head = OpenHeader { kind: RecordKind::Open as u8, dfd: AT_FDCWD, ..OpenHeader::default() };
+        OwnedOpen { head, path: SmallBytes::new(b"") }
     }
 }
 
@@ -264,7 +266,7 @@ mod tests {
     }
 
     fn header(path_len: u16) -> OpenHeader {
-        let mut head = OpenHeader::ZERO;
+        let mut head = OwnedOpen::default().head;
         head.syscall = Syscall::Openat2 as u8;
         head.pid = 42;
         head.ret = -2;

@@ -83,14 +83,13 @@ impl<T> TaskStorage<T> {
 
     /// The current task's value, created (zeroed) when `create` and absent.
     #[inline(always)]
-    fn current(&self, create: bool) -> Option<&mut T> {
+    fn current(&self, create: bool) -> Option<*mut T> {
         let flags = if create { u64::from(BPF_LOCAL_STORAGE_GET_F_CREATE) } else { 0 };
         let map = core::ptr::from_ref(self).cast_mut().cast();
-        // SAFETY: helpers called as documented; a non-null result points at this task's value.
-        unsafe {
-            let value = bpf_task_storage_get(map, bpf_get_current_task_btf(), core::ptr::null_mut(), flags);
-            value.cast::<T>().as_mut()
-        }
+        // SAFETY: the helpers are called as documented (this map, the current task's BTF pointer).
+        let value =
+            unsafe { bpf_task_storage_get(map, bpf_get_current_task_btf(), core::ptr::null_mut(), flags) };
+        (!value.is_null()).then_some(value.cast::<T>())
     }
 }
 
@@ -166,7 +165,7 @@ fn try_sys_enter<const N: usize>(
         count(COUNTER_LOST_PENDING);
         return Ok(0);
     };
-    *pending = Pending {
+    let value = Pending {
         // SAFETY: a helper with no arguments.
         timestamp_ns: unsafe { bpf_ktime_get_ns() },
         filename,
@@ -177,6 +176,9 @@ fn try_sys_enter<const N: usize>(
         syscall: syscall as u8,
         _pad: [0; 3],
     };
+    // SAFETY: the task's own storage, which only this task's programs use (entry and exit run in
+    // the task, one after the other).
+    unsafe { pending.write(value) };
     Ok(0)
 }
 
@@ -208,7 +210,7 @@ impl<'a, const N: usize> Record<'a, N> {
     #[inline(always)]
     fn arg(&self, offset: u32) -> Result<u64, i64> {
         let index = offset.wrapping_sub(FIRST_SLOT) / 8;
-        if offset % 8 == 0
+        if offset.is_multiple_of(8)
             && let Some(value) = self.slots.get(index as usize)
         {
             return Ok(*value);
@@ -253,6 +255,8 @@ fn try_sys_exit(ctx: &Record<'_, 1>) -> Result<u32, i64> {
     let Some(slot) = PENDING.current(false) else {
         return Ok(0);
     };
+    // SAFETY: as in `try_sys_enter`.
+    let slot = unsafe { &mut *slot };
     // A zero timestamp marks the slot consumed (or an exit whose entry was not recorded).
     if slot.timestamp_ns == 0 {
         return Ok(0);
@@ -299,7 +303,7 @@ fn try_sys_exit(ctx: &Record<'_, 1>) -> Result<u32, i64> {
             }
             Err(err) => {
                 header.status |= STATUS_HOW_FAULT;
-                header.fault = err as i32;
+                header.fault = err;
             }
         }
     }
@@ -310,7 +314,7 @@ fn try_sys_exit(ctx: &Record<'_, 1>) -> Result<u32, i64> {
             Ok(path) => path.len(),
             Err(err) => {
                 event.header.status |= STATUS_PATH_FAULT;
-                event.header.fault = err as i32;
+                event.header.fault = err;
                 0
             }
         };

@@ -233,7 +233,13 @@ class Watcher:
 
     @property
     def lost(self) -> int:
-        """Events that passed the filters but could not be delivered (ring buffer full)."""
+        """Events that passed the filters but were not delivered; delivered + lost is every event.
+
+        Counted: records the ring buffer had no room for (the reader fell behind), records the
+        decoder refused (logged; none are expected), and opens whose entry the kernel could not
+        remember for lack of memory. The last are counted at syscall entry, before the
+        ``failed`` filter, so with ``failed=True`` they may include opens that succeeded.
+        """
         return self._session.lost
 
     @property

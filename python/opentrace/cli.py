@@ -273,7 +273,10 @@ def _format(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
     lines = [
         f"{fmt.category}:{fmt.name} (id {fmt.id})",
         f"  {'OFFSET':>6} {'SIZE':>4} {'SIGNED':<6} {'TYPE':<{width}} NAME",
-        *(f"  {f.offset:>6} {f.size:>4} {'yes' if f.signed else 'no':<6} {f.type:<{width}} {f.name}" for f in fmt.fields),
+        *(
+            f"  {f.offset:>6} {f.size:>4} {'yes' if f.signed else 'no':<6} {f.type:<{width}} {f.name}"
+            for f in fmt.fields
+        ),
         f"print fmt: {fmt.print_fmt}",
     ]
     out.write("".join(line + "\n" for line in lines))
