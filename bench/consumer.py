@@ -1,13 +1,17 @@
 """Library-mode consumer for bench/run.py: count one process's opens with ``opentrace.watch()``.
 
-    python bench/consumer.py TARGET_PID PROBE_PATH
+    python bench/consumer.py TARGET_PID PROBE_PATH [WATCH_KWARGS_JSON]
 
-Traces system-wide (no kernel filter) and does the counting in Python, the way a naive user
-would. Protocol on stdout (each line flushed):
+Traces system-wide (no kernel filter, unless WATCH_KWARGS_JSON, a JSON object of keyword
+arguments for ``opentrace.watch()``, says otherwise) and does the counting in Python, the way a
+naive user would. Protocol on stdout (each line flushed):
 
     ready <watch_ms>                    after watch() returned
     first <probe_path> <ms>             first event whose path is PROBE_PATH (ms since just before watch())
     {"count": ..., "lost": ..., ...}    on SIGINT (or SIGTERM), then exit 0
+
+Started and measured by bench/overhead.py (its ``library()`` rows). It imports nothing from
+bench/common.py on purpose: every module it loads counts in the peak RSS that run.py reports.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import opentrace
 def main() -> int:
     target_pid = int(sys.argv[1])
     probe = sys.argv[2]
+    kwargs = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
     out = sys.stdout
     signal.signal(signal.SIGTERM, signal.default_int_handler)
 
@@ -30,7 +35,7 @@ def main() -> int:
     events = 0
     first_ms: float | None = None
     t0 = time.perf_counter()
-    w = opentrace.watch()
+    w = opentrace.watch(**kwargs)
     watch_ms = (time.perf_counter() - t0) * 1e3
     out.write(f"ready {watch_ms:.3f}\n")
     out.flush()

@@ -1,33 +1,30 @@
 """How long an event takes to reach Python, and what an idle watcher costs.
 
-    python bench/latency.py [--samples 50] [--idle 10]
+    sudo .venv/bin/python bench/latency.py [--samples 50] [--idle 10] [--busy-ops 1000000]
 
 - idle latency: one open every 100 ms (a quiet machine): delay from the syscall's entry
   (``ev.timestamp_ns``, CLOCK_MONOTONIC) to the moment the Python loop holds the event;
 - busy latency: the same delay for events of an open storm (bench/out/otbench), where the reader
   pauses ``latency`` (default 2 ms) between drains;
 - idle cost: CPU time the watching process uses while nothing matching happens.
+
+Results go to bench/out/latency-<timestamp>.json. Needs root.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
-import opentrace
+from common import build_workload, check_root, entry, rel, spawn, stop, workspace, write_json
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from run import OUT, WORKLOAD_BIN, build_workload  # noqa: E402
+import opentrace
 
 
 def stats(delays_ms: list[float]) -> dict[str, float]:
@@ -56,25 +53,24 @@ def idle_latency(samples: int, path: Path) -> list[float]:
     return delays
 
 
-def busy_latency(path: Path) -> list[float]:
-    build_workload()
-    storm = subprocess.Popen([str(WORKLOAD_BIN), str(path), "1000000", "1"],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+def busy_latency(path: Path, ops: int) -> list[float]:
+    storm = spawn([str(build_workload()), str(path), str(ops), "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert storm.stdin is not None and storm.stdout is not None
     storm.stdout.readline()  # armed
     delays: list[float] = []
     with opentrace.watch(pid=storm.pid) as w:
-        storm.stdin.write("go\n")
+        storm.stdin.write(b"go\n")
         storm.stdin.flush()
         seen = 0
         for ev in w:
             seen += 1
             if seen % 1000 == 0:
                 delays.append((time.monotonic_ns() - ev.timestamp_ns) / 1e6)
-            if seen == 1_000_000:
+            if seen == ops:
                 break
         lost = w.lost
     storm.wait()
+    stop(storm)
     print(f"busy: {seen} events, {lost} lost")
     return delays
 
@@ -91,28 +87,33 @@ def idle_cost(seconds: float) -> float:
     return (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--samples", type=int, default=50, help="idle opens to time (default 50)")
-    parser.add_argument("--idle", type=float, default=10.0, help="seconds of idle watching (default 10)")
-    args = parser.parse_args()
-    if os.geteuid() != 0:
-        print("latency: needs root (it loads eBPF programs)", file=sys.stderr)
-        return 1
-    with tempfile.TemporaryDirectory(prefix="otlat-") as tmp:
-        path = Path(tmp) / "target"
+def latency(args: argparse.Namespace) -> int:
+    check_root("latency.py")
+    with workspace("otlat-") as tmp:
+        path = tmp / "target"
         path.write_text("x")
         idle = stats(idle_latency(args.samples, path))
         print("idle latency:", summary(idle))
-        busy = stats(busy_latency(path))
+        busy = stats(busy_latency(path, args.busy_ops))
         print("busy latency:", summary(busy))
     cpu = idle_cost(args.idle)
     print(f"idle watcher: {cpu * 1000:.1f} ms of CPU in {args.idle:.0f} s ({cpu / args.idle * 100:.3f}% of a core)")
-    OUT.mkdir(exist_ok=True)
-    result = OUT / f"latency-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    result.write_text(json.dumps({"idle": idle, "busy": busy, "idle_cpu_s": cpu, "idle_s": args.idle}, indent=2))
-    print(f"results: {result.relative_to(HERE.parent)}")
+    result = write_json("latency", {"idle": idle, "busy": busy, "idle_cpu_s": cpu, "idle_s": args.idle})
+    print(f"results: {rel(result)}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench/latency.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples", type=int, default=50, help="idle opens to time (default 50)")
+    parser.add_argument("--idle", type=float, default=10.0, help="seconds of idle watching (default 10)")
+    parser.add_argument("--busy-ops", type=int, default=1_000_000,
+                        help="opens in the storm of the busy latency, one in 1000 timed (default 1000000)")
+    args = parser.parse_args(argv)
+    if args.samples < 2 or args.idle <= 0 or args.busy_ops < 2000:
+        parser.error("--samples must be at least 2, --idle positive and --busy-ops at least 2000")
+    return entry("latency", lambda: latency(args))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
 Tools compared: opentrace (this project), bpftrace with the one-liner a user would write (one
 ``sys_enter_*`` probe printing ``str()`` of the path and one ``sys_exit_*`` probe printing ``ret``
 per syscall, default settings, so ``str()`` is limited by BPFTRACE_STRLEN's default), and
-libbpf-tools' ``opensnoop -e -p PID`` (run under ``stdbuf -oL``).
+libbpf-tools' ``opensnoop -e -p PID`` (run under ``stdbuf -oL``). The peers come from
+``sudo scripts/bootstrap bench``; a missing one is an error.
 
 Each case runs tests/opener.py as a child, attaches the tool with a pid filter on the child, lets
 the child do its syscalls, and compares what the tool printed with what the child got back.
@@ -19,27 +20,40 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common import (
+    OPENSNOOP,
+    PY,
+    ROOT,
+    BenchError,
+    LineCollector,
+    check_root,
+    ensure_tracefs,
+    entry,
+    require,
+    spawn,
+    stop,
+    tool_versions,
+    workspace,
+)
+
 import opentrace
 
-ROOT = Path(__file__).resolve().parent.parent
 OPENER = ROOT / "tests" / "opener.py"
-TRACEFS = Path("/sys/kernel/tracing")
 SYSCALLS = ("open", "openat", "openat2", "creat")
 AT_FDCWD = -100
 ENOENT = 2
 SETTLE = 1.0  # seconds of collection after the child is done
 TOOLS = ("opentrace", "bpftrace", "opensnoop")
+NEEDS = {"opentrace": (), "bpftrace": ("bpftrace",), "opensnoop": ("stdbuf", OPENSNOOP)}  # for `require`
 LOST_RE = re.compile(rb"lost (\d+) events", re.IGNORECASE)
 
 
@@ -173,12 +187,7 @@ class Child:
     """tests/opener.py, started and waiting for "go"."""
 
     def __init__(self, ops: list[list[object]]) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(OPENER), json.dumps(ops)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        self.proc = spawn([PY, str(OPENER), json.dumps(ops)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         assert self.proc.stdout is not None
         self.pid = int(json.loads(self.proc.stdout.readline())["pid"])
         self._results: list[int] | None = None
@@ -194,7 +203,7 @@ class Child:
 
     def go(self) -> None:
         assert self.proc.stdin is not None
-        self.proc.stdin.write("go\n")
+        self.proc.stdin.write(b"go\n")
         self.proc.stdin.flush()
 
     @property
@@ -203,67 +212,11 @@ class Child:
 
     def results(self, timeout: float) -> list[int]:
         if not self._done.wait(timeout) or self._results is None:
-            raise RuntimeError("child did not report its results")
+            raise BenchError("child did not report its results")
         return self._results
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
-
-
-class Tracer:
-    """A tracer subprocess whose stdout/stderr lines are collected by threads."""
-
-    def __init__(self, argv: list[str], ready: Callable[[bytes], bool], env: dict[str, str] | None = None) -> None:
-        self.out: list[bytes] = []
-        self.err: list[bytes] = []
-        self._ready_line = ready
-        self.ready = threading.Event()
-        self.proc = subprocess.Popen(
-            argv,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-        )
-        self._threads = [
-            threading.Thread(target=self._pump, args=(self.proc.stdout, self.out), daemon=True),
-            threading.Thread(target=self._pump, args=(self.proc.stderr, self.err), daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def _pump(self, stream: object, sink: list[bytes]) -> None:
-        for line in stream:  # type: ignore[attr-defined]
-            sink.append(line)
-            if not self.ready.is_set() and self._ready_line(line):
-                self.ready.set()
-
-    def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.ready.is_set():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.proc.args[0]} exited: {b''.join(self.err).decode(errors='replace')}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.proc.args[0]} did not attach within {timeout} s")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGINT)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        for thread in self._threads:
-            thread.join(10)
+        stop(self.proc, signal.SIGKILL, 5.0)
 
 
 def collect(child: Child, loop: int) -> list[int]:
@@ -303,18 +256,30 @@ def run_opentrace(case: Case) -> Capture:
         child.kill()
 
 
-def tracepoint_fields(syscall: str) -> list[str]:
-    fmt = TRACEFS / "events" / "syscalls" / f"sys_enter_{syscall}" / "format"
-    return re.findall(r"field:[^;]*?(\w+);", fmt.read_text())
+def enter_format(syscall: str) -> opentrace.TracepointFormat | None:
+    """The record of ``syscalls:sys_enter_<syscall>``; None if this kernel has no such tracepoint."""
+    try:
+        return opentrace.tracepoint_format(f"syscalls:sys_enter_{syscall}")
+    except opentrace.TracepointNotFound:
+        return None
+
+
+def path_field(fmt: opentrace.TracepointFormat) -> str:
+    """The name of the record's path argument: its one ``const char *`` field (filename, pathname)."""
+    names = [f.name for f in fmt.fields if f.type == "const char *"]
+    if len(names) != 1:
+        raise BenchError(f"{fmt.category}:{fmt.name} has {len(names)} const char * fields, expected one path")
+    return names[0]
 
 
 def bpftrace_script(pid: int) -> str:
     """The obvious per-syscall one-liners, joined."""
     probes = []
     for sc in SYSCALLS:
-        if not (TRACEFS / "events" / "syscalls" / f"sys_enter_{sc}").is_dir():
+        fmt = enter_format(sc)
+        if fmt is None:
             continue
-        arg = "pathname" if "pathname" in tracepoint_fields(sc) else "filename"
+        arg = path_field(fmt)
         probes.append(
             f'tracepoint:syscalls:sys_enter_{sc} /pid == {pid}/ {{ printf("E {sc} %s\\n", str(args->{arg})); }}'
         )
@@ -327,7 +292,7 @@ def run_bpftrace(case: Case) -> Capture:
     child = Child(case.ops)
     tracer = None
     try:
-        tracer = Tracer(["bpftrace", "-e", bpftrace_script(child.pid)], lambda line: b"Attaching" in line, env)
+        tracer = LineCollector(["bpftrace", "-e", bpftrace_script(child.pid)], lambda line: b"Attaching" in line, env)
         tracer.wait_ready(60)
         time.sleep(0.5)
         results = collect(child, case.loop)
@@ -358,12 +323,12 @@ def run_opensnoop(case: Case) -> Capture:
     child = Child(case.ops)
     tracer = None
     try:
-        tracer = Tracer(
-            ["stdbuf", "-oL", "opensnoop", "-e", "-p", str(child.pid)], lambda line: line.startswith(b"PID")
+        tracer = LineCollector(
+            ["stdbuf", "-oL", OPENSNOOP, "-e", "-p", str(child.pid)], lambda line: line.startswith(b"PID")
         )
         try:
             tracer.wait_ready(10)
-        except RuntimeError:
+        except BenchError:
             if tracer.proc.poll() is not None:
                 raise
         time.sleep(1.0)
@@ -382,7 +347,7 @@ def run_opensnoop(case: Case) -> Capture:
     return Capture(records, results, lost=lost_count(tracer))
 
 
-def lost_count(tracer: Tracer) -> int | None:
+def lost_count(tracer: LineCollector) -> int | None:
     counts = [int(m.group(1)) for line in tracer.out + tracer.err for m in LOST_RE.finditer(line)]
     return sum(counts) if counts else None
 
@@ -483,54 +448,34 @@ DEBUGFS = Path("/sys/kernel/debug")
 
 
 def ensure_environment(tools: list[str]) -> bool:
-    """Mount tracefs if needed, install missing tools; True if debugfs was mounted here (to undo).
+    """Check root and the peers, mount tracefs if needed; True if debugfs was mounted here (to undo).
 
     libbpf-tools 0.26 opensnoop looks for tracepoints under /sys/kernel/debug/tracing only and
     silently skips open(2) when it is absent; a stock Debian system has debugfs mounted, so it
     is mounted here for the run if it is not.
     """
-    if os.geteuid() != 0:
-        sys.exit("peers_check.py needs root (BPF)")
-    if not (TRACEFS / "events").is_dir():
-        subprocess.run(["mount", "-t", "tracefs", "nodev", str(TRACEFS)], check=True)
-    mounted_debugfs = False
+    check_root("peers_check.py")
+    require(c for t in tools for c in NEEDS[t])
+    ensure_tracefs()
     if "opensnoop" in tools and not (DEBUGFS / "tracing" / "events").is_dir():
-        subprocess.run(["mount", "-t", "debugfs", "debugfs", str(DEBUGFS)], check=True)
-        mounted_debugfs = True
-    wanted = {"bpftrace": "bpftrace", "opensnoop": "libbpf-tools"}
-    missing = [pkg for tool, pkg in wanted.items() if tool in tools and shutil.which(tool) is None]
-    if missing:
-        subprocess.run(["apt-get", "install", "-y", *missing], check=True, stdout=subprocess.DEVNULL)
-    return mounted_debugfs
-
-
-def version(argv: list[str]) -> str:
-    try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return "?"
-    return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr).strip() else "?"
+        r = subprocess.run(["mount", "-t", "debugfs", "debugfs", str(DEBUGFS)], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise BenchError(f"mounting debugfs at {DEBUGFS} (for opensnoop) failed: {r.stderr.strip()}")
+        return True
+    return False
 
 
 def cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--loop", type=int, default=200_000, help="opens in the lost-events case")
-    parser.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset of " + ",".join(TOOLS))
-    args = parser.parse_args()
-    tools = [t for t in args.tools.split(",") if t]
-    unknown = set(tools) - set(TOOLS)
-    if unknown:
-        parser.error(f"unknown tools: {', '.join(sorted(unknown))}")
+def check(tools: list[str], loop: int) -> int:
     mounted_debugfs = ensure_environment(tools)
 
     table: dict[str, dict[str, str]] = {}
     try:
-        with tempfile.TemporaryDirectory(prefix="peers-check-") as tmp:
-            cases = make_cases(Path(tmp), args.loop)
+        with workspace("peers-check-") as tmp:
+            cases = make_cases(tmp, loop)
             for case in cases:
                 row = table.setdefault(case.name, {})
                 for tool in tools:
@@ -550,20 +495,34 @@ def main() -> None:
         print(f"| {cell(name)} | " + " | ".join(cell(row[t]) for t in tools) + " |")
     print()
     print(f"Kernel {os.uname().release}; opentrace from {Path(opentrace.__file__).parent}.")
+    versions = tool_versions(c for t in tools for c in NEEDS[t])
     if "bpftrace" in tools:
         print(
-            f"bpftrace: {version(['bpftrace', '--version'])}, default BPFTRACE_STRLEN, one probe per "
+            f"bpftrace: {versions['bpftrace']}, default BPFTRACE_STRLEN, one probe per "
             "sys_enter_*/sys_exit_* tracepoint printing str(path) / ret."
         )
-        if "dfd" in tracepoint_fields("openat"):
+        openat = enter_format("openat")
+        if openat is not None and any(f.name == "dfd" for f in openat.fields):
             print("bpftrace: the one-liner prints no dfd; sys_enter_openat does offer args->dfd (as a number).")
     if "opensnoop" in tools:
-        pkg = version(["dpkg-query", "-W", "-f", "${Version}", "libbpf-tools"])
         print(
-            f"opensnoop: libbpf-tools {pkg}, run as `stdbuf -oL opensnoop -e -p PID`"
+            f"opensnoop: libbpf-tools {versions['libbpf-tools']}, run as `stdbuf -oL opensnoop -e -p PID`"
             + (" (debugfs mounted for the run, as on a stock system)." if mounted_debugfs else ".")
         )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench/peers_check.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--loop", type=int, default=200_000, help="opens in the lost-events case")
+    parser.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset of " + ",".join(TOOLS))
+    args = parser.parse_args(argv)
+    tools = [t for t in args.tools.split(",") if t]
+    unknown = set(tools) - set(TOOLS)
+    if unknown:
+        parser.error(f"unknown tools: {', '.join(sorted(unknown))}")
+    return entry("peers_check", lambda: check(tools, args.loop))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -4,9 +4,9 @@
     sudo .venv/bin/python bench/soak.py [--duration 600] [--threads 1] [--report-every 10]
     make soak ARGS="--duration 3600 --threads 2"
 
-The storm: a background thread runs bench/out/otbench (bench/workload.c, built by bench/run.py's
-build_workload) over and over, --ops-per-run openat+close of one file per run, so that opens come
-at full rate for the whole --duration.
+The storm: a background thread runs bench/out/otbench (bench/workload.c, built by bench/common.py)
+over and over, --ops-per-run openat+close of one file per run, so that opens come at full rate for
+the whole --duration.
 
 The consumer is this script's main thread: a plain ``for ev in opentrace.watch():`` loop over the
 whole system that counts every event, and as the storm's the events of an otbench pid stamped after
@@ -31,27 +31,36 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import json
 import os
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-# bench/run.py, next to this script (the script's directory is sys.path[0]).
-from run import OUT, BenchError, build_workload, ensure_tracefs, foreign_tracers, machine_info, proc_status_kb
+from common import (
+    BenchError,
+    build_workload,
+    check_root,
+    ensure_tracefs,
+    entry,
+    machine_info,
+    proc_status_kb,
+    rel,
+    spawn,
+    stop,
+    warn_foreign_tracers,
+    workspace,
+    write_json,
+)
 
 import opentrace
 
-ROOT = Path(__file__).resolve().parent.parent
 WARMUP_FRACTION = 0.2
 WARMUP_MAX = 60.0
 SETTLE_AFTER = 30.0  # a finished run leaves the consumer's pid table this long after it ended
@@ -134,8 +143,7 @@ class Storm:
             self.done.set()
 
     def _run_once(self) -> None:
-        proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                start_new_session=True)  # a terminal's Ctrl-C is ours to handle
+        proc = spawn(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         run: Run | None = None
         line = b""
@@ -155,12 +163,7 @@ class Storm:
             rc = proc.wait(RUN_TIMEOUT)
             err = proc.stderr.read().decode(errors="replace").strip()
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            for f in (proc.stdin, proc.stdout, proc.stderr):
-                with contextlib.suppress(OSError):
-                    f.close()
+            stop(proc, signal.SIGKILL, 5.0)
             with self._lock:
                 self._proc = None
                 killing = self._killing
@@ -338,10 +341,6 @@ class Reporter:
         self.t_tail = time.monotonic()
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bench/soak.py", description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--duration", type=float, default=600.0, help="seconds of storm (default 600)")
@@ -373,15 +372,16 @@ def rss_trend(samples: list[dict[str, Any]], warmup: float) -> dict[str, Any]:
 
 
 def soak(args: argparse.Namespace) -> int:
-    if os.geteuid() != 0:
-        raise BenchError("must run as root (loads eBPF programs): sudo .venv/bin/python bench/soak.py")
+    check_root("soak.py")
     ensure_tracefs()
     binary = build_workload()
-    info = machine_info(set())
-    others = foreign_tracers()
-    if others:
-        print(f"warning: other eBPF tracers are running ({', '.join(others)}): they slow the storm",
-              file=sys.stderr, flush=True)
+    info = machine_info()
+    warn_foreign_tracers(": they slow the storm")
+    with workspace("otsoak-") as workdir:
+        return trace_storm(args, info, binary, workdir)
+
+
+def trace_storm(args: argparse.Namespace, info: dict[str, Any], binary: Path, workdir: Path) -> int:
     kwargs: dict[str, Any] = {}
     if args.ring_size is not None:
         kwargs["ring_size"] = args.ring_size
@@ -389,8 +389,6 @@ def soak(args: argparse.Namespace) -> int:
         kwargs["latency"] = args.latency
     ops_per_thread = -(-args.ops_per_run // args.threads)
     warmup = min(WARMUP_MAX, WARMUP_FRACTION * args.duration)
-
-    workdir = Path(tempfile.mkdtemp(prefix="otsoak-"))
     target = workdir / "target"
     target.write_bytes(b"x")
     wake = threading.Event()
@@ -422,7 +420,6 @@ def soak(args: argparse.Namespace) -> int:
         storm.stop(kill=True)
         storm.thread.join(10)
         w.close()
-        shutil.rmtree(workdir, ignore_errors=True)
     lost = w.lost  # final: read after the programs were detached
 
     t = storm.totals
@@ -492,17 +489,15 @@ def soak(args: argparse.Namespace) -> int:
     if storm.error:
         print(f"  error      {storm.error}")
 
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = OUT / f"soak-{stamp}.json"
-    path.write_text(json.dumps({
+    path = write_json("soak", {
         "machine": info,
         "args": vars(args),
         "watch": kwargs,
         "ops_per_thread": ops_per_thread,
         "summary": summary,
         "samples": rep.samples,
-    }, indent=2) + "\n")
-    print(f"  samples    {path.relative_to(ROOT)}")
+    })
+    print(f"  samples    {rel(path)}")
     if storm.error or not ok:
         return 1
     return 130 if rep.interrupted.is_set() else 0
@@ -510,16 +505,7 @@ def soak(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        return soak(args)
-    except BenchError as e:
-        print(f"soak: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("soak: interrupted", file=sys.stderr)
-        return 130
+    return entry("soak", lambda: soak(args))
 
 
 if __name__ == "__main__":

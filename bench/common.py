@@ -1,0 +1,424 @@
+"""What the bench scripts share: paths, child processes, /proc readings, setup checks, results.
+
+Imported by bench/run.py (with bench/overhead.py), bench/soak.py, bench/latency.py and
+bench/peers_check.py; each of those is an entry point and none imports another. (bench/consumer.py,
+the library-mode tracer that run.py measures, imports nothing from here: every module it loads
+counts in its peak RSS.)
+
+- paths: the output directory bench/out/ (``OUT``), the C workload and its binary;
+- processes: ``spawn`` / ``stop`` / ``stop_all`` (every child is tracked and killed on the way
+  out), ``LineReader`` (lines from a pipe with a timeout), ``LineCollector`` (a talkative tool's
+  stdout/stderr lines gathered by threads);
+- /proc: ``proc_status_kb`` (VmRSS, VmHWM), ``CpuClock`` (a process's utime+stime),
+  ``foreign_tracers`` (other eBPF tracers that would skew a measurement);
+- setup: ``check_root``, ``ensure_tracefs``, ``require`` (a missing tool is an error that names
+  ``scripts/bootstrap bench``, which installs them: nothing here runs apt-get), ``build_c`` /
+  ``build_workload``;
+- reporting: ``tool_versions``, ``machine_info``, ``write_json`` (bench/out/<prefix>-<stamp>.json),
+  ``rel``;
+- ``entry``: runs a script's body with SIGINT/SIGTERM, ``BenchError`` and cleanup handled alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import json
+import os
+import platform
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+OUT = BENCH / "out"  # results (JSON) and the built workload; ignored by git
+PY = sys.executable
+WORKLOAD_SRC = BENCH / "workload.c"
+WORKLOAD_COMM = "otbench"  # the binary's name, so the comm the tracers see
+WORKLOAD_BIN = OUT / WORKLOAD_COMM
+CONSUMER = BENCH / "consumer.py"
+TRACEFS = Path("/sys/kernel/tracing")
+OPENSNOOP = "/usr/sbin/opensnoop"  # libbpf-tools' (Debian puts the BCC one elsewhere, as opensnoop-bpfcc)
+STOP_TIMEOUT = 15.0  # SIGINT to exit; then SIGKILL
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# Every external command a bench may run -> the Debian package it comes from. `scripts/bootstrap
+# bench` installs them (gcc comes with the default `scripts/bootstrap`); the benches only check.
+PACKAGES: dict[str, str] = {
+    "bpftrace": "bpftrace",
+    OPENSNOOP: "libbpf-tools",
+    "strace": "strace",
+    "stdbuf": "coreutils",
+    "gcc": "gcc",
+}
+
+# command -> (key in machine_info(), command line whose first output line is its version)
+VERSIONS: dict[str, tuple[str, list[str]]] = {
+    "bpftrace": ("bpftrace", ["bpftrace", "--version"]),
+    OPENSNOOP: ("libbpf-tools", ["dpkg-query", "-W", "-f", "${Version}", "libbpf-tools"]),
+    "strace": ("strace", ["strace", "-V"]),
+}
+
+
+class BenchError(Exception):
+    """A failure that ends the run with a clear message."""
+
+
+# ---------------------------------------------------------------------------------------------
+# processes: every child is tracked and killed on the way out, whatever happens
+
+
+_children: list[subprocess.Popen[bytes]] = []
+
+
+def spawn(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    """Start ``argv`` (bytes pipes) in a new session and track it for ``stop_all``.
+
+    A new session: a Ctrl-C on the terminal reaches only the script, which stops its children itself.
+    """
+    try:
+        proc: subprocess.Popen[bytes] = subprocess.Popen(argv, start_new_session=True, **kwargs)
+    except OSError as e:
+        raise BenchError(f"cannot start {argv[0]}: {e}") from e
+    _children.append(proc)
+    return proc
+
+
+def end(proc: subprocess.Popen[bytes], sig: int = signal.SIGINT, timeout: float = STOP_TIMEOUT) -> bool:
+    """Signal ``proc`` and reap it; SIGKILL after ``timeout``. True if it exited by itself.
+
+    Leaves its pipes open (``stop`` closes them): whatever is still in them can be read.
+    """
+    clean = True
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            clean = False
+            proc.kill()
+            proc.wait()
+    return clean
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGINT, timeout: float = STOP_TIMEOUT) -> bool:
+    """``end`` it, close its pipes and forget it. True if it exited by itself."""
+    clean = end(proc, sig, timeout)
+    for f in (proc.stdin, proc.stdout, proc.stderr):
+        if f is not None:
+            with contextlib.suppress(OSError):
+                f.close()
+    if proc in _children:
+        _children.remove(proc)
+    return clean
+
+
+def stop_all() -> None:
+    for proc in list(_children):
+        stop(proc, timeout=5.0)
+
+
+class LineReader:
+    """Lines from a child's stdout pipe, with a timeout."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], what: str) -> None:
+        assert proc.stdout is not None
+        self.proc, self.what, self.fd, self.buf = proc, what, proc.stdout.fileno(), b""
+
+    def readline(self, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.fd, selectors.EVENT_READ)
+            while b"\n" not in self.buf:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise BenchError(f"{self.what}: no output within {timeout:.0f} s")
+                if sel.select(left):
+                    chunk = os.read(self.fd, 65536)
+                    if not chunk:
+                        raise BenchError(f"{self.what} exited (status {self.proc.wait()}) before answering")
+                    self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line.decode()
+
+
+class LineCollector:
+    """A tool started with its stdout and stderr lines gathered by two threads, until ``stop``.
+
+    ``ready``: a predicate on an output line (either stream) that says the tool is attached.
+    """
+
+    def __init__(self, argv: list[str], ready: Callable[[bytes], bool], env: Mapping[str, str] | None = None) -> None:
+        self.what = argv[0]
+        self.out: list[bytes] = []
+        self.err: list[bytes] = []
+        self.ready = threading.Event()
+        self._ready_line = ready
+        self.proc = spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self._threads = [
+            threading.Thread(target=self._pump, args=(self.proc.stdout, self.out), daemon=True),
+            threading.Thread(target=self._pump, args=(self.proc.stderr, self.err), daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _pump(self, stream: IO[bytes], sink: list[bytes]) -> None:
+        for line in stream:
+            sink.append(line)
+            if not self.ready.is_set() and self._ready_line(line):
+                self.ready.set()
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.ready.is_set():
+            if self.proc.poll() is not None:
+                raise BenchError(f"{self.what} exited: {b''.join(self.err).decode(errors='replace')}")
+            if time.monotonic() > deadline:
+                raise BenchError(f"{self.what} did not attach within {timeout} s")
+            time.sleep(0.05)
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 10.0) -> bool:
+        """Signal it, wait for it (SIGKILL after ``timeout``), read the rest of its output."""
+        clean = end(self.proc, sig, timeout)
+        for thread in self._threads:
+            thread.join(10)
+        stop(self.proc)
+        return clean
+
+
+@contextlib.contextmanager
+def workspace(prefix: str = "otbench-") -> Iterator[Path]:
+    """A temporary directory, removed after every child was stopped (none may still write into it)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        stop_all()
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# /proc readings
+
+
+def proc_status_kb(pid: int, key: str) -> int | None:
+    """A kB line of /proc/<pid>/status ("VmRSS", "VmHWM": peak RSS); None if gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class CpuClock:
+    """utime+stime of one process (all its threads), read from a kept-open /proc/<pid>/stat."""
+
+    def __init__(self, pid: int) -> None:
+        self.fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
+
+    def seconds(self) -> float | None:
+        try:
+            raw = os.pread(self.fd, 4096, 0).decode()
+        except OSError:
+            return None
+        fields = raw.rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of stat(5)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def foreign_tracers() -> list[str]:
+    """Other processes with eBPF programs attached through perf events (bpftrace, opensnoop, opentrace...).
+
+    They would run on the workload's syscalls too and skew every mode, "untraced" included.
+    """
+    ours = {os.getpid()} | {p.pid for p in _children}
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in ours:
+            continue
+        kinds = set()
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{entry}/fd"):
+                with contextlib.suppress(OSError):
+                    kinds.add(os.readlink(f"/proc/{entry}/fd/{fd}"))
+        if "anon_inode:bpf-prog" in kinds and "anon_inode:[perf_event]" in kinds:
+            comm = ""
+            with contextlib.suppress(OSError):
+                comm = Path(f"/proc/{entry}/comm").read_text().strip()
+            found.append(f"{entry} {comm}")
+    return found
+
+
+def warn_foreign_tracers(consequence: str) -> None:
+    others = foreign_tracers()
+    if others:
+        print(f"warning: other eBPF tracers are running ({', '.join(others)}){consequence}",
+              file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# setup
+
+
+def check_root(script: str) -> None:
+    if os.geteuid() != 0:
+        raise BenchError(f"must run as root (loads eBPF programs): sudo .venv/bin/python bench/{script}")
+
+
+def ensure_tracefs() -> None:
+    if (TRACEFS / "events").is_dir():
+        return
+    r = subprocess.run(["mount", "-t", "tracefs", "nodev", str(TRACEFS)], capture_output=True, text=True)
+    if not (TRACEFS / "events").is_dir():
+        raise BenchError(f"tracefs is not mounted at {TRACEFS} and mounting it failed: {r.stderr.strip()}")
+
+
+def have(command: str) -> bool:
+    """``command`` is an executable path, or found on PATH."""
+    if "/" in command:
+        return os.access(command, os.X_OK)
+    return shutil.which(command) is not None
+
+
+def require(commands: Iterable[str]) -> None:
+    """Every command exists, else a ``BenchError`` saying how to install them. Never installs."""
+    missing = sorted({c for c in commands if not have(c)})
+    if missing:
+        packages = sorted({PACKAGES.get(c, "?") for c in missing})
+        raise BenchError(f"missing {', '.join(missing)} (Debian: {' '.join(packages)}); install the benchmarks' "
+                         "tools with `sudo scripts/bootstrap bench` (`make bench` and `make soak` run it)")
+
+
+def build_c(source: Path, name: str, flags: Iterable[str] = ()) -> Path:
+    """gcc -O2 -pthread -Wall ``source`` into bench/out/``name``, only when the source or flags changed."""
+    OUT.mkdir(exist_ok=True)
+    binary = OUT / name
+    cflags = ["-O2", "-pthread", "-Wall", *flags]
+    digest = hashlib.sha256(source.read_bytes() + "\0".join(["", *cflags]).encode()).hexdigest()
+    stamp = OUT / f"{name}.sha256"
+    if binary.exists() and stamp.exists() and stamp.read_text().strip() == digest:
+        return binary
+    require(["gcc"])
+    tmp = OUT / f"{name}.tmp"
+    r = subprocess.run(["gcc", *cflags, "-o", str(tmp), str(source)], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise BenchError(f"compiling {rel(source)} failed:\n{r.stderr}")
+    tmp.replace(binary)
+    stamp.write_text(digest + "\n")
+    return binary
+
+
+def build_workload() -> Path:
+    """bench/workload.c into bench/out/otbench (the open storm of run.py, soak.py and latency.py)."""
+    return build_c(WORKLOAD_SRC, WORKLOAD_COMM)
+
+
+# ---------------------------------------------------------------------------------------------
+# reporting
+
+
+def first_line(argv: list[str]) -> str:
+    """The first line ``argv`` prints (stdout, else stderr), or "unknown (...)"."""
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"unknown ({e})"
+    text = (r.stdout or r.stderr).strip()
+    return text.splitlines()[0] if text else "unknown"
+
+
+def tool_versions(commands: Iterable[str]) -> dict[str, str]:
+    """{"bpftrace": "bpftrace v0.17.0", "libbpf-tools": "0.26.0+ds-1", ...} for those of ``commands`` with one."""
+    versions: dict[str, str] = {}
+    for command in commands:
+        if command in VERSIONS:
+            key, argv = VERSIONS[command]
+            if key not in versions:
+                versions[key] = first_line(argv)
+    return dict(sorted(versions.items()))
+
+
+def machine_info(commands: Iterable[str] = ()) -> dict[str, Any]:
+    """Kernel, CPUs, Python, opentrace and gcc versions, and those of ``commands`` (the peers)."""
+    from importlib import metadata
+
+    cpu_model = "unknown"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    try:
+        ot_version = metadata.version("opentrace")
+    except metadata.PackageNotFoundError:
+        ot_version = "unknown"
+    return {
+        "kernel": platform.release(),
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "python": platform.python_version(),
+        "opentrace": ot_version,
+        "gcc": first_line(["gcc", "--version"]),
+        **tool_versions(commands),
+    }
+
+
+def rel(path: Path) -> str:
+    """``path`` relative to the repository, if it is in it."""
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def write_json(prefix: str, data: Mapping[str, Any]) -> Path:
+    """``data`` as bench/out/<prefix>-<YYYYmmdd-HHMMSS>.json (indented); returns the path."""
+    OUT.mkdir(exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = OUT / f"{prefix}-{stamp}.json"
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# entry point
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def entry(prog: str, body: Callable[[], int]) -> int:
+    """Run a script's ``body``: a ``BenchError`` is one line on stderr (status 1), Ctrl-C or SIGTERM
+    status 130, and every child still running is stopped on the way out."""
+    # SIGINT handled here (even if the shell started us with it ignored, which children would inherit);
+    # SIGTERM too, so that every path out goes through the cleanup below.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return body()
+    except BenchError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        stop_all()
