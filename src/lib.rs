@@ -3,6 +3,7 @@
 mod diag;
 mod error;
 mod event;
+mod layout;
 mod loader;
 mod output;
 mod ring;

@@ -1,27 +1,23 @@
 //! Loading the embedded eBPF object with this kernel's tracepoint layouts, writing the filters,
 //! and attaching the programs.
-use std::sync::{Mutex, PoisonError};
-
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, MapData, PerCpuArray, ProgramArray, RingBuf},
+    maps::{MapData, PerCpuArray, ProgramArray, RingBuf},
     programs::{TracePoint, trace_point::TracePointLink},
 };
 use aya_log::EbpfLogger;
-use opentrace_common::{
-    ArgOffsets, COUNTER_LOST_PENDING, COUNTER_LOST_RING, Filter, NO_FIELD, Syscall, tracefs::Format,
-};
+use opentrace_common::{COUNTER_LOST_PENDING, COUNTER_LOST_RING, Settings, Syscall, WITH_FULL_PATH};
 
 use crate::{
     diag::FromKernel,
     error::{Error, Result},
-    tracefs,
+    layout, tracefs,
 };
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/opentrace"));
 
 pub struct Config {
-    pub filter: Filter,
+    pub settings: Settings,
     pub syscalls: Vec<Syscall>,
     pub ring_size: u32,
 }
@@ -73,74 +69,6 @@ impl Counters {
     }
 }
 
-/// Where this kernel's `sys_enter_*`/`sys_exit_*` records keep their fields.
-struct Layouts {
-    /// The syscalls that have both tracepoints, with their entry layouts.
-    present: Vec<(Syscall, ArgOffsets)>,
-    ret_offset: u32,
-}
-
-/// What every load in this process shares: the format files do not change while the kernel runs,
-/// and one `EbpfLoader` serves every load (aya 0.14 parses the kernel's whole BTF, ~15 ms, in
-/// `EbpfLoader::new()`, for relocations this object does not need).
-struct Shared {
-    layouts: &'static Layouts,
-    loader: EbpfLoader<'static>,
-}
-
-static SHARED: Mutex<Option<Shared>> = Mutex::new(None);
-
-/// The layout of one syscall's entry tracepoint, from its format file.
-fn arg_offsets(format: &Format) -> Result<ArgOffsets> {
-    let at = |name: &str| format.field(name).map_or(NO_FIELD, |f| f.offset);
-    let offsets = ArgOffsets {
-        // creat(2) calls it `pathname`.
-        filename: if at("filename") != NO_FIELD { at("filename") } else { at("pathname") },
-        dfd: at("dfd"),
-        flags: at("flags"),
-        mode: at("mode"),
-        how: at("how"),
-        how_size: at("usize"),
-    };
-    if offsets.filename == NO_FIELD {
-        return Err(Error::Other(format!(
-            "the tracepoint syscalls:{} has no `filename` or `pathname` field; this kernel's layout is \
-             not supported",
-            format.name
-        )));
-    }
-    Ok(offsets)
-}
-
-/// Reads the layouts of all four syscalls; a tracepoint this kernel lacks is skipped, not fatal.
-fn read_layouts() -> Result<Layouts> {
-    let mut present = Vec::new();
-    let mut ret_offset = None;
-    for syscall in Syscall::ALL {
-        let read = |phase: &str| match tracefs::format("syscalls", &format!("sys_{phase}_{}", syscall.name()))
-        {
-            Ok(format) => Ok(Some(format)),
-            Err(Error::TracepointNotFound(_)) => Ok(None),
-            Err(err) => Err(err),
-        };
-        let (Some(enter), Some(exit)) = (read("enter")?, read("exit")?) else { continue };
-        let ret = exit.field("ret").map(|f| f.offset).ok_or_else(|| {
-            Error::Other(format!("the tracepoint syscalls:{} has no `ret` field", exit.name))
-        })?;
-        if ret_offset.is_some_and(|r| r != ret) {
-            return Err(Error::Other("the sys_exit_* tracepoints disagree on where `ret` is".into()));
-        }
-        ret_offset = Some(ret);
-        present.push((syscall, arg_offsets(&enter)?));
-    }
-    let ret_offset = ret_offset.ok_or_else(|| {
-        Error::Other(
-            "this kernel has no sys_enter/sys_exit tracepoints for open, openat, openat2 or creat".into(),
-        )
-    })?;
-    Ok(Layouts { present, ret_offset })
-}
-
 fn global_name(syscall: Syscall) -> &'static str {
     match syscall {
         Syscall::Open => "OPEN_ARGS",
@@ -151,13 +79,13 @@ fn global_name(syscall: Syscall) -> &'static str {
 }
 
 /// aya 0.14's `EbpfLoader::new()` reads and parses the kernel's whole BTF (a 5 MB file: ~14 ms
-/// and ~16 MB of transient memory, the larger part of the CLI's peak RSS) for CO-RE relocations
-/// this object does not use; aya 0.16 defers it, but needs Rust 1.98. So `new()` runs on a
+/// and ~16 MB of transient memory) for CO-RE relocations this object does not use (its struct
+/// offsets come from `layout`); aya 0.16 defers it, but needs Rust 1.98. So `new()` runs on a
 /// short-lived thread that first takes a private view of the filesystem (`unshare(CLONE_FS)`,
 /// then `chroot` into `/sys/kernel/btf`, where `/sys/kernel/btf/vmlinux` does not resolve): it
 /// finds no BTF, as on a kernel built without it. Where chroot is not allowed (no
 /// CAP_SYS_CHROOT) nothing changes and `new()` pays the cost.
-fn new_loader() -> EbpfLoader<'static> {
+fn new_loader<'a>() -> EbpfLoader<'a> {
     let blind = || {
         // SAFETY: after `unshare(CLONE_FS)` the root directory belongs to this thread alone.
         unsafe {
@@ -179,26 +107,18 @@ fn new_loader() -> EbpfLoader<'static> {
     loader
 }
 
-fn shared() -> Result<Shared> {
-    tracefs::ensure_mounted()?;
-    // Leaked once per process: the loader keeps references to its globals.
-    let layouts: &'static Layouts = Box::leak(Box::new(read_layouts()?));
-    let mut loader = new_loader();
-    for (syscall, offsets) in &layouts.present {
-        loader.override_global(global_name(*syscall), offsets, true);
-    }
-    loader.override_global("RET_OFFSET", &layouts.ret_offset, true);
-    Ok(Shared { layouts, loader })
-}
-
 pub fn load(config: &Config) -> Result<Loaded> {
-    let mut guard = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
-    if guard.is_none() {
-        *guard = Some(shared()?);
+    tracefs::ensure_mounted()?;
+    let layouts = layout::get()?;
+    if config.settings.enabled & WITH_FULL_PATH != 0
+        && let Err(why) = &layouts.full_path
+    {
+        return Err(Error::Other(format!(
+            "full paths cannot be resolved on this kernel: {why} (its BTF lacks what the path walk reads)"
+        )));
     }
-    let Shared { layouts, loader } = guard.as_mut().expect("set above");
     let wanted: Vec<Syscall> =
-        layouts.present.iter().map(|(s, _)| *s).filter(|s| config.syscalls.contains(s)).collect();
+        layouts.syscalls.iter().map(|(s, _)| *s).filter(|s| config.syscalls.contains(s)).collect();
     if wanted.is_empty() {
         let names: Vec<_> = config.syscalls.iter().map(|s| s.name()).collect();
         return Err(Error::Other(format!(
@@ -206,15 +126,19 @@ pub fn load(config: &Config) -> Result<Loaded> {
             names.join(", ")
         )));
     }
+
+    let mut loader = new_loader();
+    for (syscall, offsets) in &layouts.syscalls {
+        loader.override_global(global_name(*syscall), offsets, true);
+    }
+    loader.override_global("RET_OFFSET", &layouts.ret_offset, true);
+    loader.override_global("KERNEL", &layouts.kernel, true);
+    loader.override_global("SETTINGS", &config.settings, true);
     loader.map_max_entries("EVENTS", config.ring_size);
     let mut ebpf = loader.load(OBJECT).map_err(|e| Error::kernel("loading the eBPF programs", &e))?;
-    drop(guard);
 
     let logs = EbpfLogger::init_with_logger(&mut ebpf, FromKernel)
         .map_err(|e| Error::kernel("opening the eBPF programs' log buffer", &e))?;
-    let mut filters: Array<_, Filter> = Array::try_from(map(&mut ebpf, "CONFIG")?)
-        .map_err(|e| Error::kernel("opening the filter map", &e))?;
-    filters.set(0, config.filter, 0).map_err(|e| Error::kernel("writing the filters", &e))?;
 
     let diagnose = loaded_program(&mut ebpf, "diagnose")?;
     let diagnose_fd = diagnose

@@ -29,9 +29,17 @@ impl Formatter {
 #[pymethods]
 impl Formatter {
     #[new]
-    #[pyo3(signature = (*, json = false, timestamp = false, uid = false, extended = false, start_ns = 0))]
-    fn new(json: bool, timestamp: bool, uid: bool, extended: bool, start_ns: u64) -> Formatter {
-        let options = ColumnOptions { timestamp_from: timestamp.then_some(start_ns), uid, flags: extended };
+    #[pyo3(signature = (*, json = false, timestamp = false, uid = false, extended = false, full_path = false, start_ns = 0))]
+    fn new(
+        json: bool,
+        timestamp: bool,
+        uid: bool,
+        extended: bool,
+        full_path: bool,
+        start_ns: u64,
+    ) -> Formatter {
+        let options =
+            ColumnOptions { timestamp_from: timestamp.then_some(start_ns), uid, extended, full_path };
         Formatter { json, columns: open::columns(options) }
     }
 

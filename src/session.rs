@@ -13,9 +13,11 @@ use std::{
 use aya::maps::{MapData, RingBuf};
 use aya_log::EbpfLogger;
 use opentrace_common::{
-    FILTER_COMM, FILTER_EXCLUDE_SELF, FILTER_FAILED, FILTER_PID, FILTER_TID, FILTER_UID, Filter, Syscall,
+    FILTER_COMM, FILTER_EXCLUDE_SELF, FILTER_FAILED, FILTER_PID, FILTER_TID, FILTER_UID, Settings, Syscall,
+    WITH_FULL_PATH,
     comm::Needle,
-    open::{self, Open},
+    full,
+    open::{self, Decoded, Open},
 };
 use pyo3::{exceptions::PyRuntimeError, prelude::*, sync::MutexExt, types::PyList};
 
@@ -55,6 +57,10 @@ struct Live {
     /// When the last drain that emptied the ring finished; the next drain waits for `latency`
     /// after it so that a busy stream costs one wake-up per batch, not per event.
     drained_at: Option<Instant>,
+    /// Where full paths that are not one piece of a record are put together.
+    scratch: Vec<u8>,
+    /// Full paths left None since the last report, by `full::*` code.
+    unresolved: [u64; 256],
 }
 
 /// Drained and not yet handed out: a read that ends in an error (a signal's or a logging
@@ -199,9 +205,12 @@ impl Session {
             let Some(record) = live.ring.next() else { break };
             read += 1;
             match open::decode(&record) {
-                Ok((head, path)) => {
-                    let open = Open { head: &head, path };
-                    more = live.out.take(py, want, open)?;
+                Ok(Decoded { head, path, walked }) => {
+                    if head.full >= full::FIRST_UNRESOLVED {
+                        live.unresolved[usize::from(head.full)] += 1;
+                    }
+                    let full = open::full_path(&head, path, walked, &mut live.scratch);
+                    more = live.out.take(py, want, Open { head: &head, path, full })?;
                 }
                 Err(err) => {
                     self.undecodable.fetch_add(1, Ordering::AcqRel);
@@ -233,6 +242,11 @@ impl Session {
     /// newly lost events, through the `opentrace` logger. A logging handler may raise: what was
     /// drained stays in `live` for the next read.
     fn housekeeping(&self, py: Python<'_>, live: &mut Live) -> PyResult<()> {
+        for (code, count) in live.unresolved.iter_mut().enumerate().filter(|(_, n)| **n > 0) {
+            let why = open::unresolved(code as u8).unwrap_or("an unknown reason");
+            diag::note(diag::Level::Info, format!("full_path is None for {count} events: {why}"));
+            *count = 0;
+        }
         // aya-log unwraps its record parsing; a malformed record must not take the reader down.
         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| live.logs.flush())).is_err() {
             diag::note(diag::Level::Warning, "could not decode a log record from the eBPF programs".into());
@@ -337,7 +351,7 @@ fn forget_inherited(live: Live) {
 #[pymethods]
 impl Session {
     #[new]
-    #[pyo3(signature = (*, syscalls, ring_size, latency_ns, pid=None, tid=None, uid=None, comm=None, failed=false, exclude_tgid=None))]
+    #[pyo3(signature = (*, syscalls, ring_size, latency_ns, pid=None, tid=None, uid=None, comm=None, failed=false, exclude_tgid=None, full_path=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -350,8 +364,12 @@ impl Session {
         comm: Option<Vec<u8>>,
         failed: bool,
         exclude_tgid: Option<u32>,
+        full_path: bool,
     ) -> PyResult<Session> {
-        let mut filter = Filter::NONE;
+        let mut filter = Settings::NONE;
+        if full_path {
+            filter.enabled |= WITH_FULL_PATH;
+        }
         if let Some(pid) = pid {
             filter.enabled |= FILTER_PID;
             filter.pid = pid;
@@ -382,7 +400,7 @@ impl Session {
                 Syscall::from_name(name).ok_or_else(|| Error::Invalid(format!("unknown syscall {name:?}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let config = Config { filter, syscalls, ring_size };
+        let config = Config { settings: filter, syscalls, ring_size };
 
         let waiter = Waiter::new().map_err(|e| Self::kernel_error("creating the epoll set", e))?;
         let loaded = py.detach(|| loader::load(&config));
@@ -398,6 +416,8 @@ impl Session {
                 lost_reported: 0,
                 _attached: attached,
                 out: Out::default(),
+                scratch: Vec::new(),
+                unresolved: [0; 256],
                 drained_at: None,
             })),
             counters: Mutex::new(Some(counters)),

@@ -49,6 +49,9 @@ pub fn from_py<'a, 'py>(
     value: &'a Bound<'py, PyAny>,
     scratch: &'a mut Option<Bound<'py, PyBytes>>,
 ) -> PyResult<Input<'a>> {
+    if value.is_none() {
+        return Ok(Input::None);
+    }
     if let Ok(int) = value.cast::<PyInt>() {
         return Ok(Input::Int(int.extract()?));
     }

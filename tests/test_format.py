@@ -59,14 +59,26 @@ def test_json_lines_are_json_dumps_of_to_dict_with_the_exact_bytes(path: bytes, 
 
 def test_columns_and_header() -> None:
     f = Formatter(timestamp=True, uid=True, extended=True, start_ns=250_000_000)
-    assert f.header().split() == ["TIME(s)", "UID", "PID", "COMM", "FD", "ERR", "FLAGS", "PATH"]
+    assert f.header().split() == ["TIME(s)", "UID", "PID", "COMM", "FD", "ERR", "FLAGS", "DFD", "PATH"]
     lines = f.format([event(b"/etc/passwd"), event(b"/nope", ret=-2)]).splitlines()
-    assert lines == [
-        "2.000    1000    42     cat                3   0 00002101 /etc/passwd",
-        "2.000    1000    42     cat               -1   2 00002101 /nope",
+    assert lines == [  # the events' dfd is 7
+        "2.000    1000    42     cat                3   0 00002101    7 /etc/passwd",
+        "2.000    1000    42     cat               -1   2 00002101    7 /nope",
     ]
     assert Formatter().format([event(b"/x")]) == "42     cat                3   0 /x\n"
     assert Formatter(json=True).header() == ""
+
+
+def test_full_path_column_and_json() -> None:
+    f = Formatter(full_path=True)
+    resolved = OpenEvent(pid=1, comm="cat", syscall="openat", path=b"rel", full_path=b"/abs/rel", ret=3)
+    unresolved = OpenEvent(pid=1, comm="cat", syscall="openat", path=b"rel", ret=3)
+    assert f.format([resolved, unresolved]).splitlines() == [
+        "1      cat                3   0 /abs/rel",
+        "1      cat                3   0 ? rel",
+    ]
+    line = Formatter(json=True).format([resolved])
+    assert json.loads(line)["full_path"] == "/abs/rel" and line == json.dumps(resolved.to_dict()) + "\n"
 
 
 def test_columns_keep_one_event_on_one_line() -> None:

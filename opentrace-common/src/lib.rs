@@ -11,6 +11,9 @@
 pub mod comm;
 
 #[cfg(feature = "user")]
+pub mod btf;
+
+#[cfg(feature = "user")]
 pub mod errno;
 #[cfg(feature = "user")]
 pub mod open;
@@ -126,11 +129,12 @@ impl ArgOffsets {
 /// Offset of `long ret` in every `sys_exit_*` record (the default; the loader reads the format).
 pub const DEFAULT_RET_OFFSET: u32 = 16;
 
-/// Which filters run in the kernel; set once at load time.
+/// A watcher's settings, a read-only global of its programs: the verifier sees the values, so
+/// what a watcher does not use (a filter, full paths) is pruned from the code it runs.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Filter {
-    /// Bit set of `FILTER_*`.
+pub struct Settings {
+    /// Bit set of `FILTER_*` and `WITH_*`.
     pub enabled: u32,
     pub pid: u32,
     pub tid: u32,
@@ -148,10 +152,48 @@ pub const FILTER_UID: u32 = 1 << 2;
 pub const FILTER_FAILED: u32 = 1 << 3;
 pub const FILTER_COMM: u32 = 1 << 4;
 pub const FILTER_EXCLUDE_SELF: u32 = 1 << 5;
+/// Resolve each open's full path (`full_path=True`).
+pub const WITH_FULL_PATH: u32 = 1 << 8;
 
-impl Filter {
-    pub const NONE: Filter =
-        Filter { enabled: 0, pid: 0, tid: 0, uid: 0, self_tgid: 0, _pad: 0, comm: comm::Needle::EMPTY };
+impl Settings {
+    pub const NONE: Settings =
+        Settings { enabled: 0, pid: 0, tid: 0, uid: 0, self_tgid: 0, _pad: 0, comm: comm::Needle::EMPTY };
+}
+
+/// Bytes of `struct dentry` read in one go by the path walk, from [`KernelOffsets::dentry_window`].
+pub const DENTRY_WINDOW: u32 = 48;
+
+/// Where the members the programs read sit in this kernel's structs, from its BTF at load time
+/// (byte offsets). The `dentry_*` ones are relative to `dentry_window`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub task_tgid: u32,
+    pub task_real_parent: u32,
+    pub task_fs: u32,
+    pub task_files: u32,
+    pub fs_root: u32,
+    pub fs_pwd: u32,
+    /// `struct path`: `mnt` (a `struct vfsmount *`) and `dentry`.
+    pub path_mnt: u32,
+    pub path_dentry: u32,
+    /// Start of the [`DENTRY_WINDOW`] bytes of `struct dentry` the walk reads per component.
+    pub dentry_window: u32,
+    /// `d_seq.seqcount.sequence`, `d_hash.pprev`, `d_parent`, `d_name.len`, `d_name.name`.
+    pub dentry_seq: u32,
+    pub dentry_hash_pprev: u32,
+    pub dentry_parent: u32,
+    pub dentry_name_len: u32,
+    pub dentry_name: u32,
+    /// `struct mount`: the embedded `struct vfsmount mnt`, `mnt_parent`, `mnt_mountpoint`.
+    pub mount_mnt: u32,
+    pub mount_parent: u32,
+    pub mount_mountpoint: u32,
+    pub vfsmount_root: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    pub file_path: u32,
 }
 
 /// What `sys_enter_*` remembers for `sys_exit_*`, in the task's own local storage.
@@ -174,6 +216,38 @@ pub const STATUS_PATH_FAULT: u8 = 1 << 0;
 /// `OpenHeader::status` bit: `struct open_how` could not be read (openat2).
 pub const STATUS_HOW_FAULT: u8 = 1 << 1;
 
+/// `OpenHeader::full`: what follows the path (`full_len` bytes), or why nothing does.
+pub mod full {
+    /// `full_path` was not asked for.
+    pub const NOT_ASKED: u8 = 0;
+    /// The absolute path of the opened file.
+    pub const FILE: u8 = 1;
+    /// The absolute path of the opened file, which is no longer linked (`(deleted)`).
+    pub const FILE_DELETED: u8 = 2;
+    /// The absolute path of the directory a failed relative lookup started from; the full path
+    /// is it joined with the path as passed.
+    pub const START_DIR: u8 = 3;
+    /// A failed open of an absolute path: the path as passed is the full path.
+    pub const AS_PASSED: u8 = 4;
+    // Unresolved (full_path None), and why. Codes from here on.
+    pub const FIRST_UNRESOLVED: u8 = 16;
+    /// Longer than PATH_MAX - 1.
+    pub const TOO_LONG: u8 = 16;
+    /// A dentry with no parent that is not a mount's root: pseudo files (pipes, sockets, ...),
+    /// and entries cut off from the tree.
+    pub const DISCONNECTED: u8 = 17;
+    /// A directory on the way was renamed while it was read.
+    pub const RENAMED: u8 = 18;
+    /// The fd (the new one, or `dfd`) was not found in the task's table.
+    pub const NO_FILE: u8 = 19;
+    /// The directory a failed relative lookup started from is deleted.
+    pub const START_DELETED: u8 = 20;
+    /// A kernel structure could not be read.
+    pub const FAULT: u8 = 21;
+    /// More components than the walk takes.
+    pub const TOO_DEEP: u8 = 22;
+}
+
 /// The fixed part of an open's ring buffer record; `path_len` bytes of path follow it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -184,7 +258,8 @@ pub struct OpenHeader {
     pub syscall: u8,
     /// `STATUS_*` bits.
     pub status: u8,
-    pub _pad0: u8,
+    /// A [`full`] code.
+    pub full: u8,
     pub dfd: i32,
     pub timestamp_ns: u64,
     pub ret: i64,
@@ -197,19 +272,21 @@ pub struct OpenHeader {
     pub fault: i32,
     /// Path bytes following the header, without the NUL.
     pub path_len: u16,
-    pub _pad1: [u8; 6],
+    /// Bytes of full path following the path (see [`full`]).
+    pub full_len: u16,
+    pub ppid: u32,
     pub comm: [u8; COMM_LEN],
 }
 
 pub const OPEN_HEADER_SIZE: usize = core::mem::size_of::<OpenHeader>();
 
-/// Header plus room for the longest path; the eBPF side builds one in a per-CPU slot and sends
-/// only `OPEN_HEADER_SIZE + path_len` bytes of it.
+/// Header plus room for the longest path and full path; the eBPF side builds one in a per-CPU
+/// slot and sends only `OPEN_HEADER_SIZE + path_len + full_len` bytes of it.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct OpenRecord {
     pub header: OpenHeader,
-    pub path: [u8; PATH_MAX],
+    pub data: [u8; 2 * PATH_MAX],
 }
 
 /// Indices of the per-CPU `COUNTERS` array.
@@ -221,7 +298,8 @@ pub const COUNTER_COUNT: u32 = 2;
 mod pod {
     // SAFETY: plain `#[repr(C)]` integers and byte arrays with explicit padding.
     unsafe impl aya::Pod for super::ArgOffsets {}
-    unsafe impl aya::Pod for super::Filter {}
+    unsafe impl aya::Pod for super::Settings {}
+    unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::OpenHeader {}
 }
 
@@ -235,10 +313,10 @@ mod tests {
     fn record_sizes_are_fixed() {
         assert_eq!(size_of::<OpenHeader>(), 80);
         assert_eq!(align_of::<OpenHeader>(), 8);
-        assert_eq!(size_of::<OpenRecord>(), 80 + PATH_MAX);
+        assert_eq!(size_of::<OpenRecord>(), 80 + 2 * PATH_MAX);
         assert_eq!(size_of::<Pending>(), 48);
         assert_eq!(size_of::<ArgOffsets>(), 24);
-        assert_eq!(size_of::<Filter>(), 56);
+        assert_eq!(size_of::<Settings>(), 56);
         assert_eq!(core::mem::offset_of!(OpenHeader, kind), 0);
     }
 

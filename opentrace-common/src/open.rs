@@ -3,6 +3,7 @@
 use crate::{
     AT_FDCWD, COMM_LEN, OPEN_HEADER_SIZE, OpenHeader, RecordKind, Syscall,
     comm::COMM_MAX,
+    full,
     schema::{DICT, Field, Input, REPR, SetError, Value},
     text::{Align, Column, Columns, Render},
 };
@@ -12,6 +13,8 @@ use crate::{
 pub struct Open<'a> {
     pub head: &'a OpenHeader,
     pub path: &'a [u8],
+    /// The full path, when asked for and resolved (see [`full_path`]).
+    pub full: Option<&'a [u8]>,
 }
 
 impl<'a> Open<'a> {
@@ -32,7 +35,7 @@ pub enum DecodeError {
     Short { len: usize },
     Kind(u8),
     Syscall(u8),
-    PathLen { path_len: u16, len: usize },
+    PathLen { path_len: u16, full_len: u16, len: usize },
 }
 
 impl core::fmt::Display for DecodeError {
@@ -41,15 +44,22 @@ impl core::fmt::Display for DecodeError {
             DecodeError::Short { len } => write!(f, "a {len}-byte record is shorter than its header"),
             DecodeError::Kind(kind) => write!(f, "unknown record kind {kind}"),
             DecodeError::Syscall(id) => write!(f, "unknown syscall id {id}"),
-            DecodeError::PathLen { path_len, len } => {
-                write!(f, "a path of {path_len} bytes does not fit a {len}-byte record")
+            DecodeError::PathLen { path_len, full_len, len } => {
+                write!(f, "paths of {path_len} and {full_len} bytes do not fit a {len}-byte record")
             }
         }
     }
 }
 
-/// The header of an open's ring record, copied out, and its path bytes (borrowed).
-pub fn decode(record: &[u8]) -> Result<(OpenHeader, &[u8]), DecodeError> {
+/// An open's ring record: the header (copied out), the path as passed and what the walk for the
+/// full path gave (see [`full_path`]), both borrowed.
+pub struct Decoded<'a> {
+    pub head: OpenHeader,
+    pub path: &'a [u8],
+    pub walked: &'a [u8],
+}
+
+pub fn decode(record: &[u8]) -> Result<Decoded<'_>, DecodeError> {
     if record.len() < OPEN_HEADER_SIZE {
         return Err(DecodeError::Short { len: record.len() });
     }
@@ -61,10 +71,67 @@ pub fn decode(record: &[u8]) -> Result<(OpenHeader, &[u8]), DecodeError> {
     if Syscall::from_u8(head.syscall).is_none() {
         return Err(DecodeError::Syscall(head.syscall));
     }
-    let path = record
-        .get(OPEN_HEADER_SIZE..OPEN_HEADER_SIZE + usize::from(head.path_len))
-        .ok_or(DecodeError::PathLen { path_len: head.path_len, len: record.len() })?;
-    Ok((head, path))
+    let (path_end, full_end) = (
+        OPEN_HEADER_SIZE + usize::from(head.path_len),
+        OPEN_HEADER_SIZE + usize::from(head.path_len) + usize::from(head.full_len),
+    );
+    let too_short =
+        DecodeError::PathLen { path_len: head.path_len, full_len: head.full_len, len: record.len() };
+    let (path, walked) = match (record.get(OPEN_HEADER_SIZE..path_end), record.get(path_end..full_end)) {
+        (Some(path), Some(walked)) => (path, walked),
+        _ => return Err(too_short),
+    };
+    Ok(Decoded { head, path, walked })
+}
+
+/// Appended to the path of a file that is no longer linked, as `/proc/PID/fd` shows it.
+pub const DELETED: &[u8] = b" (deleted)";
+
+/// The full path of an open from what the kernel found (`head.full`): the walked path itself,
+/// or composed in `scratch` (a deleted file's path with [`DELETED`], a failed relative open's
+/// starting directory joined with the path as `os.path.join` joins them), or the path as passed
+/// (a failed absolute open). `None` when not asked for or not resolved.
+pub fn full_path<'a>(
+    head: &OpenHeader,
+    path: &'a [u8],
+    walked: &'a [u8],
+    scratch: &'a mut Vec<u8>,
+) -> Option<&'a [u8]> {
+    match head.full {
+        full::FILE => Some(walked),
+        full::AS_PASSED => Some(path),
+        full::FILE_DELETED => {
+            scratch.clear();
+            scratch.extend_from_slice(walked);
+            scratch.extend_from_slice(DELETED);
+            Some(scratch)
+        }
+        full::START_DIR => {
+            scratch.clear();
+            scratch.extend_from_slice(walked);
+            if !walked.ends_with(b"/") {
+                scratch.push(b'/');
+            }
+            scratch.extend_from_slice(path);
+            Some(scratch)
+        }
+        _ => None,
+    }
+}
+
+/// Why a full path is None, in words (for the log); None when it is not None or not asked for.
+pub fn unresolved(code: u8) -> Option<&'static str> {
+    Some(match code {
+        full::TOO_LONG => "longer than PATH_MAX",
+        full::DISCONNECTED => "a pipe, socket or other file with no path, or one cut off from the tree",
+        full::RENAMED => "a directory on the way was renamed while it was read",
+        full::NO_FILE => "its fd was gone from the process by the time it was looked up",
+        full::START_DELETED => "the directory a relative lookup started from is deleted",
+        full::FAULT => "a kernel structure could not be read",
+        full::TOO_DEEP => "more nested components than the walk takes",
+        code if code >= full::FIRST_UNRESOLVED => "an unknown reason",
+        _ => return None,
+    })
 }
 
 /// Bytes kept inside their owner when short (most paths are): no allocation per event.
@@ -114,17 +181,22 @@ impl core::hash::Hash for SmallBytes {
 pub struct OwnedOpen {
     pub head: OpenHeader,
     pub path: SmallBytes,
+    pub full: Option<SmallBytes>,
 }
 
 impl OwnedOpen {
     pub fn new(open: Open<'_>) -> OwnedOpen {
         let mut head = *open.head;
         head.path_len = open.path.len() as u16;
-        OwnedOpen { head, path: SmallBytes::new(open.path) }
+        OwnedOpen { head, path: SmallBytes::new(open.path), full: open.full.map(SmallBytes::new) }
     }
 
     pub fn view(&self) -> Open<'_> {
-        Open { head: &self.head, path: self.path.as_bytes() }
+        Open {
+            head: &self.head,
+            path: self.path.as_bytes(),
+            full: self.full.as_ref().map(SmallBytes::as_bytes),
+        }
     }
 }
 
@@ -132,7 +204,7 @@ impl Default for OwnedOpen {
     /// All zero but what zero would misstate: the record kind, and `dfd` (AT_FDCWD).
     fn default() -> Self {
         let head = OpenHeader { kind: RecordKind::Open as u8, dfd: AT_FDCWD, ..OpenHeader::default() };
-        OwnedOpen { head, path: SmallBytes::new(b"") }
+        OwnedOpen { head, path: SmallBytes::new(b""), full: None }
     }
 }
 
@@ -177,6 +249,14 @@ pub static FIELDS: &[Field<Get, Set>] = &[
         set: None,
         show: DICT | REPR,
     },
+    int!(ppid, DICT),
+    Field {
+        name: "full_path",
+        get: |e| e.full.map_or(Value::None, Value::Text),
+        set: Some(set_full_path),
+        show: DICT,
+    },
+    Field { name: "full_path_bytes", get: |e| e.full.map_or(Value::None, Value::Bytes), set: None, show: 0 },
 ];
 
 /// Which optional columns the CLI shows (opensnoop's `-T`, `-U`, `-e`).
@@ -185,7 +265,10 @@ pub struct ColumnOptions {
     /// `TIME(s)`, counted from this CLOCK_MONOTONIC instant.
     pub timestamp_from: Option<u64>,
     pub uid: bool,
-    pub flags: bool,
+    /// Flags (and the dfd where it is not AT_FDCWD): opensnoop's `-e`.
+    pub extended: bool,
+    /// The full path in the PATH column (opensnoop's `-F`).
+    pub full_path: bool,
 }
 
 /// The CLI's columns: opensnoop's `PID COMM FD ERR PATH` (FD -1 and ERR the errno on failure),
@@ -199,6 +282,7 @@ pub fn columns(options: ColumnOptions) -> Columns {
         align,
         render: Render::Plain,
         none,
+        fallback: None,
     };
     let mut columns = Vec::new();
     if let Some(start_ns) = options.timestamp_from {
@@ -214,11 +298,29 @@ pub fn columns(options: ColumnOptions) -> Columns {
     columns.push(column("COMM", "comm", 16, Align::Left, ""));
     columns.push(column("FD", "fd", 3, Align::Right, "-1"));
     columns.push(column("ERR", "errno", 3, Align::Right, "0"));
-    if options.flags {
+    if options.extended {
         columns.push(Column { render: Render::Octal, ..column("FLAGS", "flags", 8, Align::Left, "") });
+        columns.push(Column {
+            render: Render::Except(i64::from(AT_FDCWD)),
+            ..column("DFD", "dfd", 4, Align::Right, "-")
+        });
     }
-    columns.push(column("PATH", "path", 0, Align::Left, ""));
+    if options.full_path {
+        // An unresolved full path shows the path as passed, marked.
+        columns
+            .push(Column { fallback: Some(at("path")), ..column("PATH", "full_path", 0, Align::Left, "? ") });
+    } else {
+        columns.push(column("PATH", "path", 0, Align::Left, ""));
+    }
     Columns(columns)
+}
+
+fn set_full_path(o: &mut OwnedOpen, v: Input<'_>) -> Result<(), SetError> {
+    o.full = match v {
+        Input::None => None,
+        v => Some(SmallBytes::new(v.bytes("full_path")?)),
+    };
+    Ok(())
 }
 
 fn set_comm(o: &mut OwnedOpen, v: Input<'_>) -> Result<(), SetError> {
@@ -278,15 +380,23 @@ mod tests {
     #[test]
     fn decodes_a_record_and_refuses_broken_ones() {
         let good = record(header(4), b"/etc");
-        let (head, path) = decode(&good).unwrap();
-        let open = Open { head: &head, path };
-        assert_eq!((open.comm(), open.syscall(), path), (&b"cat"[..], "openat2", &b"/etc"[..]));
+        let Decoded { head, path, walked } = decode(&good).unwrap();
+        let open = Open { head: &head, path, full: None };
+        assert_eq!(
+            (open.comm(), open.syscall(), path, walked),
+            (&b"cat"[..], "openat2", &b"/etc"[..], &b""[..])
+        );
 
         assert_eq!(decode(&good[..10]).err(), Some(DecodeError::Short { len: 10 }));
         assert_eq!(
             decode(&record(header(5), b"/etc")).err(),
-            Some(DecodeError::PathLen { path_len: 5, len: OPEN_HEADER_SIZE + 4 })
+            Some(DecodeError::PathLen { path_len: 5, full_len: 0, len: OPEN_HEADER_SIZE + 4 })
         );
+        let mut both = header(4);
+        both.full_len = 3;
+        let both = record(both, b"/etcabc");
+        let Decoded { path, walked, .. } = decode(&both).unwrap();
+        assert_eq!((path, walked), (&b"/etc"[..], &b"abc"[..]));
         let mut bad = header(0);
         bad.syscall = 99;
         assert_eq!(decode(&record(bad, b"")).err(), Some(DecodeError::Syscall(99)));
@@ -340,8 +450,13 @@ mod tests {
         (owned.head.pid, owned.head.uid, owned.head.ret, owned.head.flags) = (42, 1000, 3, 0o100101);
         owned.head.comm[..3].copy_from_slice(b"cat");
         owned.path = SmallBytes::new(b"/etc/passwd");
-        let columns = columns(ColumnOptions { timestamp_from: Some(500_000_000), uid: true, flags: true });
-        assert_eq!(columns.header(), "TIME(s)  UID     PID    COMM              FD ERR FLAGS    PATH\n");
+        let columns = columns(ColumnOptions {
+            timestamp_from: Some(500_000_000),
+            uid: true,
+            extended: true,
+            full_path: false,
+        });
+        assert_eq!(columns.header(), "TIME(s)  UID     PID    COMM              FD ERR FLAGS     DFD PATH\n");
         let mut out = String::new();
         columns.write(|i| (FIELDS[i].get)(owned.view()), &mut out);
         owned.head.ret = -2;
@@ -349,11 +464,43 @@ mod tests {
         columns.write(|i| (FIELDS[i].get)(owned.view()), &mut out);
         assert_eq!(
             out,
-            "1.000    1000    42     cat                3   0 00100101 /etc/passwd\n\
-             1.000    1000    42     cat               -1   2 00100101 /nope\n"
+            "1.000    1000    42     cat                3   0 00100101    - /etc/passwd\n\
+             1.000    1000    42     cat               -1   2 00100101    - /nope\n"
         );
         let plain = super::columns(ColumnOptions::default());
         assert_eq!(plain.header(), "PID    COMM              FD ERR PATH\n");
+    }
+
+    #[test]
+    fn full_paths_from_what_the_walk_found() {
+        let mut scratch = Vec::new();
+        let mut head = header(0);
+        let mut full = |code, path: &[u8], walked: &[u8]| {
+            head.full = code;
+            full_path(&head, path, walked, &mut scratch).map(<[u8]>::to_vec)
+        };
+        assert_eq!(full(full::FILE, b"x", b"/a/x"), Some(b"/a/x".to_vec()));
+        assert_eq!(full(full::FILE_DELETED, b"x", b"/a/x"), Some(b"/a/x (deleted)".to_vec()));
+        // os.path.join: one slash between, none added after a root.
+        assert_eq!(full(full::START_DIR, b"../y", b"/a/b"), Some(b"/a/b/../y".to_vec()));
+        assert_eq!(full(full::START_DIR, b"y", b"/"), Some(b"/y".to_vec()));
+        assert_eq!(full(full::START_DIR, b"", b"/a"), Some(b"/a/".to_vec()));
+        assert_eq!(full(full::AS_PASSED, b"/nope/x", b""), Some(b"/nope/x".to_vec()));
+        assert_eq!(full(full::NOT_ASKED, b"x", b""), None);
+        assert_eq!(full(full::TOO_LONG, b"x", b""), None);
+        assert!(unresolved(full::RENAMED).is_some() && unresolved(full::FILE).is_none());
+    }
+
+    #[test]
+    fn the_full_path_column_marks_what_is_unresolved() {
+        let columns = columns(ColumnOptions { full_path: true, ..ColumnOptions::default() });
+        let mut owned = OwnedOpen { path: SmallBytes::new(b"rel"), ..OwnedOpen::default() };
+        let mut out = String::new();
+        columns.write(|i| (FIELDS[i].get)(owned.view()), &mut out);
+        owned.full = Some(SmallBytes::new(b"/abs/rel"));
+        columns.write(|i| (FIELDS[i].get)(owned.view()), &mut out);
+        let lines: Vec<_> = out.lines().collect();
+        assert!(lines[0].ends_with("   0 ? rel") && lines[1].ends_with("   0 /abs/rel"), "{lines:?}");
     }
 
     #[test]

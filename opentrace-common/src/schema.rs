@@ -44,6 +44,7 @@ pub const REPR: Show = 1 << 1;
 /// A value given for a field when an event is built by hand (`OpenEvent(pid=1, ...)`, pickling).
 #[derive(Clone, Copy, Debug)]
 pub enum Input<'a> {
+    None,
     Int(i128),
     /// Bytes, or a str as `os.fsencode` encodes it.
     Bytes(&'a [u8]),
@@ -68,7 +69,7 @@ impl<'a> Input<'a> {
     pub fn bytes(self, field: &str) -> Result<&'a [u8], SetError> {
         match self {
             Input::Bytes(bytes) => Ok(bytes),
-            Input::Int(_) => Err(SetError::Type(format!("{field} must be a str or bytes"))),
+            Input::Int(_) | Input::None => Err(SetError::Type(format!("{field} must be a str or bytes"))),
         }
     }
 }

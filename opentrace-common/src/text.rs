@@ -20,6 +20,8 @@ pub enum Render {
     Seconds { start_ns: u64 },
     /// A number in octal, zero-padded to the width.
     Octal,
+    /// A number, except this value, which shows as the placeholder (`dfd` other than AT_FDCWD).
+    Except(i64),
 }
 
 /// One column: a field of the event kind's table, shown `width` wide.
@@ -31,8 +33,9 @@ pub struct Column {
     pub width: usize,
     pub align: Align,
     pub render: Render,
-    /// What a None value shows as.
+    /// What a None value shows as; with `fallback`, followed by that field's value.
     pub none: &'static str,
+    pub fallback: Option<usize>,
 }
 
 /// A line layout: columns separated by one space; the last one is not padded.
@@ -62,7 +65,14 @@ impl Columns {
         for (i, column) in self.0.iter().enumerate() {
             let last = i + 1 == self.0.len();
             let width = if last { 0 } else { column.width };
-            cell(column, get(column.field), width, out);
+            let value = match (get(column.field), column.fallback) {
+                (Value::None, Some(other)) => {
+                    out.push_str(column.none);
+                    get(other)
+                }
+                (value, _) => value,
+            };
+            cell(column, value, width, out);
             out.push(if last { '\n' } else { ' ' });
         }
     }
@@ -77,6 +87,7 @@ fn cell(column: &Column, value: Value<'_>, width: usize, out: &mut String) {
         (Value::UInt(n), Render::Octal) => {
             let _ = write!(out, "{n:0width$o}");
         }
+        (Value::Int(n), Render::Except(except)) if n == except => out.push_str(column.none),
         (Value::Int(n), _) => return push_int(out, n, width, column.align),
         (Value::UInt(n), _) => return push_uint(out, n, width, column.align),
         (Value::None, _) => out.push_str(column.none),
@@ -281,7 +292,7 @@ mod tests {
     use super::*;
 
     fn column(title: &'static str, field: usize, width: usize, align: Align, render: Render) -> Column {
-        Column { title, field, width, align, render, none: "-" }
+        Column { title, field, width, align, render, none: "-", fallback: None }
     }
 
     #[test]

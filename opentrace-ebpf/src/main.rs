@@ -1,30 +1,36 @@
 //! Tracepoint programs for the open family of syscalls.
 //!
 //! `sys_enter_*` filters and remembers the arguments per thread; `sys_exit_*` pairs them with the
-//! return value, copies the path (the kernel has faulted its page in by then) and sends one
-//! variable-length record through the `EVENTS` ring buffer.
+//! return value, copies the path (the kernel has faulted its page in by then), resolves the full
+//! path when asked, and sends one variable-length record through the `EVENTS` ring buffer.
 #![no_std]
 #![no_main]
+
+mod kernel;
+mod path;
+mod storage;
 
 use core::ptr::read_volatile;
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::{BPF_F_NO_PREALLOC, BPF_LOCAL_STORAGE_GET_F_CREATE, bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE},
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_get_current_uid_gid,
-        bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_str_bytes, bpf_task_storage_get,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns,
+        bpf_probe_read_user, bpf_probe_read_user_str_bytes,
     },
     macros::{btf_map, map, tracepoint},
-    maps::{Array, PerCpuArray, ProgramArray, RingBuf},
+    maps::{PerCpuArray, ProgramArray, RingBuf},
     programs::TracePointContext,
 };
 use aya_log_ebpf::warn;
 use opentrace_common::{
     AT_FDCWD, ArgOffsets, COUNTER_COUNT, COUNTER_LOST_PENDING, COUNTER_LOST_RING, DEFAULT_RET_OFFSET,
-    FILTER_COMM, FILTER_EXCLUDE_SELF, FILTER_FAILED, FILTER_PID, FILTER_TID, FILTER_UID, Filter, NO_FIELD,
-    OPEN_HEADER_SIZE, OpenRecord, Pending, RecordKind, STATUS_HOW_FAULT, STATUS_PATH_FAULT, Syscall,
+    FILTER_COMM, FILTER_EXCLUDE_SELF, FILTER_FAILED, FILTER_PID, FILTER_TID, FILTER_UID, NO_FIELD,
+    OPEN_HEADER_SIZE, OpenRecord, PATH_MAX, Pending, RecordKind, STATUS_HOW_FAULT, STATUS_PATH_FAULT,
+    Settings, Syscall, WITH_FULL_PATH, full,
 };
+
+use crate::storage::TaskStorage;
 
 // Argument offsets of each `sys_enter_*` record and of `ret` in `sys_exit_*`. These are the
 // defaults; the loader overwrites them with what the running kernel's `format` files say.
@@ -39,65 +45,36 @@ static CREAT_ARGS: ArgOffsets = ArgOffsets::CREAT;
 #[unsafe(no_mangle)]
 static RET_OFFSET: u32 = DEFAULT_RET_OFFSET;
 
+/// This watcher's filters and features, written by the loader before loading.
+#[unsafe(no_mangle)]
+static SETTINGS: Settings = Settings::NONE;
+
+/// A read-only global, as the verifier sees it: a constant.
+macro_rules! global {
+    ($($path:tt)+) => {
+        // SAFETY: a read-only global the loader sets before loading; the volatile read keeps the
+        // compiler from folding in the default value.
+        unsafe { read_volatile(&raw const $($path)+) }
+    };
+}
+
 /// `bpf_ringbuf_output` flags: none, so the kernel wakes the reader only when it had caught up
 /// (the reader pauses between drains, which makes that once per batch).
 const ADAPTIVE_WAKEUP: u64 = 0;
 
-/// Element 0: the filters, written by the loader before the programs are attached.
-#[map]
-static CONFIG: Array<Filter> = Array::with_max_entries(1, 0);
-
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 
-/// What `sys_enter_*` remembers for `sys_exit_*`, in the task itself (task-local storage: no
-/// hashing, no table to fill, freed with the task; a thread's entry and exit run in that thread).
+/// What `sys_enter_*` remembers for `sys_exit_*`, in the task itself (a thread's entry and exit
+/// run in that thread, one after the other).
 #[btf_map]
 static PENDING: TaskStorage<Pending> = TaskStorage::new();
-
-/// `BPF_MAP_TYPE_TASK_STORAGE` as a BTF map definition (aya-ebpf 0.2 defines the inode, socket
-/// and cgroup local storages, not the task one). The fields only carry BTF for the loader.
-#[repr(C)]
-struct TaskStorage<T> {
-    r#type: *const [i32; BPF_MAP_TYPE_TASK_STORAGE as usize],
-    key: *const i32,
-    value: *const T,
-    max_entries: *const [i32; 0],
-    map_flags: *const [i32; BPF_F_NO_PREALLOC as usize],
-}
-
-// SAFETY: placeholder pointers for BTF, never dereferenced.
-unsafe impl<T> Sync for TaskStorage<T> {}
-
-impl<T> TaskStorage<T> {
-    const fn new() -> Self {
-        let null = core::ptr::null();
-        TaskStorage {
-            r#type: null,
-            key: null.cast(),
-            value: null.cast(),
-            max_entries: null.cast(),
-            map_flags: null.cast(),
-        }
-    }
-
-    /// The current task's value, created (zeroed) when `create` and absent.
-    #[inline(always)]
-    fn current(&self, create: bool) -> Option<*mut T> {
-        let flags = if create { u64::from(BPF_LOCAL_STORAGE_GET_F_CREATE) } else { 0 };
-        let map = core::ptr::from_ref(self).cast_mut().cast();
-        // SAFETY: the helpers are called as documented (this map, the current task's BTF pointer).
-        let value =
-            unsafe { bpf_task_storage_get(map, bpf_get_current_task_btf(), core::ptr::null_mut(), flags) };
-        (!value.is_null()).then_some(value.cast::<T>())
-    }
-}
 
 /// Element 0: the `diagnose` program, for tail calls.
 #[map]
 static DIAGNOSE: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
-// The 4 KiB record does not fit the 512-byte stack; each CPU builds its record here.
+// The 8 KiB record does not fit the 512-byte stack; each CPU builds its record here.
 #[map]
 static SCRATCH: PerCpuArray<OpenRecord> = PerCpuArray::with_max_entries(1, 0);
 
@@ -109,9 +86,7 @@ macro_rules! open_family {
         #[tracepoint]
         pub fn $enter(ctx: TracePointContext) -> u32 {
             let record = Record::<$nargs>::new(&ctx);
-            // SAFETY: a read-only global the loader sets before loading; the volatile read keeps
-            // the compiler from folding in the default value.
-            try_sys_enter(&record, $syscall, unsafe { read_volatile(&$args) }).unwrap_or(0)
+            try_sys_enter(&record, $syscall, global!($args)).unwrap_or(0)
         }
 
         #[tracepoint]
@@ -220,30 +195,28 @@ impl<'a, const N: usize> Record<'a, N> {
     }
 }
 
-/// The filters that can be decided at syscall entry, before anything is stored.
+/// The filters that can be decided at syscall entry, before anything is stored. The settings
+/// are constants to the verifier: a filter that is off costs nothing.
 #[inline(always)]
 fn wanted(tgid: u32, tid: u32) -> bool {
-    let Some(filter) = CONFIG.get(0) else {
-        return false;
-    };
-    let on = |bit: u32| filter.enabled & bit != 0;
-    if on(FILTER_EXCLUDE_SELF) && tgid == filter.self_tgid {
+    let on = |bit: u32| global!(SETTINGS.enabled) & bit != 0;
+    if on(FILTER_EXCLUDE_SELF) && tgid == global!(SETTINGS.self_tgid) {
         return false;
     }
-    if on(FILTER_PID) && tgid != filter.pid {
+    if on(FILTER_PID) && tgid != global!(SETTINGS.pid) {
         return false;
     }
-    if on(FILTER_TID) && tid != filter.tid {
+    if on(FILTER_TID) && tid != global!(SETTINGS.tid) {
         return false;
     }
-    if on(FILTER_UID) && bpf_get_current_uid_gid() as u32 != filter.uid {
+    if on(FILTER_UID) && bpf_get_current_uid_gid() as u32 != global!(SETTINGS.uid) {
         return false;
     }
     if on(FILTER_COMM) {
         let Ok(comm) = bpf_get_current_comm() else {
             return false;
         };
-        return filter.comm.found_in(comm);
+        return global!(SETTINGS.comm).found_in(comm);
     }
     true
 }
@@ -264,10 +237,8 @@ fn try_sys_exit(ctx: &Record<'_, 1>) -> Result<u32, i64> {
     let pending = *slot;
     slot.timestamp_ns = 0;
 
-    // SAFETY: as for the argument offsets.
-    let ret = ctx.arg(unsafe { read_volatile(&RET_OFFSET) })? as i64;
-    let failed_only = CONFIG.get(0).is_some_and(|filter| filter.enabled & FILTER_FAILED != 0);
-    if failed_only && ret >= 0 {
+    let ret = ctx.arg(global!(RET_OFFSET))? as i64;
+    if global!(SETTINGS.enabled) & FILTER_FAILED != 0 && ret >= 0 {
         return Ok(0);
     }
 
@@ -287,10 +258,13 @@ fn try_sys_exit(ctx: &Record<'_, 1>) -> Result<u32, i64> {
     header.pid = (pid_tgid >> 32) as u32;
     header.tid = tid;
     header.uid = bpf_get_current_uid_gid() as u32;
+    header.ppid = kernel::parent_tgid();
     header.dfd = pending.dfd;
     header.syscall = pending.syscall;
     header.status = 0;
     header.fault = 0;
+    header.full = full::NOT_ASKED;
+    header.full_len = 0;
     header.comm = bpf_get_current_comm().unwrap_or_default();
 
     if pending.how != 0 {
@@ -308,22 +282,38 @@ fn try_sys_exit(ctx: &Record<'_, 1>) -> Result<u32, i64> {
         }
     }
 
+    let path = event.data.first_chunk_mut::<PATH_MAX>().ok_or(0)?;
     // SAFETY: as above; the destination is this CPU's slot.
-    let path_len =
-        match unsafe { bpf_probe_read_user_str_bytes(pending.filename as *const u8, &mut event.path) } {
-            Ok(path) => path.len(),
-            Err(err) => {
-                event.header.status |= STATUS_PATH_FAULT;
-                event.header.fault = err;
-                0
-            }
-        };
+    let path_len = match unsafe { bpf_probe_read_user_str_bytes(pending.filename as *const u8, path) } {
+        Ok(path) => path.len() as u32,
+        Err(err) => {
+            event.header.status |= STATUS_PATH_FAULT;
+            event.header.fault = err;
+            0
+        }
+    };
     event.header.path_len = path_len as u16;
 
-    // SAFETY: the header and the first `path_len` (at most PATH_MAX) bytes of the path are in the slot.
-    let record = unsafe {
-        core::slice::from_raw_parts((event as *const OpenRecord).cast::<u8>(), OPEN_HEADER_SIZE + path_len)
-    };
+    let mut full_len = 0;
+    if global!(SETTINGS.enabled) & WITH_FULL_PATH != 0 {
+        let absolute = path_len > 0 && event.data[0] == b'/';
+        let (code, start) = if event.header.status & STATUS_PATH_FAULT != 0 && ret < 0 {
+            (full::FAULT, PATH_MAX as u32)
+        } else {
+            path::resolve(ret, absolute, pending.dfd)
+        };
+        if code < full::FIRST_UNRESOLVED && start < PATH_MAX as u32 {
+            // SAFETY: the path ends before PATH_MAX; the copy is at most PATH_MAX - 1 bytes.
+            let to = unsafe { event.data.as_mut_ptr().add((path_len & (PATH_MAX as u32 - 1)) as usize) };
+            full_len = path::copy_to(to, start);
+        }
+        event.header.full = code;
+        event.header.full_len = full_len as u16;
+    }
+
+    let size = OPEN_HEADER_SIZE + (path_len as usize & (PATH_MAX - 1)) + (full_len as usize & (PATH_MAX - 1));
+    // SAFETY: the header, the path and the full path are in the slot, one after the other.
+    let record = unsafe { core::slice::from_raw_parts((event as *const OpenRecord).cast::<u8>(), size) };
     if EVENTS.output::<[u8]>(record, ADAPTIVE_WAKEUP).is_err() {
         count(COUNTER_LOST_RING);
     }

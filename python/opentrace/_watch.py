@@ -71,6 +71,12 @@ def _syscalls(value: object) -> list[str]:
     return sorted(set(names))
 
 
+def _bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, not {type(value).__name__}")
+    return value
+
+
 def _comm(value: object) -> bytes:
     if not isinstance(value, str):
         raise TypeError(f"comm must be a str, not {type(value).__name__}")
@@ -129,6 +135,7 @@ def watch(
     syscalls: Iterable[str] = SYSCALLS,
     ring_size: int = DEFAULT_RING_SIZE,
     latency: float = DEFAULT_LATENCY,
+    full_path: bool = False,
 ) -> Watcher:
     """Load and attach the tracepoint programs; returns a ``Watcher`` yielding ``OpenEvent``.
 
@@ -136,7 +143,8 @@ def watch(
     ``uid`` (real user id), ``comm`` (command name contains), ``failed`` (only failed opens),
     ``syscalls`` (subset of open/openat/openat2/creat). ``ring_size`` is the ring buffer's size
     in bytes. ``latency`` bounds, in seconds, how long a busy stream may hold an event back to
-    deliver it in a batch (an event after a quiet spell arrives at once).
+    deliver it in a batch (an event after a quiet spell arrives at once). ``full_path`` resolves
+    each event's ``full_path``: the absolute path of what was opened, as the process sees it.
     """
     config: dict[str, Any] = {
         "syscalls": _syscalls(syscalls),
@@ -151,9 +159,8 @@ def watch(
         config["uid"] = _int("uid", uid, 0, 2**32 - 2)
     if comm is not None:
         config["comm"] = _comm(comm)
-    if not isinstance(failed, bool):
-        raise TypeError(f"failed must be a bool, not {type(failed).__name__}")
-    config["failed"] = failed
+    config["failed"] = _bool("failed", failed)
+    config["full_path"] = _bool("full_path", full_path)
     me = os.getpid()
     if pid != me and (tid is None or not _is_own_thread(tid)):
         config["exclude_tgid"] = me

@@ -32,7 +32,8 @@ examples:
   opentrace -u 1000               # only trace UID 1000
   opentrace -d 10                 # trace for 10 seconds only
   opentrace -n main               # only trace processes whose name contains "main"
-  opentrace -e                    # show the open flags too
+  opentrace -e                    # show the open flags (and dfd) too
+  opentrace -F                    # show the full path of what was opened
   opentrace -c 100 --json         # 100 events as JSON lines, then stop
   opentrace list 'syscalls:*open*'            # tracepoints matching a glob
   opentrace format syscalls:sys_enter_openat  # one tracepoint's record layout
@@ -86,7 +87,11 @@ def _trace_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--count", type=_positive_int, metavar="N", help="stop after N events")
     p.add_argument("-T", "--timestamp", action="store_true", help="print a timestamp column (seconds)")
     p.add_argument("-U", "--print-uid", action="store_true", help="print a UID column")
-    p.add_argument("-e", "--extended", action="store_true", help="print the open flags (octal)")
+    p.add_argument("-e", "--extended", action="store_true", help="print the open flags (octal) and the dfd")
+    p.add_argument(
+        "-F", "--full-path", action="store_true",
+        help="print the full path of what was opened (unresolved ones as '? PATH')",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per line instead of columns")
     p.add_argument("-q", "--quiet", action="store_true", help="no 'tracing ...' line on stderr at start")
     p.add_argument(
@@ -184,6 +189,8 @@ def _trace(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
         filters["syscalls"] = args.syscall
     if args.ring_size is not None:
         filters["ring_size"] = args.ring_size
+    if args.full_path:
+        filters["full_path"] = True
     try:
         watcher = watch(**filters)  # type: ignore[arg-type]
     except (ValueError, TypeError) as e:
@@ -192,7 +199,7 @@ def _trace(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
     with watcher:
         formatter = Formatter(
             json=args.json, timestamp=args.timestamp, uid=args.print_uid, extended=args.extended,
-            start_ns=time.monotonic_ns(),
+            full_path=args.full_path, start_ns=time.monotonic_ns(),
         )
         if not args.quiet:
             err.write(f"{PROG}: tracing {', '.join(watcher.syscalls)}; Ctrl-C to stop\n")

@@ -1,0 +1,354 @@
+//! Kernel struct member offsets from BTF (`/sys/kernel/btf/vmlinux`): the programs read kernel
+//! structures at offsets that differ between kernels, and aya's Rust eBPF has no CO-RE
+//! relocations, so the loader looks the few members up here and hands them over as read-only
+//! globals (the same idea as the tracepoint offsets from the `format` files, one level down).
+//!
+//! Only what a lookup needs is decoded: one pass indexes where each type starts (the file is
+//! ~5 MB and ~130,000 types); names are compared only for structs and unions.
+use crate::{DENTRY_WINDOW, KernelOffsets};
+
+const MAGIC: u16 = 0xeb9f;
+const TYPE_SIZE: usize = 12;
+
+const KIND_INT: u32 = 1;
+const KIND_PTR: u32 = 2;
+const KIND_ARRAY: u32 = 3;
+const KIND_STRUCT: u32 = 4;
+const KIND_UNION: u32 = 5;
+const KIND_ENUM: u32 = 6;
+const KIND_TYPEDEF: u32 = 8;
+const KIND_VOLATILE: u32 = 9;
+const KIND_CONST: u32 = 10;
+const KIND_RESTRICT: u32 = 11;
+const KIND_FUNC_PROTO: u32 = 13;
+const KIND_VAR: u32 = 14;
+const KIND_DATASEC: u32 = 15;
+const KIND_DECL_TAG: u32 = 17;
+const KIND_TYPE_TAG: u32 = 18;
+const KIND_ENUM64: u32 = 19;
+
+/// A parsed BTF blob: the raw bytes (owned, or a mapping of the file) and where each type starts.
+pub struct Btf<D> {
+    data: D,
+    types: Vec<usize>,
+    strings: (usize, usize),
+    /// (name offset, type id) of every named struct and union.
+    structs: Vec<(u32, u32)>,
+}
+
+/// Where a member lives: its byte offset from the start of the outer struct, its size in bytes,
+/// and (for arrays) the size of one element.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub offset: u32,
+    pub size: u32,
+    pub element_size: u32,
+}
+
+fn u16_at(data: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(data.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn u32_at(data: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(data.get(at..at + 4)?.try_into().ok()?))
+}
+
+impl<D: AsRef<[u8]>> Btf<D> {
+    /// Indexes a BTF blob (little-endian, as on the machines opentrace runs on).
+    pub fn parse(blob: D) -> Result<Btf<D>, String> {
+        let data = blob.as_ref();
+        let bad = |what: &str| format!("malformed BTF: {what}");
+        if u16_at(data, 0) != Some(MAGIC) {
+            return Err(bad("no BTF magic (or not little-endian)"));
+        }
+        let header = |at| u32_at(data, at).map(|v| v as usize).ok_or_else(|| bad("short header"));
+        let hdr_len = header(4)?;
+        let (type_off, type_len) = (hdr_len + header(8)?, header(12)?);
+        let (str_off, str_len) = (hdr_len + header(16)?, header(20)?);
+        if type_off + type_len > data.len() || str_off + str_len > data.len() {
+            return Err(bad("sections beyond the end"));
+        }
+        // Type ids start at 1; index 0 stands for `void`.
+        let mut types = vec![0];
+        let mut structs = Vec::new();
+        let mut at = type_off;
+        while at < type_off + type_len {
+            let info = u32_at(data, at + 4).ok_or_else(|| bad("truncated type"))?;
+            let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
+            let extra = match kind {
+                KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
+                KIND_ARRAY => 12,
+                KIND_STRUCT | KIND_UNION | KIND_DATASEC | KIND_ENUM64 => 12 * vlen,
+                KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen,
+                0..=19 => 0,
+                _ => return Err(bad(&format!("unknown type kind {kind}"))),
+            };
+            if matches!(kind, KIND_STRUCT | KIND_UNION) {
+                let name_off = u32_at(data, at).ok_or_else(|| bad("truncated type"))?;
+                if name_off != 0 {
+                    structs.push((name_off, types.len() as u32));
+                }
+            }
+            types.push(at);
+            at += TYPE_SIZE + extra;
+        }
+        Ok(Btf { data: blob, types, strings: (str_off, str_len), structs })
+    }
+
+    /// The id of the struct or union called `name`.
+    fn struct_id(&self, name: &str) -> Option<u32> {
+        self.structs.iter().find(|(name_off, _)| self.name(*name_off) == name.as_bytes()).map(|(_, id)| *id)
+    }
+
+    fn name(&self, name_off: u32) -> &[u8] {
+        c_str(self.data.as_ref(), self.strings.0, self.strings.1, name_off as usize).unwrap_or_default()
+    }
+
+    /// (kind, vlen, kind_flag, size_or_type, name_off) of type `id`.
+    fn header(&self, id: u32) -> Option<(u32, usize, bool, u32, u32)> {
+        let at = *self.types.get(id as usize).filter(|_| id != 0)?;
+        let data = self.data.as_ref();
+        let info = u32_at(data, at + 4)?;
+        Some((
+            (info >> 24) & 0x1f,
+            (info & 0xffff) as usize,
+            info >> 31 == 1,
+            u32_at(data, at + 8)?,
+            u32_at(data, at)?,
+        ))
+    }
+
+    /// Follows typedefs and qualifiers to the type they name.
+    fn resolve(&self, mut id: u32) -> Option<u32> {
+        for _ in 0..32 {
+            let (kind, _, _, next, _) = self.header(id)?;
+            match kind {
+                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => id = next,
+                _ => return Some(id),
+            }
+        }
+        None
+    }
+
+    /// Size in bytes of type `id`.
+    fn size_of(&self, id: u32) -> Option<u32> {
+        let id = self.resolve(id)?;
+        let (kind, _, _, size, _) = self.header(id)?;
+        match kind {
+            KIND_PTR => Some(8),
+            KIND_ARRAY => {
+                let at = self.types[id as usize] + TYPE_SIZE;
+                let (element, count) = (u32_at(self.data.as_ref(), at)?, u32_at(self.data.as_ref(), at + 8)?);
+                self.size_of(element)?.checked_mul(count)
+            }
+            _ => Some(size),
+        }
+    }
+
+    /// The member `name` of struct or union `id`, looked for in anonymous members too:
+    /// (byte offset, member type id).
+    fn find_member(&self, id: u32, name: &[u8]) -> Option<(u32, u32)> {
+        let (kind, vlen, kind_flag, _, _) = self.header(self.resolve(id)?)?;
+        if !matches!(kind, KIND_STRUCT | KIND_UNION) {
+            return None;
+        }
+        let base = self.types[self.resolve(id)? as usize] + TYPE_SIZE;
+        for i in 0..vlen {
+            let at = base + 12 * i;
+            let data = self.data.as_ref();
+            let (name_off, ty, offset) = (u32_at(data, at)?, u32_at(data, at + 4)?, u32_at(data, at + 8)?);
+            // With kind_flag set, the top 8 bits hold a bitfield's size.
+            let bits = if kind_flag { offset & 0xff_ffff } else { offset };
+            if !bits.is_multiple_of(8) {
+                continue;
+            }
+            if name_off == 0 {
+                if let Some((inner, found)) = self.find_member(ty, name) {
+                    return Some((bits / 8 + inner, found));
+                }
+            } else if self.name(name_off) == name {
+                return Some((bits / 8, ty));
+            }
+        }
+        None
+    }
+
+    /// `"f_path.dentry"` in `struct file`: a dotted path of members, through embedded structs
+    /// (not through pointers).
+    pub fn member(&self, outer: &str, path: &str) -> Result<Member, String> {
+        let missing = || format!("this kernel's BTF has no member {path} in struct {outer}");
+        let mut id =
+            self.struct_id(outer).ok_or_else(|| format!("this kernel's BTF has no struct {outer}"))?;
+        let mut offset = 0;
+        for part in path.split('.') {
+            let (at, ty) = self.find_member(id, part.as_bytes()).ok_or_else(missing)?;
+            offset += at;
+            id = ty;
+        }
+        let size = self.size_of(id).ok_or_else(missing)?;
+        let element_size = match self.resolve(id).and_then(|r| self.header(r)) {
+            Some((KIND_ARRAY, ..)) => {
+                let resolved = self.resolve(id).ok_or_else(missing)?;
+                let element = u32_at(self.data.as_ref(), self.types[resolved as usize] + TYPE_SIZE);
+                element.and_then(|e| self.size_of(e)).ok_or_else(missing)?
+            }
+            _ => size,
+        };
+        Ok(Member { offset, size, element_size })
+    }
+
+    /// The size of struct `name`.
+    pub fn struct_size(&self, name: &str) -> Result<u32, String> {
+        let id = self.struct_id(name).ok_or_else(|| format!("this kernel's BTF has no struct {name}"))?;
+        self.size_of(id).ok_or_else(|| format!("this kernel's BTF has a malformed struct {name}"))
+    }
+}
+
+/// What the programs need to know of this kernel's structs.
+pub struct Layout {
+    pub offsets: KernelOffsets,
+    /// Whether full paths can be resolved, or why not (a member the walk reads is missing).
+    pub full_path: Result<(), String>,
+}
+
+/// Reads the members the programs use. The ones every watcher needs (`ppid`) must be there;
+/// the path walk's are needed only for `full_path=True`.
+pub fn layout<D: AsRef<[u8]>>(btf: &Btf<D>) -> Result<Layout, String> {
+    let sized = |outer: &str, path: &str, size: u32| {
+        let member = btf.member(outer, path)?;
+        if member.size == size {
+            Ok(member.offset)
+        } else {
+            Err(format!("struct {outer} member {path} is {} bytes on this kernel, not {size}", member.size))
+        }
+    };
+    let pointer = |outer: &str, path: &str| sized(outer, path, 8);
+    let mut offsets = KernelOffsets {
+        task_tgid: sized("task_struct", "tgid", 4)?,
+        task_real_parent: pointer("task_struct", "real_parent")?,
+        ..KernelOffsets::default()
+    };
+    let full_path = (|| {
+        offsets.task_fs = pointer("task_struct", "fs")?;
+        offsets.task_files = pointer("task_struct", "files")?;
+        offsets.fs_root = btf.member("fs_struct", "root")?.offset;
+        offsets.fs_pwd = btf.member("fs_struct", "pwd")?.offset;
+        offsets.path_mnt = pointer("path", "mnt")?;
+        offsets.path_dentry = pointer("path", "dentry")?;
+        if btf.struct_size("path")? != 16
+            || !offsets.path_mnt.is_multiple_of(8)
+            || !offsets.path_dentry.is_multiple_of(8)
+        {
+            return Err("struct path is not two pointers on this kernel".to_owned());
+        }
+        let dentry = [
+            sized("dentry", "d_seq.seqcount.sequence", 4)?,
+            pointer("dentry", "d_hash.pprev")?,
+            pointer("dentry", "d_parent")?,
+            sized("dentry", "d_name.len", 4)?,
+            pointer("dentry", "d_name.name")?,
+        ];
+        let window = dentry.iter().min().copied().unwrap_or(0) & !7;
+        if dentry.iter().any(|&at| at + 8 > window + DENTRY_WINDOW) {
+            return Err(format!("struct dentry's members are spread over more than {DENTRY_WINDOW} bytes"));
+        }
+        offsets.dentry_window = window;
+        [
+            offsets.dentry_seq,
+            offsets.dentry_hash_pprev,
+            offsets.dentry_parent,
+            offsets.dentry_name_len,
+            offsets.dentry_name,
+        ] = dentry.map(|at| at - window);
+        offsets.mount_mnt = btf.member("mount", "mnt")?.offset;
+        offsets.mount_parent = pointer("mount", "mnt_parent")?;
+        offsets.mount_mountpoint = pointer("mount", "mnt_mountpoint")?;
+        offsets.vfsmount_root = pointer("vfsmount", "mnt_root")?;
+        offsets.files_fdt = pointer("files_struct", "fdt")?;
+        offsets.fdt_max_fds = sized("fdtable", "max_fds", 4)?;
+        offsets.fdt_fd = pointer("fdtable", "fd")?;
+        offsets.file_path = btf.member("file", "f_path")?.offset;
+        Ok(())
+    })();
+    Ok(Layout { offsets, full_path })
+}
+
+fn c_str(data: &[u8], start: usize, len: usize, at: usize) -> Option<&[u8]> {
+    let strings = data.get(start..start + len)?;
+    let rest = strings.get(at..)?;
+    Some(&rest[..rest.iter().position(|&b| b == 0)?])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tiny BTF blob: `struct inner { int a; union { long b; char c; }; }` and
+    /// `struct outer { char pad[4]; struct inner in; const struct inner *p; }`.
+    fn sample() -> Vec<u8> {
+        let strings = b"\0int\0long\0char\0inner\0a\0b\0c\0outer\0pad\0in\0p\0";
+        let s = |name: &str| {
+            let needle = [&[0u8][..], name.as_bytes(), &[0]].concat();
+            strings.windows(needle.len()).position(|w| w == needle).unwrap() as u32 + 1
+        };
+        let mut types = Vec::new();
+        let mut ty = |name: u32, kind: u32, vlen: u32, size: u32, extra: &[u32]| {
+            for word in [name, kind << 24 | vlen, size].iter().chain(extra) {
+                types.extend_from_slice(&word.to_le_bytes());
+            }
+        };
+        ty(s("int"), KIND_INT, 0, 4, &[32]); // 1
+        ty(s("long"), KIND_INT, 0, 8, &[64]); // 2
+        ty(s("char"), KIND_INT, 0, 1, &[8]); // 3
+        ty(0, KIND_UNION, 2, 8, &[s("b"), 2, 0, s("c"), 3, 0]); // 4
+        ty(s("inner"), KIND_STRUCT, 2, 16, &[s("a"), 1, 0, 0, 4, 64]); // 5
+        ty(0, KIND_CONST, 0, 5, &[]); // 6
+        ty(0, KIND_PTR, 0, 6, &[]); // 7
+        ty(0, KIND_ARRAY, 0, 0, &[3, 1, 4]); // 8: char[4]
+        ty(s("outer"), KIND_STRUCT, 3, 32, &[s("pad"), 8, 0, s("in"), 5, 64, s("p"), 7, 192]); // 9
+        let mut blob = Vec::new();
+        for word in
+            [u32::from(MAGIC) | 1 << 16, 24, 0, types.len() as u32, types.len() as u32, strings.len() as u32]
+        {
+            blob.extend_from_slice(&word.to_le_bytes());
+        }
+        blob.extend_from_slice(&types);
+        blob.extend_from_slice(strings);
+        blob
+    }
+
+    #[test]
+    fn members_through_embedded_and_anonymous_members() {
+        let btf = Btf::parse(sample()).unwrap();
+        assert_eq!(btf.member("outer", "pad").unwrap(), Member { offset: 0, size: 4, element_size: 1 });
+        assert_eq!(btf.member("outer", "in.a").unwrap(), Member { offset: 8, size: 4, element_size: 4 });
+        assert_eq!(btf.member("outer", "in.c").unwrap(), Member { offset: 16, size: 1, element_size: 1 });
+        assert_eq!(btf.member("outer", "p").unwrap(), Member { offset: 24, size: 8, element_size: 8 });
+        assert_eq!(btf.struct_size("inner").unwrap(), 16);
+        assert!(btf.member("outer", "in.zz").unwrap_err().contains("no member in.zz in struct outer"));
+        assert!(btf.member("nope", "a").unwrap_err().contains("no struct nope"));
+    }
+
+    #[test]
+    fn refuses_what_is_not_btf() {
+        assert!(Btf::parse(b"hello".to_vec()).is_err());
+        let mut truncated = sample();
+        truncated.truncate(40);
+        assert!(Btf::parse(truncated).is_err());
+    }
+
+    #[test]
+    fn the_running_kernel() {
+        let Ok(data) = std::fs::read("/sys/kernel/btf/vmlinux") else { return };
+        let btf = Btf::parse(data).unwrap();
+        let parent = btf.member("task_struct", "real_parent").unwrap();
+        assert_eq!(parent.size, 8);
+        assert_eq!(btf.member("task_struct", "tgid").unwrap().size, 4);
+        // Inside anonymous unions on recent kernels.
+        assert_eq!(btf.member("dentry", "d_name.len").unwrap().size, 4);
+        assert_eq!(btf.member("file", "f_path.dentry").unwrap().size, 8);
+        let layout = layout(&btf).unwrap();
+        layout.full_path.unwrap();
+        assert_eq!(layout.offsets.task_real_parent, parent.offset);
+    }
+}

@@ -1,0 +1,158 @@
+//! Where things are in the running kernel: the fields of the open-family tracepoints' records
+//! (from their `format` files) and the struct members the programs read (from BTF). Read once
+//! per process; neither changes while the kernel runs.
+use std::{
+    fs,
+    os::fd::AsRawFd,
+    path::PathBuf,
+    sync::{Mutex, PoisonError},
+};
+
+use opentrace_common::{
+    ArgOffsets, KernelOffsets, NO_FIELD, Syscall,
+    btf::{self, Btf},
+    tracefs::Format,
+};
+
+use crate::{
+    error::{Error, Result},
+    tracefs,
+};
+
+/// Where this kernel's `sys_enter_*`/`sys_exit_*` records keep their fields, and its structs
+/// their members.
+pub struct Layouts {
+    /// The syscalls that have both tracepoints, with their entry layouts.
+    pub syscalls: Vec<(Syscall, ArgOffsets)>,
+    pub ret_offset: u32,
+    pub kernel: KernelOffsets,
+    /// Whether full paths can be resolved here, or why not.
+    pub full_path: std::result::Result<(), String>,
+}
+
+/// Where the kernel's BTF is read from; `OPENTRACE_BTF` names another file (a copy, or a
+/// kernel's BTF kept elsewhere).
+const BTF_VAR: &str = "OPENTRACE_BTF";
+const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
+
+static LAYOUTS: Mutex<Option<&'static Layouts>> = Mutex::new(None);
+
+/// The layouts, read on first use.
+pub fn get() -> Result<&'static Layouts> {
+    let mut cached = LAYOUTS.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(layouts) = *cached {
+        return Ok(layouts);
+    }
+    let (syscalls, ret_offset) = syscall_layouts()?;
+    let btf::Layout { offsets: kernel, full_path } = kernel_layout()?;
+    // Leaked once per process: the loader borrows the globals for as long as it lives.
+    let layouts = Box::leak(Box::new(Layouts { syscalls, ret_offset, kernel, full_path }));
+    *cached = Some(layouts);
+    Ok(layouts)
+}
+
+/// The layout of one syscall's entry tracepoint, from its format file.
+fn arg_offsets(format: &Format) -> Result<ArgOffsets> {
+    let at = |name: &str| format.field(name).map_or(NO_FIELD, |f| f.offset);
+    let offsets = ArgOffsets {
+        // creat(2) calls it `pathname`.
+        filename: if at("filename") != NO_FIELD { at("filename") } else { at("pathname") },
+        dfd: at("dfd"),
+        flags: at("flags"),
+        mode: at("mode"),
+        how: at("how"),
+        how_size: at("usize"),
+    };
+    if offsets.filename == NO_FIELD {
+        return Err(Error::Other(format!(
+            "the tracepoint syscalls:{} has no `filename` or `pathname` field; this kernel's layout is not supported",
+            format.name
+        )));
+    }
+    Ok(offsets)
+}
+
+/// Reads the layouts of the open-family tracepoints; one this kernel lacks is skipped, not fatal.
+fn syscall_layouts() -> Result<(Vec<(Syscall, ArgOffsets)>, u32)> {
+    let mut present = Vec::new();
+    let mut ret_offset = None;
+    for syscall in Syscall::ALL {
+        let read = |phase: &str| match tracefs::format("syscalls", &format!("sys_{phase}_{}", syscall.name()))
+        {
+            Ok(format) => Ok(Some(format)),
+            Err(Error::TracepointNotFound(_)) => Ok(None),
+            Err(err) => Err(err),
+        };
+        let (Some(enter), Some(exit)) = (read("enter")?, read("exit")?) else { continue };
+        let ret = exit.field("ret").map(|f| f.offset).ok_or_else(|| {
+            Error::Other(format!("the tracepoint syscalls:{} has no `ret` field", exit.name))
+        })?;
+        if ret_offset.is_some_and(|r| r != ret) {
+            return Err(Error::Other("the sys_exit_* tracepoints disagree on where `ret` is".into()));
+        }
+        ret_offset = Some(ret);
+        present.push((syscall, arg_offsets(&enter)?));
+    }
+    let names: Vec<_> = Syscall::ALL.iter().map(|s| s.name()).collect();
+    let ret_offset = ret_offset.ok_or_else(|| {
+        Error::Other(format!(
+            "this kernel has no sys_enter/sys_exit tracepoints for {} (is it built with \
+             CONFIG_FTRACE_SYSCALLS?)",
+            names.join(", ")
+        ))
+    })?;
+    Ok((present, ret_offset))
+}
+
+/// Reads the struct members the programs use from the kernel's BTF.
+fn kernel_layout() -> Result<btf::Layout> {
+    let path = std::env::var_os(BTF_VAR).map_or_else(|| PathBuf::from(BTF_PATH), PathBuf::from);
+    let unusable = |why: String| {
+        Error::Other(format!(
+            "cannot read this kernel's struct layouts from its BTF ({}: {why}); opentrace needs a kernel \
+             built with CONFIG_DEBUG_INFO_BTF=y",
+            path.display()
+        ))
+    };
+    let file = fs::File::open(&path).map_err(|e| unusable(crate::error::describe(&e)))?;
+    let layout = match Mapped::new(&file) {
+        Some(mapped) => btf::layout(&Btf::parse(mapped).map_err(unusable)?),
+        // Older kernels cannot map it: read it (a few ms more).
+        None => {
+            let data = fs::read(&path).map_err(|e| unusable(crate::error::describe(&e)))?;
+            btf::layout(&Btf::parse(data).map_err(unusable)?)
+        }
+    };
+    layout.map_err(unusable)
+}
+
+/// A read-only private mapping of a whole file.
+struct Mapped {
+    at: *mut libc::c_void,
+    len: usize,
+}
+
+impl Mapped {
+    fn new(file: &fs::File) -> Option<Mapped> {
+        let len = usize::try_from(file.metadata().ok()?.len()).ok().filter(|&len| len > 0)?;
+        // SAFETY: a fresh read-only mapping of an open file; checked for failure below.
+        let at = unsafe {
+            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_PRIVATE, file.as_raw_fd(), 0)
+        };
+        (at != libc::MAP_FAILED).then_some(Mapped { at, len })
+    }
+}
+
+impl AsRef<[u8]> for Mapped {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: the mapping is `len` readable bytes and lives as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.at.cast(), self.len) }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly what `new` mapped.
+        unsafe { libc::munmap(self.at, self.len) };
+    }
+}
