@@ -107,28 +107,31 @@ class Tracer:
 Watch: TypeAlias = Mapping[str, Any] | Callable[[Context], Mapping[str, Any]]
 
 
-def library(name: str, label: str, watch: Watch | None = None, attached: bytes | None = None) -> Tracer:
+def library(name: str, label: str, watch: Watch | None = None, attached: bytes | None = None,
+            python: str = PY) -> Tracer:
     """A row for bench/consumer.py: ``opentrace.watch(**watch)`` in a plain Python loop that counts
     the workload's events (by pid). ``watch`` (JSON values; a function of the Context for, e.g., the
-    workload's pid) is none by default: system-wide. ``attached=b"ready "`` for a filtered one."""
+    workload's pid) is none by default: system-wide. ``attached=b"ready "`` for a filtered one.
+    ``python`` is the interpreter (another one has another opentrace: a before/after row)."""
 
     def argv(c: Context) -> list[str]:
         kwargs = watch(c) if callable(watch) else watch
         extra = [json.dumps(dict(kwargs), sort_keys=True)] if kwargs else []
-        return [PY, str(CONSUMER), str(c.workload_pid), str(c.probe), *extra]
+        return [python, str(CONSUMER), str(c.workload_pid), str(c.probe), *extra]
 
     return Tracer(name, label, argv, count="consumer", attached=attached)
 
 
-def cli(name: str, label: str, *options: str, attached: bytes | None = None) -> Tracer:
+def cli(name: str, label: str, *options: str, attached: bytes | None = None, python: str = PY) -> Tracer:
     """A row for ``python -m opentrace -q OPTIONS...`` (system-wide unless OPTIONS filter)."""
-    return Tracer(name, label, lambda c: [PY, "-m", "opentrace", "-q", *options], attached=attached)
+    return Tracer(name, label, lambda c: [python, "-m", "opentrace", "-q", *options], attached=attached)
 
 
 @dataclass(frozen=True)
 class Target:
     path: Path  # what the workload is pointed at (its first argument)
     match: bytes  # a tracer's output line that contains this is one of the workload's events
+    directory: Path | None = None  # where the workload runs, when ``path`` is relative to it
 
 
 def file_target(workdir: Path) -> Target:
@@ -140,6 +143,22 @@ def file_target(workdir: Path) -> Target:
 
 def storm_args(target: Target, ops: int, threads: int) -> list[str]:
     return [str(target.path), str(ops), str(threads)]
+
+
+DEEP = Path(*"abcdefgh")  # eight directories
+
+
+def relative_target(workdir: Path) -> Target:
+    """A file eight directories below the work directory, named relative to it (the workload
+    changes into the work directory first: see ``relative_args``)."""
+    name = DEEP / f"target-{os.getpid()}-{time.time_ns()}"
+    (workdir / name).parent.mkdir(parents=True, exist_ok=True)
+    (workdir / name).write_bytes(b"x")
+    return Target(name, os.fsencode(name), workdir)
+
+
+def relative_args(target: Target, ops: int, threads: int) -> list[str]:
+    return [*storm_args(target, ops, threads), str(target.directory)]
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,11 @@ Needs root, and the peers installed by `sudo scripts/bootstrap bench` (`make ben
 
 from __future__ import annotations
 
+import os
 import sys
 
 from common import OPENSNOOP, entry
-from overhead import Tracer, Workload, cli, library, parse_args, run
+from overhead import Tracer, Workload, cli, library, parse_args, relative_args, relative_target, run
 
 BPFTRACE_PRINTF = 'tracepoint:syscalls:sys_enter_openat { printf("%d %s %s\\n", pid, comm, str(args->filename)); }'
 # The in-kernel floor: count the workload's opens in a map. The else branch (only for this
@@ -42,6 +43,8 @@ TRACERS: list[Tracer] = [
     Tracer("untraced", "untraced", None),
     library("opentrace-lib", "opentrace library (Python loop)"),
     cli("opentrace-cli", "opentrace CLI > file"),
+    library("opentrace-lib-F", "opentrace library, full_path=True", {"full_path": True}),
+    cli("opentrace-cli-F", "opentrace CLI -F > file", "-F"),
     Tracer("bpftrace-printf", "bpftrace printf > file", lambda c: ["bpftrace", "-e", BPFTRACE_PRINTF],
            needs=("bpftrace",)),
     Tracer("opensnoop", "opensnoop (libbpf-tools) > file", lambda c: ["stdbuf", "-oL", OPENSNOOP],
@@ -51,6 +54,15 @@ TRACERS: list[Tracer] = [
            needs=("bpftrace",), count="bpftrace-map", show_start=False),
 ]
 
+# Before/after in one run: OPENTRACE_BASELINE_PYTHON names an interpreter with another opentrace
+# installed (e.g. a venv built from an earlier commit); its library and CLI rows are added.
+BASELINE = os.environ.get("OPENTRACE_BASELINE_PYTHON")
+if BASELINE:
+    TRACERS[2:2] = [
+        library("baseline-lib", "baseline: opentrace library (Python loop)", python=BASELINE),
+        cli("baseline-cli", "baseline: opentrace CLI > file", python=BASELINE),
+    ]
+
 # Each is a C program in bench/ speaking otbench's protocol (see overhead.Workload); every tracer
 # above runs on each. A new one is one more entry, e.g. an io_uring open storm:
 #     Workload("uring-open", "io_uring open storm", "IORING_OP_OPENAT+close",
@@ -58,6 +70,8 @@ TRACERS: list[Tracer] = [
 # with ``setup`` / ``args`` when it needs more than one target file (a directory tree, a project).
 WORKLOADS: list[Workload] = [
     Workload("open-storm", "openat+close storm, one file per thread", "openat+close"),
+    Workload("open-relative", "openat+close of a relative path 8 directories deep", "openat+close (relative)",
+             setup=relative_target, args=relative_args),
 ]
 
 

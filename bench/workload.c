@@ -1,12 +1,14 @@
 /* otbench: the open storm measured by bench/run.py.
  *
- *   otbench PATH OPS_PER_THREAD THREADS
+ *   otbench PATH OPS_PER_THREAD THREADS [DIR]
  *
  * Starts THREADS threads that wait on a barrier, prints "armed" once they exist, waits for a
  * line on stdin ("go"), releases them, and thread i does OPS_PER_THREAD x (openat(AT_FDCWD,
  * "PATH.i", O_RDONLY) + close) with raw syscalls. Each thread has its own file (created at
  * start) so that two threads measure tracing, not contention on one dentry's reference count. Prints one JSON line: mean over threads of each
  * thread's wall ns/op, the per-thread figures, total ops and failed opens.
+ *
+ * With DIR, it first changes into DIR (so that a relative PATH is relative to it).
  *
  * The binary is named otbench so that its comm ("otbench") is recognisable to tracers.
  */
@@ -57,9 +59,13 @@ static void *worker(void *arg)
 
 int main(int argc, char **argv)
 {
-    if (argc != 4) {
-        fprintf(stderr, "usage: %s PATH OPS_PER_THREAD THREADS\n", argv[0]);
+    if (argc != 4 && argc != 5) {
+        fprintf(stderr, "usage: %s PATH OPS_PER_THREAD THREADS [DIR]\n", argv[0]);
         return 2;
+    }
+    if (argc == 5 && chdir(argv[4]) != 0) {
+        perror("otbench: chdir DIR");
+        return 1;
     }
     const char *path = argv[1];
     ops = atol(argv[2]);

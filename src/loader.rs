@@ -149,18 +149,15 @@ pub fn load(config: &Config) -> Result<Loaded> {
         .map_err(|e| Error::kernel("opening the program array", &e))?;
     tail.set(0, &diagnose_fd, 0).map_err(|e| Error::kernel("installing diagnose", &e))?;
 
-    // Exit before entry: an entry recorded while attaching always has its exit attached.
+    // Exits before entries: an entry recorded while attaching always has its exit attached.
     let mut links = Vec::new();
+    let exit = loaded_program(&mut ebpf, "sys_exit")?;
     for syscall in &wanted {
-        for phase in ["exit", "enter"] {
-            let name = format!("sys_{phase}_{}", syscall.name());
-            let program = loaded_program(&mut ebpf, &name)?;
-            let link = program
-                .attach("syscalls", &name)
-                .and_then(|id| program.take_link(id))
-                .map_err(|e| attach_error("syscalls", &name, &e))?;
-            links.push(link);
-        }
+        links.push(attach(exit, &format!("sys_exit_{}", syscall.name()))?);
+    }
+    for syscall in &wanted {
+        let name = format!("sys_enter_{}", syscall.name());
+        links.push(attach(loaded_program(&mut ebpf, &name)?, &name)?);
     }
 
     let ring = RingBuf::try_from(take(&mut ebpf, "EVENTS")?)
@@ -173,6 +170,14 @@ pub fn load(config: &Config) -> Result<Loaded> {
         logs,
         attached: Attached { links, syscalls: wanted, _ebpf: ebpf },
     })
+}
+
+/// Attaches `program` to `syscalls:name`.
+fn attach(program: &mut TracePoint, name: &str) -> Result<TracePointLink> {
+    program
+        .attach("syscalls", name)
+        .and_then(|id| program.take_link(id))
+        .map_err(|e| attach_error("syscalls", name, &e))
 }
 
 /// Why attaching to `category:name` failed. The kernel allows 64 programs per tracepoint, shared

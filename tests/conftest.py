@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -82,13 +83,14 @@ class Child:
         self.pid: int = ids["pid"]
         self.tid: int = ids["tid"]
 
-    def go(self, timeout: float = 30) -> list[int]:
+    def go(self, timeout: float = 30) -> list[Any]:
+        """Runs the operations; their results (see tests/opener.py)."""
         out, _ = self.proc.communicate("go\n", timeout=timeout)
         assert self.proc.returncode == 0, out
-        results: list[int] = json.loads(out)
+        results: list[Any] = json.loads(out)
         return results
 
 
-def run_child(ops: list[list[object]], in_thread: bool = False) -> tuple[Child, list[int]]:
+def run_child(ops: list[list[object]], in_thread: bool = False) -> tuple[Child, list[Any]]:
     child = Child(ops, in_thread)
     return child, child.go()

@@ -22,6 +22,18 @@ syscall return value, or ``-errno``. Operations:
     ["setuid", uid]                          drop to uid (real, effective, saved)
     ["rename", comm]                         prctl(PR_SET_NAME)
 
+For full paths, what the process itself sees (/proc/self, opened at start, so that it works after a
+chroot too):
+    ["resolve", dir, path, flags, mode]      openat(2) from dir (null: AT_FDCWD; a path: opened
+                                             O_DIRECTORY first; {"kept": name}: a kept fd);
+                                             returns [ret, readlink of the new fd or null,
+                                             readlink of the starting directory]
+    ["keep", name, path]                     keep an O_DIRECTORY fd of path under name
+    ["chdir", path] / ["chroot", path]       (chroot also changes into the new root)
+    ["mv", old, new]                         rename(2)
+    ["unshare_mount"]                        a private mount namespace
+    ["mount", source, target, fstype]        mount(2) (fstype null: a bind mount)
+
 Paths are str; non-UTF-8 bytes travel as surrogate escapes (os.fsencode undoes them).
 """
 
@@ -114,9 +126,70 @@ def unmapped_during(fifo: bytes, syscall: str) -> int:
     return result[0]
 
 
-def run(op: list) -> int:
+PROC_SELF = os.open("/proc/self", os.O_RDONLY | os.O_DIRECTORY)
+KEPT: dict[str, int] = {}
+MS_BIND, MS_REC, MS_PRIVATE, CLONE_NEWNS = 0x1000, 0x4000, 1 << 18, 0x20000
+
+
+def check(rc: int, what: str) -> None:
+    if rc != 0:
+        raise OSError(ctypes.get_errno(), f"{what}: {os.strerror(ctypes.get_errno())}")
+
+
+def link(name: str) -> str | None:
+    """readlink of /proc/self/NAME; None where the kernel cannot say (ENAMETOOLONG)."""
+    try:
+        return os.readlink(name, dir_fd=PROC_SELF)
+    except OSError:
+        return None
+
+
+def resolve(where: object, path: str, flags: int, mode: int) -> list[object]:
+    if where is None:
+        dfd, start = AT_FDCWD, link("cwd")
+    else:
+        dfd = KEPT[where["kept"]] if isinstance(where, dict) else os.open(str(where), os.O_RDONLY | os.O_DIRECTORY)
+        start = link(f"fd/{dfd}")
+    try:
+        ctypes.set_errno(0)
+        ret = libc.syscall(SYS_OPENAT, dfd, os.fsencode(path), flags, mode)
+        if ret < 0:
+            return [-ctypes.get_errno(), None, start]
+        opened = link(f"fd/{ret}")
+        os.close(ret)
+        return [ret, opened, start]
+    finally:
+        if dfd not in (AT_FDCWD, *KEPT.values()):
+            os.close(dfd)
+
+
+def run(op: list) -> object:
     kind, *args = op
     p = os.fsencode
+    if kind == "resolve":
+        return resolve(*args)
+    if kind == "keep":
+        KEPT[args[0]] = os.open(args[1], os.O_RDONLY | os.O_DIRECTORY)
+        return KEPT[args[0]]
+    if kind == "chdir":
+        os.chdir(args[0])
+        return 0
+    if kind == "chroot":
+        os.chroot(args[0])
+        os.chdir("/")
+        return 0
+    if kind == "mv":
+        os.rename(args[0], args[1])
+        return 0
+    if kind == "unshare_mount":
+        check(libc.unshare(CLONE_NEWNS), "unshare")
+        check(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "mount --make-rprivate /")
+        return 0
+    if kind == "mount":
+        source, target, fstype = args
+        flags = MS_BIND if fstype is None else 0
+        check(libc.mount(p(source), p(target), None if fstype is None else fstype.encode(), flags, None), "mount")
+        return 0
     if kind == "open":
         return call(SYS_OPEN, p(args[0]), args[1], args[2])
     if kind == "creat":
@@ -153,7 +226,7 @@ def run(op: list) -> int:
 
 def main() -> None:
     ops = json.loads(sys.argv[1])
-    results: list[int] = []
+    results: list[object] = []
     go = threading.Event()
 
     def work() -> None:

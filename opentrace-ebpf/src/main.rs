@@ -82,25 +82,30 @@ static SCRATCH: PerCpuArray<OpenRecord> = PerCpuArray::with_max_entries(1, 0);
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
 
 macro_rules! open_family {
-    ($($enter:ident, $exit:ident, $syscall:expr, $args:ident, $nargs:literal;)*) => {$(
+    ($($enter:ident, $syscall:expr, $args:ident, $nargs:literal;)*) => {$(
         #[tracepoint]
         pub fn $enter(ctx: TracePointContext) -> u32 {
             let record = Record::<$nargs>::new(&ctx);
             try_sys_enter(&record, $syscall, global!($args)).unwrap_or(0)
         }
-
-        #[tracepoint]
-        pub fn $exit(ctx: TracePointContext) -> u32 {
-            try_sys_exit(&Record::<1>::new(&ctx)).unwrap_or(0)
-        }
     )*};
 }
 
+// One entry program per syscall: each loads its record's argument slots directly, and a record
+// cannot be read past its end (the kernel checks the furthest offset when attaching).
 open_family! {
-    sys_enter_open, sys_exit_open, Syscall::Open, OPEN_ARGS, 3;
-    sys_enter_openat, sys_exit_openat, Syscall::Openat, OPENAT_ARGS, 4;
-    sys_enter_openat2, sys_exit_openat2, Syscall::Openat2, OPENAT2_ARGS, 4;
-    sys_enter_creat, sys_exit_creat, Syscall::Creat, CREAT_ARGS, 2;
+    sys_enter_open, Syscall::Open, OPEN_ARGS, 3;
+    sys_enter_openat, Syscall::Openat, OPENAT_ARGS, 4;
+    sys_enter_openat2, Syscall::Openat2, OPENAT2_ARGS, 4;
+    sys_enter_creat, Syscall::Creat, CREAT_ARGS, 2;
+}
+
+/// Attached to every `sys_exit_*` of the family: the exits only read `ret`, and the syscall is in
+/// the pending entry. One program verified instead of four (the full-path walk makes it the
+/// costliest to verify).
+#[tracepoint]
+pub fn sys_exit(ctx: TracePointContext) -> u32 {
+    try_sys_exit(&Record::<1>::new(&ctx)).unwrap_or(0)
 }
 
 #[inline(always)]
