@@ -5,7 +5,7 @@
 //!
 //! Only what a lookup needs is decoded: one pass indexes where each type starts (the file is
 //! ~5 MB and ~130,000 types); names are compared only for structs and unions.
-use crate::{DENTRY_WINDOW, KernelOffsets};
+use crate::{DENTRY_WINDOW, KernelOffsets, MOUNT_WINDOW};
 
 const MAGIC: u16 = 0xeb9f;
 const TYPE_SIZE: usize = 12;
@@ -248,22 +248,24 @@ pub fn layout<D: AsRef<[u8]>>(btf: &Btf<D>) -> Result<Layout, String> {
             sized("dentry", "d_name.len", 4)?,
             pointer("dentry", "d_name.name")?,
         ];
-        let window = dentry.iter().min().copied().unwrap_or(0) & !7;
-        if dentry.iter().any(|&at| at + 8 > window + DENTRY_WINDOW) {
-            return Err(format!("struct dentry's members are spread over more than {DENTRY_WINDOW} bytes"));
-        }
-        offsets.dentry_window = window;
+        let start = window(&dentry, DENTRY_WINDOW, "dentry")?;
+        offsets.dentry_window = start;
         [
             offsets.dentry_seq,
             offsets.dentry_hash_pprev,
             offsets.dentry_parent,
             offsets.dentry_name_len,
             offsets.dentry_name,
-        ] = dentry.map(|at| at - window);
+        ] = dentry.map(|at| at - start);
         offsets.mount_mnt = btf.member("mount", "mnt")?.offset;
-        offsets.mount_parent = pointer("mount", "mnt_parent")?;
-        offsets.mount_mountpoint = pointer("mount", "mnt_mountpoint")?;
-        offsets.vfsmount_root = pointer("vfsmount", "mnt_root")?;
+        let mount = [
+            pointer("mount", "mnt_parent")?,
+            pointer("mount", "mnt_mountpoint")?,
+            offsets.mount_mnt + pointer("vfsmount", "mnt_root")?,
+        ];
+        offsets.mount_window = window(&mount, MOUNT_WINDOW, "mount")?;
+        [offsets.mount_parent, offsets.mount_mountpoint, offsets.mount_root] =
+            mount.map(|at| at - offsets.mount_window);
         offsets.files_fdt = pointer("files_struct", "fdt")?;
         offsets.fdt_max_fds = sized("fdtable", "max_fds", 4)?;
         offsets.fdt_fd = pointer("fdtable", "fd")?;
@@ -271,6 +273,18 @@ pub fn layout<D: AsRef<[u8]>>(btf: &Btf<D>) -> Result<Layout, String> {
         Ok(())
     })();
     Ok(Layout { offsets, full_path })
+}
+
+/// Where a read of `size` bytes covering the members at `members` (8 bytes each at most) starts:
+/// 8-byte aligned, so that the programs read each as (part of) one word.
+fn window(members: &[u32], size: u32, name: &str) -> Result<u32, String> {
+    let start = members.iter().min().copied().unwrap_or(0) & !7;
+    if members.iter().any(|&at| at + 8 > start + size) {
+        return Err(format!(
+            "struct {name}'s members the path walk reads are spread over more than {size} bytes"
+        ));
+    }
+    Ok(start)
 }
 
 fn c_str(data: &[u8], start: usize, len: usize, at: usize) -> Option<&[u8]> {

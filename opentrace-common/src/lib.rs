@@ -162,6 +162,8 @@ impl Settings {
 
 /// Bytes of `struct dentry` read in one go by the path walk, from [`KernelOffsets::dentry_window`].
 pub const DENTRY_WINDOW: u32 = 48;
+/// Bytes of `struct mount` read in one go by the path walk, from [`KernelOffsets::mount_window`].
+pub const MOUNT_WINDOW: u32 = 32;
 
 /// Where the members the programs read sit in this kernel's structs, from its BTF at load time
 /// (byte offsets). The `dentry_*` ones are relative to `dentry_window`.
@@ -185,11 +187,14 @@ pub struct KernelOffsets {
     pub dentry_parent: u32,
     pub dentry_name_len: u32,
     pub dentry_name: u32,
-    /// `struct mount`: the embedded `struct vfsmount mnt`, `mnt_parent`, `mnt_mountpoint`.
+    /// `struct mount`: where its embedded `struct vfsmount mnt` is, and the start of the
+    /// [`MOUNT_WINDOW`] bytes read per mount; then, relative to that, `mnt_parent`,
+    /// `mnt_mountpoint` and `mnt.mnt_root`.
     pub mount_mnt: u32,
+    pub mount_window: u32,
     pub mount_parent: u32,
     pub mount_mountpoint: u32,
-    pub vfsmount_root: u32,
+    pub mount_root: u32,
     pub files_fdt: u32,
     pub fdt_max_fds: u32,
     pub fdt_fd: u32,

@@ -21,9 +21,10 @@ pub static KERNEL: KernelOffsets = KernelOffsets {
     dentry_name_len: 0,
     dentry_name: 0,
     mount_mnt: 0,
+    mount_window: 0,
     mount_parent: 0,
     mount_mountpoint: 0,
-    vfsmount_root: 0,
+    mount_root: 0,
     files_fdt: 0,
     fdt_max_fds: 0,
     fdt_fd: 0,
@@ -58,8 +59,12 @@ pub fn read_into<T>(to: &mut T, at: u64) -> bool {
     }
 }
 
-/// The tgid of the current task's real parent, by direct loads through the task's BTF pointer
-/// (the verifier turns them into fault-safe loads; the offsets are constants to it).
+/// Loads of the current task's own structures go straight through its BTF pointer: the verifier
+/// knows their types and turns the loads into fault-safe ones (a few ns, where a probe read costs
+/// ~10); the offsets are constants to it. Pointers read from memory the verifier has no type for
+/// (an fd table's entries) take probe reads.
+///
+/// The tgid of the current task's real parent.
 #[inline(always)]
 pub fn parent_tgid() -> u32 {
     // SAFETY: `bpf_get_current_task_btf` returns the current task, valid while the program runs;
@@ -69,5 +74,33 @@ pub fn parent_tgid() -> u32 {
         let task = bpf_get_current_task_btf().cast::<u8>();
         let parent = *task.add(parent_at).cast::<*const u8>();
         *parent.add(tgid_at).cast::<u32>()
+    }
+}
+
+/// The current task's root or working directory (`fs->root` or `fs->pwd`) as (vfsmount, dentry).
+#[inline(always)]
+pub fn fs_path(cwd: bool) -> (u64, u64) {
+    let which = if cwd { offset!(fs_pwd) } else { offset!(fs_root) } as usize;
+    let (fs_at, mnt_at, dentry_at) =
+        (offset!(task_fs) as usize, offset!(path_mnt) as usize, offset!(path_dentry) as usize);
+    // SAFETY: as in `parent_tgid`; `fs` is the task's own.
+    unsafe {
+        let task = bpf_get_current_task_btf().cast::<u8>();
+        let fs = *task.add(fs_at).cast::<*const u8>();
+        (*fs.add(which + mnt_at).cast::<u64>(), *fs.add(which + dentry_at).cast::<u64>())
+    }
+}
+
+/// The current task's fd table: (number of slots, address of the array of `struct file *`).
+#[inline(always)]
+pub fn fd_table() -> (u32, u64) {
+    let (files_at, fdt_at) = (offset!(task_files) as usize, offset!(files_fdt) as usize);
+    let (max_at, fd_at) = (offset!(fdt_max_fds) as usize, offset!(fdt_fd) as usize);
+    // SAFETY: as in `parent_tgid`; the table is the task's own.
+    unsafe {
+        let task = bpf_get_current_task_btf().cast::<u8>();
+        let files = *task.add(files_at).cast::<*const u8>();
+        let fdt = *files.add(fdt_at).cast::<*const u8>();
+        (*fdt.add(max_at).cast::<u32>(), *fdt.add(fd_at).cast::<u64>())
     }
 }

@@ -5,16 +5,13 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_task,
-        generated::{bpf_loop, bpf_probe_read_kernel},
-    },
+    helpers::generated::{bpf_loop, bpf_probe_read_kernel},
     macros::map,
     maps::PerCpuArray,
 };
-use opentrace_common::{AT_FDCWD, DENTRY_WINDOW, PATH_MAX, full};
+use opentrace_common::{AT_FDCWD, DENTRY_WINDOW, MOUNT_WINDOW, PATH_MAX, full};
 
-use crate::kernel::{offset, read, read_into};
+use crate::kernel::{self, offset, read, read_into};
 
 /// Room for the longest path, and for a name copy that starts near the end (up to NAME_MAX
 /// bytes past a masked offset, as far as the verifier can tell).
@@ -34,9 +31,10 @@ static WALK: PerCpuArray<[u8; BUF]> = PerCpuArray::with_max_entries(1, 0);
 #[repr(C)]
 struct Walk {
     dentry: u64,
-    /// The `struct mount` that `dentry` is on, and that mount's root dentry.
+    /// The `struct mount` that `dentry` is on, and that mount's window (its parent mount, the
+    /// dentry it is mounted on and its root dentry).
     mount: u64,
-    mount_root: u64,
+    mount_window: [u64; MOUNT_WINDOW as usize / 8],
     /// The task's root directory: its dentry and `struct vfsmount`.
     root_dentry: u64,
     root_mnt: u64,
@@ -78,17 +76,19 @@ fn step_once(walk: &mut Walk, first: bool) -> Result<bool, u8> {
         walk.code = full::FILE;
         return Ok(false);
     }
-    if walk.dentry == walk.mount_root {
-        let parent: u64 = read(walk.mount + offset!(mount_parent)).map_err(fault)?;
+    if walk.dentry == word(&walk.mount_window, offset!(mount_root)) {
+        let parent = word(&walk.mount_window, offset!(mount_parent));
         if parent == walk.mount {
             // The root of the mount namespace, short of the task's root: the task's root is
             // elsewhere (a file outside its chroot); /proc/PID/fd shows such a path from here.
             walk.code = full::FILE;
             return Ok(false);
         }
-        walk.dentry = read(walk.mount + offset!(mount_mountpoint)).map_err(fault)?;
+        walk.dentry = word(&walk.mount_window, offset!(mount_mountpoint));
         walk.mount = parent;
-        walk.mount_root = read(parent + offset!(mount_mnt) + offset!(vfsmount_root)).map_err(fault)?;
+        if !read_into(&mut walk.mount_window, parent + offset!(mount_window)) {
+            return Err(full::FAULT);
+        }
         return Ok(true);
     }
 
@@ -136,10 +136,10 @@ fn step_once(walk: &mut Walk, first: bool) -> Result<bool, u8> {
     Ok(true)
 }
 
-/// The bytes at offset `at` of the window, from there to the end of their 8-byte word (the
-/// loader checked that every offset is inside the window).
+/// The bytes at offset `at` of a window, from there to the end of their 8-byte word (the loader
+/// checked that every offset is inside its window).
 #[inline(always)]
-fn word(window: &[u64; DENTRY_WINDOW as usize / 8], at: u64) -> u64 {
+fn word<const N: usize>(window: &[u64; N], at: u64) -> u64 {
     match window.get((at / 8) as usize) {
         Some(word) => word >> (8 * (at % 8)),
         None => 0,
@@ -152,25 +152,26 @@ pub struct Walked {
     pub unlinked: bool,
 }
 
-/// Walks from `(dentry, vfsmount)` up to the current task's root. `Err` is an unresolved code.
+/// Walks from `(vfsmount, dentry)` up to the current task's root. `Err` is an unresolved code.
 #[inline(always)]
-fn walk(task: u64, path: [u64; 2]) -> Result<Walked, u8> {
-    let fault = |_| full::FAULT;
-    let (vfsmount, dentry) = (path_word(path, offset!(path_mnt))?, path_word(path, offset!(path_dentry))?);
-    let fs: u64 = read(task + offset!(task_fs)).map_err(fault)?;
-    let root: [u64; 2] = read(fs + offset!(fs_root)).map_err(fault)?;
+fn walk((vfsmount, dentry): (u64, u64)) -> Result<Walked, u8> {
+    let (root_mnt, root_dentry) = kernel::fs_path(false);
+    let mount = vfsmount - offset!(mount_mnt);
     let mut walk = Walk {
         dentry,
-        mount: vfsmount - offset!(mount_mnt),
-        mount_root: read(vfsmount + offset!(vfsmount_root)).map_err(fault)?,
-        root_dentry: path_word(root, offset!(path_dentry))?,
-        root_mnt: path_word(root, offset!(path_mnt))?,
+        mount,
+        mount_window: [0; MOUNT_WINDOW as usize / 8],
+        root_dentry,
+        root_mnt,
         start: PATH_MAX as u32,
         code: 0,
         unlinked: 0,
         _pad: [0; 2],
         window: [0; DENTRY_WINDOW as usize / 8],
     };
+    if !read_into(&mut walk.mount_window, mount + offset!(mount_window)) {
+        return Err(full::FAULT);
+    }
     // SAFETY: `step` is a callback of the signature bpf_loop expects; `walk` outlives the call.
     unsafe { bpf_loop(MAX_STEPS, step as *mut c_void, (&raw mut walk).cast(), 0) };
     match walk.code {
@@ -188,26 +189,21 @@ fn walk(task: u64, path: [u64; 2]) -> Result<Walked, u8> {
     Ok(Walked { start: walk.start, unlinked: walk.unlinked != 0 })
 }
 
-fn path_word(path: [u64; 2], at: u64) -> Result<u64, u8> {
-    path.get((at / 8) as usize).copied().ok_or(full::FAULT)
-}
-
-/// The `struct path` of the file behind `fd` in the current task.
+/// The `struct path` of the file behind `fd` in the current task, as (vfsmount, dentry).
 #[inline(always)]
-fn file_path(task: u64, fd: i64) -> Result<[u64; 2], u8> {
+fn file_path(fd: i64) -> Result<(u64, u64), u8> {
     let fault = |_| full::FAULT;
-    let files: u64 = read(task + offset!(task_files)).map_err(fault)?;
-    let fdt: u64 = read(files + offset!(files_fdt)).map_err(fault)?;
-    let max_fds: u32 = read(fdt + offset!(fdt_max_fds)).map_err(fault)?;
+    let (max_fds, array) = kernel::fd_table();
     if fd < 0 || fd >= i64::from(max_fds) {
         return Err(full::NO_FILE);
     }
-    let array: u64 = read(fdt + offset!(fdt_fd)).map_err(fault)?;
     let file: u64 = read(array + 8 * fd as u64).map_err(fault)?;
     if file == 0 {
         return Err(full::NO_FILE);
     }
-    read(file + offset!(file_path)).map_err(fault)
+    let path: [u64; 2] = read(file + offset!(file_path)).map_err(fault)?;
+    let word = |at: u64| path.get((at / 8) as usize).copied().ok_or(full::FAULT);
+    Ok((word(offset!(path_mnt))?, word(offset!(path_dentry))?))
 }
 
 /// What the full path of an open is: `(code, start)`, with the walked path (if any) in `WALK`
@@ -216,24 +212,16 @@ fn file_path(task: u64, fd: i64) -> Result<[u64; 2], u8> {
 /// started from (the caller's cwd, or `dfd`'s).
 #[inline(always)]
 pub fn resolve(ret: i64, absolute: bool, dfd: i32) -> (u8, u32) {
-    // SAFETY: a helper with no arguments; the task is only read through probe reads.
-    let task = unsafe { bpf_get_current_task() };
     let walked = if ret >= 0 {
-        file_path(task, ret)
-            .and_then(|path| walk(task, path))
+        file_path(ret)
+            .and_then(walk)
             .map(|w| (if w.unlinked { full::FILE_DELETED } else { full::FILE }, w.start))
     } else if absolute {
         Ok((full::AS_PASSED, PATH_MAX as u32))
     } else {
-        let start = if dfd == AT_FDCWD {
-            read::<u64>(task + offset!(task_fs))
-                .and_then(|fs| read::<[u64; 2]>(fs + offset!(fs_pwd)))
-                .map_err(|_| full::FAULT)
-        } else {
-            file_path(task, i64::from(dfd))
-        };
+        let start = if dfd == AT_FDCWD { Ok(kernel::fs_path(true)) } else { file_path(i64::from(dfd)) };
         start
-            .and_then(|path| walk(task, path))
+            .and_then(walk)
             .and_then(|w| if w.unlinked { Err(full::START_DELETED) } else { Ok((full::START_DIR, w.start)) })
     };
     walked.unwrap_or_else(|code| (code, PATH_MAX as u32))

@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""Where the time goes in the kernel: each opentrace program's mean run time (ns per run), from
+the kernel's own BPF statistics (kernel.bpf_stats_enabled), for the default capture and for
+full_path=True over paths of different depths.
+
+    sudo .venv/bin/python bench/progcost.py [--ops 200000]
+
+The workload (bench/workload.c) opens one path in a loop; every program run is timed by the
+kernel (the statistics themselves add ~20 ns per run, the same for every row). From two depths,
+the cost of one path component of the full-path walk and the walk's fixed cost follow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from common import WORKLOAD_COMM, build_workload, check_root, entry, workspace, write_json
+
+import opentrace
+
+STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
+
+
+@contextmanager
+def bpf_stats() -> Iterator[None]:
+    before = STATS.read_text().strip()
+    STATS.write_text("1")
+    try:
+        yield
+    finally:
+        STATS.write_text(before)
+
+
+def program_costs() -> dict[str, tuple[int, float]]:
+    """(runs, mean ns) of every loaded BPF program with runs, by name."""
+    progs = json.loads(subprocess.check_output(["bpftool", "-j", "prog", "show"]))
+    return {p["name"]: (p["run_cnt"], p["run_time_ns"] / p["run_cnt"]) for p in progs if p.get("run_cnt")}
+
+
+def measure(binary: Path, directory: Path, path: str, ops: int, full_path: bool) -> dict[str, float]:
+    """Mean ns per run of the entry and exit programs while the workload opens ``path``."""
+    with opentrace.watch(comm=WORKLOAD_COMM, full_path=full_path, ring_size=64 << 20) as w:
+        workload = subprocess.Popen([str(binary), path, str(ops), "1", str(directory)],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert workload.stdin is not None and workload.stdout is not None
+        if workload.stdout.readline().strip() != "armed":
+            raise RuntimeError("the workload did not start")
+        workload.stdin.write("go\n")
+        workload.stdin.flush()
+        delivered = 0
+        while workload.poll() is None:
+            delivered += len(w.poll(0.05))
+        while batch := w.poll(0.2):
+            delivered += len(batch)
+        costs = program_costs()
+        if w.lost:
+            raise RuntimeError(f"{w.lost} events lost: raise ring_size")
+    return {"enter_ns": costs["sys_enter_openat"][1], "exit_ns": costs["sys_exit"][1], "events": delivered}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ops", type=int, default=200_000, help="opens per case (default 200000)")
+    args = p.parse_args()
+    check_root("progcost.py")
+    binary = build_workload()
+    with workspace() as work, bpf_stats():
+        shallow = work / "f"  # /tmp/otbench-XXX/f: three components
+        deep = work.joinpath(*"abcdefghijkl") / "f"  # twelve more
+        deep.parent.mkdir(parents=True)
+        depth = {shallow: len(shallow.parts) - 1, deep: len(deep.parts) - 1}
+        rows = []
+        for full_path, target in ((False, shallow), (True, shallow), (True, deep)):
+            m = measure(binary, work, str(target), args.ops, full_path)
+            rows.append({"full_path": full_path, "components": depth[target], **m})
+            print(f"  full_path={full_path!s:5} {depth[target]:2} components: enter {m['enter_ns']:.0f} ns, "
+                  f"exit {m['exit_ns']:.0f} ns", file=sys.stderr)
+    base, short, long = rows
+    per_component = (long["exit_ns"] - short["exit_ns"]) / (long["components"] - short["components"])
+    fixed = short["exit_ns"] - base["exit_ns"] - per_component * short["components"]
+    print("| program | default | full_path, 3 components | full_path, 15 components |")
+    print("|---|---:|---:|---:|")
+    for name in ("enter", "exit"):
+        print(f"| sys_{name} | " + " | ".join(f"{r[name + '_ns']:.0f} ns" for r in rows) + " |")
+    print(f"\nfull_path: {fixed:.0f} ns per event (fd and fs lookups, copying the result) "
+          f"+ {per_component:.0f} ns per path component (one walk step)")
+    out = write_json("progcost", {"rows": rows, "per_component_ns": per_component, "fixed_ns": fixed})
+    print(f"\nresults: {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(entry("progcost", main))
