@@ -1,8 +1,10 @@
 //! `opentrace._opentrace`: the compiled half of opentrace. The public API is the Python package;
 //! the logic that needs neither the kernel nor Python lives in `opentrace-common`.
+mod command;
 mod diag;
 mod error;
 mod event;
+mod follow;
 mod layout;
 mod loader;
 mod output;
@@ -21,6 +23,7 @@ mod _opentrace {
     use crate::tracefs;
     #[pymodule_export]
     use crate::{
+        command::Suspended,
         event::{OpenEvent, OpenField},
         output::Formatter,
         session::Session,
@@ -48,6 +51,14 @@ mod _opentrace {
         let format = py.detach(|| tracefs::format(category, event));
         crate::diag::emit(py)?;
         Ok(raw(format?))
+    }
+
+    /// `raw` on one terminal line, escaped as the CLI's lines escape paths.
+    #[pyfunction]
+    fn printable(raw: &[u8]) -> String {
+        let mut out = String::new();
+        opentrace_common::text::printable(raw, &mut out);
+        out
     }
 
     /// Parses the text of a `format` file; ValueError saying which line is wrong.

@@ -2,15 +2,19 @@
 //! and attaching the programs.
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, ProgramArray, RingBuf},
-    programs::{TracePoint, trace_point::TracePointLink},
+    maps::{HashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
+    programs::{RawTracePoint, TracePoint, raw_trace_point::RawTracePointLink, trace_point::TracePointLink},
 };
 use aya_log::EbpfLogger;
-use opentrace_common::{COUNTER_LOST_PENDING, COUNTER_LOST_RING, Settings, Syscall, WITH_FULL_PATH};
+use opentrace_common::{
+    COUNTER_LOST_PENDING, COUNTER_LOST_RING, COUNTER_UNFOLLOWED, FILTER_TRACKED, Settings, Syscall,
+    WITH_FULL_PATH,
+};
 
 use crate::{
     diag::FromKernel,
     error::{Error, Result},
+    follow::{self, Tracked},
     layout, tracefs,
 };
 
@@ -20,6 +24,14 @@ pub struct Config {
     pub settings: Settings,
     pub syscalls: Vec<Syscall>,
     pub ring_size: u32,
+    /// A pid watcher: this process, and with `descendants` every process descended from it.
+    pub follow: Option<Follow>,
+}
+
+#[derive(Clone, Copy)]
+pub struct Follow {
+    pub root: u32,
+    pub descendants: bool,
 }
 
 /// Everything the kernel holds for one watcher. Dropping it detaches and frees all of it.
@@ -28,12 +40,21 @@ pub struct Loaded {
     pub counters: Counters,
     /// The programs' own diagnostics (aya-log); it holds the map they write them to.
     pub logs: EbpfLogger<FromKernel>,
+    /// A pid watcher's followed processes.
+    pub tracked: Option<Tracked>,
     pub attached: Attached,
+}
+
+/// One attached program, held for its `Drop` (which detaches it).
+#[expect(dead_code, reason = "held until dropped: dropping a link detaches its program")]
+enum Link {
+    Tracepoint(TracePointLink),
+    Raw(RawTracePointLink),
 }
 
 /// The attached programs. Dropping detaches them, all at once (see `Drop`).
 pub struct Attached {
-    links: Vec<TracePointLink>,
+    links: Vec<Link>,
     pub syscalls: Vec<Syscall>,
     /// The programs and the maps not taken out of it; dropped after the links.
     _ebpf: Ebpf,
@@ -59,13 +80,18 @@ impl Counters {
     /// Events lost in the kernel: the ring buffer was full, or (counted at syscall entry, before the
     /// failed-only filter) the task's storage for pairing entry and exit could not be allocated.
     pub fn lost(&self) -> Result<u64> {
-        let mut total = 0u64;
-        for index in [COUNTER_LOST_RING, COUNTER_LOST_PENDING] {
-            let values =
-                self.0.get(&index, 0).map_err(|e| Error::kernel("reading the lost-event counters", &e))?;
-            total += values.iter().sum::<u64>();
-        }
-        Ok(total)
+        Ok(self.sum(COUNTER_LOST_RING)? + self.sum(COUNTER_LOST_PENDING)?)
+    }
+
+    /// Processes a pid watcher could not follow (its set was full).
+    pub fn unfollowed(&self) -> Result<u64> {
+        self.sum(COUNTER_UNFOLLOWED)
+    }
+
+    fn sum(&self, index: u32) -> Result<u64> {
+        let values =
+            self.0.get(&index, 0).map_err(|e| Error::kernel("reading the programs' counters", &e))?;
+        Ok(values.iter().sum())
     }
 }
 
@@ -133,7 +159,11 @@ pub fn load(config: &Config) -> Result<Loaded> {
     }
     loader.override_global("RET_OFFSET", &layouts.ret_offset, true);
     loader.override_global("KERNEL", &layouts.kernel, true);
-    loader.override_global("SETTINGS", &config.settings, true);
+    let mut settings = config.settings;
+    if config.follow.is_some() {
+        settings.enabled |= FILTER_TRACKED;
+    }
+    loader.override_global("SETTINGS", &settings, true);
     loader.map_max_entries("EVENTS", config.ring_size);
     let mut ebpf = loader.load(OBJECT).map_err(|e| Error::kernel("loading the eBPF programs", &e))?;
 
@@ -149,15 +179,19 @@ pub fn load(config: &Config) -> Result<Loaded> {
         .map_err(|e| Error::kernel("opening the program array", &e))?;
     tail.set(0, &diagnose_fd, 0).map_err(|e| Error::kernel("installing diagnose", &e))?;
 
-    // Exits before entries: an entry recorded while attaching always has its exit attached.
     let mut links = Vec::new();
+    let tracked = match config.follow {
+        Some(follow) => Some(follow_processes(&mut ebpf, follow, &mut links)?),
+        None => None,
+    };
+    // Exits before entries: an entry recorded while attaching always has its exit attached.
     let exit = loaded_program(&mut ebpf, "sys_exit")?;
     for syscall in &wanted {
-        links.push(attach(exit, &format!("sys_exit_{}", syscall.name()))?);
+        links.push(attach(exit, "syscalls", &format!("sys_exit_{}", syscall.name()))?);
     }
     for syscall in &wanted {
         let name = format!("sys_enter_{}", syscall.name());
-        links.push(attach(loaded_program(&mut ebpf, &name)?, &name)?);
+        links.push(attach(loaded_program(&mut ebpf, &name)?, "syscalls", &name)?);
     }
 
     let ring = RingBuf::try_from(take(&mut ebpf, "EVENTS")?)
@@ -168,16 +202,41 @@ pub fn load(config: &Config) -> Result<Loaded> {
         ring,
         counters: Counters(counters),
         logs,
+        tracked,
         attached: Attached { links, syscalls: wanted, _ebpf: ebpf },
     })
 }
 
-/// Attaches `program` to `syscalls:name`.
-fn attach(program: &mut TracePoint, name: &str) -> Result<TracePointLink> {
+/// Attaches what keeps a pid watcher's followed set (the exit program; with `descendants` the
+/// fork program, first) and fills it (see `follow::seed`).
+fn follow_processes(ebpf: &mut Ebpf, follow: Follow, links: &mut Vec<Link>) -> Result<Tracked> {
+    if follow.descendants {
+        let fork: &mut RawTracePoint = ebpf
+            .program_mut("sched_process_fork")
+            .ok_or_else(|| Error::Other("the embedded eBPF object has no program sched_process_fork".into()))?
+            .try_into()
+            .map_err(|e| Error::kernel("preparing sched_process_fork", &e))?;
+        fork.load().map_err(|e| Error::kernel("loading the program sched_process_fork", &e))?;
+        let link = fork
+            .attach("sched_process_fork")
+            .and_then(|id| fork.take_link(id))
+            .map_err(|e| attach_error("raw tracepoint", "sched_process_fork", &e))?;
+        links.push(Link::Raw(link));
+    }
+    links.push(attach(loaded_program(ebpf, "sched_process_exit")?, "sched", "sched_process_exit")?);
+    let mut tracked: Tracked = HashMap::try_from(take(ebpf, "TRACKED")?)
+        .map_err(|e| Error::kernel("opening the followed-process map", &e))?;
+    follow::seed(&mut tracked, follow.root, follow.descendants)?;
+    Ok(tracked)
+}
+
+/// Attaches `program` to the tracepoint `category:name`.
+fn attach(program: &mut TracePoint, category: &str, name: &str) -> Result<Link> {
     program
-        .attach("syscalls", name)
+        .attach(category, name)
         .and_then(|id| program.take_link(id))
-        .map_err(|e| attach_error("syscalls", name, &e))
+        .map(Link::Tracepoint)
+        .map_err(|e| attach_error(category, name, &e))
 }
 
 /// Why attaching to `category:name` failed. The kernel allows 64 programs per tracepoint, shared

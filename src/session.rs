@@ -13,7 +13,7 @@ use std::{
 use aya::maps::{MapData, RingBuf};
 use aya_log::EbpfLogger;
 use opentrace_common::{
-    FILTER_COMM, FILTER_EXCLUDE_SELF, FILTER_FAILED, FILTER_PID, FILTER_TID, FILTER_UID, Settings, Syscall,
+    FILTER_COMM, FILTER_EXCLUDE_SELF, FILTER_FAILED, FILTER_TID, FILTER_UID, RecordKind, Settings, Syscall,
     WITH_FULL_PATH,
     comm::Needle,
     full,
@@ -25,7 +25,8 @@ use crate::{
     diag::{self, FromKernel},
     error::{Error, OpentraceError},
     event::OpenEvent,
-    loader::{self, Attached, Config, Counters, Loaded},
+    follow::{self, Tracked},
+    loader::{self, Attached, Config, Counters, Follow, Loaded},
     output::Formatter,
     ring::{Wait, Waiter},
 };
@@ -51,6 +52,8 @@ struct Live {
     /// When `lost` was last compared with what was already reported.
     lost_checked: Instant,
     lost_reported: u64,
+    /// Check and report losses at the next housekeeping, whenever the last check was.
+    report_now: bool,
     /// The programs and their links; dropping it detaches them.
     _attached: Attached,
     out: Out,
@@ -61,6 +64,11 @@ struct Live {
     scratch: Vec<u8>,
     /// Full paths left None since the last report, by `full::*` code.
     unresolved: [u64; 256],
+    /// A pid watcher's followed processes; when none is left, the watcher ends.
+    tracked: Option<Tracked>,
+    /// A followed process exited since the set was last looked at.
+    exited: bool,
+    unfollowed_reported: u64,
 }
 
 /// Drained and not yet handed out: a read that ends in an error (a signal's or a logging
@@ -118,6 +126,9 @@ pub struct Session {
     counters: Mutex<Option<Counters>>,
     waiter: Waiter,
     closed: AtomicBool,
+    /// A pid watcher whose processes have all exited: what was drained is handed out, nothing
+    /// more is read.
+    ended: AtomicBool,
     latency: Duration,
     /// Records the decoder refused (counted in `lost`, and logged).
     undecodable: AtomicU64,
@@ -204,6 +215,10 @@ impl Session {
         while more && read < BATCH {
             let Some(record) = live.ring.next() else { break };
             read += 1;
+            if record.first() == Some(&(RecordKind::ProcessExit as u8)) {
+                live.exited = true;
+                continue;
+            }
             match open::decode(&record) {
                 Ok(Decoded { head, path, walked }) => {
                     if head.full >= full::FIRST_UNRESOLVED {
@@ -224,6 +239,23 @@ impl Session {
         // Only a drain that emptied the ring starts a pause (see `Live::drained_at`).
         live.drained_at = (more && read < BATCH).then(Instant::now);
         Ok(read)
+    }
+
+    /// For a pid watcher whose followed processes have all exited (all their events are in the
+    /// ring by then): drains the rest and ends the watcher, as `close()` does. Returns whether it
+    /// ended.
+    fn followed_all_gone(&self, py: Python<'_>, live: &mut Live, want: &Want<'_>) -> PyResult<bool> {
+        if !std::mem::take(&mut live.exited) || !live.tracked.as_ref().is_some_and(follow::none_left) {
+            return Ok(false);
+        }
+        // No pause: everything up to now (a text read with a limit stops at it).
+        while self.drain(py, live, want)? > 0 {}
+        self.ended.store(true, Ordering::Release);
+        self.waiter.wake();
+        // The last word on losses and unresolved paths, without waiting for the next check.
+        live.report_now = true;
+        self.housekeeping(py, live)?;
+        Ok(true)
     }
 
     /// How long the reader still pauses after the last drain that emptied the ring.
@@ -251,9 +283,25 @@ impl Session {
         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| live.logs.flush())).is_err() {
             diag::note(diag::Level::Warning, "could not decode a log record from the eBPF programs".into());
         }
-        if live.lost_checked.elapsed() >= LOST_CHECK {
+        if std::mem::take(&mut live.report_now) || live.lost_checked.elapsed() >= LOST_CHECK {
             live.lost_checked = Instant::now();
+            // An exit record lost to a full ring only delays this.
+            live.exited |= live.tracked.is_some();
             let counters = self.counters.lock_py_attached(py).unwrap_or_else(|p| p.into_inner());
+            if let Some(unfollowed) = counters.as_ref().map(Counters::unfollowed).transpose()?
+                && unfollowed > live.unfollowed_reported
+            {
+                diag::note(
+                    diag::Level::Warning,
+                    format!(
+                        "{} processes started by followed ones could not be followed (more than {} at \
+                         once); their opens are not reported",
+                        unfollowed - live.unfollowed_reported,
+                        opentrace_common::TRACKED_MAX
+                    ),
+                );
+                live.unfollowed_reported = unfollowed;
+            }
             if let Some(lost) = counters.as_ref().map(|c| self.lost_now(c)).transpose()?
                 && lost > live.lost_reported
             {
@@ -300,6 +348,9 @@ impl Session {
             if self.drain(py, live, want)? > 0 {
                 self.housekeeping(py, live)?;
                 continue;
+            }
+            if self.followed_all_gone(py, live, want)? {
+                return Ok(());
             }
             let timeout = match deadline {
                 Some(d) => match d.checked_duration_since(Instant::now()) {
@@ -351,7 +402,7 @@ fn forget_inherited(live: Live) {
 #[pymethods]
 impl Session {
     #[new]
-    #[pyo3(signature = (*, syscalls, ring_size, latency_ns, pid=None, tid=None, uid=None, comm=None, failed=false, exclude_tgid=None, full_path=false))]
+    #[pyo3(signature = (*, syscalls, ring_size, latency_ns, pid=None, descendants=false, tid=None, uid=None, comm=None, failed=false, exclude_tgid=None, full_path=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -359,6 +410,7 @@ impl Session {
         ring_size: u32,
         latency_ns: u64,
         pid: Option<u32>,
+        descendants: bool,
         tid: Option<u32>,
         uid: Option<u32>,
         comm: Option<Vec<u8>>,
@@ -369,10 +421,6 @@ impl Session {
         let mut filter = Settings::NONE;
         if full_path {
             filter.enabled |= WITH_FULL_PATH;
-        }
-        if let Some(pid) = pid {
-            filter.enabled |= FILTER_PID;
-            filter.pid = pid;
         }
         if let Some(tid) = tid {
             filter.enabled |= FILTER_TID;
@@ -400,12 +448,13 @@ impl Session {
                 Syscall::from_name(name).ok_or_else(|| Error::Invalid(format!("unknown syscall {name:?}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let config = Config { settings: filter, syscalls, ring_size };
+        let follow = pid.map(|root| Follow { root, descendants });
+        let config = Config { settings: filter, syscalls, ring_size, follow };
 
         let waiter = Waiter::new().map_err(|e| Self::kernel_error("creating the epoll set", e))?;
         let loaded = py.detach(|| loader::load(&config));
         diag::emit(py)?;
-        let Loaded { ring, counters, logs, attached } = loaded?;
+        let Loaded { ring, counters, logs, tracked, attached } = loaded?;
         waiter.watch(ring.as_raw_fd()).map_err(|e| Self::kernel_error("watching the ring buffer", e))?;
         Ok(Session {
             attached: attached.syscalls.iter().map(|s| s.name()).collect(),
@@ -414,15 +463,20 @@ impl Session {
                 logs,
                 lost_checked: Instant::now(),
                 lost_reported: 0,
+                report_now: false,
                 _attached: attached,
                 out: Out::default(),
                 scratch: Vec::new(),
                 unresolved: [0; 256],
+                tracked,
+                exited: false,
+                unfollowed_reported: 0,
                 drained_at: None,
             })),
             counters: Mutex::new(Some(counters)),
             waiter,
             closed: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
             latency: Duration::from_nanos(latency_ns),
             undecodable: AtomicU64::new(0),
             final_lost: AtomicU64::new(0),
@@ -543,6 +597,20 @@ impl Session {
     #[getter]
     fn closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// Whether iteration is over: closed, or a pid watcher whose processes have all exited and
+    /// whose events have all been handed out.
+    fn finished(&self, py: Python<'_>) -> PyResult<bool> {
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(true);
+        }
+        if !self.ended.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        self.with_live(py, |slot| {
+            Ok(slot.as_ref().is_none_or(|l| l.out.ready.is_empty() && l.out.text.is_empty()))
+        })
     }
 
     #[getter]

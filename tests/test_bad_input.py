@@ -10,6 +10,7 @@ Unmarked tests never load BPF (``Session`` is replaced by a stub that fails the 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gc
 import io
@@ -34,7 +35,10 @@ PID_MAX = (1 << 22) - 1  # PID_MAX_LIMIT - 1 on 64-bit: the largest pid the kern
 MAX_RING = 1 << 30
 SYSCALLS = ("open", "openat", "openat2", "creat")
 KEYWORDS = ("pid", "tid", "uid", "comm", "failed", "syscalls", "ring_size", "latency")
-NO_PID = str(PID_MAX)  # no process can have it: a valid CLI trace that sees nothing
+# A process that sleeps through the tests and opens nothing: a valid CLI trace of it sees nothing.
+_SLEEPER = subprocess.Popen(["sleep", "86400"])
+atexit.register(lambda: (_SLEEPER.kill(), _SLEEPER.wait()))
+NO_PID = str(_SLEEPER.pid)
 HUGE = 10**5000  # str() of it raises ValueError (Python's 4300-digit limit)
 
 FAST = settings(deadline=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow])
@@ -156,7 +160,9 @@ def _is_int(v: object) -> bool:
 
 def is_valid(kw: str, v: object) -> bool:
     """The contract (API.md + _watch.py's documented bounds), written out independently."""
-    if kw in ("pid", "tid"):
+    if kw == "pid":  # a process that exists: a pid watcher follows one process
+        return v is None or (_is_int(v) and 1 <= v <= PID_MAX and os.path.exists(f"/proc/{v}"))
+    if kw == "tid":
         return v is None or (_is_int(v) and 1 <= v <= PID_MAX)
     if kw == "uid":
         return v is None or (_is_int(v) and 0 <= v <= 2**32 - 2)  # (uid_t)-1 is "no uid"
@@ -405,7 +411,7 @@ def test_bad_calls_leave_no_kernel_objects_behind(calls: list[tuple[str, object]
 def test_kernel_fd_count_sees_a_live_watcher() -> None:
     """The counter above is not vacuous: a live watcher shows up in it, and goes away after close."""
     before = kernel_fds()
-    w = opentrace.watch(pid=PID_MAX)
+    w = opentrace.watch(comm="no-such-comm")
     during = kernel_fds()
     assert any(t.startswith("anon_inode:bpf") for t in during) and len(during) > len(before)
     w.close()

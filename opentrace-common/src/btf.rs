@@ -224,8 +224,11 @@ pub fn layout<D: AsRef<[u8]>>(btf: &Btf<D>) -> Result<Layout, String> {
     };
     let pointer = |outer: &str, path: &str| sized(outer, path, 8);
     let mut offsets = KernelOffsets {
+        task_pid: sized("task_struct", "pid", 4)?,
         task_tgid: sized("task_struct", "tgid", 4)?,
         task_real_parent: pointer("task_struct", "real_parent")?,
+        task_signal: pointer("task_struct", "signal")?,
+        signal_live: sized("signal_struct", "live", 4)?,
         ..KernelOffsets::default()
     };
     let full_path = (|| {

@@ -41,16 +41,34 @@ pub const PID_MAX: u32 = (1 << 22) - 1;
 pub enum RecordKind {
     /// An [`OpenHeader`] and its path.
     Open = 1,
+    /// A [`ProcessExit`]: a process a pid watcher follows has exited.
+    ProcessExit = 2,
 }
 
 impl RecordKind {
     pub const fn from_u8(value: u8) -> Option<RecordKind> {
         match value {
             1 => Some(RecordKind::Open),
+            2 => Some(RecordKind::ProcessExit),
             _ => None,
         }
     }
 }
+
+/// Sent when a followed process (all its threads) has exited: all its events are in the ring
+/// before this record, and the reader checks whether any followed process is left.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcessExit {
+    /// [`RecordKind::ProcessExit`].
+    pub kind: u8,
+    pub _pad: [u8; 3],
+    pub tgid: u32,
+}
+
+/// How many processes a pid watcher can follow at once (`descendants=True`); a fork past that
+/// is counted (`COUNTER_UNFOLLOWED`) and said.
+pub const TRACKED_MAX: u32 = 65536;
 
 /// The traced syscalls; the value is carried in [`OpenHeader::syscall`]. The one list of their
 /// names: the programs, the loader, the Python API and the CLI all take it from here.
@@ -136,28 +154,28 @@ pub const DEFAULT_RET_OFFSET: u32 = 16;
 pub struct Settings {
     /// Bit set of `FILTER_*` and `WITH_*`.
     pub enabled: u32,
-    pub pid: u32,
     pub tid: u32,
     pub uid: u32,
     /// The tracer's own tgid, left out when `FILTER_EXCLUDE_SELF` is set.
     pub self_tgid: u32,
-    pub _pad: u32,
     /// The substring the task's comm must contain (see [`comm::Needle`]).
     pub comm: comm::Needle,
 }
 
-pub const FILTER_PID: u32 = 1 << 0;
 pub const FILTER_TID: u32 = 1 << 1;
 pub const FILTER_UID: u32 = 1 << 2;
 pub const FILTER_FAILED: u32 = 1 << 3;
 pub const FILTER_COMM: u32 = 1 << 4;
 pub const FILTER_EXCLUDE_SELF: u32 = 1 << 5;
+/// Only the processes in the `TRACKED` map (a pid watcher: the process, and with `descendants`
+/// every process it starts, added as they fork).
+pub const FILTER_TRACKED: u32 = 1 << 6;
 /// Resolve each open's full path (`full_path=True`).
 pub const WITH_FULL_PATH: u32 = 1 << 8;
 
 impl Settings {
     pub const NONE: Settings =
-        Settings { enabled: 0, pid: 0, tid: 0, uid: 0, self_tgid: 0, _pad: 0, comm: comm::Needle::EMPTY };
+        Settings { enabled: 0, tid: 0, uid: 0, self_tgid: 0, comm: comm::Needle::EMPTY };
 }
 
 /// Bytes of `struct dentry` read in one go by the path walk, from [`KernelOffsets::dentry_window`].
@@ -170,8 +188,12 @@ pub const MOUNT_WINDOW: u32 = 32;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelOffsets {
+    pub task_pid: u32,
     pub task_tgid: u32,
     pub task_real_parent: u32,
+    pub task_signal: u32,
+    /// `signal_struct.live`: threads of the process not yet exiting (0: the process is dying).
+    pub signal_live: u32,
     pub task_fs: u32,
     pub task_files: u32,
     pub fs_root: u32,
@@ -297,7 +319,9 @@ pub struct OpenRecord {
 /// Indices of the per-CPU `COUNTERS` array.
 pub const COUNTER_LOST_RING: u32 = 0;
 pub const COUNTER_LOST_PENDING: u32 = 1;
-pub const COUNTER_COUNT: u32 = 2;
+/// Processes started by a followed one that could not be followed (`TRACKED` full).
+pub const COUNTER_UNFOLLOWED: u32 = 2;
+pub const COUNTER_COUNT: u32 = 3;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -306,6 +330,7 @@ mod pod {
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::OpenHeader {}
+    unsafe impl aya::Pod for super::ProcessExit {}
 }
 
 #[cfg(test)]
@@ -321,7 +346,8 @@ mod tests {
         assert_eq!(size_of::<OpenRecord>(), 80 + 2 * PATH_MAX);
         assert_eq!(size_of::<Pending>(), 48);
         assert_eq!(size_of::<ArgOffsets>(), 24);
-        assert_eq!(size_of::<Settings>(), 56);
+        assert_eq!(size_of::<Settings>(), 48);
+        assert_eq!(size_of::<ProcessExit>(), 8);
         assert_eq!(core::mem::offset_of!(OpenHeader, kind), 0);
     }
 

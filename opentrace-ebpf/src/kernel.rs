@@ -6,8 +6,11 @@ use opentrace_common::KernelOffsets;
 /// placeholders). A read-only global: the verifier sees each offset as a constant.
 #[unsafe(no_mangle)]
 pub static KERNEL: KernelOffsets = KernelOffsets {
+    task_pid: 0,
     task_tgid: 0,
     task_real_parent: 0,
+    task_signal: 0,
+    signal_live: 0,
     task_fs: 0,
     task_files: 0,
     fs_root: 0,
@@ -74,6 +77,19 @@ pub fn parent_tgid() -> u32 {
         let task = bpf_get_current_task_btf().cast::<u8>();
         let parent = *task.add(parent_at).cast::<*const u8>();
         *parent.add(tgid_at).cast::<u32>()
+    }
+}
+
+/// Whether the current task's process is dying: every thread has started to exit (the last
+/// thread's `sched_process_exit` sees `signal->live` at 0).
+#[inline(always)]
+pub fn process_dying() -> bool {
+    let (signal_at, live_at) = (offset!(task_signal) as usize, offset!(signal_live) as usize);
+    // SAFETY: as in `parent_tgid`; `signal` is the task's own.
+    unsafe {
+        let task = bpf_get_current_task_btf().cast::<u8>();
+        let signal = *task.add(signal_at).cast::<*const u8>();
+        *signal.add(live_at).cast::<i32>() == 0
     }
 }
 

@@ -8,6 +8,7 @@
 
 mod kernel;
 mod path;
+mod process;
 mod storage;
 
 use core::ptr::read_volatile;
@@ -25,7 +26,7 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use opentrace_common::{
     AT_FDCWD, ArgOffsets, COUNTER_COUNT, COUNTER_LOST_PENDING, COUNTER_LOST_RING, DEFAULT_RET_OFFSET,
-    FILTER_COMM, FILTER_EXCLUDE_SELF, FILTER_FAILED, FILTER_PID, FILTER_TID, FILTER_UID, NO_FIELD,
+    FILTER_COMM, FILTER_EXCLUDE_SELF, FILTER_FAILED, FILTER_TID, FILTER_TRACKED, FILTER_UID, NO_FIELD,
     OPEN_HEADER_SIZE, OpenRecord, PATH_MAX, Pending, RecordKind, STATUS_HOW_FAULT, STATUS_PATH_FAULT,
     Settings, Syscall, WITH_FULL_PATH, full,
 };
@@ -63,7 +64,7 @@ macro_rules! global {
 const ADAPTIVE_WAKEUP: u64 = 0;
 
 #[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 
 /// What `sys_enter_*` remembers for `sys_exit_*`, in the task itself (a thread's entry and exit
 /// run in that thread, one after the other).
@@ -208,7 +209,7 @@ fn wanted(tgid: u32, tid: u32) -> bool {
     if on(FILTER_EXCLUDE_SELF) && tgid == global!(SETTINGS.self_tgid) {
         return false;
     }
-    if on(FILTER_PID) && tgid != global!(SETTINGS.pid) {
+    if on(FILTER_TRACKED) && !process::tracked(tgid) {
         return false;
     }
     if on(FILTER_TID) && tid != global!(SETTINGS.tid) {
@@ -363,7 +364,7 @@ pub fn diagnose(ctx: TracePointContext) -> u32 {
 }
 
 #[inline(always)]
-fn count(index: u32) {
+pub(crate) fn count(index: u32) {
     if let Some(counter) = COUNTERS.get_ptr_mut(index) {
         // SAFETY: this CPU's counter; programs on one CPU do not run at the same time.
         unsafe { *counter += 1 };

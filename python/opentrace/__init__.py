@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from ._command import CommandWatcher, run
 from ._opentrace import OpenEvent
 from ._opentrace import __version__ as __version__
 from ._watch import Watcher, watch
@@ -31,6 +32,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'opentrace' has no attribute {name!r}")
 
 __all__ = [
+    "CommandWatcher",
     "Field",
     "OpenEvent",
     "OpentraceError",
@@ -38,6 +40,8 @@ __all__ = [
     "TracepointFormat",
     "TracepointNotFound",
     "Watcher",
+    "__version__",
+    "run",
     "tracepoint_format",
     "tracepoints",
     "watch",

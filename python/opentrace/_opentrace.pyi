@@ -11,8 +11,10 @@ __all__ = [
     "OpenEvent",
     "OpenField",
     "Session",
+    "Suspended",
     "__version__",
     "parse_format",
+    "printable",
     "tracepoint_format",
     "tracepoints",
 ]
@@ -87,6 +89,7 @@ class Session:
         ring_size: int,
         latency_ns: int,
         pid: int | None = None,
+        descendants: bool = False,
         tid: int | None = None,
         uid: int | None = None,
         comm: bytes | None = None,
@@ -102,6 +105,7 @@ class Session:
     def read_text(self, formatter: Formatter, timeout: float | None = None, limit: int = ...) -> tuple[str, int]: ...
     def close(self) -> None: ...
     def forget_after_fork(self) -> None: ...
+    def finished(self) -> bool: ...
     @property
     def closed(self) -> bool: ...
     @property
@@ -109,6 +113,18 @@ class Session:
     @property
     def attached(self) -> list[str]: ...
     def fileno(self) -> int: ...
+
+@final
+class Suspended:
+    """A forked child waiting to exec a command (``run()``)."""
+
+    def __new__(
+        cls, programs: list[bytes], argv: list[bytes], envp: list[bytes], cwd: bytes | None = None
+    ) -> Suspended: ...
+    @property
+    def pid(self) -> int: ...
+    def release(self, program: str, cwd: str | None) -> None: ...
+    def abandon(self) -> None: ...
 
 @final
 class Formatter:
@@ -130,3 +146,4 @@ class Formatter:
 def tracepoints() -> list[str]: ...
 def tracepoint_format(name: str) -> _RawFormat: ...
 def parse_format(text: str) -> _RawFormat: ...
+def printable(raw: bytes) -> str: ...

@@ -71,6 +71,17 @@ def _syscalls(value: object) -> list[str]:
     return sorted(set(names))
 
 
+def _existing_pid(pid: int) -> int:
+    """A pid watcher follows one process: it must exist (checked again, race-free, when loading)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        raise ValueError(f"pid: there is no process {pid} (it has exited, or never was)") from None
+    except PermissionError:
+        pass  # it exists, and belongs to someone else
+    return pid
+
+
 def _bool(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be a bool, not {type(value).__name__}")
@@ -128,6 +139,7 @@ def _is_own_thread(tid: int) -> bool:
 def watch(
     *,
     pid: int | None = None,
+    descendants: bool = False,
     tid: int | None = None,
     uid: int | None = None,
     comm: str | None = None,
@@ -139,20 +151,44 @@ def watch(
 ) -> Watcher:
     """Load and attach the tracepoint programs; returns a ``Watcher`` yielding ``OpenEvent``.
 
-    Filters (all optional) select events in the kernel: ``pid`` (process), ``tid`` (thread),
+    Filters (all optional) select events in the kernel: ``pid`` (process; with ``descendants``
+    also every process descended from it, followed as they fork; a pid watcher ends when they have
+    all exited), ``tid`` (thread),
     ``uid`` (real user id), ``comm`` (command name contains), ``failed`` (only failed opens),
     ``syscalls`` (subset of open/openat/openat2/creat). ``ring_size`` is the ring buffer's size
     in bytes. ``latency`` bounds, in seconds, how long a busy stream may hold an event back to
     deliver it in a batch (an event after a quiet spell arrives at once). ``full_path`` resolves
     each event's ``full_path``: the absolute path of what was opened, as the process sees it.
     """
+    config = _checked(pid=pid, descendants=descendants, tid=tid, uid=uid, comm=comm, failed=failed,
+                      syscalls=syscalls, ring_size=ring_size, latency=latency, full_path=full_path)
+    return Watcher(_load(config))
+
+
+def _checked(
+    *,
+    pid: int | None,
+    descendants: bool,
+    tid: int | None,
+    uid: int | None,
+    comm: str | None,
+    failed: bool,
+    syscalls: Iterable[str],
+    ring_size: int,
+    latency: float,
+    full_path: bool,
+) -> dict[str, Any]:
+    """``watch()``'s arguments checked (all of them, before anything is loaded), as ``Session`` takes them."""
     config: dict[str, Any] = {
         "syscalls": _syscalls(syscalls),
         "ring_size": _ring_size(ring_size),
         "latency_ns": _latency_ns(latency),
     }
     if pid is not None:
-        config["pid"] = _int("pid", pid, 1, _PID_MAX)
+        config["pid"] = _existing_pid(_int("pid", pid, 1, _PID_MAX))
+    config["descendants"] = _bool("descendants", descendants)
+    if descendants and pid is None:
+        raise ValueError("descendants=True needs pid: the process whose descendants to follow")
     if tid is not None:
         config["tid"] = _int("tid", tid, 1, _PID_MAX)
     if uid is not None:
@@ -164,7 +200,19 @@ def watch(
     me = os.getpid()
     if pid != me and (tid is None or not _is_own_thread(tid)):
         config["exclude_tgid"] = me
-    return Watcher(_opentrace.Session(**config), config["syscalls"])
+    return config
+
+
+def _load(config: dict[str, Any]) -> _opentrace.Session:
+    session = _opentrace.Session(**config)
+    skipped = set(config["syscalls"]).difference(session.attached)
+    if skipped:
+        import logging
+
+        logging.getLogger("opentrace").debug(
+            "not traced, this kernel has no tracepoints for: %s", ", ".join(sorted(skipped))
+        )
+    return session
 
 
 class Watcher:
@@ -176,16 +224,9 @@ class Watcher:
 
     __slots__ = ("__weakref__", "_session")
 
-    def __init__(self, session: _opentrace.Session, requested: Iterable[str] = SYSCALLS) -> None:
+    def __init__(self, session: _opentrace.Session) -> None:
         self._session = session
         _live.add(self)
-        skipped = set(requested).difference(session.attached)
-        if skipped:
-            import logging
-
-            logging.getLogger("opentrace").debug(
-                "not traced, this kernel has no tracepoints for: %s", ", ".join(sorted(skipped))
-            )
 
     def __iter__(self) -> Iterator[OpenEvent]:
         return self._session
@@ -204,7 +245,7 @@ class Watcher:
             event = session.next_ready()
             if event is not None:
                 return event
-            if session.closed:
+            if session.finished():
                 raise StopAsyncIteration
             pause = session.pause_left()
             if pause > 0:
@@ -233,6 +274,10 @@ class Watcher:
     def close(self) -> None:
         """Detach and free everything; idempotent, callable from any thread."""
         self._session.close()
+
+    def _finished(self) -> bool:
+        """Whether iteration is over (closed, or a pid watcher whose processes all exited)."""
+        return self._session.finished()
 
     @property
     def closed(self) -> bool:

@@ -10,13 +10,14 @@ import threading
 import time
 from collections.abc import Sequence
 
-from . import OpentraceError, __version__, watch
-from ._opentrace import Formatter
+from . import CommandWatcher, OpentraceError, Watcher, __version__, run, watch
+from ._opentrace import Formatter, OpenEvent, printable
 from ._watch import DEFAULT_RING_SIZE, SYSCALLS
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 if TYPE_CHECKING:
-    from typing import TextIO
+    from collections.abc import Callable
+    from typing import Any, TextIO
 
 
 PROG = "opentrace"
@@ -35,6 +36,9 @@ examples:
   opentrace -e                    # show the open flags (and dfd) too
   opentrace -F                    # show the full path of what was opened
   opentrace -c 100 --json         # 100 events as JSON lines, then stop
+  opentrace -p 181 --descendants  # PID 181 and everything it starts
+  opentrace -o trace.txt -- make  # the opens of a build, its output apart
+  opentrace -F --summary -- make  # each file the build opened, once, with counts
   opentrace list 'syscalls:*open*'            # tracepoints matching a glob
   opentrace format syscalls:sys_enter_openat  # one tracepoint's record layout
 """
@@ -73,12 +77,16 @@ def _size(text: str) -> int:
 def _trace_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
-        description="Trace file opens (open, openat, openat2, creat) system-wide, live. "
+        usage=f"{PROG} [options]\n       {PROG} [options] -- CMD [ARGS...]",
+        description="Trace file opens (open, openat, openat2, creat) system-wide, live; or, with -- CMD, "
+        "those of CMD and everything it starts, exiting with CMD's status. "
         "Other commands: 'opentrace list [PATTERN]', 'opentrace format TRACEPOINT'.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("-p", "--pid", type=int, help="only this process id")
+    p.add_argument("-p", "--pid", type=int, help="only this process id (the trace ends when it exits)")
+    p.add_argument("--descendants", action="store_true",
+                   help="with -p: also every process descended from it, already running or started later")
     p.add_argument("-t", "--tid", type=int, help="only this thread id")
     p.add_argument("-u", "--uid", type=int, help="only this user id")
     p.add_argument("-n", "--name", metavar="NAME", help="only process names containing NAME")
@@ -93,6 +101,9 @@ def _trace_parser() -> argparse.ArgumentParser:
         help="print the full path of what was opened (unresolved ones as '? PATH')",
     )
     p.add_argument("--json", action="store_true", help="one JSON object per line instead of columns")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the trace to FILE instead of standard output")
+    p.add_argument("--summary", action="store_true",
+                   help="at the end, one line per distinct file instead of one per open: opens, failures, errors")
     p.add_argument("-q", "--quiet", action="store_true", help="no 'tracing ...' line on stderr at start")
     p.add_argument(
         "--syscall",
@@ -176,70 +187,224 @@ def _log_to(err: TextIO, quiet: bool) -> None:
     logger.propagate = False
 
 
+def _split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """``OPTIONS -- CMD ARGS...``: the options, and the command (None without ``--``)."""
+    if "--" not in argv:
+        return argv, None
+    at = argv.index("--")
+    return argv[:at], argv[at + 1 :]
+
+
 def _trace(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
     parser = _trace_parser()
-    args = parser.parse_args(argv)
-    out = _Output(stdout, "standard output")
+    options, command = _split_command(argv)
+    args = parser.parse_args(options)
+    if command is not None and not command:
+        parser.error("nothing after --: give the command to run, e.g. opentrace -- make -j2")
+    if command is not None and (args.pid is not None or args.tid is not None or args.descendants):
+        parser.error("-p, -t and --descendants pick a running process; with -- CMD, the command is the one traced")
+    if args.descendants and args.pid is None:
+        parser.error("--descendants needs -p PID: the process whose descendants to follow")
+    out = _open_output(args.output, stdout)
     _log_to(err, args.quiet)
-    filters: dict[str, object] = {"failed": args.failed}
-    for key, value in (("pid", args.pid), ("tid", args.tid), ("uid", args.uid), ("comm", args.name)):
-        if value is not None:
-            filters[key] = value
-    if args.syscall:
-        filters["syscalls"] = args.syscall
-    if args.ring_size is not None:
-        filters["ring_size"] = args.ring_size
-    if args.full_path:
-        filters["full_path"] = True
+    options_ = _watch_options(args)
     try:
-        watcher = watch(**filters)  # type: ignore[arg-type]
+        if command is None:
+            watcher: Watcher = watch(pid=args.pid, descendants=args.descendants, tid=args.tid, **options_)  # type: ignore[arg-type]
+        else:
+            watcher = run(command, **options_)  # type: ignore[arg-type]
     except (ValueError, TypeError) as e:
         parser.error(str(e))
+    except OpentraceError:
+        raise
+    except OSError as e:  # the command could not be started
+        raise OpentraceError(f"cannot run {command[0] if command else ''}: {_describe(e)}") from None
 
-    with watcher:
-        formatter = Formatter(
-            json=args.json, timestamp=args.timestamp, uid=args.print_uid, extended=args.extended,
-            full_path=args.full_path, start_ns=time.monotonic_ns(),
-        )
-        if not args.quiet:
-            err.write(f"{PROG}: tracing {', '.join(watcher.syscalls)}; Ctrl-C to stop\n")
-            err.flush()
-        out.write(formatter.header())
-        deadline = None if args.duration is None else time.monotonic() + args.duration
-        remaining = args.count
-
-        def show(timeout: float) -> int:
-            """Prints what arrives within ``timeout``; returns how many events."""
-            # Lines are formatted in Rust straight from the ring buffer records.
-            text, count = watcher._read_text(formatter, timeout, remaining)
-            out.write(text)
-            return count
-
-        try:
-            try:
-                while remaining != 0:
-                    timeout = _IDLE_CHECK
-                    if deadline is not None:
-                        timeout = min(timeout, deadline - time.monotonic())
-                        if timeout <= 0:
-                            break
-                    count = show(timeout)
-                    if not count and _reader_gone(out):
-                        return 0
-                    if remaining is not None:
-                        remaining -= count
-            except KeyboardInterrupt:
-                pass
-            # What happened before the end (duration, Ctrl-C, SIGTERM) and is still in the ring.
-            if remaining != 0:
-                show(0)
-        finally:
+    forwarding = _forward_signals(watcher.pid) if isinstance(watcher, CommandWatcher) else None
+    try:
+        with watcher:
+            if not args.quiet:
+                what = ", ".join(watcher.syscalls)
+                if isinstance(watcher, CommandWatcher):
+                    what = f"{' '.join(command or [])} (pid {watcher.pid}) and what it starts"
+                err.write(f"{PROG}: tracing {what}; Ctrl-C to stop\n")
+                err.flush()
+            if args.summary:
+                _summarize(watcher, args, out)
+            else:
+                _stream(watcher, args, out)
             watcher.close()
             # Read after close(): the count is final.
-            lost = watcher.lost
-            if lost:
-                err.write(f"{PROG}: {lost} events lost in all\n")
+            if watcher.lost:
+                err.write(f"{PROG}: {watcher.lost} events lost in all\n")
+        if isinstance(watcher, CommandWatcher):
+            return _exit_status(watcher.wait())
+    finally:
+        if forwarding is not None:
+            forwarding()
     return 0
+
+
+def _open_output(path: str | None, stdout: TextIO | None) -> _Output:
+    if path is None:
+        return _Output(stdout, "standard output")
+    try:
+        return _Output(open(path, "w", encoding="utf-8", errors="surrogateescape"), path)
+    except OSError as e:
+        raise OutputError(f"cannot write the trace to {path}: {_describe(e)}") from None
+
+
+def _watch_options(args: argparse.Namespace) -> dict[str, object]:
+    """The options ``watch()`` and ``run()`` share."""
+    options: dict[str, object] = {"failed": args.failed, "full_path": args.full_path}
+    if args.uid is not None:
+        options["uid"] = args.uid
+    if args.name is not None:
+        options["comm"] = args.name
+    if args.syscall:
+        options["syscalls"] = args.syscall
+    if args.ring_size is not None:
+        options["ring_size"] = args.ring_size
+    return options
+
+
+def _exit_status(returncode: int) -> int:
+    """A command's status as a shell reports it: 128+N when signal N killed it."""
+    return returncode if returncode >= 0 else 128 - returncode
+
+
+def _forward_signals(pid: int) -> Callable[[], None]:
+    """While a command runs, signals for the tracer go to the command, as a shell passes them on;
+    the trace goes on until the command (and what it started) ends. Ctrl-C at a terminal reaches
+    the command by itself (it is in the terminal's foreground process group): it is not sent again.
+    Returns what restores the previous handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def forward(signum: int, frame: object) -> None:
+        if signum in (signal.SIGINT, signal.SIGQUIT) and _terminal_sent_it():
+            return
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+    previous = {sig: signal.signal(sig, forward) for sig in signals}
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
+
+
+def _terminal_sent_it() -> bool:
+    """Whether this process is in its terminal's foreground process group (where Ctrl-C goes)."""
+    for fd in (0, 1, 2):
+        try:
+            return os.tcgetpgrp(fd) == os.getpgrp()
+        except OSError:
+            continue
+    return False
+
+
+def _stream(watcher: Watcher, args: argparse.Namespace, out: _Output) -> None:
+    """One line (or JSON object) per event, until the duration or count is reached, Ctrl-C, or a
+    pid watcher's processes have all exited."""
+    formatter = Formatter(
+        json=args.json, timestamp=args.timestamp, uid=args.print_uid, extended=args.extended,
+        full_path=args.full_path, start_ns=time.monotonic_ns(),
+    )
+    out.write(formatter.header())
+    deadline = None if args.duration is None else time.monotonic() + args.duration
+    remaining = args.count
+
+    def show(timeout: float) -> int:
+        """Prints what arrives within ``timeout``; returns how many events."""
+        # Lines are formatted in Rust straight from the ring buffer records.
+        text, count = watcher._read_text(formatter, timeout, remaining)
+        out.write(text)
+        return count
+
+    try:
+        while remaining != 0 and not watcher._finished():
+            timeout = _IDLE_CHECK
+            if deadline is not None:
+                timeout = min(timeout, deadline - time.monotonic())
+                if timeout <= 0:
+                    break
+            count = show(timeout)
+            if not count and _reader_gone(out):
+                return
+            if remaining is not None:
+                remaining -= count
+    except KeyboardInterrupt:
+        pass
+    # What happened before the end (duration, Ctrl-C, SIGTERM) and is still in the ring.
+    if remaining != 0:
+        show(0)
+
+
+def _summarize(watcher: Watcher, args: argparse.Namespace, out: _Output) -> None:
+    """One line per distinct file (the full path with -F), most opened first: opens, failures,
+    and the errors seen; with --json one object per file."""
+    files: dict[bytes, list[Any]] = {}
+    deadline = None if args.duration is None else time.monotonic() + args.duration
+    remaining = args.count
+
+    def take(events: list[OpenEvent]) -> None:
+        nonlocal remaining
+        if remaining is not None:
+            events = events[:remaining]
+            remaining -= len(events)
+        for ev in events:
+            key = ev.path_bytes
+            if args.full_path and ev.full_path_bytes is not None:
+                key = ev.full_path_bytes
+            entry = files.setdefault(key, [0, 0, {}])
+            entry[0] += 1
+            if ev.errno is not None:
+                entry[1] += 1
+                entry[2][ev.errno] = entry[2].get(ev.errno, 0) + 1
+
+    try:
+        while remaining != 0 and not watcher._finished():
+            timeout = _IDLE_CHECK if deadline is None else min(_IDLE_CHECK, deadline - time.monotonic())
+            if timeout <= 0:
+                break
+            take(watcher.poll(timeout))
+    except KeyboardInterrupt:
+        pass
+    if remaining != 0:
+        take(watcher.poll(0))
+    out.write(_summary_text(files, args.json))
+
+
+def _summary_text(files: dict[bytes, list[Any]], as_json: bool) -> str:
+    import errno
+
+    rows = sorted(files.items(), key=lambda item: (-item[1][0], item[0]))
+    names = {code: errno.errorcode.get(code, str(code)) for _, (_, _, errs) in rows for code in errs}
+    if as_json:
+        import base64
+        import json
+
+        lines = []
+        for path, (opens, failed, errs) in rows:
+            item: dict[str, object] = {"path": os.fsdecode(path)}
+            try:
+                path.decode()
+            except UnicodeDecodeError:
+                item["path_b64"] = base64.b64encode(path).decode()
+            item.update(opens=opens, failed=failed, errors={names[c]: n for c, n in sorted(errs.items())})
+            lines.append(json.dumps(item) + "\n")
+        return "".join(lines)
+    lines = [f"{'OPENS':>7} {'FAILED':>7} {'ERRORS':<16} PATH\n"]
+    for path, (opens, failed, errs) in rows:
+        seen = ",".join(names[c] for c in sorted(errs)) or "-"
+        lines.append(f"{opens:>7} {failed:>7} {seen:<16} {printable(path)}\n")
+    return "".join(lines)
 
 
 def _list(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
