@@ -60,6 +60,7 @@ PACKAGES: dict[str, str] = {
     "strace": "strace",
     "stdbuf": "coreutils",
     "gcc": "gcc",
+    "make": "make",
 }
 
 # command -> (key in machine_info(), command line whose first output line is its version)

@@ -233,7 +233,8 @@ def _trace(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
                 _summarize(watcher, args, out)
             else:
                 _stream(watcher, args, out)
-            watcher.close()
+            # About to exit: the kernel's slow part of detaching need not hold the exit up.
+            watcher._session.close_in_background()
             # Read after close(): the count is final.
             if watcher.lost:
                 err.write(f"{PROG}: {watcher.lost} events lost in all\n")
