@@ -1,5 +1,7 @@
 //! `OpenEvent`: one open, immutable. Its attributes, `to_dict()`, `repr()`, pickling and the
 //! keyword constructor all come from the one table of fields, `opentrace_common::open::FIELDS`.
+use std::sync::Arc;
+
 use opentrace_common::{
     open::{FIELDS, Open, OwnedOpen},
     schema::{DICT, REPR, SetError},
@@ -17,8 +19,9 @@ use crate::value::{from_py, to_py, to_py_exact};
 pub struct OpenEvent(pub OwnedOpen);
 
 impl OpenEvent {
-    pub fn new(open: Open<'_>) -> OpenEvent {
-        OpenEvent(OwnedOpen::new(open))
+    /// `cgroup` is `open.cgroup`, already shared (the events of one cgroup share its name).
+    pub fn new(open: Open<'_>, cgroup: Option<Arc<[u8]>>) -> OpenEvent {
+        OpenEvent(OwnedOpen::new(open, cgroup))
     }
 }
 

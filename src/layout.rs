@@ -9,7 +9,7 @@ use std::{
 };
 
 use opentrace_common::{
-    ArgOffsets, KernelOffsets, NO_FIELD, Syscall,
+    ArgOffsets, CgroupFields, KernelOffsets, NO_FIELD, Syscall,
     btf::{self, Btf},
     tracefs::Format,
 };
@@ -28,6 +28,8 @@ pub struct Layouts {
     pub kernel: KernelOffsets,
     /// Whether full paths can be resolved here, or why not.
     pub full_path: std::result::Result<(), String>,
+    /// Where `cgroup:cgroup_mkdir`/`cgroup_rename` keep their fields (None: no such tracepoints).
+    pub cgroup_fields: Option<CgroupFields>,
 }
 
 /// Where the kernel's BTF is read from; `OPENTRACE_BTF` names another file (a copy, or a
@@ -45,8 +47,9 @@ pub fn get() -> Result<&'static Layouts> {
     }
     let (syscalls, ret_offset) = syscall_layouts()?;
     let btf::Layout { offsets: kernel, full_path } = kernel_layout()?;
+    let cgroup_fields = cgroup_fields();
     // Leaked once per process: the loader borrows the globals for as long as it lives.
-    let layouts = Box::leak(Box::new(Layouts { syscalls, ret_offset, kernel, full_path }));
+    let layouts = Box::leak(Box::new(Layouts { syscalls, ret_offset, kernel, full_path, cgroup_fields }));
     *cached = Some(layouts);
     Ok(layouts)
 }
@@ -102,6 +105,24 @@ fn syscall_layouts() -> Result<(Vec<(Syscall, ArgOffsets)>, u32)> {
         ))
     })?;
     Ok((present, ret_offset))
+}
+
+/// The fields of `cgroup:cgroup_mkdir`, if it and `cgroup_rename` are there with the same layout.
+fn cgroup_fields() -> Option<CgroupFields> {
+    let read = |name: &str| {
+        let format = tracefs::format("cgroup", name).ok()?;
+        let at = |field: &str| format.field(field).map(|f| f.offset);
+        Some(CgroupFields { root: at("root")?, id: at("id")?, path: at("path")? })
+    };
+    let mkdir = read("cgroup_mkdir");
+    if mkdir.is_none() || mkdir != read("cgroup_rename") {
+        crate::diag::note(
+            crate::diag::Level::Debug,
+            "cgroup names are looked up as events arrive: no cgroup_mkdir/cgroup_rename tracepoints".into(),
+        );
+        return None;
+    }
+    mkdir
 }
 
 /// Reads the struct members the programs use from the kernel's BTF.

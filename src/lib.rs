@@ -1,5 +1,6 @@
 //! `opentrace._opentrace`: the compiled half of opentrace. The public API is the Python package;
 //! the logic that needs neither the kernel nor Python lives in `opentrace-common`.
+mod cgroup;
 mod command;
 mod diag;
 mod error;
@@ -8,6 +9,7 @@ mod follow;
 mod layout;
 mod loader;
 mod output;
+mod pidns;
 mod ring;
 mod session;
 mod tracefs;

@@ -7,8 +7,8 @@ use aya::{
 };
 use aya_log::EbpfLogger;
 use opentrace_common::{
-    COUNTER_LOST_PENDING, COUNTER_LOST_RING, COUNTER_UNFOLLOWED, FILTER_TRACKED, Settings, Syscall,
-    WITH_FULL_PATH,
+    COUNTER_LOST_PENDING, COUNTER_LOST_RING, COUNTER_UNFOLLOWED, CgroupFields, FILTER_TRACKED, Settings,
+    Syscall, WITH_FULL_PATH,
 };
 
 use crate::{
@@ -159,6 +159,11 @@ pub fn load(config: &Config) -> Result<Loaded> {
     }
     loader.override_global("RET_OFFSET", &layouts.ret_offset, true);
     loader.override_global("KERNEL", &layouts.kernel, true);
+    loader.override_global(
+        "CGROUP_FIELDS",
+        layouts.cgroup_fields.as_ref().unwrap_or(&CgroupFields::DEFAULT),
+        true,
+    );
     let mut settings = config.settings;
     if config.follow.is_some() {
         settings.enabled |= FILTER_TRACKED;
@@ -184,6 +189,13 @@ pub fn load(config: &Config) -> Result<Loaded> {
         Some(follow) => Some(follow_processes(&mut ebpf, follow, &mut links)?),
         None => None,
     };
+    // Names of cgroups made from now on come before any event from them.
+    if layouts.cgroup_fields.is_some() {
+        let named = loaded_program(&mut ebpf, "cgroup_named")?;
+        for name in ["cgroup_mkdir", "cgroup_rename"] {
+            links.push(attach(named, "cgroup", name)?);
+        }
+    }
     // Exits before entries: an entry recorded while attaching always has its exit attached.
     let exit = loaded_program(&mut ebpf, "sys_exit")?;
     for syscall in &wanted {

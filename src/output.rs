@@ -16,6 +16,11 @@ pub struct Formatter {
 }
 
 impl Formatter {
+    /// Whether the output shows an event's cgroup (JSON, or the CONTAINER column).
+    pub fn shows_cgroup(&self) -> bool {
+        self.json || self.columns.0.iter().any(|c| FIELDS[c.field].name == "container_id")
+    }
+
     pub fn write(&self, event: Open<'_>, out: &mut String) {
         if self.json {
             let fields = FIELDS.iter().filter(|f| f.show & DICT != 0).map(|f| (f.name, (f.get)(event)));
@@ -29,17 +34,24 @@ impl Formatter {
 #[pymethods]
 impl Formatter {
     #[new]
-    #[pyo3(signature = (*, json = false, timestamp = false, uid = false, extended = false, full_path = false, start_ns = 0))]
+    #[pyo3(signature = (*, json = false, timestamp = false, uid = false, extended = false, full_path = false, container = false, start_ns = 0))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         json: bool,
         timestamp: bool,
         uid: bool,
         extended: bool,
         full_path: bool,
+        container: bool,
         start_ns: u64,
     ) -> Formatter {
-        let options =
-            ColumnOptions { timestamp_from: timestamp.then_some(start_ns), uid, extended, full_path };
+        let options = ColumnOptions {
+            timestamp_from: timestamp.then_some(start_ns),
+            uid,
+            extended,
+            full_path,
+            container,
+        };
         Formatter { json, columns: open::columns(options) }
     }
 

@@ -4,7 +4,7 @@ use std::{
     collections::VecDeque,
     os::fd::AsRawFd,
     sync::{
-        Mutex, TryLockError,
+        Arc, Mutex, TryLockError,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -13,8 +13,8 @@ use std::{
 use aya::maps::{MapData, RingBuf};
 use aya_log::EbpfLogger;
 use opentrace_common::{
-    FILTER_COMM, FILTER_EXCLUDE_SELF, FILTER_FAILED, FILTER_TID, FILTER_UID, RecordKind, Settings, Syscall,
-    WITH_FULL_PATH,
+    CGROUP_NAME_SIZE, CgroupName, FILTER_CGROUP, FILTER_COMM, FILTER_EXCLUDE_SELF, FILTER_FAILED, FILTER_TID,
+    FILTER_UID, IN_PID_NAMESPACE, RecordKind, Settings, Syscall, WITH_FULL_PATH,
     comm::Needle,
     full,
     open::{self, Decoded, Open},
@@ -22,12 +22,14 @@ use opentrace_common::{
 use pyo3::{exceptions::PyRuntimeError, prelude::*, sync::MutexExt, types::PyList};
 
 use crate::{
+    cgroup,
     diag::{self, FromKernel},
     error::{Error, OpentraceError},
     event::OpenEvent,
     follow::{self, Tracked},
     loader::{self, Attached, Config, Counters, Follow, Loaded},
     output::Formatter,
+    pidns,
     ring::{Wait, Waiter},
 };
 
@@ -66,6 +68,8 @@ struct Live {
     unresolved: [u64; 256],
     /// A pid watcher's followed processes; when none is left, the watcher ends.
     tracked: Option<Tracked>,
+    /// The paths of the cgroups events come from.
+    cgroups: cgroup::Names,
     /// A followed process exited since the set was last looked at.
     exited: bool,
     unfollowed_reported: u64,
@@ -82,10 +86,16 @@ struct Out {
 
 impl Out {
     /// Takes one decoded event; returns false once the read wants no more.
-    fn take(&mut self, py: Python<'_>, want: &Want<'_>, open: Open<'_>) -> PyResult<bool> {
+    fn take(
+        &mut self,
+        py: Python<'_>,
+        want: &Want<'_>,
+        open: Open<'_>,
+        cgroup: Option<Arc<[u8]>>,
+    ) -> PyResult<bool> {
         match want {
             Want::Events => {
-                let event = Py::new(py, OpenEvent::new(open))?;
+                let event = Py::new(py, OpenEvent::new(open, cgroup))?;
                 // An event cannot be part of a reference cycle (it holds no Python object), but
                 // pyo3 makes every class a GC type: left tracked, each batch of thousands made the
                 // collector walk them all, a tenth of a consumer's time in a storm.
@@ -215,9 +225,18 @@ impl Session {
         while more && read < BATCH {
             let Some(record) = live.ring.next() else { break };
             read += 1;
-            if record.first() == Some(&(RecordKind::ProcessExit as u8)) {
-                live.exited = true;
-                continue;
+            match record.first().copied().and_then(RecordKind::from_u8) {
+                Some(RecordKind::ProcessExit) => {
+                    live.exited = true;
+                    continue;
+                }
+                Some(RecordKind::CgroupName) => {
+                    if let Some((id, path)) = cgroup_name(&record) {
+                        live.cgroups.insert(id, path);
+                    }
+                    continue;
+                }
+                _ => {}
             }
             match open::decode(&record) {
                 Ok(Decoded { head, path, walked }) => {
@@ -225,7 +244,13 @@ impl Session {
                         live.unresolved[usize::from(head.full)] += 1;
                     }
                     let full = open::full_path(&head, path, walked, &mut live.scratch);
-                    more = live.out.take(py, want, Open { head: &head, path, full })?;
+                    // An event's cgroup is named now, while it surely exists.
+                    let cgroup = match want {
+                        Want::Text { formatter, .. } if !formatter.shows_cgroup() => None,
+                        _ => live.cgroups.get(head.cgroup_id),
+                    };
+                    let open = Open { head: &head, path, full, cgroup: cgroup.as_deref() };
+                    more = live.out.take(py, want, open, cgroup.clone())?;
                 }
                 Err(err) => {
                     self.undecodable.fetch_add(1, Ordering::AcqRel);
@@ -371,6 +396,14 @@ impl Session {
     }
 }
 
+/// A `CgroupName` record: the cgroup's id and its path under the hierarchy's root.
+fn cgroup_name(record: &[u8]) -> Option<(u64, &[u8])> {
+    let head = record.get(..CGROUP_NAME_SIZE)?;
+    // SAFETY: the length is checked; `CgroupName` is plain integers, read unaligned.
+    let head = unsafe { head.as_ptr().cast::<CgroupName>().read_unaligned() };
+    Some((head.id, record.get(CGROUP_NAME_SIZE..CGROUP_NAME_SIZE + usize::from(head.path_len))?))
+}
+
 impl Drop for Session {
     fn drop(&mut self) {
         let live = self.live.get_mut().unwrap_or_else(|p| p.into_inner()).take();
@@ -402,7 +435,7 @@ fn forget_inherited(live: Live) {
 #[pymethods]
 impl Session {
     #[new]
-    #[pyo3(signature = (*, syscalls, ring_size, latency_ns, pid=None, descendants=false, tid=None, uid=None, comm=None, failed=false, exclude_tgid=None, full_path=false))]
+    #[pyo3(signature = (*, syscalls, ring_size, latency_ns, pid=None, descendants=false, tid=None, uid=None, comm=None, failed=false, exclude_tgid=None, full_path=false, cgroup=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -417,10 +450,19 @@ impl Session {
         failed: bool,
         exclude_tgid: Option<u32>,
         full_path: bool,
+        cgroup: Option<&str>,
     ) -> PyResult<Session> {
         let mut filter = Settings::NONE;
         if full_path {
             filter.enabled |= WITH_FULL_PATH;
+        }
+        if let Some(path) = cgroup {
+            filter.enabled |= FILTER_CGROUP;
+            (filter.cgroup_id, filter.cgroup_level) = cgroup::filter(path)?;
+        }
+        if let Some((dev, ino)) = pidns::own() {
+            filter.enabled |= IN_PID_NAMESPACE;
+            (filter.pidns_dev, filter.pidns_ino) = (dev, ino);
         }
         if let Some(tid) = tid {
             filter.enabled |= FILTER_TID;
@@ -469,6 +511,7 @@ impl Session {
                 scratch: Vec::new(),
                 unresolved: [0; 256],
                 tracked,
+                cgroups: cgroup::Names::new(),
                 exited: false,
                 unfollowed_reported: 0,
                 drained_at: None,

@@ -64,10 +64,11 @@ def test_timestamp_uid_and_flags_columns(marker: Path) -> None:
     cli = Cli("-T", "-U", "-e", "-p", str(child.pid))
     (fd,) = child.go()
     _, lines, _ = cli.stop()
-    assert lines[0].split() == ["TIME(s)", "UID", "PID", "COMM", "FD", "ERR", "FLAGS", "DFD", "PATH"]
-    ((ts, uid, pid, _comm, fd_col, err_col, flags, dfd, path),) = rows(lines, marker)
+    assert lines[0].split() == ["TIME(s)", "UID", "PID", "COMM", "FD", "ERR", "CONTAINER", "FLAGS", "DFD", "PATH"]
+    ((ts, uid, pid, _comm, fd_col, err_col, container, flags, dfd, path),) = rows(lines, marker)
     assert 0 <= float(ts) < 10 and re.fullmatch(r"\d+\.\d{3}", ts)
     assert (uid, pid, fd_col, err_col, dfd, path) == ("0", str(child.pid), str(fd), "0", "-", str(marker))
+    assert container == "-"  # not in a container
     assert int(flags, 8) == os.O_CREAT | os.O_WRONLY and len(flags) == 8
 
 

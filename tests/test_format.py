@@ -59,12 +59,14 @@ def test_json_lines_are_json_dumps_of_to_dict_with_the_exact_bytes(path: bytes, 
 
 def test_columns_and_header() -> None:
     f = Formatter(timestamp=True, uid=True, extended=True, start_ns=250_000_000)
-    assert f.header().split() == ["TIME(s)", "UID", "PID", "COMM", "FD", "ERR", "FLAGS", "DFD", "PATH"]
+    assert f.header().split() == ["TIME(s)", "UID", "PID", "COMM", "FD", "ERR", "CONTAINER", "FLAGS", "DFD", "PATH"]
     lines = f.format([event(b"/etc/passwd"), event(b"/nope", ret=-2)]).splitlines()
-    assert lines == [  # the events' dfd is 7
-        "2.000    1000    42     cat                3   0 00002101    7 /etc/passwd",
-        "2.000    1000    42     cat               -1   2 00002101    7 /nope",
+    assert lines == [  # the events' dfd is 7; no container
+        "2.000    1000    42     cat                3   0 -            00002101    7 /etc/passwd",
+        "2.000    1000    42     cat               -1   2 -            00002101    7 /nope",
     ]
+    contained = OpenEvent(pid=1, comm="sh", syscall="open", path="/x", cgroup=f"/docker/{'ab' * 32}")
+    assert Formatter(container=True).format([contained]).split()[4] == "ab" * 6
     assert Formatter().format([event(b"/x")]) == "42     cat                3   0 /x\n"
     assert Formatter(json=True).header() == ""
 

@@ -228,7 +228,21 @@ pub fn layout<D: AsRef<[u8]>>(btf: &Btf<D>) -> Result<Layout, String> {
         task_tgid: sized("task_struct", "tgid", 4)?,
         task_real_parent: pointer("task_struct", "real_parent")?,
         task_signal: pointer("task_struct", "signal")?,
+        task_thread_pid: pointer("task_struct", "thread_pid")?,
         signal_live: sized("signal_struct", "live", 4)?,
+        signal_tgid_pid: {
+            let pids = btf.member("signal_struct", "pids")?;
+            if pids.element_size != 8 || pids.size < 16 {
+                return Err("signal_struct.pids is not an array of pointers on this kernel".to_owned());
+            }
+            pids.offset + 8 // PIDTYPE_TGID
+        },
+        pid_level: sized("pid", "level", 4)?,
+        pid_numbers: btf.member("pid", "numbers")?.offset,
+        upid_size: btf.struct_size("upid")?,
+        upid_nr: sized("upid", "nr", 4)?,
+        upid_ns: pointer("upid", "ns")?,
+        pidns_inum: sized("pid_namespace", "ns.inum", 4)?,
         ..KernelOffsets::default()
     };
     let full_path = (|| {

@@ -12,6 +12,8 @@ pub mod comm;
 
 #[cfg(feature = "user")]
 pub mod btf;
+#[cfg(feature = "user")]
+pub mod cgroup;
 
 #[cfg(feature = "user")]
 pub mod errno;
@@ -43,6 +45,8 @@ pub enum RecordKind {
     Open = 1,
     /// A [`ProcessExit`]: a process a pid watcher follows has exited.
     ProcessExit = 2,
+    /// A [`CgroupName`] and its path: a cgroup v2 was made or renamed.
+    CgroupName = 3,
 }
 
 impl RecordKind {
@@ -50,6 +54,7 @@ impl RecordKind {
         match value {
             1 => Some(RecordKind::Open),
             2 => Some(RecordKind::ProcessExit),
+            3 => Some(RecordKind::CgroupName),
             _ => None,
         }
     }
@@ -64,6 +69,35 @@ pub struct ProcessExit {
     pub kind: u8,
     pub _pad: [u8; 3],
     pub tgid: u32,
+}
+
+/// A cgroup v2 and its path under the hierarchy's root (`path_len` bytes follow), sent when it is
+/// made or renamed: events name their cgroup even once it is gone.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgroupName {
+    /// [`RecordKind::CgroupName`].
+    pub kind: u8,
+    pub _pad: [u8; 5],
+    pub path_len: u16,
+    pub id: u64,
+}
+
+pub const CGROUP_NAME_SIZE: usize = core::mem::size_of::<CgroupName>();
+
+/// Where `cgroup:cgroup_mkdir` and `cgroup:cgroup_rename` keep their fields (`int root`,
+/// `u64 id`, `__data_loc char[] path`), from their format files.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgroupFields {
+    pub root: u32,
+    pub id: u32,
+    pub path: u32,
+}
+
+impl CgroupFields {
+    /// Linux 6.x; the loader reads the format files.
+    pub const DEFAULT: CgroupFields = CgroupFields { root: 8, id: 16, path: 24 };
 }
 
 /// How many processes a pid watcher can follow at once (`descendants=True`); a fork past that
@@ -160,6 +194,14 @@ pub struct Settings {
     pub self_tgid: u32,
     /// The substring the task's comm must contain (see [`comm::Needle`]).
     pub comm: comm::Needle,
+    /// `FILTER_CGROUP`: only tasks in the cgroup v2 with this id, at this depth, or below it.
+    pub cgroup_id: u64,
+    pub cgroup_level: u32,
+    pub _pad: u32,
+    /// `IN_PID_NAMESPACE`: the tracer's PID namespace (the device and inode of its nsfs file);
+    /// ids are those of that namespace and tasks it cannot see are left out.
+    pub pidns_dev: u64,
+    pub pidns_ino: u64,
 }
 
 pub const FILTER_TID: u32 = 1 << 1;
@@ -170,13 +212,30 @@ pub const FILTER_EXCLUDE_SELF: u32 = 1 << 5;
 /// Only the processes in the `TRACKED` map (a pid watcher: the process, and with `descendants`
 /// every process it starts, added as they fork).
 pub const FILTER_TRACKED: u32 = 1 << 6;
+/// Only tasks in a cgroup (`Settings::cgroup_id`) or below it.
+pub const FILTER_CGROUP: u32 = 1 << 7;
+/// The tracer runs in a PID namespace other than the initial one (`Settings::pidns_*`).
+pub const IN_PID_NAMESPACE: u32 = 1 << 9;
 /// Resolve each open's full path (`full_path=True`).
 pub const WITH_FULL_PATH: u32 = 1 << 8;
 
 impl Settings {
-    pub const NONE: Settings =
-        Settings { enabled: 0, tid: 0, uid: 0, self_tgid: 0, comm: comm::Needle::EMPTY };
+    pub const NONE: Settings = Settings {
+        enabled: 0,
+        tid: 0,
+        uid: 0,
+        self_tgid: 0,
+        comm: comm::Needle::EMPTY,
+        cgroup_id: 0,
+        cgroup_level: 0,
+        _pad: 0,
+        pidns_dev: 0,
+        pidns_ino: 0,
+    };
 }
+
+/// How deep a PID namespace the programs translate ids from (the kernel allows 32).
+pub const PIDNS_DEPTH: u32 = 32;
 
 /// Bytes of `struct dentry` read in one go by the path walk, from [`KernelOffsets::dentry_window`].
 pub const DENTRY_WINDOW: u32 = 48;
@@ -192,8 +251,20 @@ pub struct KernelOffsets {
     pub task_tgid: u32,
     pub task_real_parent: u32,
     pub task_signal: u32,
+    pub task_thread_pid: u32,
     /// `signal_struct.live`: threads of the process not yet exiting (0: the process is dying).
     pub signal_live: u32,
+    /// `signal_struct.pids[PIDTYPE_TGID]`: the process's `struct pid`.
+    pub signal_tgid_pid: u32,
+    /// `struct pid`: `level` and `numbers[]` (`struct upid { int nr; struct pid_namespace *ns; }`,
+    /// one per namespace level, each `upid_size` bytes).
+    pub pid_level: u32,
+    pub pid_numbers: u32,
+    pub upid_size: u32,
+    pub upid_nr: u32,
+    pub upid_ns: u32,
+    /// `pid_namespace.ns.inum`: the namespace's inode number, as its nsfs file shows it.
+    pub pidns_inum: u32,
     pub task_fs: u32,
     pub task_files: u32,
     pub fs_root: u32,
@@ -303,6 +374,11 @@ pub struct OpenHeader {
     pub full_len: u16,
     pub ppid: u32,
     pub comm: [u8; COMM_LEN],
+    /// The task's cgroup v2 id.
+    pub cgroup_id: u64,
+    /// The pid in the process's own (innermost) PID namespace.
+    pub ns_pid: u32,
+    pub _pad2: u32,
 }
 
 pub const OPEN_HEADER_SIZE: usize = core::mem::size_of::<OpenHeader>();
@@ -331,6 +407,8 @@ mod pod {
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::OpenHeader {}
     unsafe impl aya::Pod for super::ProcessExit {}
+    unsafe impl aya::Pod for super::CgroupName {}
+    unsafe impl aya::Pod for super::CgroupFields {}
 }
 
 #[cfg(test)]
@@ -341,13 +419,14 @@ mod tests {
 
     #[test]
     fn record_sizes_are_fixed() {
-        assert_eq!(size_of::<OpenHeader>(), 80);
+        assert_eq!(size_of::<OpenHeader>(), 96);
         assert_eq!(align_of::<OpenHeader>(), 8);
-        assert_eq!(size_of::<OpenRecord>(), 80 + 2 * PATH_MAX);
+        assert_eq!(size_of::<OpenRecord>(), 96 + 2 * PATH_MAX);
         assert_eq!(size_of::<Pending>(), 48);
         assert_eq!(size_of::<ArgOffsets>(), 24);
-        assert_eq!(size_of::<Settings>(), 48);
+        assert_eq!(size_of::<Settings>(), 80);
         assert_eq!(size_of::<ProcessExit>(), 8);
+        assert_eq!(size_of::<CgroupName>(), 16);
         assert_eq!(core::mem::offset_of!(OpenHeader, kind), 0);
     }
 

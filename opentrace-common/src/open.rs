@@ -15,6 +15,8 @@ pub struct Open<'a> {
     pub path: &'a [u8],
     /// The full path, when asked for and resolved (see [`full_path`]).
     pub full: Option<&'a [u8]>,
+    /// The path of the task's cgroup under the cgroup2 mount, resolved in user space.
+    pub cgroup: Option<&'a [u8]>,
 }
 
 impl<'a> Open<'a> {
@@ -182,13 +184,16 @@ pub struct OwnedOpen {
     pub head: OpenHeader,
     pub path: SmallBytes,
     pub full: Option<SmallBytes>,
+    /// Shared by the events of one cgroup.
+    pub cgroup: Option<std::sync::Arc<[u8]>>,
 }
 
 impl OwnedOpen {
-    pub fn new(open: Open<'_>) -> OwnedOpen {
+    /// `cgroup` is `open.cgroup`, already shared.
+    pub fn new(open: Open<'_>, cgroup: Option<std::sync::Arc<[u8]>>) -> OwnedOpen {
         let mut head = *open.head;
         head.path_len = open.path.len() as u16;
-        OwnedOpen { head, path: SmallBytes::new(open.path), full: open.full.map(SmallBytes::new) }
+        OwnedOpen { head, path: SmallBytes::new(open.path), full: open.full.map(SmallBytes::new), cgroup }
     }
 
     pub fn view(&self) -> Open<'_> {
@@ -196,6 +201,7 @@ impl OwnedOpen {
             head: &self.head,
             path: self.path.as_bytes(),
             full: self.full.as_ref().map(SmallBytes::as_bytes),
+            cgroup: self.cgroup.as_deref(),
         }
     }
 }
@@ -204,7 +210,7 @@ impl Default for OwnedOpen {
     /// All zero but what zero would misstate: the record kind, and `dfd` (AT_FDCWD).
     fn default() -> Self {
         let head = OpenHeader { kind: RecordKind::Open as u8, dfd: AT_FDCWD, ..OpenHeader::default() };
-        OwnedOpen { head, path: SmallBytes::new(b""), full: None }
+        OwnedOpen { head, path: SmallBytes::new(b""), full: None, cgroup: None }
     }
 }
 
@@ -250,6 +256,20 @@ pub static FIELDS: &[Field<Get, Set>] = &[
         show: DICT | REPR,
     },
     int!(ppid, DICT),
+    int!(ns_pid, DICT),
+    int!(cgroup_id, DICT),
+    Field {
+        name: "cgroup",
+        get: |e| e.cgroup.map_or(Value::None, Value::Text),
+        set: Some(set_cgroup),
+        show: DICT,
+    },
+    Field {
+        name: "container_id",
+        get: |e| e.cgroup.and_then(crate::cgroup::container_id).map_or(Value::None, Value::Text),
+        set: None,
+        show: DICT,
+    },
     Field {
         name: "full_path",
         get: |e| e.full.map_or(Value::None, Value::Text),
@@ -269,6 +289,8 @@ pub struct ColumnOptions {
     pub extended: bool,
     /// The full path in the PATH column (opensnoop's `-F`).
     pub full_path: bool,
+    /// A CONTAINER column (`-C`, and with `-e`): the container id, short.
+    pub container: bool,
 }
 
 /// The CLI's columns: opensnoop's `PID COMM FD ERR PATH` (FD -1 and ERR the errno on failure),
@@ -298,6 +320,12 @@ pub fn columns(options: ColumnOptions) -> Columns {
     columns.push(column("COMM", "comm", 16, Align::Left, ""));
     columns.push(column("FD", "fd", 3, Align::Right, "-1"));
     columns.push(column("ERR", "errno", 3, Align::Right, "0"));
+    if options.container || options.extended {
+        columns.push(Column {
+            render: Render::Prefix(12),
+            ..column("CONTAINER", "container_id", 12, Align::Left, "-")
+        });
+    }
     if options.extended {
         columns.push(Column { render: Render::Octal, ..column("FLAGS", "flags", 8, Align::Left, "") });
         columns.push(Column {
@@ -313,6 +341,14 @@ pub fn columns(options: ColumnOptions) -> Columns {
         columns.push(column("PATH", "path", 0, Align::Left, ""));
     }
     Columns(columns)
+}
+
+fn set_cgroup(o: &mut OwnedOpen, v: Input<'_>) -> Result<(), SetError> {
+    o.cgroup = match v {
+        Input::None => None,
+        v => Some(v.bytes("cgroup")?.into()),
+    };
+    Ok(())
 }
 
 fn set_full_path(o: &mut OwnedOpen, v: Input<'_>) -> Result<(), SetError> {
@@ -381,7 +417,7 @@ mod tests {
     fn decodes_a_record_and_refuses_broken_ones() {
         let good = record(header(4), b"/etc");
         let Decoded { head, path, walked } = decode(&good).unwrap();
-        let open = Open { head: &head, path, full: None };
+        let open = Open { head: &head, path, full: None, cgroup: None };
         assert_eq!(
             (open.comm(), open.syscall(), path, walked),
             (&b"cat"[..], "openat2", &b"/etc"[..], &b""[..])
@@ -455,8 +491,12 @@ mod tests {
             uid: true,
             extended: true,
             full_path: false,
+            container: false,
         });
-        assert_eq!(columns.header(), "TIME(s)  UID     PID    COMM              FD ERR FLAGS     DFD PATH\n");
+        assert_eq!(
+            columns.header(),
+            "TIME(s)  UID     PID    COMM              FD ERR CONTAINER    FLAGS     DFD PATH\n"
+        );
         let mut out = String::new();
         columns.write(|i| (FIELDS[i].get)(owned.view()), &mut out);
         owned.head.ret = -2;
@@ -464,8 +504,8 @@ mod tests {
         columns.write(|i| (FIELDS[i].get)(owned.view()), &mut out);
         assert_eq!(
             out,
-            "1.000    1000    42     cat                3   0 00100101    - /etc/passwd\n\
-             1.000    1000    42     cat               -1   2 00100101    - /nope\n"
+            "1.000    1000    42     cat                3   0 -            00100101    - /etc/passwd\n\
+             1.000    1000    42     cat               -1   2 -            00100101    - /nope\n"
         );
         let plain = super::columns(ColumnOptions::default());
         assert_eq!(plain.header(), "PID    COMM              FD ERR PATH\n");

@@ -22,6 +22,8 @@ pub enum Render {
     Octal,
     /// A number, except this value, which shows as the placeholder (`dfd` other than AT_FDCWD).
     Except(i64),
+    /// Text cut to its first N bytes (a short container id).
+    Prefix(usize),
 }
 
 /// One column: a field of the event kind's table, shown `width` wide.
@@ -91,6 +93,7 @@ fn cell(column: &Column, value: Value<'_>, width: usize, out: &mut String) {
         (Value::Int(n), _) => return push_int(out, n, width, column.align),
         (Value::UInt(n), _) => return push_uint(out, n, width, column.align),
         (Value::None, _) => out.push_str(column.none),
+        (Value::Text(bytes), Render::Prefix(n)) => printable(&bytes[..bytes.len().min(n)], out),
         (Value::Text(bytes) | Value::Bytes(bytes), _) => printable(bytes, out),
         (Value::Name(name), _) => printable(name.as_bytes(), out),
     }

@@ -10,7 +10,15 @@ pub static KERNEL: KernelOffsets = KernelOffsets {
     task_tgid: 0,
     task_real_parent: 0,
     task_signal: 0,
+    task_thread_pid: 0,
     signal_live: 0,
+    signal_tgid_pid: 0,
+    pid_level: 0,
+    pid_numbers: 0,
+    upid_size: 0,
+    upid_nr: 0,
+    upid_ns: 0,
+    pidns_inum: 0,
     task_fs: 0,
     task_files: 0,
     fs_root: 0,
@@ -77,6 +85,66 @@ pub fn parent_tgid() -> u32 {
         let task = bpf_get_current_task_btf().cast::<u8>();
         let parent = *task.add(parent_at).cast::<*const u8>();
         *parent.add(tgid_at).cast::<u32>()
+    }
+}
+
+/// The current process's `struct pid` (of its thread group) and the tgid it has in its own,
+/// innermost PID namespace (`global` when that is the initial one: no read needed).
+#[inline(always)]
+pub fn own_ns_tgid(global: u32) -> u32 {
+    let (signal_at, tgid_pid_at, level_at) =
+        (offset!(task_signal) as usize, offset!(signal_tgid_pid) as usize, offset!(pid_level) as usize);
+    // SAFETY: as in `parent_tgid`; `signal` and its pids are the task's own.
+    let (pid, level) = unsafe {
+        let task = bpf_get_current_task_btf().cast::<u8>();
+        let signal = *task.add(signal_at).cast::<*const u8>();
+        let pid = *signal.add(tgid_pid_at).cast::<*const u8>();
+        (pid as u64, *pid.add(level_at).cast::<u32>())
+    };
+    if level == 0 {
+        return global;
+    }
+    let at = pid + offset!(pid_numbers) + u64::from(level) * offset!(upid_size) + offset!(upid_nr);
+    read::<u32>(at).unwrap_or(0)
+}
+
+/// The number the `struct pid` at `pid` has in the PID namespace whose inode is `ino`; 0 when
+/// that namespace cannot see it (as `getppid()` is 0 for a container's first process).
+#[inline(always)]
+pub fn pid_in_ns(pid: u64, ino: u64) -> u32 {
+    let Ok(level) = read::<u32>(pid + offset!(pid_level)) else { return 0 };
+    let mut found = 0;
+    for i in 0..opentrace_common::PIDNS_DEPTH {
+        if i > level {
+            break;
+        }
+        let upid = pid + offset!(pid_numbers) + u64::from(i) * offset!(upid_size);
+        let (Ok(nr), Ok(ns)) = (read::<u32>(upid + offset!(upid_nr)), read::<u64>(upid + offset!(upid_ns)))
+        else {
+            break;
+        };
+        if read::<u32>(ns + offset!(pidns_inum)).is_ok_and(|inum| u64::from(inum) == ino) {
+            found = nr;
+            break;
+        }
+    }
+    found
+}
+
+/// The address of the `struct pid` of the current task's real parent's thread group.
+#[inline(always)]
+pub fn parent_tgid_pid() -> u64 {
+    let (parent_at, signal_at, tgid_pid_at) = (
+        offset!(task_real_parent) as usize,
+        offset!(task_signal) as usize,
+        offset!(signal_tgid_pid) as usize,
+    );
+    // SAFETY: as in `parent_tgid`.
+    unsafe {
+        let task = bpf_get_current_task_btf().cast::<u8>();
+        let parent = *task.add(parent_at).cast::<*const u8>();
+        let signal = *parent.add(signal_at).cast::<*const u8>();
+        *signal.add(tgid_pid_at).cast::<u64>()
     }
 }
 

@@ -6,18 +6,18 @@
 #![no_std]
 #![no_main]
 
+mod cgroups;
 mod kernel;
 mod path;
 mod process;
 mod storage;
-
-use core::ptr::read_volatile;
 
 use aya_ebpf::{
     EbpfContext as _,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns,
         bpf_probe_read_user, bpf_probe_read_user_str_bytes,
+        generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id},
     },
     macros::{btf_map, map, tracepoint},
     maps::{PerCpuArray, ProgramArray, RingBuf},
@@ -26,9 +26,9 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use opentrace_common::{
     AT_FDCWD, ArgOffsets, COUNTER_COUNT, COUNTER_LOST_PENDING, COUNTER_LOST_RING, DEFAULT_RET_OFFSET,
-    FILTER_COMM, FILTER_EXCLUDE_SELF, FILTER_FAILED, FILTER_TID, FILTER_TRACKED, FILTER_UID, NO_FIELD,
-    OPEN_HEADER_SIZE, OpenRecord, PATH_MAX, Pending, RecordKind, STATUS_HOW_FAULT, STATUS_PATH_FAULT,
-    Settings, Syscall, WITH_FULL_PATH, full,
+    FILTER_CGROUP, FILTER_COMM, FILTER_EXCLUDE_SELF, FILTER_FAILED, FILTER_TID, FILTER_TRACKED, FILTER_UID,
+    NO_FIELD, OPEN_HEADER_SIZE, OpenRecord, PATH_MAX, Pending, RecordKind, STATUS_HOW_FAULT,
+    STATUS_PATH_FAULT, Settings, Syscall, WITH_FULL_PATH, full,
 };
 
 use crate::storage::TaskStorage;
@@ -48,15 +48,22 @@ static RET_OFFSET: u32 = DEFAULT_RET_OFFSET;
 
 /// This watcher's filters and features, written by the loader before loading.
 #[unsafe(no_mangle)]
-static SETTINGS: Settings = Settings::NONE;
+pub(crate) static SETTINGS: Settings = Settings::NONE;
 
 /// A read-only global, as the verifier sees it: a constant.
 macro_rules! global {
     ($($path:tt)+) => {
         // SAFETY: a read-only global the loader sets before loading; the volatile read keeps the
         // compiler from folding in the default value.
-        unsafe { read_volatile(&raw const $($path)+) }
+        unsafe { core::ptr::read_volatile(&raw const $($path)+) }
     };
+}
+pub(crate) use global;
+
+/// Whether the watcher's settings have this `FILTER_*`/`WITH_*`/`IN_*` bit.
+#[inline(always)]
+pub(crate) fn on(bit: u32) -> bool {
+    global!(SETTINGS.enabled) & bit != 0
 }
 
 /// `bpf_ringbuf_output` flags: none, so the kernel wakes the reader only when it had caught up
@@ -115,8 +122,7 @@ fn try_sys_enter<const N: usize>(
     syscall: Syscall,
     args: ArgOffsets,
 ) -> Result<u32, i64> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    let Some((tgid, tid)) = process::current_ids() else { return Ok(0) };
     if !wanted(tgid, tid) {
         return Ok(0);
     }
@@ -205,7 +211,6 @@ impl<'a, const N: usize> Record<'a, N> {
 /// are constants to the verifier: a filter that is off costs nothing.
 #[inline(always)]
 fn wanted(tgid: u32, tid: u32) -> bool {
-    let on = |bit: u32| global!(SETTINGS.enabled) & bit != 0;
     if on(FILTER_EXCLUDE_SELF) && tgid == global!(SETTINGS.self_tgid) {
         return false;
     }
@@ -218,6 +223,13 @@ fn wanted(tgid: u32, tid: u32) -> bool {
     if on(FILTER_UID) && bpf_get_current_uid_gid() as u32 != global!(SETTINGS.uid) {
         return false;
     }
+    if on(FILTER_CGROUP) {
+        let level = global!(SETTINGS.cgroup_level) as i32;
+        // SAFETY: a helper with a plain argument.
+        if unsafe { bpf_get_current_ancestor_cgroup_id(level) } != global!(SETTINGS.cgroup_id) {
+            return false;
+        }
+    }
     if on(FILTER_COMM) {
         let Ok(comm) = bpf_get_current_comm() else {
             return false;
@@ -229,8 +241,6 @@ fn wanted(tgid: u32, tid: u32) -> bool {
 
 #[inline(always)]
 fn try_sys_exit(ctx: &Record<'_, 1>) -> Result<u32, i64> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tid = pid_tgid as u32;
     let Some(slot) = PENDING.current(false) else {
         return Ok(0);
     };
@@ -244,9 +254,11 @@ fn try_sys_exit(ctx: &Record<'_, 1>) -> Result<u32, i64> {
     slot.timestamp_ns = 0;
 
     let ret = ctx.arg(global!(RET_OFFSET))? as i64;
-    if global!(SETTINGS.enabled) & FILTER_FAILED != 0 && ret >= 0 {
+    if on(FILTER_FAILED) && ret >= 0 {
         return Ok(0);
     }
+    // The entry saw the task, so its namespace can see it.
+    let (tgid, tid) = process::current_ids().unwrap_or_default();
 
     let Some(event) = SCRATCH.get_ptr_mut(0) else {
         return Ok(0);
@@ -261,10 +273,13 @@ fn try_sys_exit(ctx: &Record<'_, 1>) -> Result<u32, i64> {
     header.ret = ret;
     header.flags = pending.flags;
     header.mode = pending.mode;
-    header.pid = (pid_tgid >> 32) as u32;
+    header.pid = tgid;
     header.tid = tid;
     header.uid = bpf_get_current_uid_gid() as u32;
-    header.ppid = kernel::parent_tgid();
+    header.ppid = process::parent();
+    header.ns_pid = kernel::own_ns_tgid((bpf_get_current_pid_tgid() >> 32) as u32);
+    // SAFETY: a helper with no arguments.
+    header.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     header.dfd = pending.dfd;
     header.syscall = pending.syscall;
     header.status = 0;
@@ -301,7 +316,7 @@ fn try_sys_exit(ctx: &Record<'_, 1>) -> Result<u32, i64> {
     event.header.path_len = path_len as u16;
 
     let mut full_len = 0;
-    if global!(SETTINGS.enabled) & WITH_FULL_PATH != 0 {
+    if on(WITH_FULL_PATH) {
         let absolute = path_len > 0 && event.data[0] == b'/';
         let (code, start) = if event.header.status & STATUS_PATH_FAULT != 0 && ret < 0 {
             (full::FAULT, PATH_MAX as u32)

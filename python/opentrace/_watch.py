@@ -148,6 +148,7 @@ def watch(
     ring_size: int = DEFAULT_RING_SIZE,
     latency: float = DEFAULT_LATENCY,
     full_path: bool = False,
+    cgroup: str | None = None,
 ) -> Watcher:
     """Load and attach the tracepoint programs; returns a ``Watcher`` yielding ``OpenEvent``.
 
@@ -159,9 +160,11 @@ def watch(
     in bytes. ``latency`` bounds, in seconds, how long a busy stream may hold an event back to
     deliver it in a batch (an event after a quiet spell arrives at once). ``full_path`` resolves
     each event's ``full_path``: the absolute path of what was opened, as the process sees it.
+    ``cgroup`` (a cgroup v2 path, under the cgroup2 mount or with the mount point in front) keeps
+    only the tasks in that cgroup or below it.
     """
     config = _checked(pid=pid, descendants=descendants, tid=tid, uid=uid, comm=comm, failed=failed,
-                      syscalls=syscalls, ring_size=ring_size, latency=latency, full_path=full_path)
+                      syscalls=syscalls, ring_size=ring_size, latency=latency, full_path=full_path, cgroup=cgroup)
     return Watcher(_load(config))
 
 
@@ -177,6 +180,7 @@ def _checked(
     ring_size: int,
     latency: float,
     full_path: bool,
+    cgroup: str | None = None,
 ) -> dict[str, Any]:
     """``watch()``'s arguments checked (all of them, before anything is loaded), as ``Session`` takes them."""
     config: dict[str, Any] = {
@@ -197,6 +201,10 @@ def _checked(
         config["comm"] = _comm(comm)
     config["failed"] = _bool("failed", failed)
     config["full_path"] = _bool("full_path", full_path)
+    if cgroup is not None:
+        if not isinstance(cgroup, str):
+            raise TypeError(f"cgroup must be a str such as '/system.slice/x.scope', not {type(cgroup).__name__}")
+        config["cgroup"] = cgroup  # whether it exists is checked when loading, against the mount
     me = os.getpid()
     if pid != me and (tid is None or not _is_own_thread(tid)):
         config["exclude_tgid"] = me

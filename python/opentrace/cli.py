@@ -39,6 +39,7 @@ examples:
   opentrace -p 181 --descendants  # PID 181 and everything it starts
   opentrace -o trace.txt -- make  # the opens of a build, its output apart
   opentrace -F --summary -- make  # each file the build opened, once, with counts
+  opentrace -C --cgroup /system.slice  # only tasks in that cgroup, with a CONTAINER column
   opentrace list 'syscalls:*open*'            # tracepoints matching a glob
   opentrace format syscalls:sys_enter_openat  # one tracepoint's record layout
 """
@@ -96,6 +97,8 @@ def _trace_parser() -> argparse.ArgumentParser:
     p.add_argument("-T", "--timestamp", action="store_true", help="print a timestamp column (seconds)")
     p.add_argument("-U", "--print-uid", action="store_true", help="print a UID column")
     p.add_argument("-e", "--extended", action="store_true", help="print the open flags (octal) and the dfd")
+    p.add_argument("-C", "--container", action="store_true", help="print a CONTAINER column (the id, short)")
+    p.add_argument("--cgroup", metavar="PATH", help="only tasks in this cgroup v2 (or below it)")
     p.add_argument(
         "-F", "--full-path", action="store_true",
         help="print the full path of what was opened (unresolved ones as '? PATH')",
@@ -201,8 +204,8 @@ def _trace(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
     args = parser.parse_args(options)
     if command is not None and not command:
         parser.error("nothing after --: give the command to run, e.g. opentrace -- make -j2")
-    if command is not None and (args.pid is not None or args.tid is not None or args.descendants):
-        parser.error("-p, -t and --descendants pick a running process; with -- CMD, the command is the one traced")
+    if command is not None and (args.pid is not None or args.tid is not None or args.descendants or args.cgroup):
+        parser.error("-p, -t, --descendants and --cgroup pick what to trace; with -- CMD, the command is traced")
     if args.descendants and args.pid is None:
         parser.error("--descendants needs -p PID: the process whose descendants to follow")
     out = _open_output(args.output, stdout)
@@ -210,7 +213,9 @@ def _trace(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
     options_ = _watch_options(args)
     try:
         if command is None:
-            watcher: Watcher = watch(pid=args.pid, descendants=args.descendants, tid=args.tid, **options_)  # type: ignore[arg-type]
+            watcher: Watcher = watch(
+                pid=args.pid, descendants=args.descendants, tid=args.tid, cgroup=args.cgroup, **options_  # type: ignore[arg-type]
+            )
         else:
             watcher = run(command, **options_)  # type: ignore[arg-type]
     except (ValueError, TypeError) as e:
@@ -315,7 +320,7 @@ def _stream(watcher: Watcher, args: argparse.Namespace, out: _Output) -> None:
     pid watcher's processes have all exited."""
     formatter = Formatter(
         json=args.json, timestamp=args.timestamp, uid=args.print_uid, extended=args.extended,
-        full_path=args.full_path, start_ns=time.monotonic_ns(),
+        full_path=args.full_path, container=args.container, start_ns=time.monotonic_ns(),
     )
     out.write(formatter.header())
     deadline = None if args.duration is None else time.monotonic() + args.duration

@@ -1,0 +1,126 @@
+//! cgroup v2 on this machine: where the hierarchy is mounted, a cgroup's id and depth for the
+//! `cgroup` filter, and a cgroup id's path for events (resolved as events are read, while the
+//! cgroup still exists, and kept: a cgroup removed since still has its name).
+use std::{
+    collections::HashMap,
+    ffi::{CString, OsStr},
+    fs,
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd},
+        unix::{ffi::OsStrExt, fs::MetadataExt},
+    },
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use opentrace_common::cgroup::cgroup2_mount;
+
+use crate::error::{Error, Result};
+
+/// The cgroup2 mount point, from /proc/self/mountinfo.
+pub fn mount() -> Option<PathBuf> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    cgroup2_mount(&mountinfo).map(|m| PathBuf::from(OsStr::from_bytes(&m)))
+}
+
+/// The id (its directory's inode) and depth (0 for the root) of the cgroup `path` names: a path
+/// under the cgroup2 mount ("/system.slice/x.scope"), or the same with the mount point in front.
+pub fn filter(path: &str) -> Result<(u64, u32)> {
+    let mount = mount().ok_or_else(|| {
+        Error::Other(
+            "cgroup: this machine has no cgroup2 hierarchy mounted (mount -t cgroup2 none /sys/fs/cgroup)"
+                .into(),
+        )
+    })?;
+    let given = Path::new(path);
+    let relative = given.strip_prefix(&mount).unwrap_or(given);
+    let relative = relative.strip_prefix("/").unwrap_or(relative);
+    if relative.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+        return Err(Error::Invalid(format!(
+            "cgroup: {path:?} is not a plain path under {}",
+            mount.display()
+        )));
+    }
+    let dir = mount.join(relative);
+    match fs::metadata(&dir) {
+        Ok(meta) if meta.is_dir() => Ok((meta.ino(), relative.components().count() as u32)),
+        _ => Err(Error::Invalid(format!(
+            "cgroup: there is no cgroup {path:?} ({} does not exist)",
+            dir.display()
+        ))),
+    }
+}
+
+/// cgroup ids to their paths under the mount, looked up once each.
+pub struct Names {
+    /// The cgroup2 mount, opened: handles are resolved relative to it.
+    mount: Option<(OwnedFd, Vec<u8>)>,
+    known: HashMap<u64, Option<Arc<[u8]>>>,
+}
+
+/// `struct file_handle` for a kernfs node (cgroup2's export format: the node's 64-bit id).
+#[repr(C)]
+struct KernfsHandle {
+    handle_bytes: u32,
+    handle_type: i32,
+    id: u64,
+}
+
+const FILEID_KERNFS: i32 = 0xfe;
+
+impl Names {
+    pub fn new() -> Names {
+        let mount = mount().and_then(|path| {
+            let c = CString::new(path.as_os_str().as_bytes()).ok()?;
+            // SAFETY: a NUL-terminated path; the fd is owned right away.
+            let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+            (fd >= 0).then(|| (unsafe { OwnedFd::from_raw_fd(fd) }, path.as_os_str().as_bytes().to_vec()))
+        });
+        Names { mount, known: HashMap::new() }
+    }
+
+    /// The path of cgroup `id` under the mount ("/" for the root), or None if it is gone.
+    pub fn get(&mut self, id: u64) -> Option<Arc<[u8]>> {
+        if id == 0 {
+            return None;
+        }
+        if let Some(known) = self.known.get(&id) {
+            return known.clone();
+        }
+        let found = self.look_up(id).map(Arc::from);
+        // A cgroup found is kept (its name outlives it); one not found may appear: not kept.
+        if found.is_some() {
+            self.known.insert(id, found.clone());
+        }
+        found
+    }
+
+    /// Learns a cgroup's path (from the kernel, as it is made or renamed).
+    pub fn insert(&mut self, id: u64, path: &[u8]) {
+        let path: &[u8] = if path.is_empty() { b"/" } else { path };
+        self.known.insert(id, Some(Arc::from(path)));
+    }
+
+    /// open_by_handle_at on the mount: the cgroup's directory, then its path from /proc/self/fd.
+    fn look_up(&self, id: u64) -> Option<Vec<u8>> {
+        let (mount_fd, mount) = self.mount.as_ref()?;
+        let mut handle = KernfsHandle { handle_bytes: 8, handle_type: FILEID_KERNFS, id };
+        // SAFETY: a handle of the size it says; the fd is owned right away.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_open_by_handle_at,
+                mount_fd.as_raw_fd(),
+                &raw mut handle,
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return None;
+        }
+        let dir = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        let link = fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd())).ok()?;
+        let link = link.as_os_str().as_bytes();
+        let rest = link.strip_prefix(mount.as_slice())?;
+        Some(if rest.is_empty() { b"/".to_vec() } else { rest.to_vec() })
+    }
+}
