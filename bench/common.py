@@ -210,6 +210,28 @@ def workspace(prefix: str = "otbench-") -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+IDLE_CGROUP = "/opentrace-bench-idle"  # an empty cgroup v2, for filters that exclude everything
+
+
+@contextlib.contextmanager
+def idle_cgroup() -> Iterator[str]:
+    """An empty cgroup under the cgroup2 mount (made, then removed): its path under the mount."""
+    mount = None
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields, _, rest = line.partition(" - ")
+        if rest.split()[:1] == ["cgroup2"] and fields.split()[3] == "/":
+            mount = Path(fields.split()[4])
+    if mount is None:
+        raise BenchError("no cgroup2 hierarchy is mounted (mount -t cgroup2 none /sys/fs/cgroup)")
+    directory = mount / IDLE_CGROUP.lstrip("/")
+    directory.mkdir(exist_ok=True)
+    try:
+        yield IDLE_CGROUP
+    finally:
+        with contextlib.suppress(OSError):
+            directory.rmdir()
+
+
 # ---------------------------------------------------------------------------------------------
 # /proc readings
 

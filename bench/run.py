@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import sys
 
-from common import OPENSNOOP, entry
+from common import IDLE_CGROUP, OPENSNOOP, entry, idle_cgroup
 from overhead import Tracer, Workload, cli, library, parse_args, relative_args, relative_target, run
 
 BPFTRACE_PRINTF = 'tracepoint:syscalls:sys_enter_openat { printf("%d %s %s\\n", pid, comm, str(args->filename)); }'
@@ -45,6 +45,11 @@ TRACERS: list[Tracer] = [
     cli("opentrace-cli", "opentrace CLI > file"),
     library("opentrace-lib-F", "opentrace library, full_path=True", {"full_path": True}),
     cli("opentrace-cli-F", "opentrace CLI -F > file", "-F"),
+    # Filters that leave the workload out, decided at syscall entry: what a filter costs the rest.
+    library("opentrace-lib-pid-other", "opentrace library, pid filter excluding the workload",
+            lambda c: {"pid": c.bench_pid}, attached=b"ready "),
+    library("opentrace-lib-cgroup-other", "opentrace library, cgroup filter excluding the workload",
+            {"cgroup": IDLE_CGROUP}, attached=b"ready "),
     Tracer("bpftrace-printf", "bpftrace printf > file", lambda c: ["bpftrace", "-e", BPFTRACE_PRINTF],
            needs=("bpftrace",)),
     Tracer("opensnoop", "opensnoop (libbpf-tools) > file", lambda c: ["stdbuf", "-oL", OPENSNOOP],
@@ -77,7 +82,11 @@ WORKLOADS: list[Workload] = [
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv, TRACERS, WORKLOADS, __doc__ or "")
-    return entry("bench", lambda: run(args, TRACERS, WORKLOADS))
+    def body() -> int:
+        with idle_cgroup():
+            return run(args, TRACERS, WORKLOADS)
+
+    return entry("bench", body)
 
 
 if __name__ == "__main__":

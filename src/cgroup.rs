@@ -56,6 +56,8 @@ pub struct Names {
     /// The cgroup2 mount, opened: handles are resolved relative to it.
     mount: Option<(OwnedFd, Vec<u8>)>,
     known: HashMap<u64, Option<Arc<[u8]>>>,
+    /// The last cgroup asked for: runs of events from one cgroup skip the table.
+    last: Option<(u64, Arc<[u8]>)>,
 }
 
 /// `struct file_handle` for a kernfs node (cgroup2's export format: the node's 64-bit id).
@@ -76,22 +78,31 @@ impl Names {
             let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
             (fd >= 0).then(|| (unsafe { OwnedFd::from_raw_fd(fd) }, path.as_os_str().as_bytes().to_vec()))
         });
-        Names { mount, known: HashMap::new() }
+        Names { mount, known: HashMap::new(), last: None }
     }
 
     /// The path of cgroup `id` under the mount ("/" for the root), or None if it is gone.
     pub fn get(&mut self, id: u64) -> Option<Arc<[u8]>> {
+        if let Some((last, path)) = &self.last
+            && *last == id
+        {
+            return Some(path.clone());
+        }
         if id == 0 {
             return None;
         }
-        if let Some(known) = self.known.get(&id) {
-            return known.clone();
-        }
-        let found = self.look_up(id).map(Arc::from);
-        // A cgroup found is kept (its name outlives it); one not found may appear: not kept.
-        if found.is_some() {
-            self.known.insert(id, found.clone());
-        }
+        let found = match self.known.get(&id) {
+            Some(known) => known.clone(),
+            None => {
+                let found = self.look_up(id).map(Arc::from);
+                // A cgroup found is kept (its name outlives it); one not found may appear: not kept.
+                if found.is_some() {
+                    self.known.insert(id, found.clone());
+                }
+                found
+            }
+        };
+        self.last = found.clone().map(|path| (id, path));
         found
     }
 
@@ -99,6 +110,9 @@ impl Names {
     pub fn insert(&mut self, id: u64, path: &[u8]) {
         let path: &[u8] = if path.is_empty() { b"/" } else { path };
         self.known.insert(id, Some(Arc::from(path)));
+        if self.last.as_ref().is_some_and(|(last, _)| *last == id) {
+            self.last = None; // renamed
+        }
     }
 
     /// open_by_handle_at on the mount: the cgroup's directory, then its path from /proc/self/fd.

@@ -2,7 +2,7 @@
 //! starts, decided in the kernel as they fork, so that no child's first opens are missed however
 //! short-lived it is. A process leaves the set when it exits (before its pid can be reused).
 use aya_ebpf::{
-    bindings::{BPF_NOEXIST, bpf_pidns_info},
+    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST, bpf_pidns_info},
     helpers::{bpf_get_current_pid_tgid, generated::bpf_get_ns_current_pid_tgid},
     macros::{map, raw_tracepoint, tracepoint},
     maps::HashMap,
@@ -44,9 +44,10 @@ pub fn parent() -> u32 {
 }
 
 /// The followed processes, by tgid. The loader puts the watched process (and, with
-/// `descendants`, those already descended from it) in before attaching.
+/// `descendants`, those already descended from it) in before attaching. Not preallocated: most
+/// watchers follow no process, or a few.
 #[map]
-pub static TRACKED: HashMap<u32, u8> = HashMap::with_max_entries(TRACKED_MAX, 0);
+pub static TRACKED: HashMap<u32, u8> = HashMap::with_max_entries(TRACKED_MAX, BPF_F_NO_PREALLOC);
 
 #[inline(always)]
 pub fn tracked(tgid: u32) -> bool {
