@@ -330,17 +330,22 @@ def require(commands: Iterable[str]) -> None:
 
 
 def build_c(source: Path, name: str, flags: Iterable[str] = ()) -> Path:
-    """gcc -O2 -pthread -Wall ``source`` into bench/out/``name``, only when the source or flags changed."""
+    """gcc -O2 -pthread -Wall ``source`` into bench/out/``name``, only when the source, the headers
+    beside it or the flags changed."""
     OUT.mkdir(exist_ok=True)
     binary = OUT / name
     cflags = ["-O2", "-pthread", "-Wall", *flags]
-    digest = hashlib.sha256(source.read_bytes() + "\0".join(["", *cflags]).encode()).hexdigest()
+    headers = b"".join(h.read_bytes() for h in sorted(source.parent.glob("*.h")))  # what it may include
+    digest = hashlib.sha256(source.read_bytes() + headers + "\0".join(["", *cflags]).encode()).hexdigest()
     stamp = OUT / f"{name}.sha256"
     if binary.exists() and stamp.exists() and stamp.read_text().strip() == digest:
         return binary
     require(["gcc"])
     tmp = OUT / f"{name}.tmp"
-    r = subprocess.run(["gcc", *cflags, "-o", str(tmp), str(source)], capture_output=True, text=True)
+    # Libraries after the source, or the linker drops them before it knows they are needed.
+    libs = [f for f in cflags if f.startswith("-l")]
+    cflags = [f for f in cflags if f not in libs]
+    r = subprocess.run(["gcc", *cflags, "-o", str(tmp), str(source), *libs], capture_output=True, text=True)
     if r.returncode != 0:
         raise BenchError(f"compiling {rel(source)} failed:\n{r.stderr}")
     tmp.replace(binary)

@@ -21,8 +21,18 @@ from __future__ import annotations
 import os
 import sys
 
-from common import IDLE_CGROUP, OPENSNOOP, entry, idle_cgroup
-from overhead import Tracer, Workload, cli, library, parse_args, relative_args, relative_target, run
+from common import BENCH, IDLE_CGROUP, OPENSNOOP, entry, idle_cgroup
+from overhead import (
+    Tracer,
+    Workload,
+    cli,
+    library,
+    parse_args,
+    relative_args,
+    relative_target,
+    run,
+    storm_args,
+)
 
 BPFTRACE_PRINTF = 'tracepoint:syscalls:sys_enter_openat { printf("%d %s %s\\n", pid, comm, str(args->filename)); }'
 # The in-kernel floor: count the workload's opens in a map. The else branch (only for this
@@ -69,14 +79,21 @@ if BASELINE:
     ]
 
 # Each is a C program in bench/ speaking otbench's protocol (see overhead.Workload); every tracer
-# above runs on each. A new one is one more entry, e.g. an io_uring open storm:
-#     Workload("uring-open", "io_uring open storm", "IORING_OP_OPENAT+close",
-#              source=BENCH / "uring_open.c", comm="oturing"),
-# with ``setup`` / ``args`` when it needs more than one target file (a directory tree, a project).
+# above runs on each. A new one is one more entry, with ``setup`` / ``args`` when it needs more
+# than one target file (a directory tree, a project).
+URING = BENCH / "uring.c"
 WORKLOADS: list[Workload] = [
     Workload("open-storm", "openat+close storm, one file per thread", "openat+close"),
     Workload("open-relative", "openat+close of a relative path 8 directories deep", "openat+close (relative)",
              setup=relative_target, args=relative_args),
+    # Only an io_uring-aware tracer sees these opens; the syscall tracers' rows show 0%.
+    Workload("uring-open", "io_uring open storm (IORING_OP_OPENAT, then close)", "IORING_OP_OPENAT+close",
+             source=URING, comm="oturing", gcc_flags=("-luring",),
+             args=lambda target, ops, threads: ["open", *storm_args(target, ops, threads)]),
+    # No opens at all: what tracing io_uring opens costs a process doing other io_uring requests.
+    Workload("uring-read", "io_uring read storm (IORING_OP_READ of 64 bytes; no opens)", "IORING_OP_READ",
+             source=URING, comm="oturing", gcc_flags=("-luring",), events_per_op=0,
+             args=lambda target, ops, threads: ["read", *storm_args(target, ops, threads)]),
 ]
 
 

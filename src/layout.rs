@@ -9,7 +9,7 @@ use std::{
 };
 
 use opentrace_common::{
-    ArgOffsets, CgroupFields, KernelOffsets, NO_FIELD, Syscall,
+    ArgOffsets, CgroupFields, KernelOffsets, NO_FIELD, Syscall, UringArgs,
     btf::{self, Btf},
     tracefs::Format,
 };
@@ -30,6 +30,9 @@ pub struct Layouts {
     pub full_path: std::result::Result<(), String>,
     /// Where `cgroup:cgroup_mkdir`/`cgroup_rename` keep their fields (None: no such tracepoints).
     pub cgroup_fields: Option<CgroupFields>,
+    /// Where the io_uring tracepoints pass the request and its result (None: io_uring open
+    /// requests cannot be seen here; the reason went to the log).
+    pub uring_args: std::result::Result<UringArgs, String>,
 }
 
 /// Where the kernel's BTF is read from; `OPENTRACE_BTF` names another file (a copy, or a
@@ -46,10 +49,11 @@ pub fn get() -> Result<&'static Layouts> {
         return Ok(layouts);
     }
     let (syscalls, ret_offset) = syscall_layouts()?;
-    let btf::Layout { offsets: kernel, full_path } = kernel_layout()?;
+    let btf::Layout { offsets: kernel, full_path, io_uring: uring_args } = kernel_layout()?;
     let cgroup_fields = cgroup_fields();
     // Leaked once per process: the loader borrows the globals for as long as it lives.
-    let layouts = Box::leak(Box::new(Layouts { syscalls, ret_offset, kernel, full_path, cgroup_fields }));
+    let layouts =
+        Box::leak(Box::new(Layouts { syscalls, ret_offset, kernel, full_path, cgroup_fields, uring_args }));
     *cached = Some(layouts);
     Ok(layouts)
 }
@@ -79,7 +83,7 @@ fn arg_offsets(format: &Format) -> Result<ArgOffsets> {
 fn syscall_layouts() -> Result<(Vec<(Syscall, ArgOffsets)>, u32)> {
     let mut present = Vec::new();
     let mut ret_offset = None;
-    for syscall in Syscall::ALL {
+    for syscall in Syscall::SYSCALLS {
         let read = |phase: &str| match tracefs::format("syscalls", &format!("sys_{phase}_{}", syscall.name()))
         {
             Ok(format) => Ok(Some(format)),
@@ -123,6 +127,22 @@ fn cgroup_fields() -> Option<CgroupFields> {
         return None;
     }
     mkdir
+}
+
+/// Where the io_uring tracepoints pass the request and its result, if io_uring open requests can
+/// be seen now: the kernel's BTF has the tracepoints and the request's layout, and io_uring is
+/// not disabled (checked at each load: the setting can change).
+pub fn uring_args(layouts: &Layouts) -> Option<UringArgs> {
+    let why = if fs::read_to_string("/proc/sys/kernel/io_uring_disabled").is_ok_and(|v| v.trim() == "2") {
+        "io_uring is disabled (kernel.io_uring_disabled = 2)".to_owned()
+    } else {
+        match &layouts.uring_args {
+            Ok(args) => return Some(*args),
+            Err(why) => why.clone(),
+        }
+    };
+    crate::diag::note(crate::diag::Level::Debug, format!("io_uring open requests are not traced: {why}"));
+    None
 }
 
 /// Reads the struct members the programs use from the kernel's BTF.

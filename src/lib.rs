@@ -2,6 +2,7 @@
 //! the logic that needs neither the kernel nor Python lives in `opentrace-common`.
 mod cgroup;
 mod command;
+mod decode;
 mod diag;
 mod error;
 mod event;

@@ -3,12 +3,15 @@
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
-    programs::{RawTracePoint, TracePoint, raw_trace_point::RawTracePointLink, trace_point::TracePointLink},
+    programs::{
+        Program, ProgramError, RawTracePoint, TracePoint, raw_trace_point::RawTracePointLink,
+        trace_point::TracePointLink,
+    },
 };
 use aya_log::EbpfLogger;
 use opentrace_common::{
     COUNTER_LOST_PENDING, COUNTER_LOST_RING, COUNTER_UNFOLLOWED, CgroupFields, FILTER_TRACKED, Settings,
-    Syscall, WITH_FULL_PATH,
+    Syscall, UringArgs, WITH_FULL_PATH,
 };
 
 use crate::{
@@ -101,6 +104,7 @@ fn global_name(syscall: Syscall) -> &'static str {
         Syscall::Openat => "OPENAT_ARGS",
         Syscall::Openat2 => "OPENAT2_ARGS",
         Syscall::Creat => "CREAT_ARGS",
+        Syscall::IoUring => unreachable!("io_uring requests come through their own tracepoints"),
     }
 }
 
@@ -145,10 +149,12 @@ pub fn load(config: &Config) -> Result<Loaded> {
     }
     let wanted: Vec<Syscall> =
         layouts.syscalls.iter().map(|(s, _)| *s).filter(|s| config.syscalls.contains(s)).collect();
-    if wanted.is_empty() {
+    let uring = if config.syscalls.contains(&Syscall::IoUring) { layout::uring_args(layouts) } else { None };
+    if wanted.is_empty() && uring.is_none() {
         let names: Vec<_> = config.syscalls.iter().map(|s| s.name()).collect();
         return Err(Error::Other(format!(
-            "none of the requested syscalls ({}) has sys_enter/sys_exit tracepoints on this kernel",
+            "none of the requested syscalls ({}) can be traced on this kernel (no sys_enter/sys_exit \
+             tracepoints, or io_uring's)",
             names.join(", ")
         )));
     }
@@ -164,6 +170,7 @@ pub fn load(config: &Config) -> Result<Loaded> {
         layouts.cgroup_fields.as_ref().unwrap_or(&CgroupFields::DEFAULT),
         true,
     );
+    loader.override_global("URING_ARGS", uring.as_ref().unwrap_or(&UringArgs::DEFAULT), true);
     let mut settings = config.settings;
     if config.follow.is_some() {
         settings.enabled |= FILTER_TRACKED;
@@ -196,7 +203,14 @@ pub fn load(config: &Config) -> Result<Loaded> {
             links.push(attach(named, "cgroup", name)?);
         }
     }
-    // Exits before entries: an entry recorded while attaching always has its exit attached.
+    // Completions before submissions, exits before entries: whatever one program remembers for
+    // the other, the other is there to take it.
+    let mut attached = wanted.clone();
+    if uring.is_some() {
+        links.push(attach_raw(&mut ebpf, "io_uring_complete")?);
+        links.push(attach_raw(&mut ebpf, "io_uring_submit_req")?);
+        attached.push(Syscall::IoUring);
+    }
     let exit = loaded_program(&mut ebpf, "sys_exit")?;
     for syscall in &wanted {
         links.push(attach(exit, "syscalls", &format!("sys_exit_{}", syscall.name()))?);
@@ -215,7 +229,7 @@ pub fn load(config: &Config) -> Result<Loaded> {
         counters: Counters(counters),
         logs,
         tracked,
-        attached: Attached { links, syscalls: wanted, _ebpf: ebpf },
+        attached: Attached { links, syscalls: attached, _ebpf: ebpf },
     })
 }
 
@@ -223,23 +237,23 @@ pub fn load(config: &Config) -> Result<Loaded> {
 /// fork program, first) and fills it (see `follow::seed`).
 fn follow_processes(ebpf: &mut Ebpf, follow: Follow, links: &mut Vec<Link>) -> Result<Tracked> {
     if follow.descendants {
-        let fork: &mut RawTracePoint = ebpf
-            .program_mut("sched_process_fork")
-            .ok_or_else(|| Error::Other("the embedded eBPF object has no program sched_process_fork".into()))?
-            .try_into()
-            .map_err(|e| Error::kernel("preparing sched_process_fork", &e))?;
-        fork.load().map_err(|e| Error::kernel("loading the program sched_process_fork", &e))?;
-        let link = fork
-            .attach("sched_process_fork")
-            .and_then(|id| fork.take_link(id))
-            .map_err(|e| attach_error("raw tracepoint", "sched_process_fork", &e))?;
-        links.push(Link::Raw(link));
+        links.push(attach_raw(ebpf, "sched_process_fork")?);
     }
     links.push(attach(loaded_program(ebpf, "sched_process_exit")?, "sched", "sched_process_exit")?);
     let mut tracked: Tracked = HashMap::try_from(take(ebpf, "TRACKED")?)
         .map_err(|e| Error::kernel("opening the followed-process map", &e))?;
     follow::seed(&mut tracked, follow.root, follow.descendants)?;
     Ok(tracked)
+}
+
+/// Loads the raw tracepoint program `name` and attaches it to the tracepoint of that name.
+fn attach_raw(ebpf: &mut Ebpf, name: &str) -> Result<Link> {
+    let program = loaded(ebpf, name, RawTracePoint::load)?;
+    let link = program
+        .attach(name)
+        .and_then(|id| program.take_link(id))
+        .map_err(|e| attach_error("raw tracepoint", name, &e))?;
+    Ok(Link::Raw(link))
 }
 
 /// Attaches `program` to the tracepoint `category:name`.
@@ -266,12 +280,24 @@ fn attach_error(category: &str, name: &str, err: &(dyn std::error::Error + 'stat
 
 /// The tracepoint program `name`, loaded into the kernel (verified).
 fn loaded_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut TracePoint> {
-    let program: &mut TracePoint = ebpf
+    loaded(ebpf, name, TracePoint::load)
+}
+
+/// The program `name` of type `P`, loaded into the kernel.
+fn loaded<'a, P: 'a>(
+    ebpf: &'a mut Ebpf,
+    name: &str,
+    load: fn(&mut P) -> std::result::Result<(), ProgramError>,
+) -> Result<&'a mut P>
+where
+    &'a mut P: TryFrom<&'a mut Program, Error = ProgramError>,
+{
+    let program: &mut P = ebpf
         .program_mut(name)
         .ok_or_else(|| Error::Other(format!("the embedded eBPF object has no program {name}")))?
         .try_into()
         .map_err(|e| Error::kernel(&format!("preparing {name}"), &e))?;
-    program.load().map_err(|e| Error::kernel(&format!("loading the program {name}"), &e))?;
+    load(program).map_err(|e| Error::kernel(&format!("loading the program {name}"), &e))?;
     Ok(program)
 }
 

@@ -4,7 +4,7 @@ use std::{
     collections::VecDeque,
     os::fd::AsRawFd,
     sync::{
-        Arc, Mutex, TryLockError,
+        Mutex, TryLockError,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -13,16 +13,14 @@ use std::{
 use aya::maps::{MapData, RingBuf};
 use aya_log::EbpfLogger;
 use opentrace_common::{
-    CGROUP_NAME_SIZE, CgroupName, FILTER_CGROUP, FILTER_COMM, FILTER_EXCLUDE_SELF, FILTER_FAILED, FILTER_TID,
-    FILTER_UID, IN_PID_NAMESPACE, RecordKind, Settings, Syscall, WITH_FULL_PATH,
-    comm::Needle,
-    full,
-    open::{self, Decoded, Open},
+    FILTER_CGROUP, FILTER_COMM, FILTER_EXCLUDE_SELF, FILTER_FAILED, FILTER_TID, FILTER_UID, IN_PID_NAMESPACE,
+    Settings, Syscall, WITH_FULL_PATH, comm::Needle, open,
 };
 use pyo3::{exceptions::PyRuntimeError, prelude::*, sync::MutexExt, types::PyList};
 
 use crate::{
     cgroup,
+    decode::{Decoded, Decoder, Record},
     diag::{self, FromKernel},
     error::{Error, OpentraceError},
     event::OpenEvent,
@@ -62,14 +60,10 @@ struct Live {
     /// When the last drain that emptied the ring finished; the next drain waits for `latency`
     /// after it so that a busy stream costs one wake-up per batch, not per event.
     drained_at: Option<Instant>,
-    /// Where full paths that are not one piece of a record are put together.
-    scratch: Vec<u8>,
-    /// Full paths left None since the last report, by `full::*` code.
-    unresolved: [u64; 256],
+    /// Records to events.
+    decoder: Decoder,
     /// A pid watcher's followed processes; when none is left, the watcher ends.
     tracked: Option<Tracked>,
-    /// The paths of the cgroups events come from.
-    cgroups: cgroup::Names,
     /// A followed process exited since the set was last looked at.
     exited: bool,
     unfollowed_reported: u64,
@@ -86,16 +80,10 @@ struct Out {
 
 impl Out {
     /// Takes one decoded event; returns false once the read wants no more.
-    fn take(
-        &mut self,
-        py: Python<'_>,
-        want: &Want<'_>,
-        open: Open<'_>,
-        cgroup: Option<Arc<[u8]>>,
-    ) -> PyResult<bool> {
+    fn take(&mut self, py: Python<'_>, want: &Want<'_>, decoded: Decoded<'_>) -> PyResult<bool> {
         match want {
             Want::Events => {
-                let event = Py::new(py, OpenEvent::new(open, cgroup))?;
+                let event = Py::new(py, OpenEvent::new(decoded.open(), decoded.cgroup.clone()))?;
                 // An event cannot be part of a reference cycle (it holds no Python object), but
                 // pyo3 makes every class a GC type: left tracked, each batch of thousands made the
                 // collector walk them all, a tenth of a consumer's time in a storm.
@@ -105,7 +93,7 @@ impl Out {
                 Ok(true)
             }
             Want::Text { formatter, limit } => {
-                formatter.write(open, &mut self.text);
+                formatter.write(decoded.open(), &mut self.text);
                 self.text_count += 1;
                 Ok(self.text_count < *limit)
             }
@@ -140,8 +128,9 @@ pub struct Session {
     /// more is read.
     ended: AtomicBool,
     latency: Duration,
-    /// Records the decoder refused (counted in `lost`, and logged).
-    undecodable: AtomicU64,
+    /// Records the decoder refused (logged), and io_uring opens it found never completed:
+    /// counted in `lost`.
+    dropped: AtomicU64,
     /// `lost` as of `close()`, when the counters are gone.
     final_lost: AtomicU64,
     /// `thread_token()` of the thread holding `live`, else 0.
@@ -222,38 +211,19 @@ impl Session {
     /// how many records were read.
     fn drain(&self, py: Python<'_>, live: &mut Live, want: &Want<'_>) -> PyResult<usize> {
         let (mut read, mut more) = (0, true);
+        let name_cgroups = match want {
+            Want::Text { formatter, .. } => formatter.shows_cgroup(),
+            Want::Events => true,
+        };
         while more && read < BATCH {
             let Some(record) = live.ring.next() else { break };
             read += 1;
-            match record.first().copied().and_then(RecordKind::from_u8) {
-                Some(RecordKind::ProcessExit) => {
-                    live.exited = true;
-                    continue;
-                }
-                Some(RecordKind::CgroupName) => {
-                    if let Some((id, path)) = cgroup_name(&record) {
-                        live.cgroups.insert(id, path);
-                    }
-                    continue;
-                }
-                _ => {}
-            }
-            match open::decode(&record) {
-                Ok(Decoded { head, path, walked }) => {
-                    if head.full >= full::FIRST_UNRESOLVED {
-                        live.unresolved[usize::from(head.full)] += 1;
-                    }
-                    let full = open::full_path(&head, path, walked, &mut live.scratch);
-                    // An event's cgroup is named now, while it surely exists.
-                    let cgroup = match want {
-                        Want::Text { formatter, .. } if !formatter.shows_cgroup() => None,
-                        _ => live.cgroups.get(head.cgroup_id),
-                    };
-                    let open = Open { head: &head, path, full, cgroup: cgroup.as_deref() };
-                    more = live.out.take(py, want, open, cgroup.clone())?;
-                }
+            match live.decoder.decode(&record, name_cgroups) {
+                Ok(Record::Open(decoded)) => more = live.out.take(py, want, decoded)?,
+                Ok(Record::ProcessExit) => live.exited = true,
+                Ok(Record::Kept) => {}
                 Err(err) => {
-                    self.undecodable.fetch_add(1, Ordering::AcqRel);
+                    self.dropped.fetch_add(1, Ordering::AcqRel);
                     diag::note(
                         diag::Level::Warning,
                         format!("a ring buffer record could not be decoded ({err}); counted as lost"),
@@ -261,6 +231,7 @@ impl Session {
                 }
             }
         }
+        self.dropped.fetch_add(std::mem::take(&mut live.decoder.orphaned), Ordering::AcqRel);
         // Only a drain that emptied the ring starts a pause (see `Live::drained_at`).
         live.drained_at = (more && read < BATCH).then(Instant::now);
         Ok(read)
@@ -292,14 +263,14 @@ impl Session {
     /// Events that passed the filters but were not delivered: lost in the kernel, or refused by
     /// the decoder.
     fn lost_now(&self, counters: &Counters) -> Result<u64, Error> {
-        Ok(counters.lost()? + self.undecodable.load(Ordering::Acquire))
+        Ok(counters.lost()? + self.dropped.load(Ordering::Acquire))
     }
 
     /// Between batches: forwards the programs' log records and, at most once a second, warns of
     /// newly lost events, through the `opentrace` logger. A logging handler may raise: what was
     /// drained stays in `live` for the next read.
     fn housekeeping(&self, py: Python<'_>, live: &mut Live) -> PyResult<()> {
-        for (code, count) in live.unresolved.iter_mut().enumerate().filter(|(_, n)| **n > 0) {
+        for (code, count) in live.decoder.unresolved.iter_mut().enumerate().filter(|(_, n)| **n > 0) {
             let why = open::unresolved(code as u8).unwrap_or("an unknown reason");
             diag::note(diag::Level::Info, format!("full_path is None for {count} events: {why}"));
             *count = 0;
@@ -394,14 +365,6 @@ impl Session {
             }
         }
     }
-}
-
-/// A `CgroupName` record: the cgroup's id and its path under the hierarchy's root.
-fn cgroup_name(record: &[u8]) -> Option<(u64, &[u8])> {
-    let head = record.get(..CGROUP_NAME_SIZE)?;
-    // SAFETY: the length is checked; `CgroupName` is plain integers, read unaligned.
-    let head = unsafe { head.as_ptr().cast::<CgroupName>().read_unaligned() };
-    Some((head.id, record.get(CGROUP_NAME_SIZE..CGROUP_NAME_SIZE + usize::from(head.path_len))?))
 }
 
 impl Drop for Session {
@@ -508,10 +471,8 @@ impl Session {
                 report_now: false,
                 _attached: attached,
                 out: Out::default(),
-                scratch: Vec::new(),
-                unresolved: [0; 256],
+                decoder: Decoder::new(failed),
                 tracked,
-                cgroups: cgroup::Names::new(),
                 exited: false,
                 unfollowed_reported: 0,
                 drained_at: None,
@@ -521,7 +482,7 @@ impl Session {
             closed: AtomicBool::new(false),
             ended: AtomicBool::new(false),
             latency: Duration::from_nanos(latency_ns),
-            undecodable: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
             final_lost: AtomicU64::new(0),
             holder: AtomicU64::new(0),
             owner: std::process::id(),

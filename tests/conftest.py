@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -94,3 +95,37 @@ class Child:
 def run_child(ops: list[list[object]], in_thread: bool = False) -> tuple[Child, list[Any]]:
     child = Child(ops, in_thread)
     return child, child.go()
+
+
+def cgroup2_mount() -> Path | None:
+    """Where the root of the cgroup2 hierarchy is mounted."""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields, _, rest = line.partition(" - ")
+        if rest.split()[0] == "cgroup2" and fields.split()[3] == "/":
+            return Path(fields.split()[4])
+    return None
+
+
+def in_cgroup(directory: Path, *command: str) -> subprocess.CompletedProcess[str]:
+    """Runs ``command`` moved into the cgroup ``directory`` first (through cgroup.procs)."""
+    script = f'echo $$ > "{directory}/cgroup.procs" || exit 99; exec "$@"'
+    done = subprocess.run(["sh", "-c", script, "sh", *command], capture_output=True, text=True)
+    assert done.returncode != 99, done.stderr
+    return done
+
+
+URING_SOURCE = Path(__file__).with_name("uring_opener.c")
+
+
+@pytest.fixture(scope="session")
+def uring_helper(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/uring_opener.c, built (gcc and liburing-dev come with scripts/bootstrap)."""
+    binary = tmp_path_factory.mktemp("uring") / "uring_opener"
+    cc = shutil.which("gcc") or shutil.which("cc")
+    assert cc, "no C compiler: run scripts/bootstrap (it installs gcc and liburing-dev)"
+    built = subprocess.run([cc, "-O2", "-Wall", "-o", str(binary), str(URING_SOURCE), "-luring"],
+                           capture_output=True, text=True)
+    assert built.returncode == 0, (
+        f"building {URING_SOURCE.name} failed (liburing-dev missing? run scripts/bootstrap):\n{built.stderr}"
+    )
+    return binary

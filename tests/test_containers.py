@@ -15,22 +15,11 @@ import pytest
 
 import opentrace
 
-from .conftest import settle
-
-pytestmark = pytest.mark.root
+from .conftest import cgroup2_mount, in_cgroup, settle
 
 ID = uuid.uuid4().hex + uuid.uuid4().hex  # 64 hex digits, like a container id
-
-
-def cgroup2_mount() -> Path:
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        fields, _, rest = line.partition(" - ")
-        if rest.split()[0] == "cgroup2" and fields.split()[3] == "/":
-            return Path(fields.split()[4])
-    pytest.skip("no cgroup2 hierarchy mounted")
-
-
-MOUNT = cgroup2_mount() if Path("/proc/self/mountinfo").exists() else Path("/sys/fs/cgroup")
+MOUNT = cgroup2_mount() or Path("/sys/fs/cgroup")
+pytestmark = [pytest.mark.root, pytest.mark.skipif(cgroup2_mount() is None, reason="no cgroup2 hierarchy mounted")]
 
 
 @pytest.fixture
@@ -52,14 +41,6 @@ def make_cgroup(cgroups: list[Path], relative: str) -> Path:
             directory.mkdir()
             cgroups.append(directory)
     return path
-
-
-def in_cgroup(directory: Path, *command: str) -> subprocess.CompletedProcess[str]:
-    """Runs ``command`` moved into the cgroup ``directory`` first (through cgroup.procs)."""
-    script = f'echo $$ > "{directory}/cgroup.procs" || exit 99; exec "$@"'
-    done = subprocess.run(["sh", "-c", script, "sh", *command], capture_output=True, text=True)
-    assert done.returncode != 99, done.stderr
-    return done
 
 
 LAYOUTS = [

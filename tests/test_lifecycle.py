@@ -260,7 +260,7 @@ def test_a_missing_tracepoint_is_skipped(tmp_path: Path, marker: Path, caplog: p
     env = dict(os.environ, OPENTRACE_TRACEFS=str(fake))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, env=env)
     assert done.returncode == 0, done.stderr
-    assert done.stdout == "['open', 'openat', 'openat2']\n"
+    assert done.stdout == "['io_uring', 'open', 'openat', 'openat2']\n"
     assert "opentrace not traced, this kernel has no tracepoints for: creat" in done.stderr
 
 

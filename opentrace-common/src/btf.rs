@@ -5,7 +5,7 @@
 //!
 //! Only what a lookup needs is decoded: one pass indexes where each type starts (the file is
 //! ~5 MB and ~130,000 types); names are compared only for structs and unions.
-use crate::{DENTRY_WINDOW, KernelOffsets, MOUNT_WINDOW};
+use crate::{DENTRY_WINDOW, KernelOffsets, MOUNT_WINDOW, NO_FIELD, URING_COMPLETE_ARGS, UringArgs};
 
 const MAGIC: u16 = 0xeb9f;
 const TYPE_SIZE: usize = 12;
@@ -202,6 +202,64 @@ impl<D: AsRef<[u8]>> Btf<D> {
         let id = self.struct_id(name).ok_or_else(|| format!("this kernel's BTF has no struct {name}"))?;
         self.size_of(id).ok_or_else(|| format!("this kernel's BTF has a malformed struct {name}"))
     }
+
+    /// The arguments a raw tracepoint program of tracepoint `name` gets, from the kernel's
+    /// `btf_trace_<name>` typedef (a pointer to the probe's prototype, whose first parameter is
+    /// the probe's private data, not an argument).
+    pub fn raw_tracepoint_args(&self, name: &str) -> Result<Vec<Param>, String> {
+        let typedef = format!("btf_trace_{name}");
+        let missing = || format!("this kernel's BTF has no tracepoint {name}");
+        let id = (1..self.types.len() as u32)
+            .find(|&id| {
+                self.header(id).is_some_and(|(kind, _, _, _, name_off)| {
+                    kind == KIND_TYPEDEF && self.name(name_off) == typedef.as_bytes()
+                })
+            })
+            .ok_or_else(missing)?;
+        let malformed = || format!("this kernel's BTF has a malformed {typedef}");
+        let proto = match self.resolve(id).and_then(|p| self.header(p)) {
+            Some((KIND_PTR, _, _, target, _)) => self.resolve(target).ok_or_else(malformed)?,
+            _ => return Err(malformed()),
+        };
+        let Some((KIND_FUNC_PROTO, vlen, ..)) = self.header(proto) else { return Err(malformed()) };
+        let base = self.types[proto as usize] + TYPE_SIZE;
+        (1..vlen)
+            .map(|i| {
+                let ty = u32_at(self.data.as_ref(), base + 8 * i + 4).ok_or_else(malformed)?;
+                Ok(self.param(ty))
+            })
+            .collect()
+    }
+
+    fn param(&self, ty: u32) -> Param {
+        let Some((kind, _, _, size_or_type, _)) = self.resolve(ty).and_then(|t| self.header(t)) else {
+            return Param::Other;
+        };
+        match kind {
+            KIND_INT => Param::Int { size: size_or_type },
+            KIND_PTR => match self.resolve(size_or_type).and_then(|t| self.header(t)) {
+                Some((KIND_STRUCT | KIND_UNION, _, _, _, name_off)) => {
+                    Param::StructPointer(String::from_utf8_lossy(self.name(name_off)).into_owned())
+                }
+                _ => Param::Pointer,
+            },
+            _ => Param::Other,
+        }
+    }
+}
+
+/// One argument of a raw tracepoint, as far as the loader cares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Param {
+    /// A pointer to the struct or union of that name.
+    StructPointer(String),
+    /// Any other pointer (`void *`).
+    Pointer,
+    /// An integer of `size` bytes.
+    Int {
+        size: u32,
+    },
+    Other,
 }
 
 /// What the programs need to know of this kernel's structs.
@@ -209,6 +267,9 @@ pub struct Layout {
     pub offsets: KernelOffsets,
     /// Whether full paths can be resolved, or why not (a member the walk reads is missing).
     pub full_path: Result<(), String>,
+    /// Where the io_uring tracepoints pass what the programs read, or why io_uring open
+    /// requests cannot be read here.
+    pub io_uring: Result<UringArgs, String>,
 }
 
 /// Reads the members the programs use. The ones every watcher needs (`ppid`) must be there;
@@ -289,7 +350,53 @@ pub fn layout<D: AsRef<[u8]>>(btf: &Btf<D>) -> Result<Layout, String> {
         offsets.file_path = btf.member("file", "f_path")?.offset;
         Ok(())
     })();
-    Ok(Layout { offsets, full_path })
+    let io_uring = (|| {
+        offsets.req_opcode = sized("io_kiocb", "opcode", 1)?;
+        offsets.req_cmd = btf.member("io_kiocb", "cmd")?.offset;
+        offsets.open_dfd = sized("io_open", "dfd", 4)?;
+        offsets.open_file_slot = sized("io_open", "file_slot", 4)?;
+        offsets.open_filename = pointer("io_open", "filename")?;
+        offsets.open_how = btf.member("io_open", "how")?.offset;
+        offsets.filename_name = pointer("filename", "name")?;
+        if btf.struct_size("io_open")? > btf.member("io_kiocb", "cmd")?.size {
+            return Err("struct io_open does not fit io_kiocb's command data on this kernel".to_owned());
+        }
+        uring_args(btf)
+    })();
+    Ok(Layout { offsets, full_path, io_uring })
+}
+
+/// Where the request and the result are among the io_uring tracepoints' arguments: the request
+/// a `struct io_kiocb *` (or `void *`) after the ring's context, the result a 32-bit argument or
+/// the `res` of a `struct io_uring_cqe *` one.
+fn uring_args<D: AsRef<[u8]>>(btf: &Btf<D>) -> Result<UringArgs, String> {
+    let request = |p: &Param| matches!(p, Param::Pointer) || *p == Param::StructPointer("io_kiocb".into());
+    let submit = btf.raw_tracepoint_args("io_uring_submit_req")?;
+    if submit != [Param::StructPointer("io_kiocb".into())] {
+        return Err(format!("io_uring_submit_req takes {submit:?} on this kernel, not a request"));
+    }
+    let complete = btf.raw_tracepoint_args("io_uring_complete")?;
+    let unknown =
+        || format!("io_uring_complete takes {complete:?} on this kernel: not a request and a result");
+    if complete.len() != URING_COMPLETE_ARGS {
+        return Err(unknown());
+    }
+    let complete_req = complete.iter().skip(1).position(request).ok_or_else(unknown)? + 1;
+    let after = |i: &usize| *i > complete_req;
+    let (complete_res, complete_res_at) = if let Some(cqe) =
+        complete.iter().position(|p| *p == Param::StructPointer("io_uring_cqe".into())).filter(after)
+    {
+        let res = btf.member("io_uring_cqe", "res")?;
+        if res.size != 4 {
+            return Err("struct io_uring_cqe's res is not 32 bits on this kernel".to_owned());
+        }
+        (cqe, res.offset)
+    } else {
+        let res =
+            complete.iter().position(|p| *p == Param::Int { size: 4 }).filter(after).ok_or_else(unknown)?;
+        (res, NO_FIELD)
+    };
+    Ok(UringArgs { complete_req: complete_req as u32, complete_res: complete_res as u32, complete_res_at })
 }
 
 /// Where a read of `size` bytes covering the members at `members` (8 bytes each at most) starts:
@@ -380,6 +487,13 @@ mod tests {
         assert_eq!(btf.member("file", "f_path.dentry").unwrap().size, 8);
         let layout = layout(&btf).unwrap();
         layout.full_path.unwrap();
+        // The shape the programs were written against (Linux 6.x).
+        assert_eq!(layout.io_uring.unwrap(), UringArgs::DEFAULT);
         assert_eq!(layout.offsets.task_real_parent, parent.offset);
+        assert_eq!(
+            btf.raw_tracepoint_args("sched_process_fork").unwrap(),
+            [Param::StructPointer("task_struct".into()), Param::StructPointer("task_struct".into())]
+        );
+        assert!(btf.raw_tracepoint_args("no_such_tracepoint").unwrap_err().contains("no tracepoint"));
     }
 }

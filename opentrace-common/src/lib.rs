@@ -47,6 +47,11 @@ pub enum RecordKind {
     ProcessExit = 2,
     /// A [`CgroupName`] and its path: a cgroup v2 was made or renamed.
     CgroupName = 3,
+    /// An [`OpenHeader`] and its path for an open request submitted to io_uring; its `ret` is the
+    /// request's address until the [`UringComplete`] of that request gives the result.
+    UringSubmit = 4,
+    /// A [`UringComplete`] (and the full path): the result of an io_uring open request.
+    UringComplete = 5,
 }
 
 impl RecordKind {
@@ -55,6 +60,8 @@ impl RecordKind {
             1 => Some(RecordKind::Open),
             2 => Some(RecordKind::ProcessExit),
             3 => Some(RecordKind::CgroupName),
+            4 => Some(RecordKind::UringSubmit),
+            5 => Some(RecordKind::UringComplete),
             _ => None,
         }
     }
@@ -113,10 +120,15 @@ pub enum Syscall {
     Openat = 1,
     Openat2 = 2,
     Creat = 3,
+    /// `IORING_OP_OPENAT` and `IORING_OP_OPENAT2` requests.
+    IoUring = 4,
 }
 
 impl Syscall {
-    pub const ALL: [Syscall; 4] = [Syscall::Open, Syscall::Openat, Syscall::Openat2, Syscall::Creat];
+    pub const ALL: [Syscall; 5] =
+        [Syscall::Open, Syscall::Openat, Syscall::Openat2, Syscall::Creat, Syscall::IoUring];
+    /// The ones traced through `syscalls:sys_enter_*`/`sys_exit_*`.
+    pub const SYSCALLS: [Syscall; 4] = [Syscall::Open, Syscall::Openat, Syscall::Openat2, Syscall::Creat];
 
     pub const fn name(self) -> &'static str {
         match self {
@@ -124,6 +136,7 @@ impl Syscall {
             Syscall::Openat => "openat",
             Syscall::Openat2 => "openat2",
             Syscall::Creat => "creat",
+            Syscall::IoUring => "io_uring",
         }
     }
 
@@ -137,6 +150,7 @@ impl Syscall {
             1 => Some(Syscall::Openat),
             2 => Some(Syscall::Openat2),
             3 => Some(Syscall::Creat),
+            4 => Some(Syscall::IoUring),
             _ => None,
         }
     }
@@ -292,6 +306,16 @@ pub struct KernelOffsets {
     pub fdt_max_fds: u32,
     pub fdt_fd: u32,
     pub file_path: u32,
+    /// `struct io_kiocb`: `opcode`, and its command data, which for an open request is a
+    /// `struct io_open`; then, relative to that, `dfd`, `file_slot`, `filename`, `how`; and
+    /// `struct filename`'s `name`.
+    pub req_opcode: u32,
+    pub req_cmd: u32,
+    pub open_dfd: u32,
+    pub open_file_slot: u32,
+    pub open_filename: u32,
+    pub open_how: u32,
+    pub filename_name: u32,
 }
 
 /// What `sys_enter_*` remembers for `sys_exit_*`, in the task's own local storage.
@@ -313,6 +337,8 @@ pub struct Pending {
 pub const STATUS_PATH_FAULT: u8 = 1 << 0;
 /// `OpenHeader::status` bit: `struct open_how` could not be read (openat2).
 pub const STATUS_HOW_FAULT: u8 = 1 << 1;
+/// `OpenHeader::status` bit: an io_uring open into a fixed-file slot (no fd).
+pub const STATUS_FIXED_SLOT: u8 = 1 << 2;
 
 /// `OpenHeader::full`: what follows the path (`full_len` bytes), or why nothing does.
 pub mod full {
@@ -344,7 +370,72 @@ pub mod full {
     pub const FAULT: u8 = 21;
     /// More components than the walk takes.
     pub const TOO_DEEP: u8 = 22;
+    /// An io_uring open into a fixed-file slot: no fd to look the file up by.
+    pub const FIXED_SLOT: u8 = 23;
 }
+
+/// `IORING_OP_OPENAT` and `IORING_OP_OPENAT2` (uapi values).
+pub const IORING_OP_OPENAT: u8 = 18;
+pub const IORING_OP_OPENAT2: u8 = 28;
+
+/// What the result of an io_uring open request needs from its submission, kept in the kernel
+/// by the request's address until it completes (an LRU map: requests that never complete, when a
+/// ring is torn down, age out).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UringPending {
+    pub dfd: i32,
+    /// Whether the path starts with '/'.
+    pub absolute: u8,
+    /// An open into a fixed-file slot.
+    pub fixed: u8,
+    /// The submission's record did not fit the ring: the completion counts the event as lost.
+    pub submit_lost: u8,
+    pub _pad: u8,
+}
+
+/// The result of an io_uring open request; `full_len` bytes of full path follow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UringComplete {
+    /// [`RecordKind::UringComplete`].
+    pub kind: u8,
+    /// A [`full`] code.
+    pub full: u8,
+    pub full_len: u16,
+    pub _pad: u32,
+    /// The request's address, as its [`RecordKind::UringSubmit`] record gave it.
+    pub req: u64,
+    pub ret: i64,
+}
+
+pub const URING_COMPLETE_SIZE: usize = core::mem::size_of::<UringComplete>();
+
+/// Where the raw tracepoints `io_uring_submit_req` and `io_uring_complete` pass the request and
+/// the result (raw tracepoints: the kernel builds no record for them, which for a process doing
+/// millions of io_uring requests is most of the cost of watching them).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UringArgs {
+    /// Which argument of `io_uring_complete` is the request (`io_uring_submit_req`'s only
+    /// argument is).
+    pub complete_req: u32,
+    /// Which argument of `io_uring_complete` holds the result: the result itself when
+    /// `complete_res_at` is [`NO_FIELD`], else a pointer to a struct with the result (an `s32`)
+    /// at that offset (`struct io_uring_cqe`).
+    pub complete_res: u32,
+    pub complete_res_at: u32,
+}
+
+impl UringArgs {
+    /// Linux 6.x: `io_uring_submit_req(req)`, `io_uring_complete(ctx, req, cqe)`; the loader
+    /// reads the prototypes from BTF.
+    pub const DEFAULT: UringArgs = UringArgs { complete_req: 1, complete_res: 2, complete_res_at: 8 };
+}
+
+/// How many arguments `io_uring_complete` has (Linux 6.x: `ctx, req, cqe`); the program reads
+/// them all.
+pub const URING_COMPLETE_ARGS: usize = 3;
 
 /// The fixed part of an open's ring buffer record; `path_len` bytes of path follow it.
 #[repr(C)]
@@ -409,6 +500,9 @@ mod pod {
     unsafe impl aya::Pod for super::ProcessExit {}
     unsafe impl aya::Pod for super::CgroupName {}
     unsafe impl aya::Pod for super::CgroupFields {}
+    unsafe impl aya::Pod for super::UringArgs {}
+    unsafe impl aya::Pod for super::UringPending {}
+    unsafe impl aya::Pod for super::UringComplete {}
 }
 
 #[cfg(test)]
@@ -427,6 +521,8 @@ mod tests {
         assert_eq!(size_of::<Settings>(), 80);
         assert_eq!(size_of::<ProcessExit>(), 8);
         assert_eq!(size_of::<CgroupName>(), 16);
+        assert_eq!(size_of::<UringComplete>(), 24);
+        assert_eq!(size_of::<UringPending>(), 8);
         assert_eq!(core::mem::offset_of!(OpenHeader, kind), 0);
     }
 

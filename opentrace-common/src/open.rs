@@ -1,7 +1,7 @@
 //! The open event: its ring record decoded ([`decode`]), borrowed ([`Open`]) or owned
 //! ([`OwnedOpen`]), and [`FIELDS`], the one table of what it shows.
 use crate::{
-    AT_FDCWD, COMM_LEN, OPEN_HEADER_SIZE, OpenHeader, RecordKind, Syscall,
+    AT_FDCWD, COMM_LEN, OPEN_HEADER_SIZE, OpenHeader, RecordKind, STATUS_FIXED_SLOT, Syscall,
     comm::COMM_MAX,
     full,
     schema::{DICT, Field, Input, REPR, SetError, Value},
@@ -28,6 +28,11 @@ impl<'a> Open<'a> {
 
     pub fn syscall(&self) -> &'static str {
         Syscall::from_u8(self.head.syscall).map_or("?", Syscall::name)
+    }
+
+    /// The new fd: none for a failed open, or an io_uring open into a fixed-file slot.
+    pub fn fd(&self) -> Option<i64> {
+        (self.head.ret >= 0 && self.head.status & STATUS_FIXED_SLOT == 0).then_some(self.head.ret)
     }
 }
 
@@ -67,7 +72,7 @@ pub fn decode(record: &[u8]) -> Result<Decoded<'_>, DecodeError> {
     }
     // SAFETY: the length is checked; `OpenHeader` is plain integers, read unaligned.
     let head = unsafe { record.as_ptr().cast::<OpenHeader>().read_unaligned() };
-    if head.kind != RecordKind::Open as u8 {
+    if head.kind != RecordKind::Open as u8 && head.kind != RecordKind::UringSubmit as u8 {
         return Err(DecodeError::Kind(head.kind));
     }
     if Syscall::from_u8(head.syscall).is_none() {
@@ -131,6 +136,7 @@ pub fn unresolved(code: u8) -> Option<&'static str> {
         full::START_DELETED => "the directory a relative lookup started from is deleted",
         full::FAULT => "a kernel structure could not be read",
         full::TOO_DEEP => "more nested components than the walk takes",
+        full::FIXED_SLOT => "opened into an io_uring fixed-file slot (no fd to name it by)",
         code if code >= full::FIRST_UNRESOLVED => "an unknown reason",
         _ => return None,
     })
@@ -243,12 +249,7 @@ pub static FIELDS: &[Field<Get, Set>] = &[
     int!(flags, DICT),
     int!(mode, DICT),
     int!(ret, DICT),
-    Field {
-        name: "fd",
-        get: |e| Value::from((e.head.ret >= 0).then_some(e.head.ret)),
-        set: None,
-        show: DICT | REPR,
-    },
+    Field { name: "fd", get: |e| Value::from(e.fd()), set: None, show: DICT | REPR },
     Field {
         name: "errno",
         get: |e| Value::from((e.head.ret < 0).then(|| e.head.ret.saturating_neg())),

@@ -40,6 +40,13 @@ pub static KERNEL: KernelOffsets = KernelOffsets {
     fdt_max_fds: 0,
     fdt_fd: 0,
     file_path: 0,
+    req_opcode: 0,
+    req_cmd: 0,
+    open_dfd: 0,
+    open_file_slot: 0,
+    open_filename: 0,
+    open_how: 0,
+    filename_name: 0,
 };
 
 /// One offset of `KERNEL`, as a `u64` to add to an address.

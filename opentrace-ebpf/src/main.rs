@@ -11,6 +11,7 @@ mod kernel;
 mod path;
 mod process;
 mod storage;
+mod uring;
 
 use aya_ebpf::{
     EbpfContext as _,
@@ -27,7 +28,7 @@ use aya_log_ebpf::warn;
 use opentrace_common::{
     AT_FDCWD, ArgOffsets, COUNTER_COUNT, COUNTER_LOST_PENDING, COUNTER_LOST_RING, DEFAULT_RET_OFFSET,
     FILTER_CGROUP, FILTER_COMM, FILTER_EXCLUDE_SELF, FILTER_FAILED, FILTER_TID, FILTER_TRACKED, FILTER_UID,
-    NO_FIELD, OPEN_HEADER_SIZE, OpenRecord, PATH_MAX, Pending, RecordKind, STATUS_HOW_FAULT,
+    NO_FIELD, OPEN_HEADER_SIZE, OpenHeader, OpenRecord, PATH_MAX, Pending, RecordKind, STATUS_HOW_FAULT,
     STATUS_PATH_FAULT, Settings, Syscall, WITH_FULL_PATH, full,
 };
 
@@ -84,7 +85,7 @@ static DIAGNOSE: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 // The 8 KiB record does not fit the 512-byte stack; each CPU builds its record here.
 #[map]
-static SCRATCH: PerCpuArray<OpenRecord> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static SCRATCH: PerCpuArray<OpenRecord> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
@@ -210,7 +211,7 @@ impl<'a, const N: usize> Record<'a, N> {
 /// The filters that can be decided at syscall entry, before anything is stored. The settings
 /// are constants to the verifier: a filter that is off costs nothing.
 #[inline(always)]
-fn wanted(tgid: u32, tid: u32) -> bool {
+pub(crate) fn wanted(tgid: u32, tid: u32) -> bool {
     if on(FILTER_EXCLUDE_SELF) && tgid == global!(SETTINGS.self_tgid) {
         return false;
     }
@@ -268,25 +269,13 @@ fn try_sys_exit(ctx: &Record<'_, 1>) -> Result<u32, i64> {
     // tail call to `diagnose` happens after the last write.
     let event = unsafe { &mut *event };
     let header = &mut event.header;
-    header.kind = RecordKind::Open as u8;
+    identify(header, RecordKind::Open, tgid, tid);
     header.timestamp_ns = pending.timestamp_ns;
     header.ret = ret;
     header.flags = pending.flags;
     header.mode = pending.mode;
-    header.pid = tgid;
-    header.tid = tid;
-    header.uid = bpf_get_current_uid_gid() as u32;
-    header.ppid = process::parent();
-    header.ns_pid = kernel::own_ns_tgid((bpf_get_current_pid_tgid() >> 32) as u32);
-    // SAFETY: a helper with no arguments.
-    header.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     header.dfd = pending.dfd;
     header.syscall = pending.syscall;
-    header.status = 0;
-    header.fault = 0;
-    header.full = full::NOT_ASKED;
-    header.full_len = 0;
-    header.comm = bpf_get_current_comm().unwrap_or_default();
 
     if pending.how != 0 {
         // `struct open_how` starts with `u64 flags; u64 mode;`; the kernel has copied it by now.
@@ -318,16 +307,16 @@ fn try_sys_exit(ctx: &Record<'_, 1>) -> Result<u32, i64> {
     let mut full_len = 0;
     if on(WITH_FULL_PATH) {
         let absolute = path_len > 0 && event.data[0] == b'/';
-        let (code, start) = if event.header.status & STATUS_PATH_FAULT != 0 && ret < 0 {
-            (full::FAULT, PATH_MAX as u32)
+        let code = if event.header.status & STATUS_PATH_FAULT != 0 && ret < 0 {
+            full::FAULT
         } else {
-            path::resolve(ret, absolute, pending.dfd)
-        };
-        if code < full::FIRST_UNRESOLVED && start < PATH_MAX as u32 {
-            // SAFETY: the path ends before PATH_MAX; the copy is at most PATH_MAX - 1 bytes.
+            // SAFETY: the path ends before PATH_MAX; the full path (at most PATH_MAX - 1 bytes)
+            // goes right after it, inside the slot's 2 * PATH_MAX bytes.
             let to = unsafe { event.data.as_mut_ptr().add((path_len & (PATH_MAX as u32 - 1)) as usize) };
-            full_len = path::copy_to(to, start);
-        }
+            let (code, len) = path::resolve_into(to, ret, absolute, pending.dfd);
+            full_len = len;
+            code
+        };
         event.header.full = code;
         event.header.full_len = full_len as u16;
     }
@@ -338,12 +327,31 @@ fn try_sys_exit(ctx: &Record<'_, 1>) -> Result<u32, i64> {
     if EVENTS.output::<[u8]>(record, ADAPTIVE_WAKEUP).is_err() {
         count(COUNTER_LOST_RING);
     }
-    if event.header.status != 0 {
+    if event.header.status & (STATUS_PATH_FAULT | STATUS_HOW_FAULT) != 0 {
         // Rare: the logging code lives in its own program, verified once, not in every exit.
         // SAFETY: `diagnose` is a tracepoint program, like this one; if the call fails we just return.
         unsafe { DIAGNOSE.tail_call(ctx.ctx, 0) };
     }
     Ok(0)
+}
+
+/// Fills in who opened: the ids as the watcher sees them (`tgid`, `tid`), and the rest of the
+/// current task's identity; clears the status.
+#[inline(always)]
+pub(crate) fn identify(header: &mut OpenHeader, kind: RecordKind, tgid: u32, tid: u32) {
+    header.kind = kind as u8;
+    header.pid = tgid;
+    header.tid = tid;
+    header.uid = bpf_get_current_uid_gid() as u32;
+    header.ppid = process::parent();
+    header.ns_pid = kernel::own_ns_tgid((bpf_get_current_pid_tgid() >> 32) as u32);
+    // SAFETY: a helper with no arguments.
+    header.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    header.comm = bpf_get_current_comm().unwrap_or_default();
+    header.status = 0;
+    header.fault = 0;
+    header.full = full::NOT_ASKED;
+    header.full_len = 0;
 }
 
 /// Reached by tail call from a `sys_exit_*` program whose record has a `STATUS_*_FAULT` bit;

@@ -211,7 +211,7 @@ fn file_path(fd: i64) -> Result<(u64, u64), u8> {
 /// nothing more than the path as passed if it is absolute, else the directory the lookup
 /// started from (the caller's cwd, or `dfd`'s).
 #[inline(always)]
-pub fn resolve(ret: i64, absolute: bool, dfd: i32) -> (u8, u32) {
+fn resolve(ret: i64, absolute: bool, dfd: i32) -> (u8, u32) {
     let walked = if ret >= 0 {
         file_path(ret)
             .and_then(walk)
@@ -227,9 +227,18 @@ pub fn resolve(ret: i64, absolute: bool, dfd: i32) -> (u8, u32) {
     walked.unwrap_or_else(|code| (code, PATH_MAX as u32))
 }
 
+/// Resolves the full path of an open (see `resolve`) into `to`, which has room for PATH_MAX - 1
+/// bytes: the code and how many bytes were written.
+#[inline(always)]
+pub fn resolve_into(to: *mut u8, ret: i64, absolute: bool, dfd: i32) -> (u8, u32) {
+    let (code, start) = resolve(ret, absolute, dfd);
+    let len = if code < full::FIRST_UNRESOLVED && start < PATH_MAX as u32 { copy_to(to, start) } else { 0 };
+    (code, len)
+}
+
 /// Copies the walked path (`WALK[start..PATH_MAX]`) to `to`; returns its length.
 #[inline(always)]
-pub fn copy_to(to: *mut u8, start: u32) -> u32 {
+fn copy_to(to: *mut u8, start: u32) -> u32 {
     let len = PATH_MAX as u32 - start;
     let Some(buf) = WALK.get_ptr(0) else { return 0 };
     // SAFETY: the caller's `to` has room for PATH_MAX - 1 bytes; the source is this CPU's buffer.

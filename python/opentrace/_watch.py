@@ -12,9 +12,11 @@ from . import _opentrace
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 if TYPE_CHECKING:
     from types import TracebackType
-    from typing import Any
+    from typing import Any, TypeVar
 
     from ._opentrace import OpenEvent
+
+    _Self = TypeVar("_Self", bound="Watcher")
 
 __all__ = ["SYSCALLS", "Watcher", "watch"]
 
@@ -48,7 +50,7 @@ def _int(name: str, value: object, low: int, high: int) -> int:
     return value
 
 
-# More names than this cannot be a list of the four syscalls (and keeps an endless iterator finite).
+# More names than this cannot be a list of the five sources (and keeps an endless iterator finite).
 _MAX_SYSCALL_NAMES = 64
 
 
@@ -156,7 +158,8 @@ def watch(
     also every process descended from it, followed as they fork; a pid watcher ends when they have
     all exited), ``tid`` (thread),
     ``uid`` (real user id), ``comm`` (command name contains), ``failed`` (only failed opens),
-    ``syscalls`` (subset of open/openat/openat2/creat). ``ring_size`` is the ring buffer's size
+    ``syscalls`` (subset of open/openat/openat2/creat/io_uring; io_uring: open requests submitted
+    through an io_uring). ``ring_size`` is the ring buffer's size
     in bytes. ``latency`` bounds, in seconds, how long a busy stream may hold an event back to
     deliver it in a batch (an event after a quiet spell arrives at once). ``full_path`` resolves
     each event's ``full_path``: the absolute path of what was opened, as the process sees it.
@@ -311,7 +314,7 @@ class Watcher:
         """A file descriptor that becomes readable when events may be ready (for selectors)."""
         return self._session.fileno()
 
-    def __enter__(self) -> Watcher:
+    def __enter__(self: _Self) -> _Self:
         return self
 
     def __exit__(

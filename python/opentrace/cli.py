@@ -79,7 +79,8 @@ def _trace_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
         usage=f"{PROG} [options]\n       {PROG} [options] -- CMD [ARGS...]",
-        description="Trace file opens (open, openat, openat2, creat) system-wide, live; or, with -- CMD, "
+        description="Trace file opens (open, openat, openat2, creat, and io_uring open requests) "
+        "system-wide, live; or, with -- CMD, "
         "those of CMD and everything it starts, exiting with CMD's status. "
         "Other commands: 'opentrace list [PATTERN]', 'opentrace format TRACEPOINT'.",
         epilog=EXAMPLES,

@@ -1,0 +1,191 @@
+//! io_uring open requests (`IORING_OP_OPENAT`, `IORING_OP_OPENAT2`), which no syscall
+//! tracepoint sees. At submission the request is prepared: the kernel has copied the path into a
+//! `struct filename` that the request's `struct io_open` points to, with `dfd` and `open_how`
+//! beside it; the path is freed before completion, so the submission sends a record with all of
+//! it, and the completion (whichever task or worker completes the request) one with the result.
+//! The reader pairs them by the request's address.
+use aya_ebpf::{
+    EbpfContext as _,
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel_str_bytes},
+    macros::{map, raw_tracepoint},
+    maps::{LruHashMap, PerCpuArray},
+    programs::RawTracePointContext,
+};
+use opentrace_common::{
+    COUNTER_LOST_RING, IORING_OP_OPENAT, IORING_OP_OPENAT2, NO_FIELD, OPEN_HEADER_SIZE, OpenRecord, PATH_MAX,
+    RecordKind, STATUS_FIXED_SLOT, STATUS_PATH_FAULT, Syscall, URING_COMPLETE_ARGS, URING_COMPLETE_SIZE,
+    UringArgs, UringComplete, UringPending, WITH_FULL_PATH, full,
+};
+
+use crate::{
+    ADAPTIVE_WAKEUP, EVENTS, SCRATCH, count, global, identify,
+    kernel::{offset, read},
+    on, path, process, wanted,
+};
+
+/// Where the two tracepoints pass the request and the result; the loader writes what BTF says.
+#[unsafe(no_mangle)]
+static URING_ARGS: UringArgs = UringArgs::DEFAULT;
+
+/// Submitted open requests not completed yet, by address. An LRU map: a request that never
+/// completes (its ring torn down) ages out instead of holding memory.
+#[map]
+static URING_PENDING: LruHashMap<u64, UringPending> = LruHashMap::with_max_entries(16384, 0);
+
+/// The completion's record (a header and the full path).
+#[repr(C)]
+struct Completed {
+    head: UringComplete,
+    full: [u8; PATH_MAX],
+}
+
+#[map]
+static COMPLETED: PerCpuArray<Completed> = PerCpuArray::with_max_entries(1, 0);
+
+/// `io_uring_submit_req(req)` (the only argument: the loader checked), for every request, so
+/// the opcode is looked at first. A raw
+/// tracepoint: a plain one would have the kernel format a record (the opcode's name included)
+/// for each of a process's millions of reads, which is most of what watching them costs.
+#[raw_tracepoint(tracepoint = "io_uring_submit_req")]
+pub fn io_uring_submit_req(ctx: RawTracePointContext) -> i32 {
+    let req: u64 = ctx.arg(0);
+    if !is_open(req) {
+        return 0;
+    }
+    let _ = try_submit(req);
+    0
+}
+
+/// Argument `n` (below [`URING_COMPLETE_ARGS`]) of `io_uring_complete`. The verifier takes only
+/// loads from the context itself at constant offsets, and attaching checks that none is beyond
+/// the tracepoint's arguments: every argument is loaded (volatile, so that the compiler cannot
+/// turn the choice into one load through a computed pointer), then one is chosen.
+#[inline(always)]
+fn complete_arg(ctx: &RawTracePointContext, n: u32) -> u64 {
+    let args = ctx.as_ptr().cast::<u64>();
+    // SAFETY: a raw tracepoint's context is its arguments as u64s; io_uring_complete has
+    // URING_COMPLETE_ARGS of them (the loader checked its prototype).
+    let all: [u64; URING_COMPLETE_ARGS] = core::array::from_fn(|i| unsafe { args.add(i).read_volatile() });
+    all[(n as usize).min(URING_COMPLETE_ARGS - 1)]
+}
+
+/// Whether request `req` is an open.
+#[inline(always)]
+fn is_open(req: u64) -> bool {
+    matches!(read::<u8>(req + offset!(req_opcode)), Ok(IORING_OP_OPENAT | IORING_OP_OPENAT2))
+}
+
+#[inline(always)]
+fn try_submit(req: u64) -> Result<u32, i64> {
+    let Some((tgid, tid)) = process::current_ids() else { return Ok(0) };
+    if !wanted(tgid, tid) {
+        return Ok(0);
+    }
+    let open = req + offset!(req_cmd);
+    let dfd: i32 = read(open + offset!(open_dfd))?;
+    let slot: u32 = read(open + offset!(open_file_slot))?;
+    let [flags, mode]: [u64; 2] = read(open + offset!(open_how))?;
+    let filename: u64 = read(open + offset!(open_filename))?;
+    let name: u64 = read(filename + offset!(filename_name))?;
+
+    let Some(event) = SCRATCH.get_ptr_mut(0) else { return Ok(0) };
+    // SAFETY: this CPU's slot; tracepoint programs do not nest on a CPU.
+    let event = unsafe { &mut *event };
+    let header = &mut event.header;
+    identify(header, RecordKind::UringSubmit, tgid, tid);
+    // SAFETY: a helper with no arguments.
+    header.timestamp_ns = unsafe { bpf_ktime_get_ns() };
+    header.syscall = Syscall::IoUring as u8;
+    header.dfd = dfd;
+    header.flags = flags;
+    header.mode = mode;
+    // Until the completion comes, the request's address stands in for the result.
+    header.ret = req as i64;
+    if slot != 0 {
+        header.status |= STATUS_FIXED_SLOT;
+    }
+    let path = event.data.first_chunk_mut::<PATH_MAX>().ok_or(0)?;
+    // SAFETY: a probe read of the kernel's copy of the path into this CPU's slot.
+    let path_len = match unsafe { bpf_probe_read_kernel_str_bytes(name as *const u8, path) } {
+        Ok(path) => path.len() as u32,
+        Err(err) => {
+            event.header.status |= STATUS_PATH_FAULT;
+            event.header.fault = err;
+            0
+        }
+    };
+    event.header.path_len = path_len as u16;
+    let size = OPEN_HEADER_SIZE + (path_len as usize & (PATH_MAX - 1));
+    // SAFETY: the header and the path are in the slot.
+    let record = unsafe { core::slice::from_raw_parts((event as *const OpenRecord).cast::<u8>(), size) };
+    let submit_lost = u8::from(EVENTS.output::<[u8]>(record, ADAPTIVE_WAKEUP).is_err());
+    let pending = UringPending {
+        dfd,
+        absolute: u8::from(path_len > 0 && event.data[0] == b'/'),
+        fixed: u8::from(slot != 0),
+        submit_lost,
+        _pad: 0,
+    };
+    if URING_PENDING.insert(req, pending, 0).is_err() {
+        // Without the entry the completion cannot be matched: the event is lost.
+        count(COUNTER_LOST_RING);
+    }
+    Ok(0)
+}
+
+/// `io_uring_complete`: every completion; only those of a pending open matter.
+#[raw_tracepoint(tracepoint = "io_uring_complete")]
+pub fn io_uring_complete(ctx: RawTracePointContext) -> i32 {
+    let args = global!(URING_ARGS);
+    let req = complete_arg(&ctx, args.complete_req);
+    if !is_open(req) {
+        return 0;
+    }
+    let _ = try_complete(&ctx, req, args);
+    0
+}
+
+#[inline(always)]
+fn try_complete(ctx: &RawTracePointContext, req: u64, args: UringArgs) -> Result<u32, i64> {
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(pending) = (unsafe { URING_PENDING.get(req) }).copied() else { return Ok(0) };
+    let _ = URING_PENDING.remove(req);
+    if pending.submit_lost != 0 {
+        count(COUNTER_LOST_RING);
+        return Ok(0);
+    }
+    let res = complete_arg(ctx, args.complete_res);
+    let ret = i64::from(if args.complete_res_at == NO_FIELD {
+        res as i32
+    } else {
+        read::<i32>(res + u64::from(args.complete_res_at))?
+    });
+    let Some(done) = COMPLETED.get_ptr_mut(0) else { return Ok(0) };
+    // SAFETY: this CPU's slot; tracepoint programs do not nest on a CPU.
+    let done = unsafe { &mut *done };
+    let (mut code, mut full_len) = (full::NOT_ASKED, 0);
+    if on(WITH_FULL_PATH) {
+        (code, full_len) = if pending.fixed != 0 && ret >= 0 {
+            (full::FIXED_SLOT, 0)
+        } else {
+            // The completing task (the submitter, or an io-wq or SQPOLL thread of its process)
+            // shares its fd table and working directory.
+            path::resolve_into(done.full.as_mut_ptr(), ret, pending.absolute != 0, pending.dfd)
+        };
+    }
+    done.head = UringComplete {
+        kind: RecordKind::UringComplete as u8,
+        full: code,
+        full_len: full_len as u16,
+        _pad: 0,
+        req,
+        ret,
+    };
+    let size = URING_COMPLETE_SIZE + (full_len as usize & (PATH_MAX - 1));
+    // SAFETY: the header and the full path are in the slot.
+    let record = unsafe { core::slice::from_raw_parts((done as *const Completed).cast::<u8>(), size) };
+    if EVENTS.output::<[u8]>(record, ADAPTIVE_WAKEUP).is_err() {
+        count(COUNTER_LOST_RING);
+    }
+    Ok(0)
+}

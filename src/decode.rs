@@ -1,0 +1,228 @@
+//! From ring buffer records to events: opens (with their full paths put together and their
+//! cgroups named), io_uring requests paired with their completions, and the records that only
+//! inform the reader (a followed process exited, a cgroup was named).
+use std::{collections::HashMap, sync::Arc};
+
+use opentrace_common::{
+    CGROUP_NAME_SIZE, CgroupName, OpenHeader, RecordKind, URING_COMPLETE_SIZE, UringComplete, full,
+    open::{self, DecodeError, Open},
+};
+
+use crate::cgroup;
+
+/// Most io_uring open requests waiting for their completion (four times what the kernel's map
+/// holds): past that, the oldest is forgotten, and counted as lost.
+const URING_WAITING: usize = 65536;
+
+/// The kernel's `O_LARGEFILE` (libc's is 0 on 64-bit targets).
+#[cfg(target_arch = "aarch64")]
+const O_LARGEFILE: u64 = 0o400000;
+#[cfg(not(target_arch = "aarch64"))]
+const O_LARGEFILE: u64 = 0o100000;
+
+/// What a record was.
+pub enum Record<'a> {
+    /// An open, ready to hand out.
+    Open(Decoded<'a>),
+    /// A followed process exited.
+    ProcessExit,
+    /// Something the decoder keeps (a cgroup's name, an io_uring request until it completes), or
+    /// an io_uring completion whose request was filtered out.
+    Kept,
+}
+
+/// An open event, decoded: [`Decoded::open`] lends it as an [`Open`].
+pub struct Decoded<'a> {
+    head: OpenHeader,
+    path: &'a [u8],
+    full: Option<&'a [u8]>,
+    /// The path of the event's cgroup, when the reader shows it.
+    pub cgroup: Option<Arc<[u8]>>,
+}
+
+impl Decoded<'_> {
+    pub fn open(&self) -> Open<'_> {
+        Open { head: &self.head, path: self.path, full: self.full, cgroup: self.cgroup.as_deref() }
+    }
+}
+
+pub struct Decoder {
+    /// Where full paths that are not one piece of a record are put together.
+    scratch: Vec<u8>,
+    /// Full paths left None since the last report, by `full::*` code.
+    pub unresolved: [u64; 256],
+    /// The paths of the cgroups events come from.
+    cgroups: cgroup::Names,
+    /// Submitted io_uring open requests, by the request's address: their header and path.
+    uring: HashMap<u64, (OpenHeader, Box<[u8]>)>,
+    /// The path of the io_uring request being handed out (taken out of `uring`).
+    completed: Box<[u8]>,
+    /// `failed=True`: whether an io_uring open failed is only known at its completion.
+    failed_only: bool,
+    /// io_uring open requests found never to complete (their events are lost), since the reader
+    /// last took the count.
+    pub orphaned: u64,
+}
+
+impl Decoder {
+    pub fn new(failed_only: bool) -> Decoder {
+        Decoder {
+            scratch: Vec::new(),
+            unresolved: [0; 256],
+            cgroups: cgroup::Names::new(),
+            uring: HashMap::new(),
+            completed: Box::default(),
+            failed_only,
+            orphaned: 0,
+        }
+    }
+
+    /// Decodes one record. `name_cgroups`: whether the reader shows events' cgroups.
+    pub fn decode<'a>(&'a mut self, record: &'a [u8], name_cgroups: bool) -> Result<Record<'a>, DecodeError> {
+        let (head, path, walked) = match record.first().copied().and_then(RecordKind::from_u8) {
+            Some(RecordKind::ProcessExit) => return Ok(Record::ProcessExit),
+            Some(RecordKind::CgroupName) => {
+                if let Some((id, path)) = cgroup_name(record) {
+                    self.cgroups.insert(id, path);
+                }
+                return Ok(Record::Kept);
+            }
+            Some(RecordKind::UringSubmit) => {
+                let open::Decoded { mut head, path, .. } = open::decode(record)?;
+                // io_uring adds it to every open on a 64-bit kernel, as the open syscalls do
+                // inside the kernel; their events show the flags as passed, so these do too.
+                head.flags &= !O_LARGEFILE;
+                if self.uring.len() >= URING_WAITING
+                    && let Some(oldest) =
+                        self.uring.iter().min_by_key(|(_, (h, _))| h.timestamp_ns).map(|(k, _)| *k)
+                {
+                    self.uring.remove(&oldest);
+                    self.orphaned += 1;
+                }
+                // The submit program puts the request's address where the result goes. The kernel
+                // reuses requests: one still waiting at this address never completed for us (its
+                // entry was evicted from the kernel's full map, or its completion was lost).
+                if self.uring.insert(head.ret as u64, (head, path.into())).is_some() {
+                    self.orphaned += 1;
+                }
+                return Ok(Record::Kept);
+            }
+            Some(RecordKind::UringComplete) => {
+                let (done, walked) = uring_complete(record)?;
+                let Some((mut head, path)) = self.uring.remove(&done.req) else { return Ok(Record::Kept) };
+                if self.failed_only && done.ret >= 0 {
+                    return Ok(Record::Kept);
+                }
+                (head.ret, head.full, head.full_len) = (done.ret, done.full, done.full_len);
+                self.completed = path;
+                (head, &self.completed[..], walked)
+            }
+            _ => {
+                let open::Decoded { head, path, walked } = open::decode(record)?;
+                (head, path, walked)
+            }
+        };
+        if head.full >= full::FIRST_UNRESOLVED {
+            self.unresolved[usize::from(head.full)] += 1;
+        }
+        // An event's cgroup is named now, while it surely exists.
+        let cgroup = if name_cgroups { self.cgroups.get(head.cgroup_id) } else { None };
+        let full = open::full_path(&head, path, walked, &mut self.scratch);
+        Ok(Record::Open(Decoded { head, path, full, cgroup }))
+    }
+}
+
+/// A `CgroupName` record: the cgroup's id and its path under the hierarchy's root.
+fn cgroup_name(record: &[u8]) -> Option<(u64, &[u8])> {
+    let head = record.get(..CGROUP_NAME_SIZE)?;
+    // SAFETY: the length is checked; `CgroupName` is plain integers, read unaligned.
+    let head = unsafe { head.as_ptr().cast::<CgroupName>().read_unaligned() };
+    Some((head.id, record.get(CGROUP_NAME_SIZE..CGROUP_NAME_SIZE + usize::from(head.path_len))?))
+}
+
+/// A `UringComplete` record and the full path after it.
+fn uring_complete(record: &[u8]) -> Result<(UringComplete, &[u8]), DecodeError> {
+    let head = record.get(..URING_COMPLETE_SIZE).ok_or(DecodeError::Short { len: record.len() })?;
+    // SAFETY: the length is checked; `UringComplete` is plain integers, read unaligned.
+    let head = unsafe { head.as_ptr().cast::<UringComplete>().read_unaligned() };
+    let walked = record
+        .get(URING_COMPLETE_SIZE..URING_COMPLETE_SIZE + usize::from(head.full_len))
+        .ok_or(DecodeError::PathLen { path_len: 0, full_len: head.full_len, len: record.len() })?;
+    Ok((head, walked))
+}
+
+#[cfg(test)]
+mod tests {
+    use opentrace_common::{OPEN_HEADER_SIZE, Syscall};
+
+    use super::*;
+
+    fn bytes<T>(value: &T, size: usize) -> Vec<u8> {
+        // SAFETY: `T` is one of the plain-integer record headers, `size` its size.
+        unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size) }.to_vec()
+    }
+
+    fn submit(req: u64, path: &[u8], timestamp_ns: u64) -> Vec<u8> {
+        let head = OpenHeader {
+            kind: RecordKind::UringSubmit as u8,
+            syscall: Syscall::IoUring as u8,
+            ret: req as i64,
+            flags: 0o100000 | 0o2,
+            path_len: path.len() as u16,
+            timestamp_ns,
+            ..OpenHeader::default()
+        };
+        [bytes(&head, OPEN_HEADER_SIZE), path.to_vec()].concat()
+    }
+
+    fn complete(req: u64, ret: i64) -> Vec<u8> {
+        let done = UringComplete {
+            kind: RecordKind::UringComplete as u8,
+            full: full::NOT_ASKED,
+            full_len: 0,
+            _pad: 0,
+            req,
+            ret,
+        };
+        bytes(&done, URING_COMPLETE_SIZE)
+    }
+
+    /// The path and result of the open a record completes, if any.
+    fn opened(decoder: &mut Decoder, record: &[u8]) -> Option<(Vec<u8>, i64, u64)> {
+        match decoder.decode(record, false).unwrap() {
+            Record::Open(d) => Some((d.open().path.to_vec(), d.open().head.ret, d.open().head.flags)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn requests_pair_with_their_completions_by_address() {
+        let mut decoder = Decoder::new(false);
+        assert_eq!(opened(&mut decoder, &submit(0x1000, b"/a", 1)), None);
+        assert_eq!(opened(&mut decoder, &submit(0x2000, b"/b", 2)), None);
+        // Completed out of order; O_LARGEFILE is not the request's.
+        assert_eq!(opened(&mut decoder, &complete(0x2000, -2)), Some((b"/b".to_vec(), -2, 0o2)));
+        assert_eq!(opened(&mut decoder, &complete(0x1000, 5)), Some((b"/a".to_vec(), 5, 0o2)));
+        // A completion of a request not seen (filtered out, or from before the watcher).
+        assert_eq!(opened(&mut decoder, &complete(0x1000, 5)), None);
+        assert_eq!(decoder.orphaned, 0);
+    }
+
+    #[test]
+    fn a_request_never_completed_is_counted_when_its_address_is_reused() {
+        let mut decoder = Decoder::new(false);
+        opened(&mut decoder, &submit(0x1000, b"/lost", 1));
+        opened(&mut decoder, &submit(0x1000, b"/next", 2));
+        assert_eq!(decoder.orphaned, 1);
+        assert_eq!(opened(&mut decoder, &complete(0x1000, 3)), Some((b"/next".to_vec(), 3, 0o2)));
+    }
+
+    #[test]
+    fn failed_only_keeps_failed_completions() {
+        let mut decoder = Decoder::new(true);
+        opened(&mut decoder, &submit(0x1000, b"/ok", 1));
+        opened(&mut decoder, &submit(0x2000, b"/no", 2));
+        assert_eq!(opened(&mut decoder, &complete(0x1000, 3)), None);
+        assert_eq!(opened(&mut decoder, &complete(0x2000, -13)), Some((b"/no".to_vec(), -13, 0o2)));
+    }
+}

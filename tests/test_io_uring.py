@@ -1,0 +1,199 @@
+"""Opens submitted through io_uring, made by a real C program (tests/uring_opener.c, liburing)
+that reports what the kernel answered: each completion's result and /proc/self/fd's link for
+its fd. Inline completions, io-wq workers (IOSQE_ASYNC), an SQPOLL ring, fixed-file slots."""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import opentrace
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture
+def helper(uring_helper: Path) -> Path:
+    """tests/uring_opener.c, built."""
+    return uring_helper
+
+def run(helper: Path, tmp: Path, ops: list[str], flags: tuple[str, ...] = (), **options: Any
+        ) -> tuple[list[dict[str, Any]], list[opentrace.OpenEvent]]:
+    """Runs the helper under ``opentrace.run``; its reports and every event of the run."""
+    out = tmp / f"report-{len(list(tmp.iterdir()))}.jsonl"
+    with opentrace.run([str(helper), *flags, f"--out={out}", *ops], cwd=tmp, **options) as w:
+        events = list(w)
+        assert w.wait(10) == 0
+        assert w.lost == 0
+    reports = [json.loads(line) for line in out.read_text().splitlines()]
+    return reports, events
+
+
+def uring(events: list[opentrace.OpenEvent]) -> list[opentrace.OpenEvent]:
+    return [e for e in events if e.syscall == "io_uring"]
+
+
+def test_open_and_enoent_as_the_kernel_answered(helper: Path, tmp_path: Path) -> None:
+    target = tmp_path / "data"
+    target.write_bytes(b"x")
+    reports, events = run(helper, tmp_path, [f"open:{target}", f"open:{tmp_path}/missing"], full_path=True)
+    ok, missing = reports
+    assert ok["res"] >= 0 and missing["res"] == -errno.ENOENT
+    first, second = uring(events)
+    assert (first.path, first.ret, first.fd, first.errno) == (str(target), ok["res"], ok["res"], None)
+    assert first.full_path == ok["link"] == str(target)
+    assert (second.path, second.ret, second.fd, second.errno) == (f"{tmp_path}/missing", -errno.ENOENT, None,
+                                                                   errno.ENOENT)
+    assert second.full_path == f"{tmp_path}/missing"
+    for ev, report in ((first, ok), (second, missing)):
+        assert (ev.pid, ev.tid, ev.comm) == (report["pid"], report["tid"], "uring_opener")
+        assert (ev.dfd, ev.flags, ev.mode) == (-100, os.O_RDONLY, 0)
+        assert ev.uid == os.getuid()
+        assert ev.ppid == os.getpid()
+
+    # The same process's syscall opens (the dynamic loader's) carry the same identity.
+    syscall_opens = [e for e in events if e.syscall != "io_uring" and e.pid == ok["pid"]]
+    assert syscall_opens
+    assert {(e.cgroup_id, e.ns_pid, e.cgroup) for e in syscall_opens} == {(first.cgroup_id, first.ns_pid,
+                                                                           first.cgroup)}
+    assert first.timestamp_ns < second.timestamp_ns
+
+
+def test_openat2_create_with_mode(helper: Path, tmp_path: Path) -> None:
+    target = tmp_path / "created"
+    reports, events = run(helper, tmp_path, ["create:created:640"], full_path=True)
+    [report] = reports
+    [ev] = uring(events)
+    assert report["res"] >= 0 and report["link"] == str(target)
+    assert target.exists()
+    assert (ev.path, ev.ret, ev.fd) == ("created", report["res"], report["res"])
+    assert ev.flags == os.O_CREAT | os.O_WRONLY | os.O_TRUNC
+    assert ev.mode == 0o640
+    assert ev.full_path == str(target)
+
+
+def test_dirfd_relative_open_completed_by_an_io_wq_worker(helper: Path, tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "file").write_bytes(b"")
+    # IOSQE_ASYNC: the open runs, and completes, in a kernel worker of the process, not in it.
+    reports, events = run(helper, tmp_path, [f"openat:{tmp_path}/sub:file", "open:nope"], flags=("--async",),
+                          full_path=True)
+    opened, failed = reports
+    ev, ev_failed = uring(events)
+    dir_opens = [e for e in events if e.syscall != "io_uring" and e.path == f"{tmp_path}/sub"]
+    assert len(dir_opens) == 1
+    assert (ev.path, ev.dfd, ev.ret) == ("file", dir_opens[0].fd, opened["res"])
+    assert ev.full_path == opened["link"] == f"{tmp_path}/sub/file"
+    assert (ev_failed.ret, ev_failed.full_path) == (failed["res"], f"{tmp_path}/nope")
+    assert failed["res"] == -errno.ENOENT
+
+
+def test_fixed_file_slot_has_no_fd(helper: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    target = tmp_path / "slot"
+    target.write_bytes(b"")
+    with caplog.at_level(logging.INFO, logger="opentrace"):
+        reports, events = run(helper, tmp_path, [f"fixed:{target}"], full_path=True)
+    [report] = reports
+    [ev] = uring(events)
+    assert report["res"] == 0
+    assert (ev.path, ev.ret, ev.fd, ev.errno) == (str(target), 0, None, None)
+    assert ev.full_path is None
+    assert "fixed-file slot" in caplog.text
+    assert ev.to_dict()["fd"] is None
+
+
+def test_sqpoll_ring(helper: Path, tmp_path: Path) -> None:
+    target = tmp_path / "polled"
+    target.write_bytes(b"")
+    reports, events = run(helper, tmp_path, [f"open:{target}", "open:absent"], flags=("--sqpoll",),
+                          full_path=True)
+    ok, missing = reports
+    ev, ev_missing = uring(events)
+    # The ring's kernel thread submits: same process, its own thread id and name.
+    assert ev.pid == ok["pid"] and ev.tid != ok["tid"]
+    assert ev.comm == f"iou-sqp-{ok['pid']}"[:15]
+    assert (ev.ret, ev.full_path) == (ok["res"], ok["link"])
+    assert (ev_missing.ret, ev_missing.full_path) == (-errno.ENOENT, f"{tmp_path}/absent")
+    assert missing["res"] == -errno.ENOENT
+
+
+def test_syscalls_choose_io_uring_or_not(helper: Path, tmp_path: Path) -> None:
+    target = tmp_path / "f"
+    target.write_bytes(b"")
+    _, events = run(helper, tmp_path, [f"open:{target}"], syscalls=["openat"])
+    assert events and uring(events) == []
+    assert {e.syscall for e in events} == {"openat"}
+    reports, events = run(helper, tmp_path, [f"open:{target}"], syscalls=["io_uring"])
+    assert [(e.syscall, e.ret) for e in events] == [("io_uring", reports[0]["res"])]
+    with opentrace.watch() as w:
+        assert "io_uring" in w.syscalls
+
+
+def test_failed_only(helper: Path, tmp_path: Path) -> None:
+    target = tmp_path / "f"
+    target.write_bytes(b"")
+    _, events = run(helper, tmp_path, [f"open:{target}", "open:gone", f"open:{target}"], failed=True)
+    assert [(e.path, e.errno) for e in uring(events)] == [("gone", errno.ENOENT)]
+
+
+def test_a_storm_of_opens_and_reads_all_paired(helper: Path, tmp_path: Path) -> None:
+    target = tmp_path / "f"
+    target.write_bytes(b"0123456789")
+    # Reads go through the same tracepoints and must not become events.
+    _, events = run(helper, tmp_path, [f"opens:{target}:3000", f"reads:{target}:3000"], syscalls=["io_uring"])
+    assert len(events) == 3000
+    assert all(e.path == str(target) and e.fd is not None for e in events)
+    # Completions came in order, each with its own request's path and result.
+    assert len({e.timestamp_ns for e in events}) == 3000
+
+
+def test_watch_filters_apply(helper: Path, tmp_path: Path) -> None:
+    target = tmp_path / "f"
+    target.write_bytes(b"")
+    out = tmp_path / "out"
+    with opentrace.watch(comm="uring_opener", syscalls=["io_uring"]) as w:
+        subprocess.run([str(helper), f"--out={out}", f"open:{target}"], check=True)
+        subprocess.run([sys.executable, "-c", f"open({str(target)!r})"], check=True)
+        events = []
+        while batch := w.poll(0.3):
+            events += batch
+    [report] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(e.comm, e.pid, e.ret) for e in events] == [("uring_opener", report["pid"], report["res"])]
+
+
+def test_cli_shows_io_uring_opens(helper: Path, tmp_path: Path) -> None:
+    target = tmp_path / "cli"
+    target.write_bytes(b"")
+    cli = subprocess.run(
+        [sys.executable, "-m", "opentrace", "--json", "-F",
+         "--syscall", "io_uring", "--", str(helper), f"--out={tmp_path / 'o'}", f"open:{target}"],
+        capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 0, cli.stderr
+    [line] = cli.stdout.splitlines()
+    ev = json.loads(line)
+    assert (ev["syscall"], ev["path"], ev["full_path"]) == ("io_uring", str(target), str(target))
+
+
+def test_io_uring_disabled_is_skipped_with_a_debug_log() -> None:
+    knob = Path("/proc/sys/kernel/io_uring_disabled")
+    before = knob.read_text()
+    knob.write_text("2")
+    try:
+        # Layouts are read once per process: a fresh one sees the setting.
+        probe = subprocess.run(
+            [sys.executable, "-c", "import logging, opentrace; logging.basicConfig(level=logging.DEBUG)\n"
+             "with opentrace.watch() as w: print(','.join(w.syscalls))"],
+            capture_output=True, text=True, timeout=60)
+    finally:
+        knob.write_text(before)
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.split() == ["creat,open,openat,openat2"]
+    assert "io_uring open requests are not traced: io_uring is disabled" in probe.stderr
