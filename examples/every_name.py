@@ -12,16 +12,20 @@ import json
 
 import opentrace
 from opentrace import (
+    CommandWatcher,
     Field,
     OpenEvent,
     OpentraceError,
     PermissionDenied,
+    TracepointEvent,
     TracepointFormat,
     TracepointNotFound,
     Watcher,
+    run,
     tracepoint_format,
     tracepoints,
     watch,
+    watch_tracepoints,
 )
 
 
@@ -46,7 +50,7 @@ def discover() -> Field:
 
 
 def sync_part() -> None:
-    w: Watcher
+    w: Watcher[OpenEvent]
     with watch(comm="cat", failed=False, syscalls=["openat", "openat2"], ring_size=1 << 20, latency=0.01) as w:
         batch: list[OpenEvent] = w.poll(timeout=0.2)
         for ev in itertools.chain(batch, itertools.islice(w.poll(0.1), 1)):
@@ -64,10 +68,23 @@ async def async_part() -> int:
         return ev.pid
 
 
+def tracepoint_part() -> None:
+    with watch_tracepoints("sched:sched_process_exec", "syscalls:sys_enter_unlink*", comm="true") as w:
+        with run(["true"]) as command:
+            command_watcher: CommandWatcher = command
+            print("exit status", command_watcher.wait())
+        events: list[TracepointEvent] = w.poll(0.5)
+        for ev in events:
+            value: int | str | bytes | list[int] | None = ev["pid"] if "pid" in ev else None
+            print(ev.tracepoint, ev.cpu, ev.pid, ev.comm, ev.fields, value, json.dumps(ev.to_dict()))
+        print("tracepoints", len(w.tracepoints))
+
+
 def main() -> None:
     try:
         print(discover())
         sync_part()
+        tracepoint_part()
         print(asyncio.run(async_part()))
     except PermissionDenied as e:
         print("needs privileges:", e)

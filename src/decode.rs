@@ -1,11 +1,13 @@
 //! From ring buffer records to events: opens (with their full paths put together and their
-//! cgroups named), io_uring requests paired with their completions, and the records that only
-//! inform the reader (a followed process exited, a cgroup was named).
+//! cgroups named), io_uring requests paired with their completions, any tracepoint's records,
+//! and the records that only inform the reader (a followed process exited, a cgroup was named).
 use std::{collections::HashMap, sync::Arc};
 
 use opentrace_common::{
-    CGROUP_NAME_SIZE, CgroupName, OpenHeader, RecordKind, URING_COMPLETE_SIZE, UringComplete, full,
+    CGROUP_NAME_SIZE, CgroupName, OpenHeader, RecordKind, TracepointHeader, URING_COMPLETE_SIZE,
+    UringComplete, full,
     open::{self, DecodeError, Open},
+    tracepoint::{self, Schema},
 };
 
 use crate::cgroup;
@@ -13,6 +15,28 @@ use crate::cgroup;
 /// Most io_uring open requests waiting for their completion (four times what the kernel's map
 /// holds): past that, the oldest is forgotten, and counted as lost.
 const URING_WAITING: usize = 65536;
+
+/// Why a record could not be decoded.
+#[derive(Debug)]
+pub enum Error {
+    Open(DecodeError),
+    Tracepoint(tracepoint::DecodeError),
+}
+
+impl From<DecodeError> for Error {
+    fn from(err: DecodeError) -> Error {
+        Error::Open(err)
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Open(err) => err.fmt(f),
+            Error::Tracepoint(err) => err.fmt(f),
+        }
+    }
+}
 
 /// The kernel's `O_LARGEFILE` (libc's is 0 on 64-bit targets).
 #[cfg(target_arch = "aarch64")]
@@ -24,6 +48,8 @@ const O_LARGEFILE: u64 = 0o100000;
 pub enum Record<'a> {
     /// An open, ready to hand out.
     Open(Decoded<'a>),
+    /// A record of a watched tracepoint, and its schema.
+    Tracepoint(tracepoint::Event<'a>, &'a Arc<Schema>),
     /// A followed process exited.
     ProcessExit,
     /// Something the decoder keeps (a cgroup's name, an io_uring request until it completes), or
@@ -62,10 +88,16 @@ pub struct Decoder {
     /// io_uring open requests found never to complete (their events are lost), since the reader
     /// last took the count.
     pub orphaned: u64,
+    /// The watched tracepoints, by id.
+    tracepoints: HashMap<u16, Arc<Schema>>,
+    /// The header of the tracepoint record being handed out.
+    tracepoint_head: TracepointHeader,
+    /// String arguments the program could not read from the process, since the last report.
+    pub unread_strings: u64,
 }
 
 impl Decoder {
-    pub fn new(failed_only: bool) -> Decoder {
+    pub fn new(failed_only: bool, tracepoints: impl IntoIterator<Item = Arc<Schema>>) -> Decoder {
         Decoder {
             scratch: Vec::new(),
             unresolved: [0; 256],
@@ -74,13 +106,29 @@ impl Decoder {
             completed: Box::default(),
             failed_only,
             orphaned: 0,
+            tracepoints: tracepoints.into_iter().map(|s| (s.id as u16, s)).collect(),
+            tracepoint_head: TracepointHeader::default(),
+            unread_strings: 0,
         }
     }
 
     /// Decodes one record. `name_cgroups`: whether the reader shows events' cgroups.
-    pub fn decode<'a>(&'a mut self, record: &'a [u8], name_cgroups: bool) -> Result<Record<'a>, DecodeError> {
+    pub fn decode<'a>(&'a mut self, record: &'a [u8], name_cgroups: bool) -> Result<Record<'a>, Error> {
         let (head, path, walked) = match record.first().copied().and_then(RecordKind::from_u8) {
             Some(RecordKind::ProcessExit) => return Ok(Record::ProcessExit),
+            Some(RecordKind::Tracepoint) => {
+                let (head, raw, strings) = tracepoint::split(record).map_err(Error::Tracepoint)?;
+                let id = head.id;
+                let schema = self
+                    .tracepoints
+                    .get(&id)
+                    .ok_or(Error::Tracepoint(tracepoint::DecodeError::Unknown(id)))?;
+                let wanted = schema.config.n_strings as usize;
+                self.unread_strings += strings.iter().take(wanted).filter(|s| s.is_none()).count() as u64;
+                self.tracepoint_head = head;
+                let event = tracepoint::Event { schema, head: &self.tracepoint_head, raw, strings };
+                return Ok(Record::Tracepoint(event, schema));
+            }
             Some(RecordKind::CgroupName) => {
                 if let Some((id, path)) = cgroup_name(record) {
                     self.cgroups.insert(id, path);
@@ -197,7 +245,7 @@ mod tests {
 
     #[test]
     fn requests_pair_with_their_completions_by_address() {
-        let mut decoder = Decoder::new(false);
+        let mut decoder = Decoder::new(false, []);
         assert_eq!(opened(&mut decoder, &submit(0x1000, b"/a", 1)), None);
         assert_eq!(opened(&mut decoder, &submit(0x2000, b"/b", 2)), None);
         // Completed out of order; O_LARGEFILE is not the request's.
@@ -210,7 +258,7 @@ mod tests {
 
     #[test]
     fn a_request_never_completed_is_counted_when_its_address_is_reused() {
-        let mut decoder = Decoder::new(false);
+        let mut decoder = Decoder::new(false, []);
         opened(&mut decoder, &submit(0x1000, b"/lost", 1));
         opened(&mut decoder, &submit(0x1000, b"/next", 2));
         assert_eq!(decoder.orphaned, 1);
@@ -219,7 +267,7 @@ mod tests {
 
     #[test]
     fn failed_only_keeps_failed_completions() {
-        let mut decoder = Decoder::new(true);
+        let mut decoder = Decoder::new(true, []);
         opened(&mut decoder, &submit(0x1000, b"/ok", 1));
         opened(&mut decoder, &submit(0x2000, b"/no", 2));
         assert_eq!(opened(&mut decoder, &complete(0x1000, 3)), None);

@@ -10,9 +10,11 @@ mod follow;
 mod layout;
 mod loader;
 mod output;
+mod perf;
 mod pidns;
 mod ring;
 mod session;
+mod tpevent;
 mod tracefs;
 mod value;
 
@@ -30,6 +32,7 @@ mod _opentrace {
         event::{OpenEvent, OpenField},
         output::Formatter,
         session::Session,
+        tpevent::TracepointEvent,
     };
 
     /// Every tracepoint as "category:name", sorted.

@@ -9,16 +9,21 @@ use aya::{
     },
 };
 use aya_log::EbpfLogger;
+use std::{
+    os::fd::{AsFd, OwnedFd},
+    sync::Arc,
+};
+
 use opentrace_common::{
     COUNTER_LOST_PENDING, COUNTER_LOST_RING, COUNTER_UNFOLLOWED, CgroupFields, FILTER_TRACKED, Settings,
-    Syscall, UringArgs, WITH_FULL_PATH,
+    Syscall, TracepointConfig, UringArgs, WITH_FULL_PATH, tracepoint::Schema,
 };
 
 use crate::{
     diag::FromKernel,
     error::{Error, Result},
     follow::{self, Tracked},
-    layout, tracefs,
+    layout, perf, tracefs,
 };
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/opentrace"));
@@ -26,6 +31,10 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/op
 pub struct Config {
     pub settings: Settings,
     pub syscalls: Vec<Syscall>,
+    /// Any tracepoints (`watch_tracepoints`), each with whether it was named (rather than matched
+    /// by a glob): when there are some, they are watched instead of the opens, and `syscalls` is
+    /// not looked at.
+    pub tracepoints: Vec<(Arc<Schema>, bool)>,
     pub ring_size: u32,
     /// A pid watcher: this process, and with `descendants` every process descended from it.
     pub follow: Option<Follow>,
@@ -53,12 +62,15 @@ pub struct Loaded {
 enum Link {
     Tracepoint(TracePointLink),
     Raw(RawTracePointLink),
+    /// A tracepoint link with a cookie (see `perf`).
+    Cookie(OwnedFd),
 }
 
 /// The attached programs. Dropping detaches them, all at once (see `Drop`).
 pub struct Attached {
     links: Vec<Link>,
-    pub syscalls: Vec<Syscall>,
+    /// What is watched: the syscalls (and `io_uring`), or the tracepoints.
+    pub names: Vec<String>,
     /// The programs and the maps not taken out of it; dropped after the links.
     _ebpf: Ebpf,
 }
@@ -140,6 +152,9 @@ fn new_loader<'a>() -> EbpfLoader<'a> {
 pub fn load(config: &Config) -> Result<Loaded> {
     tracefs::ensure_mounted()?;
     let layouts = layout::get()?;
+    if !config.tracepoints.is_empty() {
+        return load_tracepoints(config, layouts);
+    }
     if config.settings.enabled & WITH_FULL_PATH != 0
         && let Err(why) = &layouts.full_path
     {
@@ -159,28 +174,7 @@ pub fn load(config: &Config) -> Result<Loaded> {
         )));
     }
 
-    let mut loader = new_loader();
-    for (syscall, offsets) in &layouts.syscalls {
-        loader.override_global(global_name(*syscall), offsets, true);
-    }
-    loader.override_global("RET_OFFSET", &layouts.ret_offset, true);
-    loader.override_global("KERNEL", &layouts.kernel, true);
-    loader.override_global(
-        "CGROUP_FIELDS",
-        layouts.cgroup_fields.as_ref().unwrap_or(&CgroupFields::DEFAULT),
-        true,
-    );
-    loader.override_global("URING_ARGS", uring.as_ref().unwrap_or(&UringArgs::DEFAULT), true);
-    let mut settings = config.settings;
-    if config.follow.is_some() {
-        settings.enabled |= FILTER_TRACKED;
-    }
-    loader.override_global("SETTINGS", &settings, true);
-    loader.map_max_entries("EVENTS", config.ring_size);
-    let mut ebpf = loader.load(OBJECT).map_err(|e| Error::kernel("loading the eBPF programs", &e))?;
-
-    let logs = EbpfLogger::init_with_logger(&mut ebpf, FromKernel)
-        .map_err(|e| Error::kernel("opening the eBPF programs' log buffer", &e))?;
+    let (mut ebpf, logs) = load_object(config, layouts, uring.as_ref(), 1)?;
 
     let diagnose = loaded_program(&mut ebpf, "diagnose")?;
     let diagnose_fd = diagnose
@@ -220,6 +214,51 @@ pub fn load(config: &Config) -> Result<Loaded> {
         links.push(attach(loaded_program(&mut ebpf, &name)?, "syscalls", &name)?);
     }
 
+    let names = attached.iter().map(|s| s.name().to_owned()).collect();
+    finish(ebpf, logs, tracked, links, names)
+}
+
+/// The object loaded with this kernel's layouts and the watcher's settings (its maps made; its
+/// programs are loaded as they are attached). `tracepoints`: room in `TP_CONFIG`.
+fn load_object(
+    config: &Config,
+    layouts: &layout::Layouts,
+    uring: Option<&UringArgs>,
+    tracepoints: u32,
+) -> Result<(Ebpf, EbpfLogger<FromKernel>)> {
+    let mut loader = new_loader();
+    for (syscall, offsets) in &layouts.syscalls {
+        loader.override_global(global_name(*syscall), offsets, true);
+    }
+    loader.override_global("RET_OFFSET", &layouts.ret_offset, true);
+    loader.override_global("KERNEL", &layouts.kernel, true);
+    loader.override_global(
+        "CGROUP_FIELDS",
+        layouts.cgroup_fields.as_ref().unwrap_or(&CgroupFields::DEFAULT),
+        true,
+    );
+    loader.override_global("URING_ARGS", uring.unwrap_or(&UringArgs::DEFAULT), true);
+    let mut settings = config.settings;
+    if config.follow.is_some() {
+        settings.enabled |= FILTER_TRACKED;
+    }
+    loader.override_global("SETTINGS", &settings, true);
+    loader.map_max_entries("EVENTS", config.ring_size);
+    loader.map_max_entries("TP_CONFIG", tracepoints.max(1));
+    let mut ebpf = loader.load(OBJECT).map_err(|e| Error::kernel("loading the eBPF programs", &e))?;
+    let logs = EbpfLogger::init_with_logger(&mut ebpf, FromKernel)
+        .map_err(|e| Error::kernel("opening the eBPF programs' log buffer", &e))?;
+    Ok((ebpf, logs))
+}
+
+/// Takes the ring and the counters out of the object; the rest stays with the links.
+fn finish(
+    mut ebpf: Ebpf,
+    logs: EbpfLogger<FromKernel>,
+    tracked: Option<Tracked>,
+    links: Vec<Link>,
+    names: Vec<String>,
+) -> Result<Loaded> {
     let ring = RingBuf::try_from(take(&mut ebpf, "EVENTS")?)
         .map_err(|e| Error::kernel("mapping the ring buffer", &e))?;
     let counters = PerCpuArray::try_from(take(&mut ebpf, "COUNTERS")?)
@@ -229,8 +268,58 @@ pub fn load(config: &Config) -> Result<Loaded> {
         counters: Counters(counters),
         logs,
         tracked,
-        attached: Attached { links, syscalls: attached, _ebpf: ebpf },
+        attached: Attached { links, names, _ebpf: ebpf },
     })
+}
+
+/// `watch_tracepoints`: the generic program, attached to each tracepoint, told by `TP_CONFIG`
+/// how to copy each one's records. A tracepoint that cannot be attached is an error if it was
+/// named, and skipped (said on the log) if a glob matched it.
+fn load_tracepoints(config: &Config, layouts: &layout::Layouts) -> Result<Loaded> {
+    let (mut ebpf, logs) = load_object(config, layouts, None, config.tracepoints.len() as u32)?;
+    let mut table: HashMap<_, u32, TracepointConfig> = HashMap::try_from(map(&mut ebpf, "TP_CONFIG")?)
+        .map_err(|e| Error::kernel("opening the tracepoint table", &e))?;
+    for (schema, _) in &config.tracepoints {
+        table
+            .insert(schema.id, schema.config, 0)
+            .map_err(|e| Error::kernel("filling the tracepoint table", &e))?;
+    }
+    let mut links = Vec::new();
+    let tracked = match config.follow {
+        Some(follow) => Some(follow_processes(&mut ebpf, follow, &mut links)?),
+        None => None,
+    };
+    let program = loaded_program(&mut ebpf, "any_tracepoint")?
+        .fd()
+        .map_err(|e| Error::kernel("loading the program any_tracepoint", &e))?;
+    let mut names = Vec::new();
+    let mut skipped = Vec::new();
+    for (schema, named) in &config.tracepoints {
+        let (category, name) = schema.name.split_once(':').unwrap_or(("", &schema.name));
+        let attached = perf::attach_tracepoint(program.as_fd(), u64::from(schema.id), u64::from(schema.id));
+        match attached.map_err(|e| attach_error(category, name, &e)) {
+            Ok(link) => {
+                links.push(Link::Cookie(link));
+                names.push(schema.name.clone());
+            }
+            Err(err) if !named => skipped.push(format!("{} ({err})", schema.name)),
+            Err(err) => return Err(err),
+        }
+    }
+    if !skipped.is_empty() {
+        crate::diag::note(
+            crate::diag::Level::Info,
+            format!(
+                "{} tracepoints matched but could not be attached: {}",
+                skipped.len(),
+                skipped.join("; ")
+            ),
+        );
+    }
+    if names.is_empty() {
+        return Err(Error::Other("none of the tracepoints could be attached (see the log)".into()));
+    }
+    finish(ebpf, logs, tracked, links, names)
 }
 
 /// Attaches what keeps a pid watcher's followed set (the exit program; with `descendants` the

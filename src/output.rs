@@ -3,22 +3,34 @@ use opentrace_common::{
     open::{self, ColumnOptions, FIELDS, Open},
     schema::DICT,
     text::{self, Columns},
+    tracepoint::{self, Event},
 };
 use pyo3::prelude::*;
 
 use crate::event::OpenEvent;
 
-/// Columns (opensnoop-style) or JSON lines.
+/// Columns (opensnoop-style) or JSON lines for opens; `name=value` lines or JSON lines for
+/// tracepoints.
 #[pyclass(module = "opentrace._opentrace", frozen)]
 pub struct Formatter {
     json: bool,
     columns: Columns,
+    /// Tracepoint lines show their time from here (ns, CLOCK_MONOTONIC).
+    start_ns: u64,
 }
 
 impl Formatter {
     /// Whether the output shows an event's cgroup (JSON, or the CONTAINER column).
     pub fn shows_cgroup(&self) -> bool {
         self.json || self.columns.0.iter().any(|c| FIELDS[c.field].name == "container_id")
+    }
+
+    pub fn write_tracepoint(&self, event: Event<'_>, out: &mut String) {
+        if self.json {
+            event.write_json(out);
+        } else {
+            event.write_line(self.start_ns, out);
+        }
     }
 
     pub fn write(&self, event: Open<'_>, out: &mut String) {
@@ -52,12 +64,24 @@ impl Formatter {
             full_path,
             container,
         };
-        Formatter { json, columns: open::columns(options) }
+        Formatter { json, columns: open::columns(options), start_ns }
+    }
+
+    /// The formatter of `opentrace watch`: tracepoint records as `name=value` lines (their time
+    /// in seconds from `start_ns`), or JSON lines.
+    #[staticmethod]
+    #[pyo3(signature = (*, json = false, start_ns = 0))]
+    fn for_tracepoints(json: bool, start_ns: u64) -> Formatter {
+        Formatter { json, columns: Columns(Vec::new()), start_ns }
     }
 
     /// The column header line (empty for JSON).
     fn header(&self) -> String {
-        if self.json { String::new() } else { self.columns.header() }
+        match (self.json, self.columns.0.is_empty()) {
+            (true, _) => String::new(),
+            (false, true) => tracepoint::LINE_HEADER.to_owned(),
+            (false, false) => self.columns.header(),
+        }
     }
 
     /// The lines of `events`, as the CLI prints them.

@@ -4,7 +4,7 @@ use std::{
     collections::VecDeque,
     os::fd::AsRawFd,
     sync::{
-        Mutex, TryLockError,
+        Arc, Mutex, TryLockError,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -14,7 +14,10 @@ use aya::maps::{MapData, RingBuf};
 use aya_log::EbpfLogger;
 use opentrace_common::{
     FILTER_CGROUP, FILTER_COMM, FILTER_EXCLUDE_SELF, FILTER_FAILED, FILTER_TID, FILTER_UID, IN_PID_NAMESPACE,
-    Settings, Syscall, WITH_FULL_PATH, comm::Needle, open,
+    Settings, Syscall, WITH_FULL_PATH,
+    comm::Needle,
+    open,
+    tracepoint::{self, Schema},
 };
 use pyo3::{exceptions::PyRuntimeError, prelude::*, sync::MutexExt, types::PyList};
 
@@ -29,6 +32,8 @@ use crate::{
     output::Formatter,
     pidns,
     ring::{Wait, Waiter},
+    tpevent::TracepointEvent,
+    tracefs,
 };
 
 /// Records turned into events per drain, bounding the memory a burst can take in Python.
@@ -73,7 +78,8 @@ struct Live {
 /// handler's exception) leaves what it drained here for the next read.
 #[derive(Default)]
 struct Out {
-    ready: VecDeque<Py<OpenEvent>>,
+    /// `OpenEvent`s or `TracepointEvent`s.
+    ready: VecDeque<Py<PyAny>>,
     text: String,
     text_count: usize,
 }
@@ -84,13 +90,7 @@ impl Out {
         match want {
             Want::Events => {
                 let event = Py::new(py, OpenEvent::new(decoded.open(), decoded.cgroup.clone()))?;
-                // An event cannot be part of a reference cycle (it holds no Python object), but
-                // pyo3 makes every class a GC type: left tracked, each batch of thousands made the
-                // collector walk them all, a tenth of a consumer's time in a storm.
-                // SAFETY: `event` is a live object we own; untracking an object is always allowed.
-                unsafe { pyo3::ffi::PyObject_GC_UnTrack(event.as_ptr().cast()) };
-                self.ready.push_back(event);
-                Ok(true)
+                Ok(self.ready(event.into_any()))
             }
             Want::Text { formatter, limit } => {
                 formatter.write(decoded.open(), &mut self.text);
@@ -98,6 +98,38 @@ impl Out {
                 Ok(self.text_count < *limit)
             }
         }
+    }
+
+    /// As `take`, for a tracepoint's record.
+    fn take_tracepoint(
+        &mut self,
+        py: Python<'_>,
+        want: &Want<'_>,
+        event: tracepoint::Event<'_>,
+        schema: &Arc<Schema>,
+    ) -> PyResult<bool> {
+        match want {
+            Want::Events => {
+                let event = Py::new(py, TracepointEvent::new(event, schema))?;
+                Ok(self.ready(event.into_any()))
+            }
+            Want::Text { formatter, limit } => {
+                formatter.write_tracepoint(event, &mut self.text);
+                self.text_count += 1;
+                Ok(self.text_count < *limit)
+            }
+        }
+    }
+
+    /// Queues an event for the read; true: the read takes more.
+    fn ready(&mut self, event: Py<PyAny>) -> bool {
+        // An event cannot be part of a reference cycle (it holds no Python object), but pyo3
+        // makes every class a GC type: left tracked, each batch of thousands made the collector
+        // walk them all, a tenth of a consumer's time in a storm.
+        // SAFETY: `event` is a live object we own; untracking an object is always allowed.
+        unsafe { pyo3::ffi::PyObject_GC_UnTrack(event.as_ptr().cast()) };
+        self.ready.push_back(event);
+        true
     }
 
     /// Whether the read has something to hand back (text reads first take the events an
@@ -108,7 +140,12 @@ impl Out {
             Want::Text { formatter, limit } => {
                 while self.text_count < *limit {
                     let Some(event) = self.ready.pop_front() else { break };
-                    formatter.write(event.bind(py).get().0.view(), &mut self.text);
+                    let event = event.bind(py);
+                    if let Ok(open) = event.cast::<OpenEvent>() {
+                        formatter.write(open.get().0.view(), &mut self.text);
+                    } else if let Ok(record) = event.cast::<TracepointEvent>() {
+                        formatter.write_tracepoint(record.get().view(), &mut self.text);
+                    }
                     self.text_count += 1;
                 }
                 self.text_count > 0
@@ -137,7 +174,7 @@ pub struct Session {
     holder: AtomicU64,
     /// The process that created the session; a forked child may not read it.
     owner: u32,
-    attached: Vec<&'static str>,
+    attached: Vec<String>,
 }
 
 /// A number unique to the calling thread (never 0).
@@ -220,6 +257,9 @@ impl Session {
             read += 1;
             match live.decoder.decode(&record, name_cgroups) {
                 Ok(Record::Open(decoded)) => more = live.out.take(py, want, decoded)?,
+                Ok(Record::Tracepoint(event, schema)) => {
+                    more = live.out.take_tracepoint(py, want, event, schema)?
+                }
                 Ok(Record::ProcessExit) => live.exited = true,
                 Ok(Record::Kept) => {}
                 Err(err) => {
@@ -270,6 +310,16 @@ impl Session {
     /// newly lost events, through the `opentrace` logger. A logging handler may raise: what was
     /// drained stays in `live` for the next read.
     fn housekeeping(&self, py: Python<'_>, live: &mut Live) -> PyResult<()> {
+        let unread = std::mem::take(&mut live.decoder.unread_strings);
+        if unread > 0 {
+            diag::note(
+                diag::Level::Info,
+                format!(
+                    "{unread} string arguments are None: the process's memory holding them could not \
+                     be read when the tracepoint fired (not paged in yet, or not a valid pointer)"
+                ),
+            );
+        }
         for (code, count) in live.decoder.unresolved.iter_mut().enumerate().filter(|(_, n)| **n > 0) {
             let why = open::unresolved(code as u8).unwrap_or("an unknown reason");
             diag::note(diag::Level::Info, format!("full_path is None for {count} events: {why}"));
@@ -367,6 +417,30 @@ impl Session {
     }
 }
 
+/// The schemas of the tracepoints to watch, each with whether it was named (else a glob matched
+/// it): one the program cannot use is an error if named, and skipped with a note if matched.
+fn schemas(names: Vec<(String, bool)>) -> Result<Vec<(Arc<Schema>, bool)>, Error> {
+    let mut schemas = Vec::new();
+    let mut skipped = Vec::new();
+    for (name, named) in names {
+        let (category, event) = tracefs::split_name(&name)?;
+        let schema = tracefs::format(category, event)
+            .and_then(|format| tracepoint::schema(category, &format).map_err(Error::Other));
+        match schema {
+            Ok(schema) => schemas.push((Arc::new(schema), named)),
+            Err(err) if named => return Err(Error::Invalid(format!("{name} cannot be watched: {err}"))),
+            Err(err) => skipped.push(format!("{name} ({err})")),
+        }
+    }
+    if !skipped.is_empty() {
+        diag::note(
+            diag::Level::Info,
+            format!("{} matching tracepoints cannot be watched: {}", skipped.len(), skipped.join("; ")),
+        );
+    }
+    Ok(schemas)
+}
+
 impl Drop for Session {
     fn drop(&mut self) {
         let live = self.live.get_mut().unwrap_or_else(|p| p.into_inner()).take();
@@ -398,7 +472,7 @@ fn forget_inherited(live: Live) {
 #[pymethods]
 impl Session {
     #[new]
-    #[pyo3(signature = (*, syscalls, ring_size, latency_ns, pid=None, descendants=false, tid=None, uid=None, comm=None, failed=false, exclude_tgid=None, full_path=false, cgroup=None))]
+    #[pyo3(signature = (*, syscalls, ring_size, latency_ns, pid=None, descendants=false, tid=None, uid=None, comm=None, failed=false, exclude_tgid=None, full_path=false, cgroup=None, tracepoints=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -414,6 +488,7 @@ impl Session {
         exclude_tgid: Option<u32>,
         full_path: bool,
         cgroup: Option<&str>,
+        tracepoints: Option<Vec<(String, bool)>>,
     ) -> PyResult<Session> {
         let mut filter = Settings::NONE;
         if full_path {
@@ -454,7 +529,9 @@ impl Session {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let follow = pid.map(|root| Follow { root, descendants });
-        let config = Config { settings: filter, syscalls, ring_size, follow };
+        let tracepoints = schemas(tracepoints.unwrap_or_default())?;
+        let decoder = Decoder::new(failed, tracepoints.iter().map(|(s, _)| Arc::clone(s)));
+        let config = Config { settings: filter, syscalls, tracepoints, ring_size, follow };
 
         let waiter = Waiter::new().map_err(|e| Self::kernel_error("creating the epoll set", e))?;
         let loaded = py.detach(|| loader::load(&config));
@@ -462,7 +539,7 @@ impl Session {
         let Loaded { ring, counters, logs, tracked, attached } = loaded?;
         waiter.watch(ring.as_raw_fd()).map_err(|e| Self::kernel_error("watching the ring buffer", e))?;
         Ok(Session {
-            attached: attached.syscalls.iter().map(|s| s.name()).collect(),
+            attached: attached.names.clone(),
             live: Mutex::new(Some(Live {
                 ring,
                 logs,
@@ -471,7 +548,7 @@ impl Session {
                 report_now: false,
                 _attached: attached,
                 out: Out::default(),
-                decoder: Decoder::new(failed),
+                decoder,
                 tracked,
                 exited: false,
                 unfollowed_reported: 0,
@@ -494,7 +571,7 @@ impl Session {
     }
 
     /// Blocks (GIL released) until the next event; `None` (StopIteration) once closed.
-    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<OpenEvent>>> {
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
         self.with_live(py, |slot| {
             self.fill(py, slot, None, &Want::Events)?;
             Ok(if self.closed.load(Ordering::Acquire) {
@@ -507,7 +584,7 @@ impl Session {
 
     /// The next event if one is ready now, without blocking (for event loops). Within the
     /// pause after a drain it does not touch the ring: see `pause_left`.
-    fn next_ready(&self, py: Python<'_>) -> PyResult<Option<Py<OpenEvent>>> {
+    fn next_ready(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
         self.with_live(py, |slot| {
             let Some(live) = slot.as_mut().filter(|_| !self.closed.load(Ordering::Acquire)) else {
                 return Ok(None);
@@ -655,9 +732,10 @@ impl Session {
         }
     }
 
-    /// The syscalls whose tracepoints were attached (missing ones are skipped).
+    /// What is watched: the syscalls whose tracepoints were attached (missing ones are
+    /// skipped), or the tracepoints.
     #[getter]
-    fn attached(&self) -> Vec<&'static str> {
+    fn attached(&self) -> Vec<String> {
         self.attached.clone()
     }
 

@@ -24,7 +24,7 @@ pub fn fsencode<'py>(text: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyBytes
     Ok(encoded.cast_into::<PyBytes>()?)
 }
 
-/// The Python object for a value: int, str (fsdecoded for `Text`), bytes or None.
+/// The Python object for a value: int, str (fsdecoded for `Text`), bytes, a list of ints or None.
 pub fn to_py<'py>(py: Python<'py>, value: Value<'_>) -> PyResult<Bound<'py, PyAny>> {
     Ok(match value {
         Value::None => py.None().into_bound(py),
@@ -33,6 +33,13 @@ pub fn to_py<'py>(py: Python<'py>, value: Value<'_>) -> PyResult<Bound<'py, PyAn
         Value::Text(bytes) => fsdecode(py, bytes)?.into_any(),
         Value::Name(name) => PyString::intern(py, name).into_any(),
         Value::Bytes(bytes) => PyBytes::new(py, bytes).into_any(),
+        array @ Value::Array { .. } => {
+            let list = pyo3::types::PyList::empty(py);
+            for n in array.ints() {
+                list.append(to_py(py, n)?)?;
+            }
+            list.into_any()
+        }
     })
 }
 

@@ -15,6 +15,30 @@ pub enum Value<'a> {
     Name(&'static str),
     /// Raw bytes (`path_bytes`).
     Bytes(&'a [u8]),
+    /// An array of little-endian integers of `elem` bytes each (a tracepoint's `u8 addr[4]`),
+    /// shown as a list of ints.
+    Array {
+        bytes: &'a [u8],
+        elem: u8,
+        signed: bool,
+    },
+}
+
+impl Value<'_> {
+    /// The integers of a [`Value::Array`] (none for other values).
+    pub fn ints(self) -> impl Iterator<Item = Value<'static>> {
+        let (bytes, elem, signed) = match self {
+            Value::Array { bytes, elem, signed } if matches!(elem, 1 | 2 | 4 | 8) => (bytes, elem, signed),
+            _ => (&[][..], 1, false),
+        };
+        let shift = 64 - 8 * u32::from(elem);
+        bytes.chunks_exact(usize::from(elem)).map(move |chunk| {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            let n = u64::from_le_bytes(word);
+            if signed { Value::Int(((n << shift) as i64) >> shift) } else { Value::UInt(n) }
+        })
+    }
 }
 
 macro_rules! value_from {

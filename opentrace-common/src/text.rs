@@ -96,6 +96,7 @@ fn cell(column: &Column, value: Value<'_>, width: usize, out: &mut String) {
         (Value::Text(bytes), Render::Prefix(n)) => printable(&bytes[..bytes.len().min(n)], out),
         (Value::Text(bytes) | Value::Bytes(bytes), _) => printable(bytes, out),
         (Value::Name(name), _) => printable(name.as_bytes(), out),
+        (array @ Value::Array { .. }, _) => push_array(array, out),
     }
     let used = out[start..].chars().count();
     if used < width {
@@ -191,49 +192,108 @@ pub const B64_SUFFIX: &str = "_b64";
 
 /// One JSON object on one line: `json.dumps(dict(fields))` byte for byte (ASCII only, Python's
 /// separators), plus a `<name>_b64` key after each text field whose bytes are not UTF-8.
-pub fn write_json<'a>(fields: impl IntoIterator<Item = (&'static str, Value<'a>)>, out: &mut String) {
-    out.push('{');
-    let mut first = true;
+pub fn write_json<'a, 'n>(fields: impl IntoIterator<Item = (&'n str, Value<'a>)>, out: &mut String) {
+    let mut object = JsonObject::new(out);
     for (name, value) in fields {
-        let mut key = |key: &str, out: &mut String| {
-            if !first {
-                out.push_str(", ");
-            }
-            first = false;
-            json_str(key, out);
-            out.push_str(": ");
-        };
+        object.field(name, value);
+    }
+    object.end();
+    out.push('\n');
+}
+
+/// A JSON object being written, as `json.dumps` writes it (see [`write_json`]).
+pub struct JsonObject<'o> {
+    out: &'o mut String,
+    first: bool,
+}
+
+impl<'o> JsonObject<'o> {
+    pub fn new(out: &'o mut String) -> JsonObject<'o> {
+        out.push('{');
+        JsonObject { out, first: true }
+    }
+
+    /// Writes `"name": ` (the value is the caller's to write, into [`JsonObject::out`]).
+    pub fn key(&mut self, name: &str) {
+        if !self.first {
+            self.out.push_str(", ");
+        }
+        self.first = false;
+        json_str(name, self.out);
+        self.out.push_str(": ");
+    }
+
+    pub fn out(&mut self) -> &mut String {
+        self.out
+    }
+
+    /// `"name": value` (nothing for `Value::Bytes`, which JSON cannot carry).
+    pub fn field(&mut self, name: &str, value: Value<'_>) {
         match value {
-            Value::Bytes(_) => continue,
+            Value::Bytes(_) => {}
             Value::None => {
-                key(name, out);
-                out.push_str("null");
+                self.key(name);
+                self.out.push_str("null");
             }
             Value::Int(n) => {
-                key(name, out);
-                push_int(out, n, 0, Align::Left);
+                self.key(name);
+                push_int(self.out, n, 0, Align::Left);
             }
             Value::UInt(n) => {
-                key(name, out);
-                push_uint(out, n, 0, Align::Left);
+                self.key(name);
+                push_uint(self.out, n, 0, Align::Left);
             }
             Value::Name(text) => {
-                key(name, out);
-                json_str(text, out);
+                self.key(name);
+                json_str(text, self.out);
             }
             Value::Text(bytes) => {
-                key(name, out);
-                json_fsdecoded(bytes, out);
+                self.key(name);
+                json_fsdecoded(bytes, self.out);
                 if std::str::from_utf8(bytes).is_err() {
-                    key(&format!("{name}{B64_SUFFIX}"), out);
-                    out.push('"');
-                    base64(bytes, out);
-                    out.push('"');
+                    self.key(&format!("{name}{B64_SUFFIX}"));
+                    self.out.push('"');
+                    base64(bytes, self.out);
+                    self.out.push('"');
                 }
+            }
+            array @ Value::Array { .. } => {
+                self.key(name);
+                self.out.push('[');
+                for (i, n) in array.ints().enumerate() {
+                    if i > 0 {
+                        self.out.push_str(", ");
+                    }
+                    match n {
+                        Value::Int(n) => push_int(self.out, n, 0, Align::Left),
+                        Value::UInt(n) => push_uint(self.out, n, 0, Align::Left),
+                        _ => {}
+                    }
+                }
+                self.out.push(']');
             }
         }
     }
-    out.push_str("}\n");
+
+    pub fn end(self) {
+        self.out.push('}');
+    }
+}
+
+/// An array as the CLI shows it: `[1,2,3]`.
+pub fn push_array(array: Value<'_>, out: &mut String) {
+    out.push('[');
+    for (i, n) in array.ints().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        match n {
+            Value::Int(n) => push_int(out, n, 0, Align::Left),
+            Value::UInt(n) => push_uint(out, n, 0, Align::Left),
+            _ => {}
+        }
+    }
+    out.push(']');
 }
 
 fn json_str(text: &str, out: &mut String) {

@@ -44,6 +44,13 @@ pub fn parse(text: &str) -> std::result::Result<Format, String> {
     for (index, raw) in text.lines().enumerate() {
         let line = raw.trim();
         let at = |msg: String| format!("line {}: {msg}", index + 1);
+        if let Some(fmt) = print_fmt.as_mut().filter(|_| !in_format) {
+            // The print format is last, and its string may hold newlines (ext4_fc_stats).
+            let fmt: &mut String = fmt;
+            fmt.push('\n');
+            fmt.push_str(raw);
+            continue;
+        }
         if line.is_empty() {
             continue;
         }
@@ -70,7 +77,8 @@ pub fn parse(text: &str) -> std::result::Result<Format, String> {
     if fields.is_empty() {
         return Err("no fields".into());
     }
-    Ok(Format { name, id, fields, print_fmt: print_fmt.ok_or("no print fmt: line")? })
+    let print_fmt = print_fmt.ok_or("no print fmt: line")?.trim_end().to_owned();
+    Ok(Format { name, id, fields, print_fmt })
 }
 
 /// `field:const char * filename;<TAB>offset:24;<TAB>size:8;<TAB>signed:0;`

@@ -11,6 +11,7 @@ mod kernel;
 mod path;
 mod process;
 mod storage;
+mod tracepoint;
 mod uring;
 
 use aya_ebpf::{

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from ._command import CommandWatcher, run
-from ._opentrace import OpenEvent
+from ._opentrace import OpenEvent, TracepointEvent
 from ._opentrace import __version__ as __version__
 from ._watch import Watcher, watch
 from .exceptions import OpentraceError, PermissionDenied, TracepointNotFound
@@ -18,10 +18,10 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 if TYPE_CHECKING:
     from typing import Any
 
-    from ._tracepoints import Field, TracepointFormat, tracepoint_format, tracepoints
+    from ._tracepoints import Field, TracepointFormat, tracepoint_format, tracepoints, watch_tracepoints
 
 # Loaded on first use: most programs only watch, and dataclasses costs a start-up's worth of imports.
-_LAZY = {"Field", "TracepointFormat", "tracepoint_format", "tracepoints"}
+_LAZY = {"Field", "TracepointFormat", "tracepoint_format", "tracepoints", "watch_tracepoints"}
 
 
 def __getattr__(name: str) -> Any:
@@ -37,6 +37,7 @@ __all__ = [
     "OpenEvent",
     "OpentraceError",
     "PermissionDenied",
+    "TracepointEvent",
     "TracepointFormat",
     "TracepointNotFound",
     "Watcher",
@@ -45,4 +46,5 @@ __all__ = [
     "tracepoint_format",
     "tracepoints",
     "watch",
+    "watch_tracepoints",
 ]

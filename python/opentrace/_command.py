@@ -8,6 +8,7 @@ import os
 from collections.abc import Mapping, Sequence
 
 from . import _opentrace
+from ._opentrace import OpenEvent
 from ._watch import DEFAULT_LATENCY, DEFAULT_RING_SIZE, SYSCALLS, Watcher, _checked, _load
 
 TYPE_CHECKING = False
@@ -109,7 +110,7 @@ def run(
     return watcher
 
 
-class CommandWatcher(Watcher):
+class CommandWatcher(Watcher[OpenEvent]):
     """The watcher of a command started by ``run()``: also its ``pid``, ``returncode`` and
     ``wait()``, as ``subprocess.Popen`` has them."""
 

@@ -1,12 +1,19 @@
-"""Tracepoint discovery: what the kernel offers and how each tracepoint's record is laid out."""
+"""Any tracepoint: what the kernel offers, how each tracepoint's record is laid out, and a stream of
+any tracepoints' records decoded by those layouts."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from . import _opentrace
+from ._watch import DEFAULT_LATENCY, DEFAULT_RING_SIZE, SYSCALLS, Watcher, _checked
+from .exceptions import TracepointNotFound
 
-__all__ = ["Field", "TracepointFormat", "tracepoint_format", "tracepoints"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._opentrace import TracepointEvent
+
+__all__ = ["Field", "TracepointFormat", "tracepoint_format", "tracepoints", "watch_tracepoints"]
 
 
 @dataclass(frozen=True)
@@ -74,3 +81,58 @@ def tracepoint_format(name: str) -> TracepointFormat:
         raise TypeError(f"name must be a str like 'syscalls:sys_enter_openat', not {type(name).__name__}")
     category = name.partition(":")[0]
     return _build(_opentrace.tracepoint_format(name), category)
+
+
+_GLOB = set("*?[")
+
+
+def _resolve(names: tuple[object, ...]) -> list[tuple[str, bool]]:
+    """Each name as itself (it must exist), each glob as what it matches (something must):
+    ``(name, named)`` pairs in the order given, each tracepoint once."""
+    if not names:
+        raise TypeError("watch_tracepoints() needs at least one tracepoint name or glob, e.g. 'sched:sched_switch'")
+    resolved: dict[str, bool] = {}
+    every: list[str] | None = None
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"tracepoint names must be str like 'sched:sched_switch', not {type(name).__name__}")
+        if _GLOB.isdisjoint(name):
+            tracepoint_format(name)  # TracepointNotFound, saying why
+            resolved[name] = True
+            continue
+        if every is None:
+            every = _opentrace.tracepoints()
+        from fnmatch import fnmatchcase
+
+        matched = [n for n in every if fnmatchcase(n, name)]
+        if not matched:
+            raise TracepointNotFound(f"no tracepoint matches {name!r} (see `opentrace list`)")
+        for n in matched:
+            resolved.setdefault(n, False)
+    return list(resolved.items())
+
+
+def watch_tracepoints(
+    *names: str,
+    pid: int | None = None,
+    tid: int | None = None,
+    uid: int | None = None,
+    comm: str | None = None,
+    ring_size: int = DEFAULT_RING_SIZE,
+    latency: float = DEFAULT_LATENCY,
+) -> Watcher[TracepointEvent]:
+    """Stream the records of any tracepoints, decoded from their ``format`` files; returns a
+    ``Watcher`` yielding ``TracepointEvent``.
+
+    ``names`` are ``"category:name"`` or shell-style globs of them (``"syscalls:sys_enter_*"``);
+    a name or glob that matches nothing raises ``TracepointNotFound``. A named tracepoint the
+    program cannot use raises ``ValueError`` saying why; one a glob matched is skipped, and said
+    on the ``opentrace`` logger. The filters (``pid``: a process, and the watcher ends when it
+    exits; ``tid``, ``uid``, ``comm``) are decided in the kernel, before anything is copied;
+    ``ring_size`` and ``latency`` are ``watch()``'s.
+    """
+    resolved = _resolve(names)
+    config = _checked(pid=pid, descendants=False, tid=tid, uid=uid, comm=comm, failed=False, syscalls=SYSCALLS,
+                      ring_size=ring_size, latency=latency, full_path=False)
+    config["tracepoints"] = resolved
+    return Watcher(_opentrace.Session(**config), tracepoints=True)

@@ -13,10 +13,23 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 if TYPE_CHECKING:
     from types import TracebackType
     from typing import Any, TypeVar
+    from typing import Generic as _Generic
 
-    from ._opentrace import OpenEvent
+    from ._opentrace import OpenEvent, TracepointEvent
 
-    _Self = TypeVar("_Self", bound="Watcher")
+    _Self = TypeVar("_Self", bound="Watcher[Any]")
+    # What a watcher yields: OpenEvent (watch(), run()) or TracepointEvent (watch_tracepoints()).
+    _E = TypeVar("_E", "OpenEvent", "TracepointEvent")
+else:
+    _E = None
+
+    class _Generic:
+        """``Watcher[OpenEvent]`` at run time, without importing typing."""
+
+        __slots__ = ()
+
+        def __class_getitem__(cls, item: object) -> type:
+            return cls
 
 __all__ = ["SYSCALLS", "Watcher", "watch"]
 
@@ -31,7 +44,7 @@ _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 _PID_MAX = _opentrace.PID_MAX
 _COMM_MAX = _opentrace.COMM_MAX
 
-_live: weakref.WeakSet[Watcher] = weakref.WeakSet()
+_live: weakref.WeakSet[Watcher[Any]] = weakref.WeakSet()
 
 
 def _show(value: object) -> str:
@@ -151,7 +164,7 @@ def watch(
     latency: float = DEFAULT_LATENCY,
     full_path: bool = False,
     cgroup: str | None = None,
-) -> Watcher:
+) -> Watcher[OpenEvent]:
     """Load and attach the tracepoint programs; returns a ``Watcher`` yielding ``OpenEvent``.
 
     Filters (all optional) select events in the kernel: ``pid`` (process; with ``descendants``
@@ -226,34 +239,36 @@ def _load(config: dict[str, Any]) -> _opentrace.Session:
     return session
 
 
-class Watcher:
+class Watcher(_Generic[_E]):
     """A live set of attached programs and the stream of their events.
 
     Iterate it (``for``/``async for``/``next()``), ``poll()`` it, and ``close()`` it (or use it
     as a context manager). Closing from another thread wakes and stops a blocked iteration.
     """
 
-    __slots__ = ("__weakref__", "_session")
+    __slots__ = ("__weakref__", "_session", "_tracepoints")
 
-    def __init__(self, session: _opentrace.Session) -> None:
+    def __init__(self, session: _opentrace.Session, tracepoints: bool = False) -> None:
         self._session = session
+        self._tracepoints = tracepoints
         _live.add(self)
 
-    def __iter__(self) -> Iterator[OpenEvent]:
+    def __iter__(self) -> Iterator[_E]:
         return self._session
 
-    def __next__(self) -> OpenEvent:
-        return next(self._session)
+    def __next__(self) -> _E:
+        event: _E = next(self._session)
+        return event
 
-    def __aiter__(self) -> AsyncIterator[OpenEvent]:
+    def __aiter__(self) -> AsyncIterator[_E]:
         return self
 
-    async def __anext__(self) -> OpenEvent:
+    async def __anext__(self) -> _E:
         import asyncio
 
         session = self._session
         while True:
-            event = session.next_ready()
+            event: _E | None = session.next_ready()
             if event is not None:
                 return event
             if session.finished():
@@ -272,9 +287,10 @@ class Watcher:
             finally:
                 loop.remove_reader(fd)
 
-    def poll(self, timeout: float | None = None) -> list[OpenEvent]:
+    def poll(self, timeout: float | None = None) -> list[_E]:
         """All events ready within ``timeout`` seconds (``None``: wait for at least one)."""
-        return self._session.poll(_timeout(timeout))
+        events: list[_E] = self._session.poll(_timeout(timeout))
+        return events
 
     def _read_text(self, formatter: _opentrace.Formatter, timeout: float | None, limit: int | None) -> tuple[str, int]:
         """The CLI's fast path: up to ``limit`` events as formatted text, and how many."""
@@ -307,8 +323,14 @@ class Watcher:
 
     @property
     def syscalls(self) -> list[str]:
-        """The syscalls actually traced (a tracepoint this kernel lacks is skipped)."""
-        return sorted(self._session.attached)
+        """The syscalls actually traced (a tracepoint this kernel lacks is skipped); none for a
+        ``watch_tracepoints()`` watcher."""
+        return [] if self._tracepoints else sorted(self._session.attached)
+
+    @property
+    def tracepoints(self) -> list[str]:
+        """The tracepoints a ``watch_tracepoints()`` watcher streams, as attached; none for opens."""
+        return sorted(self._session.attached) if self._tracepoints else []
 
     def fileno(self) -> int:
         """A file descriptor that becomes readable when events may be ready (for selectors)."""
@@ -327,6 +349,10 @@ class Watcher:
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
+        if self._tracepoints:
+            names = self.tracepoints
+            shown = ",".join(names[:5]) + (f",... ({len(names)} in all)" if len(names) > 5 else "")
+            return f"<opentrace.Watcher {state} tracepoints={shown} lost={self.lost}>"
         return f"<opentrace.Watcher {state} syscalls={','.join(self.syscalls)} lost={self.lost}>"
 
 

@@ -42,6 +42,7 @@ examples:
   opentrace -C --cgroup /system.slice  # only tasks in that cgroup, with a CONTAINER column
   opentrace list 'syscalls:*open*'            # tracepoints matching a glob
   opentrace format syscalls:sys_enter_openat  # one tracepoint's record layout
+  opentrace watch sched:sched_process_exec    # any tracepoint's records, decoded
 """
 
 
@@ -82,7 +83,8 @@ def _trace_parser() -> argparse.ArgumentParser:
         description="Trace file opens (open, openat, openat2, creat, and io_uring open requests) "
         "system-wide, live; or, with -- CMD, "
         "those of CMD and everything it starts, exiting with CMD's status. "
-        "Other commands: 'opentrace list [PATTERN]', 'opentrace format TRACEPOINT'.",
+        "Other commands: 'opentrace list [PATTERN]', 'opentrace format TRACEPOINT', "
+        "'opentrace watch TRACEPOINT...' (any tracepoints' records).",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -214,7 +216,7 @@ def _trace(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
     options_ = _watch_options(args)
     try:
         if command is None:
-            watcher: Watcher = watch(
+            watcher: Watcher[OpenEvent] = watch(
                 pid=args.pid, descendants=args.descendants, tid=args.tid, cgroup=args.cgroup, **options_  # type: ignore[arg-type]
             )
         else:
@@ -238,7 +240,11 @@ def _trace(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
             if args.summary:
                 _summarize(watcher, args, out)
             else:
-                _stream(watcher, args, out)
+                formatter = Formatter(
+                    json=args.json, timestamp=args.timestamp, uid=args.print_uid, extended=args.extended,
+                    full_path=args.full_path, container=args.container, start_ns=time.monotonic_ns(),
+                )
+                _stream(watcher, formatter, args, out)
             # About to exit: the kernel's slow part of detaching need not hold the exit up.
             watcher._session.close_in_background()
             # Read after close(): the count is final.
@@ -316,13 +322,9 @@ def _terminal_sent_it() -> bool:
     return False
 
 
-def _stream(watcher: Watcher, args: argparse.Namespace, out: _Output) -> None:
+def _stream(watcher: Watcher[Any], formatter: Formatter, args: argparse.Namespace, out: _Output) -> None:
     """One line (or JSON object) per event, until the duration or count is reached, Ctrl-C, or a
     pid watcher's processes have all exited."""
-    formatter = Formatter(
-        json=args.json, timestamp=args.timestamp, uid=args.print_uid, extended=args.extended,
-        full_path=args.full_path, container=args.container, start_ns=time.monotonic_ns(),
-    )
     out.write(formatter.header())
     deadline = None if args.duration is None else time.monotonic() + args.duration
     remaining = args.count
@@ -353,7 +355,7 @@ def _stream(watcher: Watcher, args: argparse.Namespace, out: _Output) -> None:
         show(0)
 
 
-def _summarize(watcher: Watcher, args: argparse.Namespace, out: _Output) -> None:
+def _summarize(watcher: Watcher[OpenEvent], args: argparse.Namespace, out: _Output) -> None:
     """One line per distinct file (the full path with -F), most opened first: opens, failures,
     and the errors seen; with --json one object per file."""
     files: dict[bytes, list[Any]] = {}
@@ -462,7 +464,63 @@ def _format(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
     return 0
 
 
-_COMMANDS = {"trace": _trace, "list": _list, "format": _format}
+def _watch_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=f"{PROG} watch",
+        description="Stream the records of any tracepoints, decoded from their format files: one line per "
+        "record (TIME CPU PID COMM TRACEPOINT name=value ...), or JSON objects.",
+        epilog="examples:\n"
+        "  opentrace watch sched:sched_process_exec        # every program started, with its filename\n"
+        "  opentrace watch 'syscalls:sys_enter_unlink*'    # every unlink, with its path\n"
+        "  opentrace watch sched:sched_process_fork -c 10 --json\n"
+        "  opentrace watch 'syscalls:sys_enter_*' -p 1234  # every syscall of one process, its arguments",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("tracepoint", nargs="+", help="category:name, or a shell-style glob of them")
+    p.add_argument("-p", "--pid", type=int, help="only this process id (the stream ends when it exits)")
+    p.add_argument("-t", "--tid", type=int, help="only this thread id")
+    p.add_argument("-u", "--uid", type=int, help="only this user id")
+    p.add_argument("-n", "--name", metavar="NAME", help="only process names containing NAME")
+    p.add_argument("-d", "--duration", type=_positive_float, metavar="SECONDS", help="stop after SECONDS")
+    p.add_argument("-c", "--count", type=_positive_int, metavar="N", help="stop after N records")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the records to FILE instead of standard output")
+    p.add_argument("-q", "--quiet", action="store_true", help="no 'watching ...' line on stderr at start")
+    p.add_argument(
+        "--ring-size", type=_size, metavar="BYTES",
+        help=f"ring buffer size, a power of two, e.g. 16M (default {DEFAULT_RING_SIZE >> 20}M)",
+    )
+    return p
+
+
+def _watch(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
+    parser = _watch_parser()
+    args = parser.parse_args(argv)
+    out = _open_output(args.output, stdout)
+    _log_to(err, args.quiet)
+    from ._tracepoints import watch_tracepoints
+
+    options: dict[str, Any] = {"pid": args.pid, "tid": args.tid, "uid": args.uid, "comm": args.name}
+    if args.ring_size is not None:
+        options["ring_size"] = args.ring_size
+    try:
+        watcher = watch_tracepoints(*args.tracepoint, **options)
+    except (ValueError, TypeError) as e:
+        parser.error(str(e))
+    with watcher:
+        if not args.quiet:
+            names = watcher.tracepoints
+            shown = ", ".join(names) if len(names) <= 4 else f"{len(names)} tracepoints"
+            err.write(f"{PROG}: watching {shown}; Ctrl-C to stop\n")
+            err.flush()
+        _stream(watcher, Formatter.for_tracepoints(json=args.json, start_ns=time.monotonic_ns()), args, out)
+        watcher._session.close_in_background()
+        if watcher.lost:
+            err.write(f"{PROG}: {watcher.lost} events lost in all\n")
+    return 0
+
+
+_COMMANDS = {"trace": _trace, "list": _list, "format": _format, "watch": _watch}
 
 
 def _silence_stdout() -> None:
