@@ -3,8 +3,9 @@
     python bench/consumer.py TARGET_PID PROBE_PATH [WATCH_KWARGS_JSON]
 
 Traces system-wide (no kernel filter, unless WATCH_KWARGS_JSON, a JSON object of keyword
-arguments for ``opentrace.watch()``, says otherwise) and does the counting in Python, the way a
-naive user would. Protocol on stdout (each line flushed):
+arguments for ``opentrace.watch()``, says otherwise; with a "tracepoints" list in it,
+``opentrace.watch_tracepoints()`` of those) and does the counting in Python, the way a naive
+user would. Protocol on stdout (each line flushed):
 
     ready <watch_ms>                    after watch() returned
     first <probe_path> <ms>             first event whose path is PROBE_PATH (ms since just before watch())
@@ -35,7 +36,11 @@ def main() -> int:
     events = 0
     first_ms: float | None = None
     t0 = time.perf_counter()
-    w = opentrace.watch(**kwargs)
+    # {"tracepoints": [...], ...}: opentrace.watch_tracepoints(*names, **the rest).
+    names = kwargs.pop("tracepoints", None)
+    # {"count_comm": NAME}: count the events of tasks named NAME rather than of TARGET_PID.
+    count_comm = kwargs.pop("count_comm", None)
+    w = opentrace.watch(**kwargs) if names is None else opentrace.watch_tracepoints(*names, **kwargs)
     watch_ms = (time.perf_counter() - t0) * 1e3
     out.write(f"ready {watch_ms:.3f}\n")
     out.flush()
@@ -43,9 +48,9 @@ def main() -> int:
         try:
             for ev in w:
                 events += 1
-                if ev.pid == target_pid:
+                if ev.pid == target_pid if count_comm is None else ev.comm == count_comm:
                     n += 1
-                elif first_ms is None and ev.path == probe:
+                elif first_ms is None and names is None and ev.path == probe:
                     first_ms = (time.perf_counter() - t0) * 1e3
                     out.write(f"first {probe} {first_ms:.3f}\n")
                     out.flush()

@@ -58,9 +58,10 @@ from common import (
     write_json,
 )
 
-ATTACH_TIMEOUT = 10.0  # a tracer not seen attached within this is an error
+ATTACH_TIMEOUT = 60.0  # a tracer not seen attached within this is an error (bpftrace: ~30 s for 360 probes)
 DRAIN_MIN = 0.5  # seconds a tracer gets after the workload, at least
 DRAIN_MAX = 30.0
+DRAIN_TRICKLE = 64 << 10  # bytes of output per 0.25 s that still count as caught up
 PROBE_PERIOD = 0.001
 WARMUP_OPS = 20_000  # per thread, of the discarded untraced run that starts each workload
 
@@ -102,13 +103,22 @@ class Tracer:
     # What its stdout shows once it is attached, for a tracer that cannot see the probe (one filtered
     # to the workload); start->1st event is then the time to this. None: the probe path.
     attached: bytes | None = None
+    # The workloads it runs on (None: every workload that is not `only_listed`).
+    workloads: tuple[str, ...] | None = None
+
+    def runs_on(self, workload: Workload) -> bool:
+        if self.argv is None:
+            return True
+        if self.workloads is not None:
+            return workload.name in self.workloads
+        return not workload.only_listed
 
 
 Watch: TypeAlias = Mapping[str, Any] | Callable[[Context], Mapping[str, Any]]
 
 
 def library(name: str, label: str, watch: Watch | None = None, attached: bytes | None = None,
-            python: str = PY) -> Tracer:
+            python: str = PY, workloads: tuple[str, ...] | None = None) -> Tracer:
     """A row for bench/consumer.py: ``opentrace.watch(**watch)`` in a plain Python loop that counts
     the workload's events (by pid). ``watch`` (JSON values; a function of the Context for, e.g., the
     workload's pid) is none by default: system-wide. ``attached=b"ready "`` for a filtered one.
@@ -119,12 +129,19 @@ def library(name: str, label: str, watch: Watch | None = None, attached: bytes |
         extra = [json.dumps(dict(kwargs), sort_keys=True)] if kwargs else []
         return [python, str(CONSUMER), str(c.workload_pid), str(c.probe), *extra]
 
-    return Tracer(name, label, argv, count="consumer", attached=attached)
+    return Tracer(name, label, argv, count="consumer", attached=attached, workloads=workloads)
 
 
-def cli(name: str, label: str, *options: str, attached: bytes | None = None, python: str = PY) -> Tracer:
-    """A row for ``python -m opentrace -q OPTIONS...`` (system-wide unless OPTIONS filter)."""
-    return Tracer(name, label, lambda c: [python, "-m", "opentrace", "-q", *options], attached=attached)
+def cli(name: str, label: str, *options: str, attached: bytes | None = None, python: str = PY,
+        workloads: tuple[str, ...] | None = None) -> Tracer:
+    """A row for ``python -m opentrace -q OPTIONS...`` (system-wide unless OPTIONS filter; OPTIONS
+    may start with a command, ``watch ...``)."""
+    def argv(c: Context) -> list[str]:
+        if options and options[0] == "watch":
+            return [python, "-m", "opentrace", "watch", "-q", *options[1:]]
+        return [python, "-m", "opentrace", "-q", *options]
+
+    return Tracer(name, label, argv, attached=attached, workloads=workloads)
 
 
 @dataclass(frozen=True)
@@ -139,6 +156,16 @@ def file_target(workdir: Path) -> Target:
     path = workdir / f"target-{os.getpid()}-{time.time_ns()}"
     path.write_bytes(b"x")
     return Target(path, os.fsencode(path))
+
+
+def comm_target(comm: str) -> Callable[[Path], Target]:
+    """A file target (see ``file_target``) whose events are counted by the workload's comm in
+    text output (tracepoint records carry no path)."""
+
+    def setup(workdir: Path) -> Target:
+        return Target(file_target(workdir).path, comm.encode())
+
+    return setup
 
 
 def storm_args(target: Target, ops: int, threads: int) -> list[str]:
@@ -180,6 +207,8 @@ class Workload:
     setup: Callable[[Path], Target] = file_target  # once per run, in the work directory
     args: Callable[[Target, int, int], list[str]] = storm_args  # (target, ops, threads) -> argv[1:]
     events_per_op: int = 1  # 0: the ops are not opens (what the tracers cost the rest)
+    # Only the tracers that name it run on it (not every opens tracer).
+    only_listed: bool = False
 
     def build(self) -> Path:
         return build_c(self.source, self.comm, self.gcc_flags)
@@ -246,7 +275,8 @@ def wait_for_probe(proc: subprocess.Popen[bytes], out: Path, err: Path, probe: b
 
 
 def drain(proc: subprocess.Popen[bytes], out: Path) -> tuple[float, bool]:
-    """Wait until the tracer has caught up: CPU time and output size stop growing. (seconds, timed out)"""
+    """Wait until the tracer has caught up: CPU time and output size (nearly) stop growing.
+    (seconds, timed out)"""
     t0 = time.monotonic()
     clock = CpuClock(proc.pid)
     try:
@@ -257,7 +287,9 @@ def drain(proc: subprocess.Popen[bytes], out: Path) -> tuple[float, bool]:
             cpu2, size2 = clock.seconds(), out.stat().st_size
             if cpu is None or cpu2 is None or proc.poll() is not None:
                 break
-            if cpu2 - cpu <= 2 / CLK_TCK and size2 == size:
+            # A system-wide tracer of busy tracepoints (sched_switch) never stops writing: the
+            # machine's own switches go on. Caught up is a trickle then.
+            if cpu2 - cpu <= 2 / CLK_TCK and size2 - size < DRAIN_TRICKLE:
                 return time.monotonic() - t0, False
             cpu, size = cpu2, size2
         else:
@@ -315,6 +347,7 @@ class Measurement:
     spawn_to_first_ms: float | None = None
     watch_ms: float | None = None  # library mode: how long opentrace.watch() took
     watch_to_first_ms: float | None = None  # library mode: just before watch() to first probe event
+    consumer_events: int | None = None  # library mode: every event the Python loop took
     peak_rss_mb: float | None = None
     tracer_cpu_s: float | None = None
     drain_s: float | None = None
@@ -398,6 +431,7 @@ def measure(tracer: Tracer, work: Prepared, threads: int, ops: int, rnd: int, wo
             if report is None:
                 raise BenchError(f"{tracer.label} printed no final report:\n{tail(err) or tail(out)}")
             m.captured, m.lost = report["count"], report["lost"]
+            m.consumer_events = report["events"]
             m.watch_ms, m.watch_to_first_ms = report["watch_ms"], report["first_event_ms"]
         else:  # bpftrace-map
             found = re.search(rb"^@c: (\d+)", out.read_bytes(), re.MULTILINE)
@@ -455,6 +489,11 @@ def summarize(results: list[Measurement], tracers: Sequence[Tracer], workloads: 
                     "watch_to_first_ms": _median([m.watch_to_first_ms for m in ms]),
                     "peak_rss_mb": _median([m.peak_rss_mb for m in ms]),
                     "tracer_cpu_s": _median([m.tracer_cpu_s for m in ms]),
+                    # Library rows: events the Python loop took per second of its CPU time.
+                    "consumer_events_per_cpu_s": _median([
+                        m.consumer_events / m.tracer_cpu_s if m.consumer_events and m.tracer_cpu_s else None
+                        for m in ms
+                    ]),
                     "notes": _notes(ms),
                 })
     return rows
@@ -587,6 +626,8 @@ def run(args: argparse.Namespace, all_tracers: Sequence[Tracer], all_workloads: 
                 which = f" {work.workload.name}" if len(prepared) > 1 else ""
                 for t in args.threads:
                     for tracer in order:
+                        if not tracer.runs_on(work.workload):
+                            continue
                         seq += 1
                         m = measure(tracer, work, t, args.ops, rnd, workdir, seq)
                         results.append(m)
@@ -603,6 +644,9 @@ def run(args: argparse.Namespace, all_tracers: Sequence[Tracer], all_workloads: 
             print(f"{w.label} ({w.name})\n")
         print(table([r for r in rows if r["workload"] == w.name], by_name))
     for r in rows:
+        if r["consumer_events_per_cpu_s"]:
+            print(f"consumer: {r['label']} {r['workload']} T={r['threads']}: "
+                  f"{r['consumer_events_per_cpu_s'] / 1e6:.2f} M events per CPU-second of the Python loop")
         for n in r["notes"]:
             which = f" {r['workload']}" if len(workloads) > 1 else ""
             print(f"note: {r['label']}{which} T={r['threads']}: {n}")

@@ -26,6 +26,7 @@ from overhead import (
     Tracer,
     Workload,
     cli,
+    comm_target,
     library,
     parse_args,
     relative_args,
@@ -69,6 +70,34 @@ TRACERS: list[Tracer] = [
            needs=("bpftrace",), count="bpftrace-map", show_start=False),
 ]
 
+# Any tracepoint: sched_switch through a context-switch storm, every syscall entry through a
+# syscall storm, beside bpftrace printing the same records.
+SWITCH = "sched:sched_switch"
+# Lines as `opentrace watch` prints the fields, so that both are counted by "prev_comm=otpingpong".
+BPFTRACE_SWITCH = ('tracepoint:sched:sched_switch { printf("prev_comm=%s prev_pid=%d next_comm=%s next_pid=%d\\n", '
+                   'args->prev_comm, args->prev_pid, args->next_comm, args->next_pid); }')
+# (bpftrace 0.17 cannot build `args` for every sys_enter_* here: it fails on landlock's types.) The
+# probe path is printed by a probe attached after all the others (bpftrace attaches in program
+# order, ~30 s for these): seeing it means they are all attached.
+BPFTRACE_SYSCALLS = (
+    'tracepoint:syscalls:sys_enter_* {{ printf("%d %s\\n", pid, comm); }} '
+    'tracepoint:syscalls:sys_exit_openat {{ if (pid == {pid}) {{ printf("probe-seen\\n"); }} }}'
+)
+TRACERS += [
+    library("opentrace-tp-switch", f"opentrace watch_tracepoints('{SWITCH}') (Python loop)",
+            {"tracepoints": [SWITCH], "count_comm": "otpingpong"}, attached=b"ready ", workloads=("pingpong",)),
+    cli("opentrace-watch-switch", f"opentrace watch {SWITCH} > file", "watch", SWITCH, attached=b"TIME",
+        workloads=("pingpong",)),
+    Tracer("bpftrace-switch", "bpftrace sched_switch printf > file", lambda c: ["bpftrace", "-e", BPFTRACE_SWITCH],
+           needs=("bpftrace",), attached=b"Attaching", workloads=("pingpong",)),
+    library("opentrace-tp-syscalls", "opentrace watch_tracepoints('syscalls:sys_enter_*') (Python loop)",
+            {"tracepoints": ["syscalls:sys_enter_*"]}, attached=b"ready ", workloads=("syscall-storm",)),
+    Tracer("bpftrace-syscalls", "bpftrace syscalls:sys_enter_* printf > file",
+           lambda c: ["bpftrace", "-e", BPFTRACE_SYSCALLS.format(pid=c.bench_pid)], needs=("bpftrace",),
+           attached=b"probe-seen",
+           workloads=("syscall-storm",)),
+]
+
 # Before/after in one run: OPENTRACE_BASELINE_PYTHON names an interpreter with another opentrace
 # installed (e.g. a venv built from an earlier commit); its library and CLI rows are added.
 BASELINE = os.environ.get("OPENTRACE_BASELINE_PYTHON")
@@ -94,6 +123,14 @@ WORKLOADS: list[Workload] = [
     Workload("uring-read", "io_uring read storm (IORING_OP_READ of 64 bytes; no opens)", "IORING_OP_READ",
              source=URING, comm="oturing", gcc_flags=("-luring",), events_per_op=0,
              args=lambda target, ops, threads: ["read", *storm_args(target, ops, threads)]),
+    # For the tracepoint rows: a round trip of a byte to a child process and back (two context
+    # switches at least; how many sched_switch records that makes is the scheduler's to say).
+    Workload("pingpong", "pipe ping-pong with a child process (context switches)", "round trip",
+             source=BENCH / "pingpong.c", comm="otpingpong", events_per_op=0, only_listed=True,
+             setup=comm_target("prev_comm=otpingpong")),
+    # The open storm again, for syscalls:sys_enter_*: openat + close, two records per op.
+    Workload("syscall-storm", "openat+close storm, every sys_enter_* tracepoint watched", "openat+close",
+             events_per_op=2, only_listed=True, setup=comm_target("otbench")),
 ]
 
 

@@ -3,6 +3,7 @@
 mod cgroup;
 mod command;
 mod decode;
+mod detach;
 mod diag;
 mod error;
 mod event;

@@ -10,7 +10,7 @@ use aya::{
 };
 use aya_log::EbpfLogger;
 use std::{
-    os::fd::{AsFd, OwnedFd},
+    os::fd::{AsFd, AsRawFd, OwnedFd, RawFd},
     sync::Arc,
 };
 
@@ -75,10 +75,29 @@ pub struct Attached {
     _ebpf: Ebpf,
 }
 
+impl Attached {
+    /// How many programs are attached (links).
+    pub fn len(&self) -> usize {
+        self.links.len()
+    }
+
+    /// The fds of the links that carry a cookie (those of `watch_tracepoints`).
+    pub fn cookie_links(&self) -> Vec<RawFd> {
+        let fds = self.links.iter().filter_map(|l| match l {
+            Link::Cookie(fd) => Some(fd.as_raw_fd()),
+            _ => None,
+        });
+        fds.collect()
+    }
+}
+
 impl Drop for Attached {
     fn drop(&mut self) {
         // Each detach waits for an RCU tasks-trace grace period (~70 ms here); one after the other,
         // eight of them made close() take over half a second. In parallel they share one.
+        // Tracepoints with cookies are detached one at a time by the kernel anyway (or were
+        // handed over: see `detach`).
+        self.links.retain(|l| !matches!(l, Link::Cookie(_)));
         std::thread::scope(|scope| {
             for link in self.links.drain(..) {
                 // If no thread can be started, the closure (and the link) is dropped right here.

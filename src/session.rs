@@ -24,6 +24,7 @@ use pyo3::{exceptions::PyRuntimeError, prelude::*, sync::MutexExt, types::PyList
 use crate::{
     cgroup,
     decode::{Decoded, Decoder, Record},
+    detach,
     diag::{self, FromKernel},
     error::{Error, OpentraceError},
     event::OpenEvent,
@@ -40,6 +41,8 @@ use crate::{
 const BATCH: usize = 4096;
 /// How often newly lost events are looked for (two syscalls) and reported.
 const LOST_CHECK: Duration = Duration::from_secs(1);
+/// Watchers with more links than this detach in a background thread (see `teardown`).
+const DETACH_INLINE: usize = 16;
 /// Longest uninterrupted block: a safety net for a signal that lands just before the wait.
 const MAX_BLOCK: Duration = Duration::from_secs(1);
 
@@ -228,15 +231,32 @@ impl Session {
     fn teardown(&self, py: Python<'_>, slot: &mut Option<Live>) -> PyResult<()> {
         let Some(mut live) = slot.take() else { return Ok(()) };
         live.out.ready.clear();
-        // Detaching waits for the kernel (tens of ms): let other Python threads run meanwhile.
-        py.detach(move || drop(live));
-        // The programs are gone, so the count is final; `lost` went on reading the counters
-        // until now.
+        // The count as of now is final: nothing is read from here on.
         let mut counters = self.counters.lock_py_attached(py).unwrap_or_else(|p| p.into_inner());
         if let Some(final_count) = counters.as_ref().map(|c| self.lost_now(c)).transpose()? {
             self.final_lost.store(final_count, Ordering::Release);
         }
         *counters = None;
+        drop(counters);
+        if live._attached.len() > DETACH_INLINE {
+            // The kernel detaches perf-event tracepoints one at a time (~40 ms each: 13 s for
+            // every syscall tracepoint): a process of its own pays that, and close() returns.
+            if let Some(pipe) = detach::hand_over(&live._attached.cookie_links()) {
+                py.detach(move || {
+                    drop(live);
+                    // SAFETY: our end of the pipe; closing it lets the holding process go on.
+                    unsafe { libc::close(pipe) };
+                });
+                return Ok(());
+            }
+            let live = std::thread::Builder::new().name("opentrace-detach".into()).spawn(move || drop(live));
+            if let Err(err) = live {
+                diag::note(diag::Level::Debug, format!("detaching in this thread ({err})"));
+            }
+            return Ok(());
+        }
+        // Detaching waits for the kernel (tens of ms): let other Python threads run meanwhile.
+        py.detach(move || drop(live));
         Ok(())
     }
 
