@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # bpf-linker may live in /usr/local/bin or ~/.cargo/bin.
 export PATH := /usr/local/bin:$(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: help bootstrap build run test check bench soak wheel clean
+.PHONY: help bootstrap build run test check bench soak wheel sdist clean
 
 help:  ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t14
@@ -31,8 +31,11 @@ soak: build  ## trace an open storm for 10 minutes, report rate, lost and RSS ov
 	@scripts/bootstrap bench
 	@$(PY) bench/soak.py $(ARGS)
 
-wheel: bootstrap  ## build the release wheel into dist/
-	@VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin build --release --out dist
+wheel: bootstrap  ## build the release wheel (manylinux_2_28, checked by auditwheel) into dist/
+	@scripts/wheel dist
+
+sdist: bootstrap  ## the source distribution into dist/ (pip install builds it with the toolchain)
+	@scripts/sdist dist
 
 clean:  ## remove build outputs (keeps .venv)
 	cargo clean; rm -rf dist
