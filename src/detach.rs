@@ -5,10 +5,12 @@
 //! caller's exit, which would wait for it too).
 use std::os::fd::RawFd;
 
-/// Starts a detached process (reparented to init at once, so never a zombie of ours) that holds
-/// copies of `links` and nothing else of ours. Returns the write end of a pipe: once the caller
-/// has dropped its own copies of the links, closing it tells the process to close them (paying
-/// the kernel's wait) and exit. None if no process could be made.
+/// Starts a process (a grandchild: reparented to init or the nearest subreaper at once, so that
+/// nobody here need reap it; only in a process that is itself a subreaper, or PID 1 of a
+/// namespace, does it stay a zombie of ours until we exit) that holds copies of `links` and
+/// nothing else of ours. Returns the write end of a
+/// pipe: once the caller has dropped its own copies of the links, closing it tells the process to
+/// close them (paying the kernel's wait) and exit. None if no such process could be made.
 pub fn hand_over(links: &[RawFd]) -> Option<RawFd> {
     let mut pipe = [0; 2];
     // SAFETY: pipe2 writes two fds into the array.
@@ -16,14 +18,19 @@ pub fn hand_over(links: &[RawFd]) -> Option<RawFd> {
         return None;
     }
     let [read, write] = pipe;
-    // SAFETY: fork; the children only make async-signal-safe calls (fork, close_range, read,
-    // _exit) and never return.
+    // What the holder keeps, sorted, made before forking (no allocation after it).
+    let mut keep: Vec<u32> =
+        links.iter().chain([&read]).filter(|&&fd| fd >= 0).map(|&fd| fd as u32).collect();
+    keep.sort_unstable();
+    // SAFETY: fork; the children only make async-signal-safe calls (fork, close, close_range,
+    // read, _exit) and never return.
     match unsafe { libc::fork() } {
         0 => unsafe {
-            if libc::fork() == 0 {
-                hold(links, read);
+            match libc::fork() {
+                0 => hold(&keep, read, write),
+                -1 => libc::_exit(1),
+                _ => libc::_exit(0),
             }
-            libc::_exit(0)
         },
         -1 => {
             // SAFETY: our own pipe's fds.
@@ -34,42 +41,63 @@ pub fn hand_over(links: &[RawFd]) -> Option<RawFd> {
             None
         }
         child => {
-            // SAFETY: the first child exits at once; reap it. Its child is init's now.
-            unsafe {
+            // SAFETY: the first child exits at once; reap it. Its child is someone else's now.
+            let status = unsafe {
                 libc::close(read);
                 let mut status = 0;
                 while libc::waitpid(child, &mut status, 0) == -1 && *libc::__errno_location() == libc::EINTR {
                 }
+                status
+            };
+            if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+                return Some(write);
             }
-            Some(write)
+            // The holder could not be made: the caller detaches itself.
+            // SAFETY: our own pipe's write end.
+            unsafe { libc::close(write) };
+            None
         }
     }
 }
 
-/// In the holding process: close every fd but `links` and the pipe's read end, wait for the
-/// pipe's end of file, and exit (closing the links).
+/// In the holding process: close every fd but `keep` (the links and the pipe's read end), wait
+/// for the pipe's end of file, and exit (closing the links).
 ///
 /// # Safety
 /// Only in a child just forked: it closes fds that other code of the process may think it owns.
-unsafe fn hold(links: &[RawFd], read: RawFd) -> ! {
-    let mut keep = [-1; 1024];
-    let n = links.len().min(keep.len() - 1);
-    keep[..n].copy_from_slice(&links[..n]);
-    keep[n] = read;
-    let keep = &mut keep[..=n];
-    keep.sort_unstable();
-    // SAFETY: close_range and read are syscalls, safe after fork.
+unsafe fn hold(keep: &[u32], read: RawFd, write: RawFd) -> ! {
+    // SAFETY: close, close_range and read are syscalls, safe after fork.
     unsafe {
+        // First of all, whatever happens to close_range: with it open, no end of file would come.
+        libc::close(write);
         let mut from = 0u32;
-        for &fd in keep.iter() {
-            if fd >= 0 && fd as u32 > from {
-                libc::syscall(libc::SYS_close_range, from, fd as u32 - 1, 0);
+        for &fd in keep {
+            if fd > from {
+                close_between(from, fd - 1);
             }
-            from = fd as u32 + 1;
+            from = fd + 1;
         }
-        libc::syscall(libc::SYS_close_range, from, u32::MAX, 0);
+        close_between(from, u32::MAX);
         let mut byte = 0u8;
         while libc::read(read, (&raw mut byte).cast(), 1) == -1 && *libc::__errno_location() == libc::EINTR {}
         libc::_exit(0)
+    }
+}
+
+/// Closes the fds `first..=last`: close_range, or one close per fd up to the fd limit where it is
+/// refused (a seccomp filter, an old kernel).
+///
+/// # Safety
+/// As [`hold`].
+unsafe fn close_between(first: u32, last: u32) {
+    // SAFETY: syscalls on fds this process owns alone.
+    unsafe {
+        if libc::syscall(libc::SYS_close_range, first, last, 0) == 0 {
+            return;
+        }
+        let limit = libc::sysconf(libc::_SC_OPEN_MAX).clamp(0, 1 << 20) as u32;
+        for fd in first..=last.min(limit) {
+            libc::close(fd as i32);
+        }
     }
 }

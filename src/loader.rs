@@ -16,14 +16,14 @@ use std::{
 
 use opentrace_common::{
     COUNTER_LOST_PENDING, COUNTER_LOST_RING, COUNTER_UNFOLLOWED, CgroupFields, FILTER_TRACKED, Settings,
-    Syscall, TracepointConfig, UringArgs, WITH_FULL_PATH, tracepoint::Schema,
+    Syscall, TracepointConfig, URING_COMPLETE_ARGS, UringArgs, WITH_FULL_PATH, tracepoint::Schema,
 };
 
 use crate::{
     diag::FromKernel,
     error::{Error, Result},
     follow::{self, Tracked},
-    layout, perf, tracefs,
+    layout, sys, tracefs,
 };
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/opentrace"));
@@ -62,7 +62,7 @@ pub struct Loaded {
 enum Link {
     Tracepoint(TracePointLink),
     Raw(RawTracePointLink),
-    /// A tracepoint link with a cookie (see `perf`).
+    /// A tracepoint link with a cookie (see `sys`).
     Cookie(OwnedFd),
 }
 
@@ -108,13 +108,24 @@ impl Drop for Attached {
 }
 
 /// The per-CPU counters the programs keep.
-pub struct Counters(PerCpuArray<MapData, u64>);
+pub struct Counters {
+    counts: PerCpuArray<MapData, u64>,
+    /// The loaded programs, for the runs the kernel skipped.
+    programs: Vec<OwnedFd>,
+}
 
 impl Counters {
-    /// Events lost in the kernel: the ring buffer was full, or (counted at syscall entry, before the
-    /// failed-only filter) the task's storage for pairing entry and exit could not be allocated.
+    /// Events lost in the kernel: the ring buffer was full, (counted at syscall entry, before the
+    /// failed-only filter) the task's storage for pairing entry and exit could not be allocated,
+    /// or the kernel skipped a program's run because another BPF program was running on that CPU
+    /// (a tracepoint hit in an interrupt during one).
     pub fn lost(&self) -> Result<u64> {
-        Ok(self.sum(COUNTER_LOST_RING)? + self.sum(COUNTER_LOST_PENDING)?)
+        let mut skipped = 0;
+        for program in &self.programs {
+            skipped += sys::recursion_misses(program.as_fd())
+                .map_err(|e| Error::kernel("reading the programs' statistics", &e))?;
+        }
+        Ok(self.sum(COUNTER_LOST_RING)? + self.sum(COUNTER_LOST_PENDING)? + skipped)
     }
 
     /// Processes a pid watcher could not follow (its set was full).
@@ -124,7 +135,7 @@ impl Counters {
 
     fn sum(&self, index: u32) -> Result<u64> {
         let values =
-            self.0.get(&index, 0).map_err(|e| Error::kernel("reading the programs' counters", &e))?;
+            self.counts.get(&index, 0).map_err(|e| Error::kernel("reading the programs' counters", &e))?;
         Ok(values.iter().sum())
     }
 }
@@ -219,9 +230,25 @@ pub fn load(config: &Config) -> Result<Loaded> {
     // Completions before submissions, exits before entries: whatever one program remembers for
     // the other, the other is there to take it.
     let mut attached = wanted.clone();
-    if uring.is_some() {
-        links.push(attach_raw(&mut ebpf, "io_uring_complete")?);
-        links.push(attach_raw(&mut ebpf, "io_uring_submit_req")?);
+    if let Some(args) = uring {
+        // The program that reads as many arguments as this kernel's io_uring_complete has.
+        let complete = if args.complete_args as usize == URING_COMPLETE_ARGS {
+            "io_uring_complete"
+        } else {
+            "io_uring_complete_6_0"
+        };
+        links.push(attach_raw(&mut ebpf, complete, "io_uring_complete")?);
+        links.push(attach_raw(&mut ebpf, "io_uring_submit_req", "io_uring_submit_req")?);
+        if args.req_failed != 0 {
+            links.push(attach_raw(&mut ebpf, "io_uring_req_failed", "io_uring_req_failed")?);
+        } else {
+            crate::diag::note(
+                crate::diag::Level::Debug,
+                "io_uring opens that fail before submission (an unreadable path, a refused flag) are not \
+                 seen: this kernel has no io_uring_req_failed(sqe, req, error) tracepoint"
+                    .into(),
+            );
+        }
         attached.push(Syscall::IoUring);
     }
     let exit = loaded_program(&mut ebpf, "sys_exit")?;
@@ -280,15 +307,19 @@ fn finish(
 ) -> Result<Loaded> {
     let ring = RingBuf::try_from(take(&mut ebpf, "EVENTS")?)
         .map_err(|e| Error::kernel("mapping the ring buffer", &e))?;
-    let counters = PerCpuArray::try_from(take(&mut ebpf, "COUNTERS")?)
+    let counts = PerCpuArray::try_from(take(&mut ebpf, "COUNTERS")?)
         .map_err(|e| Error::kernel("opening the counters", &e))?;
-    Ok(Loaded {
-        ring,
-        counters: Counters(counters),
-        logs,
-        tracked,
-        attached: Attached { links, names, _ebpf: ebpf },
-    })
+    // Every loaded program (only attached ones are loaded): a skipped run of one that makes
+    // events is a lost event; those that only follow processes or name cgroups are rarely skipped.
+    let mut programs = Vec::new();
+    for (_, program) in ebpf.programs() {
+        if let Ok(fd) = program.fd() {
+            programs
+                .push(fd.as_fd().try_clone_to_owned().map_err(|e| Error::kernel("keeping a program", &e))?);
+        }
+    }
+    let counters = Counters { counts, programs };
+    Ok(Loaded { ring, counters, logs, tracked, attached: Attached { links, names, _ebpf: ebpf } })
 }
 
 /// `watch_tracepoints`: the generic program, attached to each tracepoint, told by `TP_CONFIG`
@@ -315,7 +346,7 @@ fn load_tracepoints(config: &Config, layouts: &layout::Layouts) -> Result<Loaded
     let mut skipped = Vec::new();
     for (schema, named) in &config.tracepoints {
         let (category, name) = schema.name.split_once(':').unwrap_or(("", &schema.name));
-        let attached = perf::attach_tracepoint(program.as_fd(), u64::from(schema.id), u64::from(schema.id));
+        let attached = sys::attach_tracepoint(program.as_fd(), u64::from(schema.id), u64::from(schema.id));
         match attached.map_err(|e| attach_error(category, name, &e)) {
             Ok(link) => {
                 links.push(Link::Cookie(link));
@@ -345,7 +376,7 @@ fn load_tracepoints(config: &Config, layouts: &layout::Layouts) -> Result<Loaded
 /// fork program, first) and fills it (see `follow::seed`).
 fn follow_processes(ebpf: &mut Ebpf, follow: Follow, links: &mut Vec<Link>) -> Result<Tracked> {
     if follow.descendants {
-        links.push(attach_raw(ebpf, "sched_process_fork")?);
+        links.push(attach_raw(ebpf, "sched_process_fork", "sched_process_fork")?);
     }
     links.push(attach(loaded_program(ebpf, "sched_process_exit")?, "sched", "sched_process_exit")?);
     let mut tracked: Tracked = HashMap::try_from(take(ebpf, "TRACKED")?)
@@ -354,13 +385,13 @@ fn follow_processes(ebpf: &mut Ebpf, follow: Follow, links: &mut Vec<Link>) -> R
     Ok(tracked)
 }
 
-/// Loads the raw tracepoint program `name` and attaches it to the tracepoint of that name.
-fn attach_raw(ebpf: &mut Ebpf, name: &str) -> Result<Link> {
+/// Loads the raw tracepoint program `name` and attaches it to `tracepoint`.
+fn attach_raw(ebpf: &mut Ebpf, name: &str, tracepoint: &str) -> Result<Link> {
     let program = loaded(ebpf, name, RawTracePoint::load)?;
     let link = program
-        .attach(name)
+        .attach(tracepoint)
         .and_then(|id| program.take_link(id))
-        .map_err(|e| attach_error("raw tracepoint", name, &e))?;
+        .map_err(|e| attach_error("raw tracepoint", tracepoint, &e))?;
     Ok(Link::Raw(link))
 }
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -155,9 +157,24 @@ def test_filters_in_the_kernel(tmp_path: Path) -> None:
         go(second)
         events = drain(w)
     assert [(e.pid, e["pathname"]) for e in events] == [(second.pid, str(tmp_path / "two"))]
-    with opentrace.watch_tracepoints("syscalls:sys_enter_mkdir*", comm="no-such-comm", uid=os.getuid()) as w:
+    with opentrace.watch_tracepoints("syscalls:sys_enter_mkdir*", comm="no-such-comm") as w:
         go(child(code, str(tmp_path / "three")))
         assert drain(w) == []
+    # uid: a child running as nobody is seen, one running as root is not. (Somewhere nobody can
+    # reach, with the system's python: pytest's directories and this python may be root's alone.)
+    shared = Path(tempfile.mkdtemp(prefix="opentrace-uid-"))
+    try:
+        shared.chmod(0o777)
+        nobody = subprocess.Popen(["/usr/bin/python3", "-c", CHILD.format(code=code), str(shared / "four")],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, user=65534, cwd="/")
+        root = child(code, str(shared / "five"))
+        with opentrace.watch_tracepoints("syscalls:sys_enter_mkdir*", uid=65534) as w:
+            go(root)
+            go(nobody)
+            events = drain(w)
+    finally:
+        shutil.rmtree(shared)
+    assert [(e.pid, e.uid, e["pathname"]) for e in events] == [(nobody.pid, 65534, str(shared / "four"))]
 
 
 def test_lost_records_are_counted_exactly(tmp_path: Path) -> None:

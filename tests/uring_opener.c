@@ -7,6 +7,9 @@
  *     openat:DIR:PATH       IORING_OP_OPENAT relative to an fd of DIR
  *     create:PATH:MODE      IORING_OP_OPENAT2, O_CREAT|O_WRONLY|O_TRUNC, MODE in octal
  *     fixed:PATH            IORING_OP_OPENAT into fixed-file slot 0
+ *     cloexec_fixed:PATH    the same with O_CLOEXEC, which the kernel refuses before submission
+ *     skip:PATH             IORING_OP_OPENAT with IOSQE_CQE_SKIP_SUCCESS (a success posts no
+ *                           completion; a NOP is waited for instead; the fd is not known)
  *     opens:PATH:N          N opens and closes through the ring (no output per open)
  *     reads:PATH:N          N IORING_OP_READs of PATH's first 64 bytes (no output per read)
  *   --sqpoll: a ring with a kernel submission thread; --async: requests forced to io-wq workers;
@@ -117,6 +120,20 @@ int main(int argc, char **argv) {
             struct io_uring_sqe *s = sqe();
             io_uring_prep_openat_direct(s, AT_FDCWD, a, O_RDONLY, 0, 0);
             io_uring_sqe_set_flags(s, sqe_flags);
+            report(kind, complete(), 1);
+        } else if (strcmp(kind, "cloexec_fixed") == 0) {
+            ret = io_uring_register_files_sparse(&ring, 4);
+            if (ret < 0)
+                die("io_uring_register_files_sparse", ret);
+            struct io_uring_sqe *s = sqe();
+            io_uring_prep_openat_direct(s, AT_FDCWD, a, O_RDONLY | O_CLOEXEC, 0, 0);
+            io_uring_sqe_set_flags(s, sqe_flags);
+            report(kind, complete(), 1);
+        } else if (strcmp(kind, "skip") == 0) {
+            struct io_uring_sqe *s = sqe();
+            io_uring_prep_openat(s, AT_FDCWD, a, O_RDONLY, 0);
+            io_uring_sqe_set_flags(s, sqe_flags | IOSQE_CQE_SKIP_SUCCESS);
+            io_uring_prep_nop(sqe());
             report(kind, complete(), 1);
         } else if ((strcmp(kind, "opens") == 0 || strcmp(kind, "reads") == 0) && b) {
             long n = strtol(b, NULL, 10);

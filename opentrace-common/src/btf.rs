@@ -5,7 +5,10 @@
 //!
 //! Only what a lookup needs is decoded: one pass indexes where each type starts (the file is
 //! ~5 MB and ~130,000 types); names are compared only for structs and unions.
-use crate::{DENTRY_WINDOW, KernelOffsets, MOUNT_WINDOW, NO_FIELD, URING_COMPLETE_ARGS, UringArgs};
+use crate::{
+    DENTRY_WINDOW, KernelOffsets, MOUNT_WINDOW, NO_FIELD, URING_COMPLETE_ARGS, URING_COMPLETE_ARGS_6_0,
+    UringArgs,
+};
 
 const MAGIC: u16 = 0xeb9f;
 const TYPE_SIZE: usize = 12;
@@ -352,6 +355,7 @@ pub fn layout<D: AsRef<[u8]>>(btf: &Btf<D>) -> Result<Layout, String> {
     })();
     let io_uring = (|| {
         offsets.req_opcode = sized("io_kiocb", "opcode", 1)?;
+        offsets.req_flags = btf.member("io_kiocb", "flags")?.offset;
         offsets.req_cmd = btf.member("io_kiocb", "cmd")?.offset;
         offsets.open_dfd = sized("io_open", "dfd", 4)?;
         offsets.open_file_slot = sized("io_open", "file_slot", 4)?;
@@ -378,7 +382,7 @@ fn uring_args<D: AsRef<[u8]>>(btf: &Btf<D>) -> Result<UringArgs, String> {
     let complete = btf.raw_tracepoint_args("io_uring_complete")?;
     let unknown =
         || format!("io_uring_complete takes {complete:?} on this kernel: not a request and a result");
-    if complete.len() != URING_COMPLETE_ARGS {
+    if complete.len() != URING_COMPLETE_ARGS && complete.len() != URING_COMPLETE_ARGS_6_0 {
         return Err(unknown());
     }
     let complete_req = complete.iter().skip(1).position(request).ok_or_else(unknown)? + 1;
@@ -396,7 +400,20 @@ fn uring_args<D: AsRef<[u8]>>(btf: &Btf<D>) -> Result<UringArgs, String> {
             complete.iter().position(|p| *p == Param::Int { size: 4 }).filter(after).ok_or_else(unknown)?;
         (res, NO_FIELD)
     };
-    Ok(UringArgs { complete_req: complete_req as u32, complete_res: complete_res as u32, complete_res_at })
+    Ok(UringArgs {
+        complete_req: complete_req as u32,
+        complete_res: complete_res as u32,
+        complete_res_at,
+        complete_args: complete.len() as u32,
+        req_failed: u32::from(btf.raw_tracepoint_args("io_uring_req_failed").is_ok_and(|failed| {
+            failed
+                == [
+                    Param::StructPointer("io_uring_sqe".into()),
+                    Param::StructPointer("io_kiocb".into()),
+                    Param::Int { size: 4 },
+                ]
+        })),
+    })
 }
 
 /// Where a read of `size` bytes covering the members at `members` (8 bytes each at most) starts:
@@ -421,10 +438,12 @@ fn c_str(data: &[u8], start: usize, len: usize, at: usize) -> Option<&[u8]> {
 mod tests {
     use super::*;
 
-    /// A tiny BTF blob: `struct inner { int a; union { long b; char c; }; }` and
-    /// `struct outer { char pad[4]; struct inner in; const struct inner *p; }`.
-    fn sample() -> Vec<u8> {
-        let strings = b"\0int\0long\0char\0inner\0a\0b\0c\0outer\0pad\0in\0p\0";
+    /// A BTF blob of `strings` (NUL-separated, starting with a NUL) and the types `build` adds
+    /// with `ty(name, kind, vlen, size_or_type, extra words)`, names given by `s("name")`.
+    fn blob(
+        strings: &[u8],
+        build: impl FnOnce(&dyn Fn(&str) -> u32, &mut dyn FnMut(u32, u32, u32, u32, &[u32])),
+    ) -> Vec<u8> {
         let s = |name: &str| {
             let needle = [&[0u8][..], name.as_bytes(), &[0]].concat();
             strings.windows(needle.len()).position(|w| w == needle).unwrap() as u32 + 1
@@ -435,15 +454,7 @@ mod tests {
                 types.extend_from_slice(&word.to_le_bytes());
             }
         };
-        ty(s("int"), KIND_INT, 0, 4, &[32]); // 1
-        ty(s("long"), KIND_INT, 0, 8, &[64]); // 2
-        ty(s("char"), KIND_INT, 0, 1, &[8]); // 3
-        ty(0, KIND_UNION, 2, 8, &[s("b"), 2, 0, s("c"), 3, 0]); // 4
-        ty(s("inner"), KIND_STRUCT, 2, 16, &[s("a"), 1, 0, 0, 4, 64]); // 5
-        ty(0, KIND_CONST, 0, 5, &[]); // 6
-        ty(0, KIND_PTR, 0, 6, &[]); // 7
-        ty(0, KIND_ARRAY, 0, 0, &[3, 1, 4]); // 8: char[4]
-        ty(s("outer"), KIND_STRUCT, 3, 32, &[s("pad"), 8, 0, s("in"), 5, 64, s("p"), 7, 192]); // 9
+        build(&s, &mut ty);
         let mut blob = Vec::new();
         for word in
             [u32::from(MAGIC) | 1 << 16, 24, 0, types.len() as u32, types.len() as u32, strings.len() as u32]
@@ -453,6 +464,22 @@ mod tests {
         blob.extend_from_slice(&types);
         blob.extend_from_slice(strings);
         blob
+    }
+
+    /// A tiny BTF blob: `struct inner { int a; union { long b; char c; }; }` and
+    /// `struct outer { char pad[4]; struct inner in; const struct inner *p; }`.
+    fn sample() -> Vec<u8> {
+        blob(b"\0int\0long\0char\0inner\0a\0b\0c\0outer\0pad\0in\0p\0", |s, ty| {
+            ty(s("int"), KIND_INT, 0, 4, &[32]); // 1
+            ty(s("long"), KIND_INT, 0, 8, &[64]); // 2
+            ty(s("char"), KIND_INT, 0, 1, &[8]); // 3
+            ty(0, KIND_UNION, 2, 8, &[s("b"), 2, 0, s("c"), 3, 0]); // 4
+            ty(s("inner"), KIND_STRUCT, 2, 16, &[s("a"), 1, 0, 0, 4, 64]); // 5
+            ty(0, KIND_CONST, 0, 5, &[]); // 6
+            ty(0, KIND_PTR, 0, 6, &[]); // 7
+            ty(0, KIND_ARRAY, 0, 0, &[3, 1, 4]); // 8: char[4]
+            ty(s("outer"), KIND_STRUCT, 3, 32, &[s("pad"), 8, 0, s("in"), 5, 64, s("p"), 7, 192]); // 9
+        })
     }
 
     #[test]
@@ -465,6 +492,42 @@ mod tests {
         assert_eq!(btf.struct_size("inner").unwrap(), 16);
         assert!(btf.member("outer", "in.zz").unwrap_err().contains("no member in.zz in struct outer"));
         assert!(btf.member("nope", "a").unwrap_err().contains("no struct nope"));
+    }
+
+    /// The io_uring tracepoints as Linux 6.0 to 6.12 declare them: `io_uring_complete(ctx, req,
+    /// user_data, res, cflags, extra1, extra2)`.
+    #[test]
+    fn io_uring_complete_of_linux_6_0() {
+        let strings = b"\0int\0u64\0io_kiocb\0btf_trace_io_uring_submit_req\0unsigned int\0btf_trace_io_uring_complete\0";
+        let blob = blob(strings, |s, ty| {
+            ty(s("int"), KIND_INT, 0, 4, &[1 << 24 | 32]); // 1
+            ty(s("u64"), KIND_INT, 0, 8, &[64]); // 2
+            ty(s("io_kiocb"), KIND_STRUCT, 0, 8, &[]); // 3
+            ty(0, KIND_PTR, 0, 3, &[]); // 4: struct io_kiocb *
+            ty(0, KIND_PTR, 0, 0, &[]); // 5: void *
+            ty(0, KIND_FUNC_PROTO, 2, 0, &[0, 5, 0, 4]); // 6: (void *__data, struct io_kiocb *req)
+            ty(0, KIND_PTR, 0, 6, &[]); // 7
+            ty(s("btf_trace_io_uring_submit_req"), KIND_TYPEDEF, 0, 7, &[]); // 8
+            ty(s("unsigned int"), KIND_INT, 0, 4, &[32]); // 9
+            ty(0, KIND_FUNC_PROTO, 8, 0, &[0, 5, 0, 5, 0, 5, 0, 2, 0, 1, 0, 9, 0, 2, 0, 2]); // 10
+            ty(0, KIND_PTR, 0, 10, &[]); // 11
+            ty(s("btf_trace_io_uring_complete"), KIND_TYPEDEF, 0, 11, &[]); // 12
+        });
+        let btf = Btf::parse(blob).unwrap();
+        assert_eq!(
+            btf.raw_tracepoint_args("io_uring_submit_req").unwrap(),
+            [Param::StructPointer("io_kiocb".into())]
+        );
+        assert_eq!(
+            uring_args(&btf).unwrap(),
+            UringArgs {
+                complete_req: 1,
+                complete_res: 3,
+                complete_res_at: NO_FIELD,
+                complete_args: 7,
+                req_failed: 0
+            }
+        );
     }
 
     #[test]

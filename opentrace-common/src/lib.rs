@@ -371,10 +371,11 @@ pub struct KernelOffsets {
     pub fdt_max_fds: u32,
     pub fdt_fd: u32,
     pub file_path: u32,
-    /// `struct io_kiocb`: `opcode`, and its command data, which for an open request is a
-    /// `struct io_open`; then, relative to that, `dfd`, `file_slot`, `filename`, `how`; and
+    /// `struct io_kiocb`: `opcode`, `flags`, and its command data, which for an open request is
+    /// a `struct io_open`; then, relative to that, `dfd`, `file_slot`, `filename`, `how`; and
     /// `struct filename`'s `name`.
     pub req_opcode: u32,
+    pub req_flags: u32,
     pub req_cmd: u32,
     pub open_dfd: u32,
     pub open_file_slot: u32,
@@ -442,6 +443,21 @@ pub mod full {
 /// `IORING_OP_OPENAT` and `IORING_OP_OPENAT2` (uapi values).
 pub const IORING_OP_OPENAT: u8 = 18;
 pub const IORING_OP_OPENAT2: u8 = 28;
+/// A request's `flags` start with its `IOSQE_*` flags: `IOSQE_CQE_SKIP_SUCCESS` (uapi bit 6) says
+/// no completion is posted if it succeeds.
+pub const REQ_CQE_SKIP_SUCCESS: u32 = 1 << 6;
+
+/// Where `struct io_uring_sqe` (uapi, the same on every kernel) keeps what an open request
+/// carries: `opcode`, `fd` (the dfd), `addr2` (openat2's `struct open_how *`), `addr` (the path),
+/// `len` (openat's mode), `open_flags`.
+pub mod sqe {
+    pub const OPCODE: u64 = 0;
+    pub const FD: u64 = 4;
+    pub const ADDR2: u64 = 8;
+    pub const ADDR: u64 = 16;
+    pub const LEN: u64 = 24;
+    pub const OPEN_FLAGS: u64 = 28;
+}
 
 /// What the result of an io_uring open request needs from its submission, kept in the kernel
 /// by the request's address until it completes (an LRU map: requests that never complete, when a
@@ -490,17 +506,30 @@ pub struct UringArgs {
     /// at that offset (`struct io_uring_cqe`).
     pub complete_res: u32,
     pub complete_res_at: u32,
+    /// How many arguments `io_uring_complete` has: [`URING_COMPLETE_ARGS`] or
+    /// [`URING_COMPLETE_ARGS_6_0`] (the program that reads them all is chosen by it).
+    pub complete_args: u32,
+    /// 1: `io_uring_req_failed(sqe, req, error)` is there, for requests that fail before they
+    /// are submitted (their path cannot be read, a bad flag): they never reach `submit_req`.
+    pub req_failed: u32,
 }
 
 impl UringArgs {
-    /// Linux 6.x: `io_uring_submit_req(req)`, `io_uring_complete(ctx, req, cqe)`; the loader
-    /// reads the prototypes from BTF.
-    pub const DEFAULT: UringArgs = UringArgs { complete_req: 1, complete_res: 2, complete_res_at: 8 };
+    /// Linux 6.13 and newer: `io_uring_submit_req(req)`, `io_uring_complete(ctx, req, cqe)`; the
+    /// loader reads the prototypes from BTF.
+    pub const DEFAULT: UringArgs = UringArgs {
+        complete_req: 1,
+        complete_res: 2,
+        complete_res_at: 8,
+        complete_args: URING_COMPLETE_ARGS as u32,
+        req_failed: 1,
+    };
 }
 
-/// How many arguments `io_uring_complete` has (Linux 6.x: `ctx, req, cqe`); the program reads
-/// them all.
+/// How many arguments `io_uring_complete` has since Linux 6.13 (`ctx, req, cqe`).
 pub const URING_COMPLETE_ARGS: usize = 3;
+/// ... and from 6.0 to 6.12 (`ctx, req, user_data, res, cflags, extra1, extra2`).
+pub const URING_COMPLETE_ARGS_6_0: usize = 7;
 
 /// The fixed part of an open's ring buffer record; `path_len` bytes of path follow it.
 #[repr(C)]

@@ -278,24 +278,38 @@ fn try_sys_exit(ctx: &Record<'_, 1>) -> Result<u32, i64> {
     header.dfd = pending.dfd;
     header.syscall = pending.syscall;
 
-    if pending.how != 0 {
-        // `struct open_how` starts with `u64 flags; u64 mode;`; the kernel has copied it by now.
+    send_open(event, pending.filename, pending.how, ret, pending.dfd);
+    if event.header.status & (STATUS_PATH_FAULT | STATUS_HOW_FAULT) != 0 {
+        // Rare: the logging code lives in its own program, verified once, not in every exit.
+        // SAFETY: `diagnose` is a tracepoint program, like this one; if the call fails we just return.
+        unsafe { DIAGNOSE.tail_call(ctx.ctx, 0) };
+    }
+    Ok(0)
+}
+
+/// Completes an open's record in this CPU's slot (its header filled in): the `struct open_how`
+/// at `how` (user memory; 0: none), the path at `filename` (user memory), and the full path when
+/// asked; then sends it. The caller looks at the status for faults to report.
+#[inline(always)]
+pub(crate) fn send_open(event: &mut OpenRecord, filename: u64, how: u64, ret: i64, dfd: i32) {
+    if how != 0 {
+        // `struct open_how` starts with `u64 flags; u64 mode;` (in the process's memory).
         // SAFETY: a probe read of user memory, which may fail but cannot fault.
-        match unsafe { bpf_probe_read_user(pending.how as *const [u64; 2]) } {
+        match unsafe { bpf_probe_read_user(how as *const [u64; 2]) } {
             Ok([flags, mode]) => {
-                header.flags = flags;
-                header.mode = mode;
+                event.header.flags = flags;
+                event.header.mode = mode;
             }
             Err(err) => {
-                header.status |= STATUS_HOW_FAULT;
-                header.fault = err;
+                event.header.status |= STATUS_HOW_FAULT;
+                event.header.fault = err;
             }
         }
     }
 
-    let path = event.data.first_chunk_mut::<PATH_MAX>().ok_or(0)?;
-    // SAFETY: as above; the destination is this CPU's slot.
-    let path_len = match unsafe { bpf_probe_read_user_str_bytes(pending.filename as *const u8, path) } {
+    let Some(path) = event.data.first_chunk_mut::<PATH_MAX>() else { return };
+    // SAFETY: a probe read of user memory into this CPU's slot.
+    let path_len = match unsafe { bpf_probe_read_user_str_bytes(filename as *const u8, path) } {
         Ok(path) => path.len() as u32,
         Err(err) => {
             event.header.status |= STATUS_PATH_FAULT;
@@ -314,7 +328,7 @@ fn try_sys_exit(ctx: &Record<'_, 1>) -> Result<u32, i64> {
             // SAFETY: the path ends before PATH_MAX; the full path (at most PATH_MAX - 1 bytes)
             // goes right after it, inside the slot's 2 * PATH_MAX bytes.
             let to = unsafe { event.data.as_mut_ptr().add((path_len & (PATH_MAX as u32 - 1)) as usize) };
-            let (code, len) = path::resolve_into(to, ret, absolute, pending.dfd);
+            let (code, len) = path::resolve_into(to, ret, absolute, dfd);
             full_len = len;
             code
         };
@@ -328,12 +342,6 @@ fn try_sys_exit(ctx: &Record<'_, 1>) -> Result<u32, i64> {
     if EVENTS.output::<[u8]>(record, ADAPTIVE_WAKEUP).is_err() {
         count(COUNTER_LOST_RING);
     }
-    if event.header.status & (STATUS_PATH_FAULT | STATUS_HOW_FAULT) != 0 {
-        // Rare: the logging code lives in its own program, verified once, not in every exit.
-        // SAFETY: `diagnose` is a tracepoint program, like this one; if the call fails we just return.
-        unsafe { DIAGNOSE.tail_call(ctx.ctx, 0) };
-    }
-    Ok(0)
 }
 
 /// Fills in who opened: the ids as the watcher sees them (`tgid`, `tid`), and the rest of the

@@ -13,14 +13,15 @@ use aya_ebpf::{
 };
 use opentrace_common::{
     COUNTER_LOST_RING, IORING_OP_OPENAT, IORING_OP_OPENAT2, NO_FIELD, OPEN_HEADER_SIZE, OpenRecord, PATH_MAX,
-    RecordKind, STATUS_FIXED_SLOT, STATUS_PATH_FAULT, Syscall, URING_COMPLETE_ARGS, URING_COMPLETE_SIZE,
-    UringArgs, UringComplete, UringPending, WITH_FULL_PATH, full,
+    REQ_CQE_SKIP_SUCCESS, RecordKind, STATUS_FIXED_SLOT, STATUS_PATH_FAULT, Syscall, URING_COMPLETE_ARGS,
+    URING_COMPLETE_ARGS_6_0, URING_COMPLETE_SIZE, UringArgs, UringComplete, UringPending, WITH_FULL_PATH,
+    full, sqe,
 };
 
 use crate::{
     ADAPTIVE_WAKEUP, EVENTS, SCRATCH, count, global, identify,
     kernel::{offset, read},
-    on, path, process, wanted,
+    on, path, process, send_open, wanted,
 };
 
 /// Where the two tracepoints pass the request and the result; the loader writes what BTF says.
@@ -56,17 +57,17 @@ pub fn io_uring_submit_req(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// Argument `n` (below [`URING_COMPLETE_ARGS`]) of `io_uring_complete`. The verifier takes only
-/// loads from the context itself at constant offsets, and attaching checks that none is beyond
-/// the tracepoint's arguments: every argument is loaded (volatile, so that the compiler cannot
-/// turn the choice into one load through a computed pointer), then one is chosen.
+/// Argument `n` of `io_uring_complete`, which has `N` of them. The verifier takes only loads from
+/// the context itself at constant offsets, and attaching checks that none is beyond the
+/// tracepoint's arguments: every argument is loaded (volatile, so that the compiler cannot turn
+/// the choice into one load through a computed pointer), then one is chosen.
 #[inline(always)]
-fn complete_arg(ctx: &RawTracePointContext, n: u32) -> u64 {
+fn complete_arg<const N: usize>(ctx: &RawTracePointContext, n: u32) -> u64 {
     let args = ctx.as_ptr().cast::<u64>();
-    // SAFETY: a raw tracepoint's context is its arguments as u64s; io_uring_complete has
-    // URING_COMPLETE_ARGS of them (the loader checked its prototype).
-    let all: [u64; URING_COMPLETE_ARGS] = core::array::from_fn(|i| unsafe { args.add(i).read_volatile() });
-    all[(n as usize).min(URING_COMPLETE_ARGS - 1)]
+    // SAFETY: a raw tracepoint's context is its arguments as u64s; the loader attached the
+    // program for N arguments to a tracepoint that has N (it checked the prototype in BTF).
+    let all: [u64; N] = core::array::from_fn(|i| unsafe { args.add(i).read_volatile() });
+    all[(n as usize).min(N - 1)]
 }
 
 /// Whether request `req` is an open.
@@ -79,6 +80,11 @@ fn is_open(req: u64) -> bool {
 fn try_submit(req: u64) -> Result<u32, i64> {
     let Some((tgid, tid)) = process::current_ids() else { return Ok(0) };
     if !wanted(tgid, tid) {
+        return Ok(0);
+    }
+    if read::<u32>(req + offset!(req_flags))? & REQ_CQE_SKIP_SUCCESS != 0 {
+        // A success posts no completion, so its result would never come: counted, not reported.
+        count(COUNTER_LOST_RING);
         return Ok(0);
     }
     let open = req + offset!(req_cmd);
@@ -133,20 +139,75 @@ fn try_submit(req: u64) -> Result<u32, i64> {
     Ok(0)
 }
 
-/// `io_uring_complete`: every completion; only those of a pending open matter.
-#[raw_tracepoint(tracepoint = "io_uring_complete")]
-pub fn io_uring_complete(ctx: RawTracePointContext) -> i32 {
-    let args = global!(URING_ARGS);
-    let req = complete_arg(&ctx, args.complete_req);
-    if !is_open(req) {
-        return 0;
+/// `io_uring_req_failed(sqe, req, error)`: a request that failed before submission (its path
+/// unreadable, a flag refused) never reaches `io_uring_submit_req`; for an open, the whole event
+/// is sent from here, read from the submission queue entry (uapi: the same on every kernel).
+#[raw_tracepoint(tracepoint = "io_uring_req_failed")]
+pub fn io_uring_req_failed(ctx: RawTracePointContext) -> i32 {
+    let sqe: u64 = ctx.arg(0);
+    let error: u64 = ctx.arg(2);
+    if let Ok(opcode @ (IORING_OP_OPENAT | IORING_OP_OPENAT2)) = read::<u8>(sqe + sqe::OPCODE) {
+        let _ = try_failed(sqe, opcode, i64::from(error as i32));
     }
-    let _ = try_complete(&ctx, req, args);
     0
 }
 
 #[inline(always)]
-fn try_complete(ctx: &RawTracePointContext, req: u64, args: UringArgs) -> Result<u32, i64> {
+fn try_failed(sqe: u64, opcode: u8, ret: i64) -> Result<u32, i64> {
+    let Some((tgid, tid)) = process::current_ids() else { return Ok(0) };
+    if !wanted(tgid, tid) {
+        return Ok(0);
+    }
+    let dfd: i32 = read(sqe + sqe::FD)?;
+    let filename: u64 = read(sqe + sqe::ADDR)?;
+    let (flags, mode, how) = if opcode == IORING_OP_OPENAT {
+        (read::<u32>(sqe + sqe::OPEN_FLAGS)?, read::<u32>(sqe + sqe::LEN)?, 0)
+    } else {
+        (0, 0, read::<u64>(sqe + sqe::ADDR2)?)
+    };
+    let Some(event) = SCRATCH.get_ptr_mut(0) else { return Ok(0) };
+    // SAFETY: this CPU's slot; tracing programs do not nest on a CPU.
+    let event = unsafe { &mut *event };
+    let header = &mut event.header;
+    identify(header, RecordKind::Open, tgid, tid);
+    // SAFETY: a helper with no arguments.
+    header.timestamp_ns = unsafe { bpf_ktime_get_ns() };
+    header.syscall = Syscall::IoUring as u8;
+    header.dfd = dfd;
+    header.flags = u64::from(flags);
+    header.mode = u64::from(mode);
+    header.ret = ret;
+    send_open(event, filename, how, ret, dfd);
+    Ok(0)
+}
+
+/// `io_uring_complete(ctx, req, cqe)` (Linux 6.13 and newer): every completion; only those of a
+/// pending open matter.
+#[raw_tracepoint(tracepoint = "io_uring_complete")]
+pub fn io_uring_complete(ctx: RawTracePointContext) -> i32 {
+    complete::<URING_COMPLETE_ARGS>(&ctx)
+}
+
+/// `io_uring_complete(ctx, req, user_data, res, cflags, extra1, extra2)` (Linux 6.0 to 6.12).
+#[raw_tracepoint(tracepoint = "io_uring_complete")]
+pub fn io_uring_complete_6_0(ctx: RawTracePointContext) -> i32 {
+    complete::<URING_COMPLETE_ARGS_6_0>(&ctx)
+}
+
+#[inline(always)]
+fn complete<const N: usize>(ctx: &RawTracePointContext) -> i32 {
+    let args = global!(URING_ARGS);
+    let req = complete_arg::<N>(ctx, args.complete_req);
+    if !is_open(req) {
+        return 0;
+    }
+    let res = complete_arg::<N>(ctx, args.complete_res);
+    let _ = try_complete(req, res, args);
+    0
+}
+
+#[inline(always)]
+fn try_complete(req: u64, res: u64, args: UringArgs) -> Result<u32, i64> {
     // SAFETY: the value is copied out before the entry is removed.
     let Some(pending) = (unsafe { URING_PENDING.get(req) }).copied() else { return Ok(0) };
     let _ = URING_PENDING.remove(req);
@@ -154,7 +215,6 @@ fn try_complete(ctx: &RawTracePointContext, req: u64, args: UringArgs) -> Result
         count(COUNTER_LOST_RING);
         return Ok(0);
     }
-    let res = complete_arg(ctx, args.complete_res);
     let ret = i64::from(if args.complete_res_at == NO_FIELD {
         res as i32
     } else {

@@ -315,9 +315,11 @@ class Watcher(_Generic[_E]):
         """Events that passed the filters but were not delivered; delivered + lost is every event.
 
         Counted: records the ring buffer had no room for (the reader fell behind), records the
-        decoder refused (logged; none are expected), and opens whose entry the kernel could not
-        remember for lack of memory. The last are counted at syscall entry, before the
-        ``failed`` filter, so with ``failed=True`` they may include opens that succeeded.
+        decoder refused (logged; none are expected), runs of the programs the kernel skipped
+        (a tracepoint hit while another BPF program ran on that CPU), io_uring opens whose result
+        never came, and opens whose entry the kernel could not remember for lack of memory. The
+        last are counted at syscall entry, before the ``failed`` filter, so with ``failed=True``
+        they may include opens that succeeded.
         """
         return self._session.lost
 

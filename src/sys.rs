@@ -1,7 +1,9 @@
-//! Attaching a tracepoint program with a BPF cookie (aya 0.14 attaches tracepoints without
-//! one). The generic program learns which tracepoint fired from its cookie: the kernel writes a
-//! `pt_regs` pointer over the first eight bytes of the record it hands a BPF program, where
-//! `common_type` (the tracepoint's id) was.
+//! The bpf and perf syscalls aya 0.14 has no API for: attaching a tracepoint program with a BPF
+//! cookie, and a program's count of runs the kernel skipped.
+//!
+//! The generic tracepoint program learns which tracepoint fired from its cookie: the kernel
+//! writes a `pt_regs` pointer over the first eight bytes of the record it hands a BPF program,
+//! where `common_type` (the tracepoint's id) was.
 use std::{
     io,
     os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
@@ -11,7 +13,12 @@ const PERF_TYPE_TRACEPOINT: u32 = 2;
 /// `PERF_ATTR_SIZE_VER7`: the kernel accepts any size it knows, and zeros beyond what it reads.
 const PERF_ATTR_SIZE: u32 = 128;
 const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 1 << 3;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_LINK_CREATE: libc::c_long = 28;
+/// Where `struct bpf_prog_info` keeps `recursion_misses` (uapi; Linux 5.12+), and how much of
+/// it is read.
+const RECURSION_MISSES: usize = 208;
+const PROG_INFO_SIZE: usize = 256;
 const BPF_PERF_EVENT: u32 = 41;
 
 /// `union bpf_attr` for `BPF_LINK_CREATE` with a perf event: `prog_fd`, `target_fd`,
@@ -75,4 +82,38 @@ pub fn attach_tracepoint(program: BorrowedFd<'_>, id: u64, cookie: u64) -> io::R
     }
     // SAFETY: a new fd that nothing else owns. The link keeps the perf event; its fd can go.
     Ok(unsafe { OwnedFd::from_raw_fd(link as i32) })
+}
+
+/// How many times the kernel skipped program `program` because another BPF program was running
+/// on that CPU (a tracepoint hit in an interrupt during one): those events are lost. 0 on a
+/// kernel that does not count them.
+pub fn recursion_misses(program: BorrowedFd<'_>) -> io::Result<u64> {
+    let mut info = [0u64; PROG_INFO_SIZE / 8];
+    #[repr(C)]
+    struct GetInfo {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+        _rest: [u64; 5],
+    }
+    let attr = GetInfo {
+        bpf_fd: program.as_raw_fd() as u32,
+        info_len: PROG_INFO_SIZE as u32,
+        info: info.as_mut_ptr() as u64,
+        _rest: [0; 5],
+    };
+    // SAFETY: the bpf syscall with a zero-padded attribute block of the size given; the kernel
+    // writes at most `info_len` bytes into `info`, which has them.
+    let done = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &raw const attr,
+            size_of::<GetInfo>() as libc::c_uint,
+        )
+    };
+    if done < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(info[RECURSION_MISSES / 8])
 }
