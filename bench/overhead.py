@@ -356,6 +356,7 @@ class Measurement:
     stopped_cleanly: bool | None = None
     foreign_tracers: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    failed: str | None = None  # the error that ended this measurement (it counts in no median)
 
 
 @dataclass(frozen=True)
@@ -464,9 +465,10 @@ def summarize(results: list[Measurement], tracers: Sequence[Tracer], workloads: 
     for w in workloads:
         for t in threads:
             for tracer in tracers:
-                ms = [m for m in results if m.tool == tracer.name and m.workload == w.name and m.threads == t]
-                if not ms:
+                tried = [m for m in results if m.tool == tracer.name and m.workload == w.name and m.threads == t]
+                if not tried:
                     continue
+                ms = [m for m in tried if not m.failed]
                 ratios = [m.ns_per_op / untraced[(w.name, t, m.round)]
                           for m in ms if (w.name, t, m.round) in untraced]
                 captured = [m.captured for m in ms if m.captured is not None]
@@ -483,7 +485,7 @@ def summarize(results: list[Measurement], tracers: Sequence[Tracer], workloads: 
                     "expected": sum(expected) if captured else None,
                     "captured_min_pct": min((100 * c / e for c, e in zip(captured, expected, strict=True) if e),
                                             default=None),
-                    "lost": sum(m.lost for m in ms if m.lost is not None) if tracer.argv is not None else None,
+                    "lost": sum(m.lost for m in ms if m.lost is not None) if tracer.argv is not None and ms else None,
                     "spawn_to_first_ms": _median([m.spawn_to_first_ms for m in ms]),
                     "watch_ms": _median([m.watch_ms for m in ms]),
                     "watch_to_first_ms": _median([m.watch_to_first_ms for m in ms]),
@@ -494,7 +496,7 @@ def summarize(results: list[Measurement], tracers: Sequence[Tracer], workloads: 
                         m.consumer_events / m.tracer_cpu_s if m.consumer_events and m.tracer_cpu_s else None
                         for m in ms
                     ]),
-                    "notes": _notes(ms),
+                    "notes": _notes(ms) + _failures(tried),
                 })
     return rows
 
@@ -507,6 +509,14 @@ def _notes(ms: list[Measurement]) -> list[str]:
         notes.append(f"other eBPF tracers ({', '.join(names)}) were running in {contaminated} of {len(ms)} "
                      "rounds: skewed")
     return notes
+
+
+def _failures(tried: list[Measurement]) -> list[str]:
+    failed = [m for m in tried if m.failed]
+    if not failed:
+        return []
+    first = (failed[0].failed or "").splitlines()[0]
+    return [f"failed in {len(failed)} of {len(tried)} rounds (its numbers are from the others, n/a if none): {first}"]
 
 
 def _fmt(v: float | None, spec: str) -> str:
@@ -629,7 +639,18 @@ def run(args: argparse.Namespace, all_tracers: Sequence[Tracer], all_workloads: 
                         if not tracer.runs_on(work.workload):
                             continue
                         seq += 1
-                        m = measure(tracer, work, t, args.ops, rnd, workdir, seq)
+                        try:
+                            m = measure(tracer, work, t, args.ops, rnd, workdir, seq)
+                        except BenchError as e:
+                            if tracer.argv is None:
+                                raise  # no untraced time: no row of this round means anything
+                            # One tool failing (bpftrace not attaching 360 probes in time, say) is a
+                            # finding about that tool, not the end of a 30-minute run.
+                            results.append(Measurement(tracer.name, work.workload.name, t, rnd, args.ops,
+                                                       failed=str(e)))
+                            print(f"  round {rnd}{which} T={t} {tracer.name:<{width}} FAILED: {e}",
+                                  file=sys.stderr, flush=True)
+                            continue
                         results.append(m)
                         cap = "" if m.captured is None else f" captured {m.captured}/{m.expected}"
                         first = "" if m.spawn_to_first_ms is None else f" first {m.spawn_to_first_ms:.0f} ms"
@@ -650,6 +671,10 @@ def run(args: argparse.Namespace, all_tracers: Sequence[Tracer], all_workloads: 
         for n in r["notes"]:
             which = f" {r['workload']}" if len(workloads) > 1 else ""
             print(f"note: {r['label']}{which} T={r['threads']}: {n}")
+    failed = sorted({m.tool for m in results if m.failed})
+    ours = [name for name in failed if not by_name[name].needs]  # peers are the tools with commands to install
+    if failed:
+        print(f"\nfailed: {', '.join(failed)} (see the notes above)", file=sys.stderr)
 
     path = write_json("results", {
         "machine": info,
@@ -661,4 +686,4 @@ def run(args: argparse.Namespace, all_tracers: Sequence[Tracer], all_workloads: 
         "measurements": [vars(m) for m in results],
     })
     print(f"\nresults: {rel(path)}")
-    return 0
+    return 1 if ours else 0
