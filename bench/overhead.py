@@ -348,6 +348,7 @@ class Measurement:
     watch_ms: float | None = None  # library mode: how long opentrace.watch() took
     watch_to_first_ms: float | None = None  # library mode: just before watch() to first probe event
     consumer_events: int | None = None  # library mode: every event the Python loop took
+    consumer_cpu_s: float | None = None  # library mode: the CPU time of that loop
     peak_rss_mb: float | None = None
     tracer_cpu_s: float | None = None
     drain_s: float | None = None
@@ -432,7 +433,7 @@ def measure(tracer: Tracer, work: Prepared, threads: int, ops: int, rnd: int, wo
             if report is None:
                 raise BenchError(f"{tracer.label} printed no final report:\n{tail(err) or tail(out)}")
             m.captured, m.lost = report["count"], report["lost"]
-            m.consumer_events = report["events"]
+            m.consumer_events, m.consumer_cpu_s = report["events"], report["loop_cpu_s"]
             m.watch_ms, m.watch_to_first_ms = report["watch_ms"], report["first_event_ms"]
         else:  # bpftrace-map
             found = re.search(rb"^@c: (\d+)", out.read_bytes(), re.MULTILINE)
@@ -493,7 +494,7 @@ def summarize(results: list[Measurement], tracers: Sequence[Tracer], workloads: 
                     "tracer_cpu_s": _median([m.tracer_cpu_s for m in ms]),
                     # Library rows: events the Python loop took per second of its CPU time.
                     "consumer_events_per_cpu_s": _median([
-                        m.consumer_events / m.tracer_cpu_s if m.consumer_events and m.tracer_cpu_s else None
+                        m.consumer_events / m.consumer_cpu_s if m.consumer_events and m.consumer_cpu_s else None
                         for m in ms
                     ]),
                     "notes": _notes(ms) + _failures(tried),

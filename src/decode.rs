@@ -4,8 +4,8 @@
 use std::{collections::HashMap, sync::Arc};
 
 use opentrace_common::{
-    CGROUP_NAME_SIZE, CgroupName, OpenHeader, RecordKind, TracepointHeader, URING_COMPLETE_SIZE,
-    UringComplete, full,
+    CGROUP_NAME_SIZE, CgroupName, OpenHeader, RecordKind, STATUS_HOW_FAULT, STATUS_PATH_FAULT, Syscall,
+    TracepointHeader, URING_COMPLETE_SIZE, URING_PENDING_MAX, UringComplete, full,
     open::{self, DecodeError, Open},
     tracepoint::{self, Schema},
 };
@@ -14,7 +14,7 @@ use crate::cgroup;
 
 /// Most io_uring open requests waiting for their completion (four times what the kernel's map
 /// holds): past that, the oldest is forgotten, and counted as lost.
-const URING_WAITING: usize = 65536;
+const URING_WAITING: usize = 4 * URING_PENDING_MAX as usize;
 
 /// Why a record could not be decoded.
 #[derive(Debug)]
@@ -94,6 +94,10 @@ pub struct Decoder {
     tracepoint_head: TracepointHeader,
     /// String arguments the program could not read from the process, since the last report.
     pub unread_strings: u64,
+    /// Tracepoint records cut short (their last fields are None), since the last report.
+    pub cut_short: u64,
+    /// io_uring open events whose path (or `open_how`) could not be read, since the last report.
+    pub unread_uring_paths: u64,
 }
 
 impl Decoder {
@@ -109,7 +113,17 @@ impl Decoder {
             tracepoints: tracepoints.into_iter().map(|s| (s.id as u16, s)).collect(),
             tracepoint_head: TracepointHeader::default(),
             unread_strings: 0,
+            cut_short: 0,
+            unread_uring_paths: 0,
         }
+    }
+
+    /// io_uring open requests still waiting for their completion, forgotten (the watcher ends):
+    /// their events are lost. How many.
+    pub fn forget_waiting(&mut self) -> u64 {
+        let waiting = self.uring.len() as u64;
+        self.uring.clear();
+        waiting
     }
 
     /// Decodes one record. `name_cgroups`: whether the reader shows events' cgroups.
@@ -125,6 +139,7 @@ impl Decoder {
                     .ok_or(Error::Tracepoint(tracepoint::DecodeError::Unknown(id)))?;
                 let wanted = schema.config.n_strings as usize;
                 self.unread_strings += strings.iter().take(wanted).filter(|s| s.is_none()).count() as u64;
+                self.cut_short += u64::from(head.truncated != 0);
                 self.tracepoint_head = head;
                 let event = tracepoint::Event { schema, head: &self.tracepoint_head, raw, strings };
                 return Ok(Record::Tracepoint(event, schema));
@@ -162,6 +177,8 @@ impl Decoder {
                     return Ok(Record::Kept);
                 }
                 (head.ret, head.full, head.full_len) = (done.ret, done.full, done.full_len);
+                // An open event like any other from here on (equal to its copy, pickled or not).
+                head.kind = RecordKind::Open as u8;
                 self.completed = path;
                 (head, &self.completed[..], walked)
             }
@@ -170,6 +187,11 @@ impl Decoder {
                 (head, path, walked)
             }
         };
+        // The syscalls' programs say so in their own log (diagnose); io_uring's cannot.
+        if head.syscall == Syscall::IoUring as u8 && head.status & (STATUS_PATH_FAULT | STATUS_HOW_FAULT) != 0
+        {
+            self.unread_uring_paths += 1;
+        }
         if head.full >= full::FIRST_UNRESOLVED {
             self.unresolved[usize::from(head.full)] += 1;
         }
@@ -263,6 +285,26 @@ mod tests {
         opened(&mut decoder, &submit(0x1000, b"/next", 2));
         assert_eq!(decoder.orphaned, 1);
         assert_eq!(opened(&mut decoder, &complete(0x1000, 3)), Some((b"/next".to_vec(), 3, 0o2)));
+    }
+
+    #[test]
+    fn requests_still_waiting_are_forgotten_and_counted() {
+        let mut decoder = Decoder::new(false, []);
+        opened(&mut decoder, &submit(0x1000, b"/a", 1));
+        opened(&mut decoder, &submit(0x2000, b"/b", 2));
+        opened(&mut decoder, &complete(0x1000, 3));
+        assert_eq!(decoder.forget_waiting(), 1);
+        assert_eq!(decoder.forget_waiting(), 0);
+        assert_eq!(opened(&mut decoder, &complete(0x2000, 4)), None);
+    }
+
+    #[test]
+    fn a_completed_request_is_an_open_event_like_any_other() {
+        let mut decoder = Decoder::new(false, []);
+        opened(&mut decoder, &submit(0x1000, b"/a", 1));
+        let record = complete(0x1000, 3);
+        let Record::Open(done) = decoder.decode(&record, false).unwrap() else { panic!("not an open") };
+        assert_eq!(done.open().head.kind, RecordKind::Open as u8);
     }
 
     #[test]

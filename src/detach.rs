@@ -3,7 +3,21 @@
 //! under a kernel mutex: 13 s for every syscall tracepoint. A process made for it takes the last
 //! references to the links and pays that wait, instead of the caller (and instead of the
 //! caller's exit, which would wait for it too).
-use std::os::fd::RawFd;
+use std::{fs, os::fd::RawFd};
+
+/// The fds of this process's BPF links (and of perf events, which older kernels attach programs
+/// through): what keeps programs attached. Every watcher's: the holder only holds copies.
+pub fn process_links() -> Vec<RawFd> {
+    let Ok(dir) = fs::read_dir("/proc/self/fd") else { return Vec::new() };
+    dir.filter_map(|entry| {
+        let entry = entry.ok()?;
+        let target = fs::read_link(entry.path()).ok()?;
+        let target = target.as_os_str().as_encoded_bytes();
+        (target == b"anon_inode:bpf_link" || target == b"anon_inode:[perf_event]")
+            .then(|| entry.file_name().to_str()?.parse().ok())?
+    })
+    .collect()
+}
 
 /// Starts a process (a grandchild: reparented to init or the nearest subreaper at once, so that
 /// nobody here need reap it; only in a process that is itself a subreaper, or PID 1 of a
@@ -42,14 +56,18 @@ pub fn hand_over(links: &[RawFd]) -> Option<RawFd> {
         }
         child => {
             // SAFETY: the first child exits at once; reap it. Its child is someone else's now.
-            let status = unsafe {
+            let (reaped, status) = unsafe {
                 libc::close(read);
                 let mut status = 0;
-                while libc::waitpid(child, &mut status, 0) == -1 && *libc::__errno_location() == libc::EINTR {
+                let mut reaped = libc::waitpid(child, &mut status, 0);
+                while reaped == -1 && *libc::__errno_location() == libc::EINTR {
+                    reaped = libc::waitpid(child, &mut status, 0);
                 }
-                status
+                (reaped, status)
             };
-            if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+            // Not reaped (SIGCHLD ignored, or reaped elsewhere): whether the holder exists is not
+            // known, and it is not relied on (if it does, it lets go once `write` is closed).
+            if reaped == child && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
                 return Some(write);
             }
             // The holder could not be made: the caller detaches itself.

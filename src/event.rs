@@ -28,11 +28,13 @@ impl OpenEvent {
 #[pymethods]
 impl OpenEvent {
     /// Builds an event by hand (tests, replays, unpickling): any of the `to_dict()` keys that are
-    /// not derived from others (`fd` and `errno` come from `ret`); str or bytes for text.
+    /// not derived from others (`errno` comes from `ret`; `fd`, if given, is `ret`, or None for an
+    /// io_uring open into a fixed-file slot); str or bytes for text.
     #[new]
     #[pyo3(signature = (**fields))]
     fn py_new(fields: Option<&Bound<'_, PyDict>>) -> PyResult<OpenEvent> {
         let mut owned = OwnedOpen::default();
+        let mut fd_given = None;
         for (key, value) in fields.into_iter().flatten() {
             let name: String = key.extract()?;
             let Some(field) = FIELDS.iter().find(|f| f.name == name) else {
@@ -50,6 +52,18 @@ impl OpenEvent {
                 SetError::Type(m) => PyTypeError::new_err(m),
                 SetError::Value(m) => PyValueError::new_err(m),
             })?;
+            if name == "fd" {
+                fd_given = Some(value.extract::<Option<i64>>()?);
+            }
+        }
+        if let Some(fd) = fd_given
+            && fd != owned.view().fd()
+        {
+            return Err(PyValueError::new_err(format!(
+                "fd must be ret ({}) when ret >= 0 and None when it is not, or None for an open into an \
+                 io_uring fixed-file slot; not {fd:?}",
+                owned.head.ret
+            )));
         }
         Ok(OpenEvent(owned))
     }

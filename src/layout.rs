@@ -131,18 +131,12 @@ fn cgroup_fields() -> Option<CgroupFields> {
 
 /// Where the io_uring tracepoints pass the request and its result, if io_uring open requests can
 /// be seen now: the kernel's BTF has the tracepoints and the request's layout, and io_uring is
-/// not disabled (checked at each load: the setting can change).
-pub fn uring_args(layouts: &Layouts) -> Option<UringArgs> {
-    let why = if fs::read_to_string("/proc/sys/kernel/io_uring_disabled").is_ok_and(|v| v.trim() == "2") {
-        "io_uring is disabled (kernel.io_uring_disabled = 2)".to_owned()
-    } else {
-        match &layouts.uring_args {
-            Ok(args) => return Some(*args),
-            Err(why) => why.clone(),
-        }
-    };
-    crate::diag::note(crate::diag::Level::Debug, format!("io_uring open requests are not traced: {why}"));
-    None
+/// not disabled (checked at each load: the setting can change). Else why not.
+pub fn uring_args(layouts: &Layouts) -> std::result::Result<UringArgs, String> {
+    if fs::read_to_string("/proc/sys/kernel/io_uring_disabled").is_ok_and(|v| v.trim() == "2") {
+        return Err("io_uring is disabled (kernel.io_uring_disabled = 2)".to_owned());
+    }
+    layouts.uring_args.clone()
 }
 
 /// Reads the struct members the programs use from the kernel's BTF.

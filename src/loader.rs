@@ -10,7 +10,7 @@ use aya::{
 };
 use aya_log::EbpfLogger;
 use std::{
-    os::fd::{AsFd, AsRawFd, OwnedFd, RawFd},
+    os::fd::{AsFd, OwnedFd},
     sync::Arc,
 };
 
@@ -80,15 +80,6 @@ impl Attached {
     pub fn len(&self) -> usize {
         self.links.len()
     }
-
-    /// The fds of the links that carry a cookie (those of `watch_tracepoints`).
-    pub fn cookie_links(&self) -> Vec<RawFd> {
-        let fds = self.links.iter().filter_map(|l| match l {
-            Link::Cookie(fd) => Some(fd.as_raw_fd()),
-            _ => None,
-        });
-        fds.collect()
-    }
 }
 
 impl Drop for Attached {
@@ -110,22 +101,41 @@ impl Drop for Attached {
 /// The per-CPU counters the programs keep.
 pub struct Counters {
     counts: PerCpuArray<MapData, u64>,
-    /// The loaded programs, for the runs the kernel skipped.
+    /// The loaded programs that make events, for the runs the kernel skipped.
     programs: Vec<OwnedFd>,
 }
 
-impl Counters {
-    /// Events lost in the kernel: the ring buffer was full, (counted at syscall entry, before the
-    /// failed-only filter) the task's storage for pairing entry and exit could not be allocated,
-    /// or the kernel skipped a program's run because another BPF program was running on that CPU
+/// Events lost in the kernel, by cause.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelLost {
+    /// The ring buffer was full (or an io_uring request could not be remembered).
+    pub ring: u64,
+    /// The task's storage for pairing a syscall's entry and exit could not be allocated (counted
+    /// at entry, before the failed-only filter).
+    pub unpaired: u64,
+    /// The kernel skipped a program's run because another BPF program was running on that CPU
     /// (a tracepoint hit in an interrupt during one).
-    pub fn lost(&self) -> Result<u64> {
+    pub skipped: u64,
+}
+
+impl KernelLost {
+    pub fn total(self) -> u64 {
+        self.ring + self.unpaired + self.skipped
+    }
+}
+
+impl Counters {
+    pub fn lost(&self) -> Result<KernelLost> {
         let mut skipped = 0;
         for program in &self.programs {
             skipped += sys::recursion_misses(program.as_fd())
                 .map_err(|e| Error::kernel("reading the programs' statistics", &e))?;
         }
-        Ok(self.sum(COUNTER_LOST_RING)? + self.sum(COUNTER_LOST_PENDING)? + skipped)
+        Ok(KernelLost {
+            ring: self.sum(COUNTER_LOST_RING)?,
+            unpaired: self.sum(COUNTER_LOST_PENDING)?,
+            skipped,
+        })
     }
 
     /// Processes a pid watcher could not follow (its set was full).
@@ -194,12 +204,25 @@ pub fn load(config: &Config) -> Result<Loaded> {
     }
     let wanted: Vec<Syscall> =
         layouts.syscalls.iter().map(|(s, _)| *s).filter(|s| config.syscalls.contains(s)).collect();
-    let uring = if config.syscalls.contains(&Syscall::IoUring) { layout::uring_args(layouts) } else { None };
+    let uring = match config.syscalls.contains(&Syscall::IoUring).then(|| layout::uring_args(layouts)) {
+        Some(Ok(args)) => Some(args),
+        Some(Err(why)) if wanted.is_empty() => {
+            return Err(Error::Other(format!("io_uring open requests cannot be traced here: {why}")));
+        }
+        Some(Err(why)) => {
+            crate::diag::note(
+                crate::diag::Level::Debug,
+                format!("io_uring open requests are not traced: {why}"),
+            );
+            None
+        }
+        None => None,
+    };
     if wanted.is_empty() && uring.is_none() {
         let names: Vec<_> = config.syscalls.iter().map(|s| s.name()).collect();
         return Err(Error::Other(format!(
-            "none of the requested syscalls ({}) can be traced on this kernel (no sys_enter/sys_exit \
-             tracepoints, or io_uring's)",
+            "none of the requested syscalls ({}) can be traced on this kernel: it has no \
+             syscalls:sys_enter_*/sys_exit_* tracepoints for them",
             names.join(", ")
         )));
     }
@@ -231,25 +254,18 @@ pub fn load(config: &Config) -> Result<Loaded> {
     // the other, the other is there to take it.
     let mut attached = wanted.clone();
     if let Some(args) = uring {
-        // The program that reads as many arguments as this kernel's io_uring_complete has.
-        let complete = if args.complete_args as usize == URING_COMPLETE_ARGS {
-            "io_uring_complete"
-        } else {
-            "io_uring_complete_6_0"
-        };
-        links.push(attach_raw(&mut ebpf, complete, "io_uring_complete")?);
-        links.push(attach_raw(&mut ebpf, "io_uring_submit_req", "io_uring_submit_req")?);
-        if args.req_failed != 0 {
-            links.push(attach_raw(&mut ebpf, "io_uring_req_failed", "io_uring_req_failed")?);
-        } else {
-            crate::diag::note(
-                crate::diag::Level::Debug,
-                "io_uring opens that fail before submission (an unreadable path, a refused flag) are not \
-                 seen: this kernel has no io_uring_req_failed(sqe, req, error) tracepoint"
-                    .into(),
-            );
+        match attach_uring(&mut ebpf, args) {
+            Ok(uring_links) => {
+                links.extend(uring_links);
+                attached.push(Syscall::IoUring);
+            }
+            Err(err) if wanted.is_empty() => return Err(err),
+            // The open syscalls are watched all the same: `attached` says io_uring is not.
+            Err(err) => crate::diag::note(
+                crate::diag::Level::Warning,
+                format!("io_uring open requests are not traced: {err}"),
+            ),
         }
-        attached.push(Syscall::IoUring);
     }
     let exit = loaded_program(&mut ebpf, "sys_exit")?;
     for syscall in &wanted {
@@ -309,10 +325,15 @@ fn finish(
         .map_err(|e| Error::kernel("mapping the ring buffer", &e))?;
     let counts = PerCpuArray::try_from(take(&mut ebpf, "COUNTERS")?)
         .map_err(|e| Error::kernel("opening the counters", &e))?;
-    // Every loaded program (only attached ones are loaded): a skipped run of one that makes
-    // events is a lost event; those that only follow processes or name cgroups are rarely skipped.
+    // The loaded programs (only attached ones are loaded) whose skipped run is a lost event.
+    // Not those that name cgroups (a name not seen is looked up in /sys/fs/cgroup), nor
+    // io_uring_complete's: a request whose completion was skipped is counted when the reader
+    // finds it never completed.
     let mut programs = Vec::new();
-    for (_, program) in ebpf.programs() {
+    for (name, program) in ebpf.programs() {
+        if name == "cgroup_named" || name.starts_with("io_uring_complete") {
+            continue;
+        }
         if let Ok(fd) = program.fd() {
             programs
                 .push(fd.as_fd().try_clone_to_owned().map_err(|e| Error::kernel("keeping a program", &e))?);
@@ -383,6 +404,32 @@ fn follow_processes(ebpf: &mut Ebpf, follow: Follow, links: &mut Vec<Link>) -> R
         .map_err(|e| Error::kernel("opening the followed-process map", &e))?;
     follow::seed(&mut tracked, follow.root, follow.descendants)?;
     Ok(tracked)
+}
+
+/// Attaches the io_uring programs: completions first, so that every request submitted from then
+/// on is matched.
+fn attach_uring(ebpf: &mut Ebpf, args: UringArgs) -> Result<Vec<Link>> {
+    // The program that reads as many arguments as this kernel's io_uring_complete has.
+    let complete = if args.complete_args as usize == URING_COMPLETE_ARGS {
+        "io_uring_complete"
+    } else {
+        "io_uring_complete_6_0"
+    };
+    let mut links = vec![
+        attach_raw(ebpf, complete, "io_uring_complete")?,
+        attach_raw(ebpf, "io_uring_submit_req", "io_uring_submit_req")?,
+    ];
+    if args.req_failed != 0 {
+        links.push(attach_raw(ebpf, "io_uring_req_failed", "io_uring_req_failed")?);
+    } else {
+        crate::diag::note(
+            crate::diag::Level::Debug,
+            "io_uring opens that fail before submission (an unreadable path, a refused flag) are not \
+             seen: this kernel has no io_uring_req_failed(sqe, req, error) tracepoint"
+                .into(),
+        );
+    }
+    Ok(links)
 }
 
 /// Loads the raw tracepoint program `name` and attaches it to `tracepoint`.

@@ -29,7 +29,7 @@ use crate::{
     error::{Error, OpentraceError},
     event::OpenEvent,
     follow::{self, Tracked},
-    loader::{self, Attached, Config, Counters, Follow, Loaded},
+    loader::{self, Attached, Config, Counters, Follow, KernelLost, Loaded},
     output::Formatter,
     pidns,
     ring::{Wait, Waiter},
@@ -41,7 +41,7 @@ use crate::{
 const BATCH: usize = 4096;
 /// How often newly lost events are looked for (two syscalls) and reported.
 const LOST_CHECK: Duration = Duration::from_secs(1);
-/// Watchers with more links than this detach in a background thread (see `teardown`).
+/// Watchers with more links than this leave detaching to a process of their own (see `release`).
 const DETACH_INLINE: usize = 16;
 /// Longest uninterrupted block: a safety net for a signal that lands just before the wait.
 const MAX_BLOCK: Duration = Duration::from_secs(1);
@@ -59,7 +59,7 @@ struct Live {
     logs: EbpfLogger<FromKernel>,
     /// When `lost` was last compared with what was already reported.
     lost_checked: Instant,
-    lost_reported: u64,
+    lost_reported: Lost,
     /// Check and report losses at the next housekeeping, whenever the last check was.
     report_now: bool,
     /// The programs and their links; dropping it detaches them.
@@ -168,11 +168,14 @@ pub struct Session {
     /// more is read.
     ended: AtomicBool,
     latency: Duration,
-    /// Records the decoder refused (logged), and io_uring opens it found never completed:
-    /// counted in `lost`.
-    dropped: AtomicU64,
+    /// Records the decoder refused (logged): counted in `lost`.
+    undecodable: AtomicU64,
+    /// io_uring open requests whose completion never came to the reader: counted in `lost`.
+    uring_unpaired: AtomicU64,
     /// `lost` as of `close()`, when the counters are gone.
     final_lost: AtomicU64,
+    /// `close_in_background()`: the teardown leaves detaching to a process of its own.
+    hand_over: AtomicBool,
     /// `thread_token()` of the thread holding `live`, else 0.
     holder: AtomicU64,
     /// The process that created the session; a forked child may not read it.
@@ -230,33 +233,16 @@ impl Session {
     /// Detaches and frees everything the kernel holds for this session (once).
     fn teardown(&self, py: Python<'_>, slot: &mut Option<Live>) -> PyResult<()> {
         let Some(mut live) = slot.take() else { return Ok(()) };
-        live.out.ready.clear();
+        // Requests still waiting for their completion will not be reported now: lost.
+        self.uring_unpaired.fetch_add(live.decoder.forget_waiting(), Ordering::AcqRel);
         // The count as of now is final: nothing is read from here on.
         let mut counters = self.counters.lock_py_attached(py).unwrap_or_else(|p| p.into_inner());
         if let Some(final_count) = counters.as_ref().map(|c| self.lost_now(c)).transpose()? {
-            self.final_lost.store(final_count, Ordering::Release);
+            self.final_lost.store(final_count.total(), Ordering::Release);
         }
         *counters = None;
         drop(counters);
-        if live._attached.len() > DETACH_INLINE {
-            // The kernel detaches perf-event tracepoints one at a time (~40 ms each: 13 s for
-            // every syscall tracepoint): a process of its own pays that, and close() returns.
-            if let Some(pipe) = detach::hand_over(&live._attached.cookie_links()) {
-                py.detach(move || {
-                    drop(live);
-                    // SAFETY: our end of the pipe; closing it lets the holding process go on.
-                    unsafe { libc::close(pipe) };
-                });
-                return Ok(());
-            }
-            let live = std::thread::Builder::new().name("opentrace-detach".into()).spawn(move || drop(live));
-            if let Err(err) = live {
-                diag::note(diag::Level::Debug, format!("detaching in this thread ({err})"));
-            }
-            return Ok(());
-        }
-        // Detaching waits for the kernel (tens of ms): let other Python threads run meanwhile.
-        py.detach(move || drop(live));
+        release(py, live, self.hand_over.load(Ordering::Acquire));
         Ok(())
     }
 
@@ -283,7 +269,7 @@ impl Session {
                 Ok(Record::ProcessExit) => live.exited = true,
                 Ok(Record::Kept) => {}
                 Err(err) => {
-                    self.dropped.fetch_add(1, Ordering::AcqRel);
+                    self.undecodable.fetch_add(1, Ordering::AcqRel);
                     diag::note(
                         diag::Level::Warning,
                         format!("a ring buffer record could not be decoded ({err}); counted as lost"),
@@ -291,7 +277,7 @@ impl Session {
                 }
             }
         }
-        self.dropped.fetch_add(std::mem::take(&mut live.decoder.orphaned), Ordering::AcqRel);
+        self.uring_unpaired.fetch_add(std::mem::take(&mut live.decoder.orphaned), Ordering::AcqRel);
         // Only a drain that emptied the ring starts a pause (see `Live::drained_at`).
         live.drained_at = (more && read < BATCH).then(Instant::now);
         Ok(read)
@@ -306,6 +292,8 @@ impl Session {
         }
         // No pause: everything up to now (a text read with a limit stops at it).
         while self.drain(py, live, want)? > 0 {}
+        // The processes are gone: a request still waiting will never complete for us.
+        self.uring_unpaired.fetch_add(live.decoder.forget_waiting(), Ordering::AcqRel);
         self.ended.store(true, Ordering::Release);
         self.waiter.wake();
         // The last word on losses and unresolved paths, without waiting for the next check.
@@ -320,10 +308,14 @@ impl Session {
             .map_or(Duration::ZERO, |at| (at + self.latency).saturating_duration_since(Instant::now()))
     }
 
-    /// Events that passed the filters but were not delivered: lost in the kernel, or refused by
-    /// the decoder.
-    fn lost_now(&self, counters: &Counters) -> Result<u64, Error> {
-        Ok(counters.lost()? + self.dropped.load(Ordering::Acquire))
+    /// Events that passed the filters but were not delivered: lost in the kernel, io_uring opens
+    /// whose result never came, records the decoder refused.
+    fn lost_now(&self, counters: &Counters) -> Result<Lost, Error> {
+        Ok(Lost {
+            kernel: counters.lost()?,
+            uring: self.uring_unpaired.load(Ordering::Acquire),
+            undecodable: self.undecodable.load(Ordering::Acquire),
+        })
     }
 
     /// Between batches: forwards the programs' log records and, at most once a second, warns of
@@ -337,6 +329,27 @@ impl Session {
                 format!(
                     "{unread} string arguments are None: the process's memory holding them could not \
                      be read when the tracepoint fired (not paged in yet, or not a valid pointer)"
+                ),
+            );
+        }
+        let cut = std::mem::take(&mut live.decoder.cut_short);
+        if cut > 0 {
+            diag::note(
+                diag::Level::Info,
+                format!(
+                    "{cut} tracepoint records were longer than the {} bytes copied: their fields past \
+                     that are None",
+                    opentrace_common::TP_RAW_MAX
+                ),
+            );
+        }
+        let unread = std::mem::take(&mut live.decoder.unread_uring_paths);
+        if unread > 0 {
+            diag::note(
+                diag::Level::Warning,
+                format!(
+                    "{unread} io_uring open events have an empty path (or flags and mode 0): the kernel's \
+                     copy of the request could not be read"
                 ),
             );
         }
@@ -369,16 +382,9 @@ impl Session {
                 live.unfollowed_reported = unfollowed;
             }
             if let Some(lost) = counters.as_ref().map(|c| self.lost_now(c)).transpose()?
-                && lost > live.lost_reported
+                && lost.total() > live.lost_reported.total()
             {
-                diag::note(
-                    diag::Level::Warning,
-                    format!(
-                        "{} events lost (ring buffer full; {lost} in all): the reader fell behind; a \
-                         larger ring buffer (ring_size, --ring-size) absorbs longer bursts",
-                        lost - live.lost_reported
-                    ),
-                );
+                diag::note(diag::Level::Warning, lost.since(live.lost_reported));
                 live.lost_reported = lost;
             }
         }
@@ -461,19 +467,93 @@ fn schemas(names: Vec<(String, bool)>) -> Result<Vec<(Arc<Schema>, bool)>, Error
     Ok(schemas)
 }
 
+/// Events lost, by cause.
+#[derive(Clone, Copy, Default)]
+struct Lost {
+    kernel: KernelLost,
+    /// io_uring open requests whose completion never came to the reader.
+    uring: u64,
+    /// Records the decoder refused.
+    undecodable: u64,
+}
+
+impl Lost {
+    fn total(self) -> u64 {
+        self.kernel.total() + self.uring + self.undecodable
+    }
+
+    /// The warning for what was lost since `before`: how many, why, and what helps.
+    fn since(self, before: Lost) -> String {
+        let causes = [
+            (
+                self.kernel.ring - before.kernel.ring,
+                "ring buffer full",
+                "the reader fell behind; a larger ring buffer (ring_size, --ring-size) absorbs longer bursts",
+            ),
+            (
+                self.kernel.unpaired - before.kernel.unpaired,
+                "no room to pair a syscall's entry and exit",
+                "the kernel could not allocate the task's storage",
+            ),
+            (
+                self.kernel.skipped - before.kernel.skipped,
+                "program runs skipped",
+                "the kernel skips a program's run while another BPF program runs on that CPU",
+            ),
+            (
+                self.uring - before.uring,
+                "io_uring result never came",
+                "no completion was traced: IOSQE_CQE_SKIP_SUCCESS, a completion queue overflow, more requests in flight than the kernel's map holds, or still in flight when the watcher ended",
+            ),
+            (self.undecodable - before.undecodable, "records not decoded", "see the warnings above"),
+        ];
+        let causes: Vec<_> = causes.into_iter().filter(|(n, ..)| *n > 0).collect();
+        let labels: Vec<String> = match causes.as_slice() {
+            [(_, label, _)] => vec![(*label).to_owned()],
+            _ => causes.iter().map(|(n, label, _)| format!("{label}: {n}")).collect(),
+        };
+        let why: Vec<&str> = causes.iter().map(|(.., why)| *why).collect();
+        format!(
+            "{} events lost ({}; {} in all): {}",
+            self.total() - before.total(),
+            labels.join(", "),
+            self.total(),
+            why.join("; ")
+        )
+    }
+}
+
+/// Detaches and frees what the kernel holds for a watcher, with the GIL released. The kernel
+/// detaches perf-event tracepoints one at a time, each after an RCU grace period (~40 ms here:
+/// 13 s for every syscall tracepoint); for a watcher with many, or with `hand_over` (a process
+/// about to exit), a process of its own pays that wait (see `detach`), and this returns at once.
+fn release(py: Python<'_>, mut live: Live, hand_over: bool) {
+    live.out.ready.clear();
+    if (hand_over || live._attached.len() > DETACH_INLINE)
+        && let Some(pipe) = detach::hand_over(&detach::process_links())
+    {
+        py.detach(move || {
+            // Our copies go at once: the holding process has its own.
+            drop(live);
+            // SAFETY: our end of the pipe; closing it lets the holding process go on.
+            unsafe { libc::close(pipe) };
+        });
+        return;
+    }
+    py.detach(move || drop(live));
+}
+
 impl Drop for Session {
     fn drop(&mut self) {
         let live = self.live.get_mut().unwrap_or_else(|p| p.into_inner()).take();
-        let Some(mut live) = live else { return };
+        let Some(live) = live else { return };
         if std::process::id() != self.owner {
             forget_inherited(live);
             return;
         }
         // SAFETY: pyo3 drops a class's data in its tp_dealloc, with the GIL held.
         let py = unsafe { Python::assume_attached() };
-        live.out.ready.clear();
-        // Detaching waits for RCU grace periods: let other threads run meanwhile, as `close()` does.
-        py.detach(move || drop(live));
+        release(py, live, false);
     }
 }
 
@@ -564,7 +644,7 @@ impl Session {
                 ring,
                 logs,
                 lost_checked: Instant::now(),
-                lost_reported: 0,
+                lost_reported: Lost::default(),
                 report_now: false,
                 _attached: attached,
                 out: Out::default(),
@@ -579,8 +659,10 @@ impl Session {
             closed: AtomicBool::new(false),
             ended: AtomicBool::new(false),
             latency: Duration::from_nanos(latency_ns),
-            dropped: AtomicU64::new(0),
+            undecodable: AtomicU64::new(0),
+            uring_unpaired: AtomicU64::new(0),
             final_lost: AtomicU64::new(0),
+            hand_over: AtomicBool::new(false),
             holder: AtomicU64::new(0),
             owner: std::process::id(),
         })
@@ -677,33 +759,14 @@ impl Session {
         self.with_live(py, |_| Ok(()))
     }
 
-    /// As `close()`, for a process about to exit (the CLI): the kernel waits for an RCU grace
-    /// period whenever a watcher was the last to use a tracepoint (~40 ms each, one tracepoint
-    /// after the other: a third of a second for a pid watcher). A short-lived child takes copies
-    /// of the fds and keeps them until this process has exited, so that the wait falls to it and
-    /// this process can end at once. Falls back to `close()` if no child can be made.
+    /// As `close()`, for a process about to exit (the CLI, the interpreter's exit): the kernel
+    /// waits for an RCU grace period whenever a watcher was the last to use a tracepoint (~40 ms
+    /// each, one tracepoint after the other: a third of a second for a pid watcher). A process of
+    /// its own holding copies of the links pays that wait, so that this one can end at once (it
+    /// holds nothing else of ours). As `close()` if no such process can be made.
     fn close_in_background(&self, py: Python<'_>) -> PyResult<()> {
-        if std::process::id() != self.owner || self.closed.load(Ordering::Acquire) {
-            return self.close(py);
-        }
-        let parent = std::process::id() as libc::pid_t;
-        // SAFETY: fork; the child only makes async-signal-safe calls and never returns.
-        match unsafe { libc::fork() } {
-            0 => unsafe {
-                // Let go of the terminal and of pipes someone may wait on for an EOF.
-                for fd in 0..3 {
-                    libc::close(fd);
-                }
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                if libc::getppid() == parent {
-                    loop {
-                        libc::pause();
-                    }
-                }
-                libc::_exit(0)
-            },
-            _ => self.close(py),
-        }
+        self.hand_over.store(true, Ordering::Release);
+        self.close(py)
     }
 
     /// Called in a forked child (os.register_at_fork): lets go of the parent's kernel objects,
@@ -747,7 +810,7 @@ impl Session {
     fn lost(&self, py: Python<'_>) -> PyResult<u64> {
         let counters = self.counters.lock_py_attached(py).unwrap_or_else(|p| p.into_inner());
         match counters.as_ref() {
-            Some(counters) => Ok(self.lost_now(counters)?),
+            Some(counters) => Ok(self.lost_now(counters)?.total()),
             None => Ok(self.final_lost.load(Ordering::Acquire)),
         }
     }

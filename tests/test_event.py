@@ -64,13 +64,24 @@ def test_equality_hash_and_pickle() -> None:
     assert pickle.loads(pickle.dumps(ev)) == ev
 
 
+def test_fd_none_with_a_result_is_a_fixed_file_slot() -> None:
+    # An io_uring open into a fixed-file slot: ret is 0 (or the slot chosen), and there is no fd.
+    slot = make(syscall="io_uring", ret=0, fd=None)
+    assert (slot.fd, slot.ret, slot.errno) == (None, 0, None)
+    assert pickle.loads(pickle.dumps(slot)) == slot and slot != make(syscall="io_uring", ret=0)
+    assert make(fd=3) == make() and make(ret=-2, fd=None) == make(ret=-2)
+    assert make(fd=None, ret=-2).fd is None
+
+
 @pytest.mark.parametrize(
     ("overrides", "error"),
     [
         ({"syscall": "read"}, ValueError),
         ({"comm": "x" * 16}, ValueError),
         ({"pid": -1}, ValueError),
-        ({"fd": 3}, TypeError),
+        ({"fd": 4}, ValueError),
+        ({"fd": "3"}, TypeError),
+        ({"errno": 2}, TypeError),
         ({"nope": 3}, TypeError),
         ({"path": 5}, TypeError),
     ],

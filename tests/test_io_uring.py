@@ -8,6 +8,7 @@ import errno
 import json
 import logging
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -66,6 +67,7 @@ def test_open_and_enoent_as_the_kernel_answered(helper: Path, tmp_path: Path) ->
     assert {(e.cgroup_id, e.ns_pid, e.cgroup) for e in syscall_opens} == {(first.cgroup_id, first.ns_pid,
                                                                            first.cgroup)}
     assert first.timestamp_ns < second.timestamp_ns
+    assert [pickle.loads(pickle.dumps(e)) for e in (first, second)] == [first, second]
 
 
 def test_openat2_create_with_mode(helper: Path, tmp_path: Path) -> None:
@@ -109,6 +111,9 @@ def test_fixed_file_slot_has_no_fd(helper: Path, tmp_path: Path, caplog: pytest.
     assert ev.full_path is None
     assert "fixed-file slot" in caplog.text
     assert ev.to_dict()["fd"] is None
+    # A copy made from its fields (pickled) is the same event, still without an fd.
+    copy = pickle.loads(pickle.dumps(ev))
+    assert copy == ev and hash(copy) == hash(ev) and copy.fd is None
 
 
 def test_sqpoll_ring(helper: Path, tmp_path: Path) -> None:
@@ -196,6 +201,14 @@ def test_a_success_with_no_completion_is_counted_as_lost(helper: Path, tmp_path:
     assert [e.path for e in uring(events)] == [str(target)]
 
 
+def test_a_failure_despite_skip_success_is_reported(helper: Path, tmp_path: Path) -> None:
+    """With IOSQE_CQE_SKIP_SUCCESS, a failed open still posts its completion: it is an event."""
+    [report], events = run(helper, tmp_path, [f"skip:{tmp_path}/missing"])
+    assert report["res"] == -errno.ENOENT
+    [ev] = uring(events)
+    assert (ev.path, ev.ret, ev.errno) == (f"{tmp_path}/missing", -errno.ENOENT, errno.ENOENT)
+
+
 def test_watch_filters_apply(helper: Path, tmp_path: Path) -> None:
     target = tmp_path / "f"
     target.write_bytes(b"")
@@ -238,8 +251,14 @@ def test_io_uring_disabled_is_skipped_with_a_debug_log() -> None:
             [sys.executable, "-c", "import logging, opentrace; logging.basicConfig(level=logging.DEBUG)\n"
              "with opentrace.watch() as w: print(','.join(w.syscalls))"],
             capture_output=True, text=True, timeout=60)
+        # Asked for alone, it is an error that says why.
+        alone = subprocess.run(
+            [sys.executable, "-c", "import opentrace\nopentrace.watch(syscalls=['io_uring'])"],
+            capture_output=True, text=True, timeout=60)
     finally:
         knob.write_text(before)
+    assert alone.returncode == 1
+    assert "io_uring open requests cannot be traced here: io_uring is disabled" in alone.stderr, alone.stderr
     assert probe.returncode == 0, probe.stderr
     traced = probe.stdout.strip().split(",")
     assert "io_uring" not in traced and "openat" in traced, traced

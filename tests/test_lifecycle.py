@@ -109,6 +109,42 @@ def test_interpreter_exit_releases_everything_and_does_not_hang() -> None:
     assert wait_gone(bpf_program_ids() - before) == set()
 
 
+def test_detaching_at_exit_holds_none_of_the_process_fds() -> None:
+    """At interpreter exit the programs' detach is left to a process of its own: it must hold
+    only the links, not the process's pipes. An exit handler registered before opentrace was
+    imported (it runs after opentrace's) closes a child's stdin and waits for it to see EOF."""
+    code = (
+        "import atexit, subprocess, sys\n"
+        "cat = subprocess.Popen(['cat'], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)\n"
+        "atexit.register(lambda: (cat.stdin.close(), print('cat', cat.wait(20), flush=True)))\n"
+        "import opentrace\n"
+        "w = opentrace.watch()\n"
+    )
+    before = bpf_program_ids()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "cat 0\n", done.stderr
+    assert wait_gone(bpf_program_ids() - before) == set()
+
+
+@pytest.mark.parametrize("end", [_close, _break_and_collect])
+def test_a_watcher_of_hundreds_of_tracepoints_ends_at_once(end) -> None:
+    """The kernel detaches such tracepoints one after the other, ~40 ms each (about 13 s for
+    every sys_enter_*): closing it, or dropping it unclosed, leaves that to a process of its own."""
+    before_fds, before_progs = kernel_fds(), bpf_program_ids()
+    w = opentrace.watch_tracepoints("syscalls:sys_enter_*")
+    assert len(w.tracepoints) > 100
+    started = time.monotonic()
+    end(w)
+    del w
+    gc.collect()
+    took = time.monotonic() - started
+    assert kernel_fds() == before_fds
+    assert took < 3, f"ending the watcher took {took:.1f} s"
+    # The holding process lets go in the end.
+    assert wait_gone(bpf_program_ids() - before_progs, timeout=60) == set()
+
+
 # Threads ----------------------------------------------------------------------------------------
 
 

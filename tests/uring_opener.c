@@ -8,8 +8,9 @@
  *     create:PATH:MODE      IORING_OP_OPENAT2, O_CREAT|O_WRONLY|O_TRUNC, MODE in octal
  *     fixed:PATH            IORING_OP_OPENAT into fixed-file slot 0
  *     cloexec_fixed:PATH    the same with O_CLOEXEC, which the kernel refuses before submission
- *     skip:PATH             IORING_OP_OPENAT with IOSQE_CQE_SKIP_SUCCESS (a success posts no
- *                           completion; a NOP is waited for instead; the fd is not known)
+ *     skip:PATH             IORING_OP_OPENAT with IOSQE_CQE_SKIP_SUCCESS, and a NOP (a success
+ *                           posts no completion: res is 0 then, the fd not known; a failure
+ *                           posts one, and res is its error)
  *     opens:PATH:N          N opens and closes through the ring (no output per open)
  *     reads:PATH:N          N IORING_OP_READs of PATH's first 64 bytes (no output per read)
  *   --sqpoll: a ring with a kernel submission thread; --async: requests forced to io-wq workers;
@@ -133,8 +134,33 @@ int main(int argc, char **argv) {
             struct io_uring_sqe *s = sqe();
             io_uring_prep_openat(s, AT_FDCWD, a, O_RDONLY, 0);
             io_uring_sqe_set_flags(s, sqe_flags | IOSQE_CQE_SKIP_SUCCESS);
-            io_uring_prep_nop(sqe());
-            report(kind, complete(), 1);
+            io_uring_sqe_set_data64(s, 1);
+            struct io_uring_sqe *nop = sqe();
+            io_uring_prep_nop(nop);
+            io_uring_sqe_set_data64(nop, 2);
+            if ((ret = io_uring_submit(&ring)) < 0)
+                die("io_uring_submit", ret);
+            /* The NOP's completion, and the open's if it failed (a failure is posted after all, in
+             * any order: draining does not count skipped completions); a success posts none, so
+             * the open's is waited for only so long. */
+            int res = 0, nop_seen = 0, open_seen = 0;
+            while (!nop_seen || !open_seen) {
+                struct io_uring_cqe *cqe;
+                struct __kernel_timespec wait = {.tv_nsec = 300 * 1000 * 1000};
+                ret = nop_seen ? io_uring_wait_cqe_timeout(&ring, &cqe, &wait) : io_uring_wait_cqe(&ring, &cqe);
+                if (ret == -ETIME)
+                    break;
+                if (ret < 0)
+                    die("io_uring_wait_cqe", ret);
+                if (cqe->user_data == 1) {
+                    res = cqe->res;
+                    open_seen = 1;
+                } else {
+                    nop_seen = 1;
+                }
+                io_uring_cqe_seen(&ring, cqe);
+            }
+            report(kind, res, 1);
         } else if ((strcmp(kind, "opens") == 0 || strcmp(kind, "reads") == 0) && b) {
             long n = strtol(b, NULL, 10);
             int reads = kind[0] == 'r', fd = -1;

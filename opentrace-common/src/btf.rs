@@ -355,7 +355,6 @@ pub fn layout<D: AsRef<[u8]>>(btf: &Btf<D>) -> Result<Layout, String> {
     })();
     let io_uring = (|| {
         offsets.req_opcode = sized("io_kiocb", "opcode", 1)?;
-        offsets.req_flags = btf.member("io_kiocb", "flags")?.offset;
         offsets.req_cmd = btf.member("io_kiocb", "cmd")?.offset;
         offsets.open_dfd = sized("io_open", "dfd", 4)?;
         offsets.open_file_slot = sized("io_open", "file_slot", 4)?;

@@ -371,11 +371,10 @@ pub struct KernelOffsets {
     pub fdt_max_fds: u32,
     pub fdt_fd: u32,
     pub file_path: u32,
-    /// `struct io_kiocb`: `opcode`, `flags`, and its command data, which for an open request is
+    /// `struct io_kiocb`: `opcode` and its command data, which for an open request is
     /// a `struct io_open`; then, relative to that, `dfd`, `file_slot`, `filename`, `how`; and
     /// `struct filename`'s `name`.
     pub req_opcode: u32,
-    pub req_flags: u32,
     pub req_cmd: u32,
     pub open_dfd: u32,
     pub open_file_slot: u32,
@@ -443,9 +442,6 @@ pub mod full {
 /// `IORING_OP_OPENAT` and `IORING_OP_OPENAT2` (uapi values).
 pub const IORING_OP_OPENAT: u8 = 18;
 pub const IORING_OP_OPENAT2: u8 = 28;
-/// A request's `flags` start with its `IOSQE_*` flags: `IOSQE_CQE_SKIP_SUCCESS` (uapi bit 6) says
-/// no completion is posted if it succeeds.
-pub const REQ_CQE_SKIP_SUCCESS: u32 = 1 << 6;
 
 /// Where `struct io_uring_sqe` (uapi, the same on every kernel) keeps what an open request
 /// carries: `opcode`, `fd` (the dfd), `addr2` (openat2's `struct open_how *`), `addr` (the path),
@@ -458,6 +454,9 @@ pub mod sqe {
     pub const LEN: u64 = 24;
     pub const OPEN_FLAGS: u64 = 28;
 }
+
+/// How many io_uring open requests the kernel's map keeps waiting for their completions.
+pub const URING_PENDING_MAX: u32 = 16384;
 
 /// What the result of an io_uring open request needs from its submission, kept in the kernel
 /// by the request's address until it completes (an LRU map: requests that never complete, when a

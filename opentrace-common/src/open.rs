@@ -184,8 +184,9 @@ impl core::hash::Hash for SmallBytes {
     }
 }
 
-/// An open event that owns its data (what `OpenEvent` holds).
-#[derive(Clone, PartialEq, Eq, Hash)]
+/// An open event that owns its data (what `OpenEvent` holds). Equal to another, and hashed, by
+/// what its fields show (see [`OwnedOpen::canonical`]).
+#[derive(Clone)]
 pub struct OwnedOpen {
     pub head: OpenHeader,
     pub path: SmallBytes,
@@ -209,6 +210,39 @@ impl OwnedOpen {
             full: self.full.as_ref().map(SmallBytes::as_bytes),
             cgroup: self.cgroup.as_deref(),
         }
+    }
+
+    /// The header as the fields show it, without what only the reader used (the record kind,
+    /// the diagnostics, the lengths of the pieces a full path was made of): an event and its
+    /// copy built from its fields (pickled) compare equal.
+    fn canonical(&self) -> OpenHeader {
+        let fixed_slot = self.head.ret >= 0 && self.head.status & STATUS_FIXED_SLOT != 0;
+        OpenHeader {
+            kind: RecordKind::Open as u8,
+            status: if fixed_slot { STATUS_FIXED_SLOT } else { 0 },
+            full: 0,
+            fault: 0,
+            full_len: 0,
+            _pad2: 0,
+            ..self.head
+        }
+    }
+}
+
+impl PartialEq for OwnedOpen {
+    fn eq(&self, other: &Self) -> bool {
+        self.canonical() == other.canonical()
+            && self.path == other.path
+            && self.full == other.full
+            && self.cgroup == other.cgroup
+    }
+}
+
+impl Eq for OwnedOpen {}
+
+impl core::hash::Hash for OwnedOpen {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        (self.canonical(), &self.path, &self.full, &self.cgroup).hash(state);
     }
 }
 
@@ -249,7 +283,7 @@ pub static FIELDS: &[Field<Get, Set>] = &[
     int!(flags, DICT),
     int!(mode, DICT),
     int!(ret, DICT),
-    Field { name: "fd", get: |e| Value::from(e.fd()), set: None, show: DICT | REPR },
+    Field { name: "fd", get: |e| Value::from(e.fd()), set: Some(set_fd), show: DICT | REPR },
     Field {
         name: "errno",
         get: |e| Value::from((e.head.ret < 0).then(|| e.head.ret.saturating_neg())),
@@ -378,6 +412,18 @@ fn set_syscall(o: &mut OwnedOpen, v: Input<'_>) -> Result<(), SetError> {
         SetError::Value(format!("syscall must be one of {}, not {name:?}", names.join(", ")))
     })?;
     o.head.syscall = syscall as u8;
+    Ok(())
+}
+
+/// `fd`: `ret`, or None, which with `ret` >= 0 is an io_uring open into a fixed-file slot (the
+/// constructor checks that an int is `ret`, whichever is given first).
+fn set_fd(o: &mut OwnedOpen, v: Input<'_>) -> Result<(), SetError> {
+    if let Input::None = v {
+        o.head.status |= STATUS_FIXED_SLOT;
+    } else {
+        v.int::<i64>("fd")?;
+        o.head.status &= !STATUS_FIXED_SLOT;
+    }
     Ok(())
 }
 

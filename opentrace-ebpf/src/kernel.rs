@@ -41,7 +41,6 @@ pub static KERNEL: KernelOffsets = KernelOffsets {
     fdt_fd: 0,
     file_path: 0,
     req_opcode: 0,
-    req_flags: 0,
     req_cmd: 0,
     open_dfd: 0,
     open_file_slot: 0,

@@ -13,9 +13,9 @@ use aya_ebpf::{
 };
 use opentrace_common::{
     COUNTER_LOST_RING, IORING_OP_OPENAT, IORING_OP_OPENAT2, NO_FIELD, OPEN_HEADER_SIZE, OpenRecord, PATH_MAX,
-    REQ_CQE_SKIP_SUCCESS, RecordKind, STATUS_FIXED_SLOT, STATUS_PATH_FAULT, Syscall, URING_COMPLETE_ARGS,
-    URING_COMPLETE_ARGS_6_0, URING_COMPLETE_SIZE, UringArgs, UringComplete, UringPending, WITH_FULL_PATH,
-    full, sqe,
+    RecordKind, STATUS_FIXED_SLOT, STATUS_PATH_FAULT, Syscall, URING_COMPLETE_ARGS, URING_COMPLETE_ARGS_6_0,
+    URING_COMPLETE_SIZE, URING_PENDING_MAX, UringArgs, UringComplete, UringPending, WITH_FULL_PATH, full,
+    sqe,
 };
 
 use crate::{
@@ -29,9 +29,11 @@ use crate::{
 static URING_ARGS: UringArgs = UringArgs::DEFAULT;
 
 /// Submitted open requests not completed yet, by address. An LRU map: a request that never
-/// completes (its ring torn down) ages out instead of holding memory.
+/// completes (its ring torn down) ages out instead of holding memory. The kernel reuses
+/// requests, so an entry left behind (its completion not traced) must not be taken for a later
+/// request's: every open submitted at that address replaces or removes it.
 #[map]
-static URING_PENDING: LruHashMap<u64, UringPending> = LruHashMap::with_max_entries(16384, 0);
+static URING_PENDING: LruHashMap<u64, UringPending> = LruHashMap::with_max_entries(URING_PENDING_MAX, 0);
 
 /// The completion's record (a header and the full path).
 #[repr(C)]
@@ -53,7 +55,10 @@ pub fn io_uring_submit_req(ctx: RawTracePointContext) -> i32 {
     if !is_open(req) {
         return 0;
     }
-    let _ = try_submit(req);
+    if !matches!(try_submit(req), Ok(true)) {
+        // Filtered out or unreadable: its completion must find nothing here.
+        let _ = URING_PENDING.remove(req);
+    }
     0
 }
 
@@ -76,16 +81,15 @@ fn is_open(req: u64) -> bool {
     matches!(read::<u8>(req + offset!(req_opcode)), Ok(IORING_OP_OPENAT | IORING_OP_OPENAT2))
 }
 
+/// Sends the request's record and leaves what its completion needs in `URING_PENDING`. Whether
+/// it did. An open submitted with `IOSQE_CQE_SKIP_SUCCESS` is no different here: if it fails,
+/// the kernel posts (and traces) its completion after all; if it succeeds, no completion comes,
+/// and the reader counts it lost when its address is reused or the watcher ends.
 #[inline(always)]
-fn try_submit(req: u64) -> Result<u32, i64> {
-    let Some((tgid, tid)) = process::current_ids() else { return Ok(0) };
+fn try_submit(req: u64) -> Result<bool, i64> {
+    let Some((tgid, tid)) = process::current_ids() else { return Ok(false) };
     if !wanted(tgid, tid) {
-        return Ok(0);
-    }
-    if read::<u32>(req + offset!(req_flags))? & REQ_CQE_SKIP_SUCCESS != 0 {
-        // A success posts no completion, so its result would never come: counted, not reported.
-        count(COUNTER_LOST_RING);
-        return Ok(0);
+        return Ok(false);
     }
     let open = req + offset!(req_cmd);
     let dfd: i32 = read(open + offset!(open_dfd))?;
@@ -94,7 +98,7 @@ fn try_submit(req: u64) -> Result<u32, i64> {
     let filename: u64 = read(open + offset!(open_filename))?;
     let name: u64 = read(filename + offset!(filename_name))?;
 
-    let Some(event) = SCRATCH.get_ptr_mut(0) else { return Ok(0) };
+    let Some(event) = SCRATCH.get_ptr_mut(0) else { return Ok(false) };
     // SAFETY: this CPU's slot; tracepoint programs do not nest on a CPU.
     let event = unsafe { &mut *event };
     let header = &mut event.header;
@@ -121,22 +125,28 @@ fn try_submit(req: u64) -> Result<u32, i64> {
         }
     };
     event.header.path_len = path_len as u16;
-    let size = OPEN_HEADER_SIZE + (path_len as usize & (PATH_MAX - 1));
-    // SAFETY: the header and the path are in the slot.
-    let record = unsafe { core::slice::from_raw_parts((event as *const OpenRecord).cast::<u8>(), size) };
-    let submit_lost = u8::from(EVENTS.output::<[u8]>(record, ADAPTIVE_WAKEUP).is_err());
-    let pending = UringPending {
+    // The entry first: without it the completion cannot be matched, and the event is lost
+    // (counted here, once: no record is sent).
+    let mut pending = UringPending {
         dfd,
         absolute: u8::from(path_len > 0 && event.data[0] == b'/'),
         fixed: u8::from(slot != 0),
-        submit_lost,
+        submit_lost: 0,
         _pad: 0,
     };
     if URING_PENDING.insert(req, pending, 0).is_err() {
-        // Without the entry the completion cannot be matched: the event is lost.
         count(COUNTER_LOST_RING);
+        return Ok(true);
     }
-    Ok(0)
+    let size = OPEN_HEADER_SIZE + (path_len as usize & (PATH_MAX - 1));
+    // SAFETY: the header and the path are in the slot.
+    let record = unsafe { core::slice::from_raw_parts((event as *const OpenRecord).cast::<u8>(), size) };
+    if EVENTS.output::<[u8]>(record, ADAPTIVE_WAKEUP).is_err() {
+        // The reader never sees this request: its completion counts it lost (once).
+        pending.submit_lost = 1;
+        let _ = URING_PENDING.insert(req, pending, 0);
+    }
+    Ok(true)
 }
 
 /// `io_uring_req_failed(sqe, req, error)`: a request that failed before submission (its path
@@ -145,8 +155,11 @@ fn try_submit(req: u64) -> Result<u32, i64> {
 #[raw_tracepoint(tracepoint = "io_uring_req_failed")]
 pub fn io_uring_req_failed(ctx: RawTracePointContext) -> i32 {
     let sqe: u64 = ctx.arg(0);
+    let req: u64 = ctx.arg(1);
     let error: u64 = ctx.arg(2);
     if let Ok(opcode @ (IORING_OP_OPENAT | IORING_OP_OPENAT2)) = read::<u8>(sqe + sqe::OPCODE) {
+        // Its completion (the error) must not be paired with an entry a request before it left.
+        let _ = URING_PENDING.remove(req);
         let _ = try_failed(sqe, opcode, i64::from(error as i32));
     }
     0
@@ -244,8 +257,8 @@ fn try_complete(req: u64, res: u64, args: UringArgs) -> Result<u32, i64> {
     let size = URING_COMPLETE_SIZE + (full_len as usize & (PATH_MAX - 1));
     // SAFETY: the header and the full path are in the slot.
     let record = unsafe { core::slice::from_raw_parts((done as *const Completed).cast::<u8>(), size) };
-    if EVENTS.output::<[u8]>(record, ADAPTIVE_WAKEUP).is_err() {
-        count(COUNTER_LOST_RING);
-    }
+    // A completion that does not fit is not counted here: the reader, holding the request, counts
+    // it lost when the request's address is reused or the watcher ends (once).
+    let _ = EVENTS.output::<[u8]>(record, ADAPTIVE_WAKEUP);
     Ok(0)
 }
