@@ -96,7 +96,7 @@ fn cell(column: &Column, value: Value<'_>, width: usize, out: &mut String) {
         (Value::Text(bytes), Render::Prefix(n)) => printable(&bytes[..bytes.len().min(n)], out),
         (Value::Text(bytes) | Value::Bytes(bytes), _) => printable(bytes, out),
         (Value::Name(name), _) => printable(name.as_bytes(), out),
-        (array @ Value::Array { .. }, _) => push_array(array, out),
+        (array @ Value::Array { .. }, _) => push_array(array, ",", out),
     }
     let used = out[start..].chars().count();
     if used < width {
@@ -259,18 +259,7 @@ impl<'o> JsonObject<'o> {
             }
             array @ Value::Array { .. } => {
                 self.key(name);
-                self.out.push('[');
-                for (i, n) in array.ints().enumerate() {
-                    if i > 0 {
-                        self.out.push_str(", ");
-                    }
-                    match n {
-                        Value::Int(n) => push_int(self.out, n, 0, Align::Left),
-                        Value::UInt(n) => push_uint(self.out, n, 0, Align::Left),
-                        _ => {}
-                    }
-                }
-                self.out.push(']');
+                push_array(array, ", ", self.out);
             }
         }
     }
@@ -280,12 +269,13 @@ impl<'o> JsonObject<'o> {
     }
 }
 
-/// An array as the CLI shows it: `[1,2,3]`.
-pub fn push_array(array: Value<'_>, out: &mut String) {
+/// An array of integers: `[1,2,3]` as the CLI shows it (`separator` ","), `[1, 2, 3]` as Python's
+/// `json.dumps` writes it (", ").
+pub fn push_array(array: Value<'_>, separator: &str, out: &mut String) {
     out.push('[');
     for (i, n) in array.ints().enumerate() {
         if i > 0 {
-            out.push(',');
+            out.push_str(separator);
         }
         match n {
             Value::Int(n) => push_int(out, n, 0, Align::Left),

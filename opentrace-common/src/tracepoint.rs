@@ -207,14 +207,10 @@ fn pointer(field: &Field) -> Kind {
     }
 }
 
-/// Reads an integer of `size` bytes (little-endian) at `at`.
+/// Reads an integer of `size` bytes (1, 2, 4 or 8; little-endian) at `at`.
 fn int_at(raw: &[u8], at: usize, size: u8, signed: bool) -> Option<Value<'_>> {
     let bytes = raw.get(at..at + usize::from(size))?;
-    let mut word = [0u8; 8];
-    word[..bytes.len()].copy_from_slice(bytes);
-    let unsigned = u64::from_le_bytes(word);
-    let shift = 64 - 8 * u32::from(size);
-    Some(if signed { Value::Int(((unsigned << shift) as i64) >> shift) } else { Value::UInt(unsigned) })
+    Value::Array { bytes, elem: size, signed }.ints().next()
 }
 
 /// Text up to the first NUL.
@@ -347,7 +343,7 @@ impl<'a> Event<'a> {
                 Value::UInt(n) => push_uint(out, n, 0, Align::Left),
                 Value::Text(bytes) | Value::Bytes(bytes) => printable(bytes, out),
                 Value::Name(name) => printable(name.as_bytes(), out),
-                array @ Value::Array { .. } => push_array(array, out),
+                array @ Value::Array { .. } => push_array(array, ",", out),
             }
         }
         out.push('\n');
