@@ -5,7 +5,7 @@ use std::{
     os::fd::AsRawFd,
     sync::{
         Arc, Mutex, TryLockError,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -89,10 +89,11 @@ struct Out {
 
 impl Out {
     /// Takes one decoded event; returns false once the read wants no more.
-    fn take(&mut self, py: Python<'_>, want: &Want<'_>, decoded: Decoded<'_>) -> PyResult<bool> {
+    fn take(&mut self, py: Python<'_>, want: &Want<'_>, mut decoded: Decoded<'_>) -> PyResult<bool> {
         match want {
             Want::Events => {
-                let event = Py::new(py, OpenEvent::new(decoded.open(), decoded.cgroup.clone()))?;
+                let cgroup = decoded.cgroup.take();
+                let event = Py::new(py, OpenEvent::new(decoded.open(), cgroup))?;
                 Ok(self.ready(event.into_any()))
             }
             Want::Text { formatter, limit } => {
@@ -192,6 +193,31 @@ fn thread_token() -> u64 {
     TOKEN.with(|t| *t)
 }
 
+/// This process's id, without a system call each time: every read asks (a watcher belongs to
+/// the process that made it), and while syscall tracepoints are enabled every system call of
+/// every process is slower (a getpid per event doubled the Python loop's cost). A forked child
+/// forgets it (`pthread_atfork`); if the handler cannot be registered, the kernel is asked each
+/// time.
+fn this_process() -> u32 {
+    static PID: AtomicU32 = AtomicU32::new(0);
+    static CACHED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    extern "C" fn forget() {
+        PID.store(0, Ordering::Relaxed);
+    }
+    // SAFETY: registers a child handler that only stores to an atomic (async-signal-safe).
+    let cached = *CACHED.get_or_init(|| unsafe { libc::pthread_atfork(None, None, Some(forget)) } == 0);
+    match PID.load(Ordering::Relaxed) {
+        pid if pid != 0 && cached => pid,
+        _ => {
+            let pid = std::process::id();
+            if cached {
+                PID.store(pid, Ordering::Relaxed);
+            }
+            pid
+        }
+    }
+}
+
 /// The instant `timeout` seconds from now (`watch()` checked it: None, or a number >= 0).
 fn deadline(timeout: Option<f64>) -> Option<Instant> {
     let seconds = timeout?;
@@ -204,7 +230,7 @@ impl Session {
     /// session on the same thread it gets an error, not a deadlock; if it calls `close()`, the
     /// teardown happens here, as `f` returns.
     fn with_live<T>(&self, py: Python<'_>, f: impl FnOnce(&mut Option<Live>) -> PyResult<T>) -> PyResult<T> {
-        if std::process::id() != self.owner {
+        if this_process() != self.owner {
             return Err(OpentraceError::new_err(format!(
                 "this watcher belongs to process {}, which this process was forked from; a forked \
                  child cannot read it (its events go to the parent): open a new watcher in the child",
@@ -547,7 +573,7 @@ impl Drop for Session {
     fn drop(&mut self) {
         let live = self.live.get_mut().unwrap_or_else(|p| p.into_inner()).take();
         let Some(live) = live else { return };
-        if std::process::id() != self.owner {
+        if this_process() != self.owner {
             forget_inherited(live);
             return;
         }
@@ -664,7 +690,7 @@ impl Session {
             final_lost: AtomicU64::new(0),
             hand_over: AtomicBool::new(false),
             holder: AtomicU64::new(0),
-            owner: std::process::id(),
+            owner: this_process(),
         })
     }
 
@@ -753,7 +779,7 @@ impl Session {
             // Called from a handler inside this thread's own read: that read tears down as it returns.
             return Ok(());
         }
-        if std::process::id() != self.owner {
+        if this_process() != self.owner {
             return Ok(());
         }
         self.with_live(py, |_| Ok(()))
