@@ -22,6 +22,7 @@ counts in its peak RSS.)
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime
 import hashlib
 import json
@@ -287,6 +288,32 @@ def foreign_tracers() -> list[str]:
                 comm = Path(f"/proc/{entry}/comm").read_text().strip()
             found.append(f"{entry} {comm}")
     return found
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+SYS_BPF = 321 if platform.machine() == "x86_64" else 280
+BPF_PROG_GET_NEXT_ID = 11
+
+
+def bpf_program_ids() -> set[int]:
+    """Ids of every BPF program loaded in the kernel (BPF_PROG_GET_NEXT_ID)."""
+    ids: set[int] = set()
+    attr = (ctypes.c_uint32 * 4)()
+    while _libc.syscall(SYS_BPF, BPF_PROG_GET_NEXT_ID, ctypes.byref(attr), ctypes.sizeof(attr)) == 0:
+        ids.add(attr[1])
+        attr[0] = attr[1]
+    return ids
+
+
+def wait_programs_gone(before: set[int], timeout: float = 60.0) -> set[int]:
+    """Until the programs loaded since ``before`` are gone: a tracer that has exited may have
+    left detaching to a process of its own (opentrace does), and the kernel's grace periods
+    meanwhile would land in the next measurement. The ones still there after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while (left := bpf_program_ids() - before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
 
 
 def warn_foreign_tracers(consequence: str) -> None:

@@ -42,6 +42,7 @@ from common import (
     BenchError,
     CpuClock,
     LineReader,
+    bpf_program_ids,
     build_c,
     check_root,
     ensure_tracefs,
@@ -53,11 +54,13 @@ from common import (
     spawn,
     stop,
     tool_versions,
+    wait_programs_gone,
     warn_foreign_tracers,
     workspace,
     write_json,
 )
 
+SETTLE = 0.5  # after a tracer's programs are gone: the kernel's deferred frees (RCU) finish
 ATTACH_TIMEOUT = 60.0  # a tracer not seen attached within this is an error (bpftrace: ~30 s for 360 probes)
 DRAIN_MIN = 0.5  # seconds a tracer gets after the workload, at least
 DRAIN_MAX = 30.0
@@ -374,6 +377,7 @@ def measure(tracer: Tracer, work: Prepared, threads: int, ops: int, rnd: int, wo
                     expected=ops * threads * work.workload.events_per_op)
     m.foreign_tracers = foreign_tracers()
     tag = f"{seq:03d}-{tracer.name}-t{threads}"
+    programs_before = bpf_program_ids()
     workload = spawn([str(work.binary), *work.workload.args(work.target, ops, threads)],
                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     proc: subprocess.Popen[bytes] | None = None
@@ -443,6 +447,9 @@ def measure(tracer: Tracer, work: Prepared, threads: int, ops: int, rnd: int, wo
     finally:
         if proc is not None:
             stop(proc)
+            if wait_programs_gone(programs_before):
+                m.notes.append("its programs were still loaded 60 s after it exited")
+            time.sleep(SETTLE)
         stop(workload, signal.SIGKILL, 5.0)
         for p in (out, err):
             p.unlink(missing_ok=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import os
 import subprocess
@@ -16,6 +15,10 @@ import pytest
 import opentrace
 
 from .conftest import Child, collect, settle
+
+# The benchmarks' helper, one definition for both: the ids of every BPF program loaded.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+from common import bpf_program_ids
 
 pytestmark = pytest.mark.root
 
@@ -33,20 +36,6 @@ def kernel_fds() -> dict[str, int]:
             kinds[target] = kinds.get(target, 0) + 1
     return kinds
 
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-SYS_BPF, BPF_PROG_GET_NEXT_ID = 321, 11
-
-
-def bpf_program_ids() -> set[int]:
-    """Ids of every BPF program loaded in the kernel (BPF_PROG_GET_NEXT_ID)."""
-    ids: set[int] = set()
-    attr = (ctypes.c_uint32 * 4)()
-    while _libc.syscall(SYS_BPF, BPF_PROG_GET_NEXT_ID, ctypes.byref(attr), ctypes.sizeof(attr)) == 0:
-        ids.add(attr[1])
-        attr[0] = attr[1]
-    return ids
 
 
 def wait_gone(ids: set[int], timeout: float = 5.0) -> set[int]:
