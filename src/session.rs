@@ -512,26 +512,30 @@ impl Lost {
     fn since(self, before: Lost) -> String {
         let causes = [
             (
-                self.kernel.ring - before.kernel.ring,
+                self.kernel.ring.saturating_sub(before.kernel.ring),
                 "ring buffer full",
                 "the reader fell behind; a larger ring buffer (ring_size, --ring-size) absorbs longer bursts",
             ),
             (
-                self.kernel.unpaired - before.kernel.unpaired,
+                self.kernel.unpaired.saturating_sub(before.kernel.unpaired),
                 "no room to pair a syscall's entry and exit",
                 "the kernel could not allocate the task's storage",
             ),
             (
-                self.kernel.skipped - before.kernel.skipped,
+                self.kernel.skipped.saturating_sub(before.kernel.skipped),
                 "program runs skipped",
                 "the kernel skips a program's run while another BPF program runs on that CPU",
             ),
             (
-                self.uring - before.uring,
+                self.uring.saturating_sub(before.uring),
                 "io_uring result never came",
                 "no completion was traced: IOSQE_CQE_SKIP_SUCCESS, a completion queue overflow, more requests in flight than the kernel's map holds, or still in flight when the watcher ended",
             ),
-            (self.undecodable - before.undecodable, "records not decoded", "see the warnings above"),
+            (
+                self.undecodable.saturating_sub(before.undecodable),
+                "records not decoded",
+                "see the warnings above",
+            ),
         ];
         let causes: Vec<_> = causes.into_iter().filter(|(n, ..)| *n > 0).collect();
         let labels: Vec<String> = match causes.as_slice() {
@@ -541,7 +545,7 @@ impl Lost {
         let why: Vec<&str> = causes.iter().map(|(.., why)| *why).collect();
         format!(
             "{} events lost ({}; {} in all): {}",
-            self.total() - before.total(),
+            self.total().saturating_sub(before.total()),
             labels.join(", "),
             self.total(),
             why.join("; ")

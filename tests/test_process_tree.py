@@ -150,7 +150,8 @@ def test_run_return_codes_cwd_env_and_errors(tmp_path: Path) -> None:
 
 def test_closing_early_stops_tracing_and_leaves_the_command_running(tmp_path: Path) -> None:
     done = tmp_path / "done"
-    w = opentrace.run(["sh", "-c", f"sleep 0.5; echo > {done}"])
+    # Longer than close() takes: detaching a pid watcher waits for the kernel (~0.4 s here).
+    w = opentrace.run(["sh", "-c", f"sleep 3; echo > {done}"])
     w.close()
     assert w.returncode is None
     with pytest.raises(subprocess.TimeoutExpired):
