@@ -231,19 +231,24 @@ def _trace(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
     forwarding = _forward_signals(watcher.pid) if isinstance(watcher, CommandWatcher) else None
     try:
         with watcher:
+            formatter = None
+            if not args.summary:
+                formatter = Formatter(
+                    json=args.json, timestamp=args.timestamp, uid=args.print_uid, extended=args.extended,
+                    full_path=args.full_path, container=args.container, start_ns=time.monotonic_ns(),
+                )
+                # Before the line that says we are tracing: whoever stops us once they see it
+                # gets the header (and, from _stream, what was in the ring).
+                out.write(formatter.header())
             if not args.quiet:
                 what = ", ".join(watcher.syscalls)
                 if isinstance(watcher, CommandWatcher):
                     what = f"{' '.join(command or [])} (pid {watcher.pid}) and what it starts"
                 err.write(f"{PROG}: tracing {what}; Ctrl-C to stop\n")
                 err.flush()
-            if args.summary:
+            if formatter is None:
                 _summarize(watcher, args, out)
             else:
-                formatter = Formatter(
-                    json=args.json, timestamp=args.timestamp, uid=args.print_uid, extended=args.extended,
-                    full_path=args.full_path, container=args.container, start_ns=time.monotonic_ns(),
-                )
                 _stream(watcher, formatter, args, out)
             # About to exit: the kernel's slow part of detaching need not hold the exit up.
             watcher._session.close_in_background()
@@ -324,8 +329,7 @@ def _terminal_sent_it() -> bool:
 
 def _stream(watcher: Watcher[Any], formatter: Formatter, args: argparse.Namespace, out: _Output) -> None:
     """One line (or JSON object) per event, until the duration or count is reached, Ctrl-C, or a
-    pid watcher's processes have all exited."""
-    out.write(formatter.header())
+    pid watcher's processes have all exited. (The caller has written the header.)"""
     deadline = None if args.duration is None else time.monotonic() + args.duration
     remaining = args.count
 
@@ -508,12 +512,14 @@ def _watch(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
     except (ValueError, TypeError) as e:
         parser.error(str(e))
     with watcher:
+        formatter = Formatter.for_tracepoints(json=args.json, start_ns=time.monotonic_ns())
+        out.write(formatter.header())
         if not args.quiet:
             names = watcher.tracepoints
             shown = ", ".join(names) if len(names) <= 4 else f"{len(names)} tracepoints"
             err.write(f"{PROG}: watching {shown}; Ctrl-C to stop\n")
             err.flush()
-        _stream(watcher, Formatter.for_tracepoints(json=args.json, start_ns=time.monotonic_ns()), args, out)
+        _stream(watcher, formatter, args, out)
         watcher._session.close_in_background()
         if watcher.lost:
             err.write(f"{PROG}: {watcher.lost} events lost in all\n")
