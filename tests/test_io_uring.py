@@ -209,6 +209,22 @@ def test_a_failure_despite_skip_success_is_reported(helper: Path, tmp_path: Path
     assert (ev.path, ev.ret, ev.errno) == (f"{tmp_path}/missing", -errno.ENOENT, errno.ENOENT)
 
 
+def test_lost_records_are_counted_exactly(helper: Path, tmp_path: Path) -> None:
+    """A small ring not read until the command is done: submissions and completions alike are
+    dropped, and every open is either an event or counted in lost, once."""
+    target = tmp_path / "many"
+    target.write_bytes(b"")
+    n = 3000
+    with opentrace.run([str(helper), f"--out={tmp_path / 'o'}", f"opens:{target}:{n}"], cwd=tmp_path,
+                       syscalls=["io_uring"], ring_size=1 << 16) as w:
+        assert w.wait(30) == 0
+        events = list(w)
+        lost = w.lost
+    assert lost > 0, "the ring was meant to overflow"
+    assert all(e.path == str(target) and e.fd is not None for e in events)
+    assert len(events) + lost == n
+
+
 def test_watch_filters_apply(helper: Path, tmp_path: Path) -> None:
     target = tmp_path / "f"
     target.write_bytes(b"")

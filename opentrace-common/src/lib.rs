@@ -469,9 +469,7 @@ pub struct UringPending {
     pub absolute: u8,
     /// An open into a fixed-file slot.
     pub fixed: u8,
-    /// The submission's record did not fit the ring: the completion counts the event as lost.
-    pub submit_lost: u8,
-    pub _pad: u8,
+    pub _pad: [u8; 2],
 }
 
 /// The result of an io_uring open request; `full_len` bytes of full path follow.

@@ -127,12 +127,11 @@ fn try_submit(req: u64) -> Result<bool, i64> {
     event.header.path_len = path_len as u16;
     // The entry first: without it the completion cannot be matched, and the event is lost
     // (counted here, once: no record is sent).
-    let mut pending = UringPending {
+    let pending = UringPending {
         dfd,
         absolute: u8::from(path_len > 0 && event.data[0] == b'/'),
         fixed: u8::from(slot != 0),
-        submit_lost: 0,
-        _pad: 0,
+        _pad: [0; 2],
     };
     if URING_PENDING.insert(req, pending, 0).is_err() {
         count(COUNTER_LOST_RING);
@@ -142,9 +141,10 @@ fn try_submit(req: u64) -> Result<bool, i64> {
     // SAFETY: the header and the path are in the slot.
     let record = unsafe { core::slice::from_raw_parts((event as *const OpenRecord).cast::<u8>(), size) };
     if EVENTS.output::<[u8]>(record, ADAPTIVE_WAKEUP).is_err() {
-        // The reader never sees this request: its completion counts it lost (once).
-        pending.submit_lost = 1;
-        let _ = URING_PENDING.insert(req, pending, 0);
+        // The reader never sees this request: lost, counted now (once), and its completion, if
+        // one comes, finds nothing to complete.
+        count(COUNTER_LOST_RING);
+        return Ok(false);
     }
     Ok(true)
 }
@@ -224,10 +224,6 @@ fn try_complete(req: u64, res: u64, args: UringArgs) -> Result<u32, i64> {
     // SAFETY: the value is copied out before the entry is removed.
     let Some(pending) = (unsafe { URING_PENDING.get(req) }).copied() else { return Ok(0) };
     let _ = URING_PENDING.remove(req);
-    if pending.submit_lost != 0 {
-        count(COUNTER_LOST_RING);
-        return Ok(0);
-    }
     let ret = i64::from(if args.complete_res_at == NO_FIELD {
         res as i32
     } else {
