@@ -4,8 +4,8 @@
 use std::{collections::HashMap, sync::Arc};
 
 use opentrace_common::{
-    CGROUP_NAME_SIZE, CgroupName, OpenHeader, RecordKind, STATUS_HOW_FAULT, STATUS_PATH_FAULT, Syscall,
-    TracepointHeader, URING_COMPLETE_SIZE, URING_PENDING_MAX, UringComplete, full,
+    CGROUP_NAME_SIZE, CgroupName, OpenHeader, RecordKind, STATUS_PATH_FAULT, TracepointHeader,
+    URING_COMPLETE_SIZE, URING_PENDING_MAX, UringComplete, full,
     open::{self, DecodeError, Open},
     tracepoint::{self, Schema},
 };
@@ -180,12 +180,23 @@ impl Decoder {
             Some(RecordKind::UringComplete) => {
                 let (done, walked) = uring_complete(record)?;
                 let Some((mut head, path)) = self.uring.remove(&done.req) else { return Ok(Record::Kept) };
+                if head.timestamp_ns != done.submitted_ns {
+                    // The request waiting at this address is an older one that never completed
+                    // for us; this completion's own submission never reached us (its program's
+                    // run was skipped: counted there).
+                    self.orphaned += 1;
+                    return Ok(Record::Kept);
+                }
                 if self.failed_only && done.ret >= 0 {
                     return Ok(Record::Kept);
                 }
                 (head.ret, head.full, head.full_len) = (done.ret, done.full, done.full_len);
                 // An open event like any other from here on (equal to its copy, pickled or not).
                 head.kind = RecordKind::Open as u8;
+                // The kernel's copy of the path could not be read (the syscalls' programs say so in
+                // their own log; io_uring's cannot). Not for opens refused before submission: the
+                // path they carry is the caller's, and unreadable is why they were refused.
+                self.unread_uring_paths += u64::from(head.status & STATUS_PATH_FAULT != 0);
                 self.completed = path;
                 (head, &self.completed[..], walked)
             }
@@ -194,11 +205,6 @@ impl Decoder {
                 (head, path, walked)
             }
         };
-        // The syscalls' programs say so in their own log (diagnose); io_uring's cannot.
-        if head.syscall == Syscall::IoUring as u8 && head.status & (STATUS_PATH_FAULT | STATUS_HOW_FAULT) != 0
-        {
-            self.unread_uring_paths += 1;
-        }
         if head.full >= full::FIRST_UNRESOLVED {
             self.unresolved[usize::from(head.full)] += 1;
         }
@@ -252,7 +258,8 @@ mod tests {
         [bytes(&head, OPEN_HEADER_SIZE), path.to_vec()].concat()
     }
 
-    fn complete(req: u64, ret: i64) -> Vec<u8> {
+    /// The completion of the request submitted at `req` with `timestamp_ns` `submitted_ns`.
+    fn complete(req: u64, submitted_ns: u64, ret: i64) -> Vec<u8> {
         let done = UringComplete {
             kind: RecordKind::UringComplete as u8,
             full: full::NOT_ASKED,
@@ -260,6 +267,7 @@ mod tests {
             _pad: 0,
             req,
             ret,
+            submitted_ns,
         };
         bytes(&done, URING_COMPLETE_SIZE)
     }
@@ -278,10 +286,10 @@ mod tests {
         assert_eq!(opened(&mut decoder, &submit(0x1000, b"/a", 1)), None);
         assert_eq!(opened(&mut decoder, &submit(0x2000, b"/b", 2)), None);
         // Completed out of order; O_LARGEFILE is not the request's.
-        assert_eq!(opened(&mut decoder, &complete(0x2000, -2)), Some((b"/b".to_vec(), -2, 0o2)));
-        assert_eq!(opened(&mut decoder, &complete(0x1000, 5)), Some((b"/a".to_vec(), 5, 0o2)));
+        assert_eq!(opened(&mut decoder, &complete(0x2000, 2, -2)), Some((b"/b".to_vec(), -2, 0o2)));
+        assert_eq!(opened(&mut decoder, &complete(0x1000, 1, 5)), Some((b"/a".to_vec(), 5, 0o2)));
         // A completion of a request not seen (filtered out, or from before the watcher).
-        assert_eq!(opened(&mut decoder, &complete(0x1000, 5)), None);
+        assert_eq!(opened(&mut decoder, &complete(0x1000, 1, 5)), None);
         assert_eq!(decoder.orphaned, 0);
     }
 
@@ -291,7 +299,7 @@ mod tests {
         opened(&mut decoder, &submit(0x1000, b"/lost", 1));
         opened(&mut decoder, &submit(0x1000, b"/next", 2));
         assert_eq!(decoder.orphaned, 1);
-        assert_eq!(opened(&mut decoder, &complete(0x1000, 3)), Some((b"/next".to_vec(), 3, 0o2)));
+        assert_eq!(opened(&mut decoder, &complete(0x1000, 2, 3)), Some((b"/next".to_vec(), 3, 0o2)));
     }
 
     #[test]
@@ -311,19 +319,30 @@ mod tests {
         let mut decoder = Decoder::new(false, []);
         opened(&mut decoder, &submit(0x1000, b"/a", 1));
         opened(&mut decoder, &submit(0x2000, b"/b", 2));
-        opened(&mut decoder, &complete(0x1000, 3));
+        opened(&mut decoder, &complete(0x1000, 1, 3));
         assert_eq!(decoder.forget_waiting(), 1);
         assert_eq!(decoder.forget_waiting(), 0);
-        assert_eq!(opened(&mut decoder, &complete(0x2000, 4)), None);
+        assert_eq!(opened(&mut decoder, &complete(0x2000, 2, 4)), None);
     }
 
     #[test]
     fn a_completed_request_is_an_open_event_like_any_other() {
         let mut decoder = Decoder::new(false, []);
         opened(&mut decoder, &submit(0x1000, b"/a", 1));
-        let record = complete(0x1000, 3);
+        let record = complete(0x1000, 1, 3);
         let Record::Open(done) = decoder.decode(&record, false).unwrap() else { panic!("not an open") };
         assert_eq!(done.open().head.kind, RecordKind::Open as u8);
+    }
+
+    #[test]
+    fn a_completion_pairs_only_with_its_own_submission() {
+        let mut decoder = Decoder::new(false, []);
+        // An older request at this address never completed for us; the next one's submission
+        // never reached us: its completion is not the older one's.
+        opened(&mut decoder, &submit(0x1000, b"/old", 1));
+        assert_eq!(opened(&mut decoder, &complete(0x1000, 7, 3)), None);
+        assert_eq!(decoder.orphaned, 1);
+        assert_eq!(decoder.forget_waiting(), 0);
     }
 
     #[test]
@@ -331,7 +350,7 @@ mod tests {
         let mut decoder = Decoder::new(true, []);
         opened(&mut decoder, &submit(0x1000, b"/ok", 1));
         opened(&mut decoder, &submit(0x2000, b"/no", 2));
-        assert_eq!(opened(&mut decoder, &complete(0x1000, 3)), None);
-        assert_eq!(opened(&mut decoder, &complete(0x2000, -13)), Some((b"/no".to_vec(), -13, 0o2)));
+        assert_eq!(opened(&mut decoder, &complete(0x1000, 1, 3)), None);
+        assert_eq!(opened(&mut decoder, &complete(0x2000, 2, -13)), Some((b"/no".to_vec(), -13, 0o2)));
     }
 }

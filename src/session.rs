@@ -374,8 +374,8 @@ impl Session {
             diag::note(
                 diag::Level::Warning,
                 format!(
-                    "{unread} io_uring open events have an empty path (or flags and mode 0): the kernel's \
-                     copy of the request could not be read"
+                    "{unread} io_uring open events have an empty path: the kernel's copy of it could not \
+                     be read"
                 ),
             );
         }

@@ -464,6 +464,9 @@ pub const URING_PENDING_MAX: u32 = 16384;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UringPending {
+    /// The submission record's `timestamp_ns`: the completion echoes it, so that the reader
+    /// pairs it only with that submission (never with an older request at the same address).
+    pub submitted_ns: u64,
     pub dfd: i32,
     /// Whether the path starts with '/'.
     pub absolute: u8,
@@ -485,6 +488,8 @@ pub struct UringComplete {
     /// The request's address, as its [`RecordKind::UringSubmit`] record gave it.
     pub req: u64,
     pub ret: i64,
+    /// The `timestamp_ns` of the submission this completes (see [`UringPending`]).
+    pub submitted_ns: u64,
 }
 
 pub const URING_COMPLETE_SIZE: usize = core::mem::size_of::<UringComplete>();
@@ -613,8 +618,8 @@ mod tests {
         assert_eq!(size_of::<Settings>(), 80);
         assert_eq!(size_of::<ProcessExit>(), 8);
         assert_eq!(size_of::<CgroupName>(), 16);
-        assert_eq!(size_of::<UringComplete>(), 24);
-        assert_eq!(size_of::<UringPending>(), 8);
+        assert_eq!(size_of::<UringComplete>(), 32);
+        assert_eq!(size_of::<UringPending>(), 16);
         assert_eq!(size_of::<TracepointConfig>(), 36);
         assert_eq!(size_of::<TracepointHeader>(), 48);
         assert_eq!(core::mem::offset_of!(OpenHeader, kind), 0);

@@ -55,9 +55,17 @@ pub fn io_uring_submit_req(ctx: RawTracePointContext) -> i32 {
     if !is_open(req) {
         return 0;
     }
-    if !matches!(try_submit(req), Ok(true)) {
-        // Filtered out or unreadable: its completion must find nothing here.
-        let _ = URING_PENDING.remove(req);
+    match try_submit(req) {
+        Ok(true) => {}
+        // Filtered out, or lost (counted): its completion must find nothing here.
+        Ok(false) => {
+            let _ = URING_PENDING.remove(req);
+        }
+        // The request could not be read: lost, and counted.
+        Err(_) => {
+            count(COUNTER_LOST_RING);
+            let _ = URING_PENDING.remove(req);
+        }
     }
     0
 }
@@ -98,7 +106,7 @@ fn try_submit(req: u64) -> Result<bool, i64> {
     let filename: u64 = read(open + offset!(open_filename))?;
     let name: u64 = read(filename + offset!(filename_name))?;
 
-    let Some(event) = SCRATCH.get_ptr_mut(0) else { return Ok(false) };
+    let Some(event) = SCRATCH.get_ptr_mut(0) else { return Err(0) };
     // SAFETY: this CPU's slot; tracepoint programs do not nest on a CPU.
     let event = unsafe { &mut *event };
     let header = &mut event.header;
@@ -128,14 +136,16 @@ fn try_submit(req: u64) -> Result<bool, i64> {
     // The entry first: without it the completion cannot be matched, and the event is lost
     // (counted here, once: no record is sent).
     let pending = UringPending {
+        submitted_ns: event.header.timestamp_ns,
         dfd,
         absolute: u8::from(path_len > 0 && event.data[0] == b'/'),
         fixed: u8::from(slot != 0),
         _pad: [0; 2],
     };
     if URING_PENDING.insert(req, pending, 0).is_err() {
+        // Lost, counted here (once); whatever the map held for this address goes (see the caller).
         count(COUNTER_LOST_RING);
-        return Ok(true);
+        return Ok(false);
     }
     let size = OPEN_HEADER_SIZE + (path_len as usize & (PATH_MAX - 1));
     // SAFETY: the header and the path are in the slot.
@@ -249,6 +259,7 @@ fn try_complete(req: u64, res: u64, args: UringArgs) -> Result<u32, i64> {
         _pad: 0,
         req,
         ret,
+        submitted_ns: pending.submitted_ns,
     };
     let size = URING_COMPLETE_SIZE + (full_len as usize & (PATH_MAX - 1));
     // SAFETY: the header and the full path are in the slot.
