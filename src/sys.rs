@@ -68,20 +68,21 @@ pub fn attach_tracepoint(program: BorrowedFd<'_>, id: u64, cookie: u64) -> io::R
         bpf_cookie: cookie,
         _rest: [0; 12],
     };
-    // SAFETY: the bpf syscall with a zero-padded attribute block of the size given.
-    let link = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_LINK_CREATE,
-            &raw const attr,
-            size_of::<LinkCreate>() as libc::c_uint,
-        )
-    };
-    if link < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // SAFETY: `LinkCreate` is that command's attribute block, zero-padded; it points at no memory.
+    let link = unsafe { bpf(BPF_LINK_CREATE, &attr) }?;
     // SAFETY: a new fd that nothing else owns. The link keeps the perf event; its fd can go.
     Ok(unsafe { OwnedFd::from_raw_fd(link as i32) })
+}
+
+/// The bpf syscall: command `cmd` with attribute block `attr` (its size given as the block's).
+///
+/// # Safety
+/// `attr` must be the attribute block `cmd` takes, zero where unused; any memory it points at
+/// must be valid for what the kernel reads or writes there.
+unsafe fn bpf<T>(cmd: libc::c_long, attr: &T) -> io::Result<libc::c_long> {
+    // SAFETY: as the caller promises.
+    let done = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *const T, size_of::<T>() as libc::c_uint) };
+    if done < 0 { Err(io::Error::last_os_error()) } else { Ok(done) }
 }
 
 /// How many times the kernel skipped program `program` because another BPF program was running
@@ -102,18 +103,8 @@ pub fn recursion_misses(program: BorrowedFd<'_>) -> io::Result<u64> {
         info: info.as_mut_ptr() as u64,
         _rest: [0; 5],
     };
-    // SAFETY: the bpf syscall with a zero-padded attribute block of the size given; the kernel
-    // writes at most `info_len` bytes into `info`, which has them.
-    let done = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET_INFO_BY_FD,
-            &raw const attr,
-            size_of::<GetInfo>() as libc::c_uint,
-        )
-    };
-    if done < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // SAFETY: `GetInfo` is that command's attribute block, zero-padded; the kernel writes at most
+    // `info_len` bytes into `info`, which has them.
+    unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &attr) }?;
     Ok(info[RECURSION_MISSES / 8])
 }

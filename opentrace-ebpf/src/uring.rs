@@ -12,10 +12,10 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use opentrace_common::{
-    COUNTER_LOST_RING, IORING_OP_OPENAT, IORING_OP_OPENAT2, NO_FIELD, OPEN_HEADER_SIZE, OpenRecord, PATH_MAX,
-    RecordKind, STATUS_FIXED_SLOT, STATUS_PATH_FAULT, Syscall, URING_COMPLETE_ARGS, URING_COMPLETE_ARGS_6_0,
-    URING_COMPLETE_SIZE, URING_PENDING_MAX, UringArgs, UringComplete, UringPending, WITH_FULL_PATH, full,
-    sqe,
+    COUNTER_LOST_RING, IORING_OP_OPENAT, IORING_OP_OPENAT2, NO_FIELD, OPEN_HEADER_SIZE, OpenHeader,
+    OpenRecord, PATH_MAX, RecordKind, STATUS_FIXED_SLOT, STATUS_PATH_FAULT, Syscall, URING_COMPLETE_ARGS,
+    URING_COMPLETE_ARGS_6_0, URING_COMPLETE_SIZE, URING_PENDING_MAX, UringArgs, UringComplete, UringPending,
+    WITH_FULL_PATH, full, sqe,
 };
 
 use crate::{
@@ -110,15 +110,8 @@ fn try_submit(req: u64) -> Result<bool, i64> {
     // SAFETY: this CPU's slot; tracepoint programs do not nest on a CPU.
     let event = unsafe { &mut *event };
     let header = &mut event.header;
-    identify(header, RecordKind::UringSubmit, tgid, tid);
-    // SAFETY: a helper with no arguments.
-    header.timestamp_ns = unsafe { bpf_ktime_get_ns() };
-    header.syscall = Syscall::IoUring as u8;
-    header.dfd = dfd;
-    header.flags = flags;
-    header.mode = mode;
     // Until the completion comes, the request's address stands in for the result.
-    header.ret = req as i64;
+    open_header(header, RecordKind::UringSubmit, (tgid, tid), dfd, [flags, mode], req as i64);
     if slot != 0 {
         header.status |= STATUS_FIXED_SLOT;
     }
@@ -191,17 +184,30 @@ fn try_failed(sqe: u64, opcode: u8, ret: i64) -> Result<u32, i64> {
     let Some(event) = SCRATCH.get_ptr_mut(0) else { return Ok(0) };
     // SAFETY: this CPU's slot; tracing programs do not nest on a CPU.
     let event = unsafe { &mut *event };
-    let header = &mut event.header;
-    identify(header, RecordKind::Open, tgid, tid);
+    open_header(&mut event.header, RecordKind::Open, (tgid, tid), dfd, [flags, mode].map(u64::from), ret);
+    send_open(event, filename, how, ret, dfd);
+    Ok(0)
+}
+
+/// The header of an io_uring open's record: the submitting task, now, and the request's `dfd`,
+/// `[flags, mode]` and result (or what stands in for it).
+#[inline(always)]
+fn open_header(
+    header: &mut OpenHeader,
+    kind: RecordKind,
+    (tgid, tid): (u32, u32),
+    dfd: i32,
+    [flags, mode]: [u64; 2],
+    ret: i64,
+) {
+    identify(header, kind, tgid, tid);
     // SAFETY: a helper with no arguments.
     header.timestamp_ns = unsafe { bpf_ktime_get_ns() };
     header.syscall = Syscall::IoUring as u8;
     header.dfd = dfd;
-    header.flags = u64::from(flags);
-    header.mode = u64::from(mode);
+    header.flags = flags;
+    header.mode = mode;
     header.ret = ret;
-    send_open(event, filename, how, ret, dfd);
-    Ok(0)
 }
 
 /// `io_uring_complete(ctx, req, cqe)` (Linux 6.13 and newer): every completion; only those of a
