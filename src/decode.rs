@@ -4,8 +4,13 @@
 use std::{collections::HashMap, sync::Arc};
 
 use opentrace_common::{
-    CGROUP_NAME_SIZE, CgroupName, OpenHeader, RecordKind, STATUS_PATH_FAULT, TracepointHeader,
-    URING_COMPLETE_SIZE, URING_PENDING_MAX, UringComplete, full,
+    abi::{
+        RecordKind,
+        cgroup::{CGROUP_NAME_SIZE, CgroupName},
+        open::{OpenHeader, STATUS_PATH_FAULT, full},
+        tracepoint::TracepointHeader,
+        uring::{URING_COMPLETE_SIZE, URING_PENDING_MAX, UringComplete},
+    },
     open::{self, DecodeError, Open},
     tracepoint::{self, Schema},
 };
@@ -236,7 +241,7 @@ fn uring_complete(record: &[u8]) -> Result<(UringComplete, &[u8]), DecodeError> 
 
 #[cfg(test)]
 mod tests {
-    use opentrace_common::{OPEN_HEADER_SIZE, Syscall};
+    use opentrace_common::abi::open::{OPEN_HEADER_SIZE, Syscall};
 
     use super::*;
 

@@ -9,7 +9,13 @@ use std::{
 };
 
 use opentrace_common::{
-    ArgOffsets, CgroupFields, KernelOffsets, NO_FIELD, Syscall, UringArgs,
+    NO_FIELD,
+    abi::{
+        cgroup::CgroupFields,
+        kernel::KernelOffsets,
+        open::{ArgOffsets, Syscall},
+        uring::UringArgs,
+    },
     btf::{self, Btf},
     tracefs::Format,
 };

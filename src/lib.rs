@@ -23,7 +23,11 @@ use pyo3::prelude::*;
 
 #[pymodule]
 mod _opentrace {
-    use opentrace_common::{PATH_MAX, PID_MAX, Syscall, comm::COMM_MAX};
+    use opentrace_common::{
+        PATH_MAX, PID_MAX,
+        abi::{DEFAULT_RING_SIZE, open::Syscall},
+        comm::COMM_MAX,
+    };
     use pyo3::prelude::*;
 
     use crate::tracefs;
@@ -81,6 +85,7 @@ mod _opentrace {
         m.add("PATH_MAX", PATH_MAX)?;
         m.add("PID_MAX", PID_MAX)?;
         m.add("COMM_MAX", COMM_MAX)?;
+        m.add("DEFAULT_RING_SIZE", DEFAULT_RING_SIZE)?;
         m.add("SYSCALLS", Syscall::ALL.map(Syscall::name))?;
         crate::event::add_fields(&m.py().get_type::<OpenEvent>())?;
         Ok(())

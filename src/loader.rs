@@ -15,8 +15,15 @@ use std::{
 };
 
 use opentrace_common::{
-    COUNTER_LOST_PENDING, COUNTER_LOST_RING, COUNTER_UNFOLLOWED, CgroupFields, FILTER_TRACKED, Settings,
-    Syscall, TracepointConfig, URING_COMPLETE_ARGS, UringArgs, WITH_FULL_PATH, tracepoint::Schema,
+    abi::{
+        COUNTER_LOST_PENDING, COUNTER_LOST_RING, COUNTER_UNFOLLOWED,
+        cgroup::CgroupFields,
+        open::Syscall,
+        settings::{FILTER_TRACKED, Settings, WITH_FULL_PATH},
+        tracepoint::TracepointConfig,
+        uring::{URING_COMPLETE_ARGS, UringArgs},
+    },
+    tracepoint::Schema,
 };
 
 use crate::{

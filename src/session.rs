@@ -13,8 +13,13 @@ use std::{
 use aya::maps::{MapData, RingBuf};
 use aya_log::EbpfLogger;
 use opentrace_common::{
-    FILTER_CGROUP, FILTER_COMM, FILTER_EXCLUDE_SELF, FILTER_FAILED, FILTER_TID, FILTER_UID, IN_PID_NAMESPACE,
-    Settings, Syscall, WITH_FULL_PATH,
+    abi::{
+        open::Syscall,
+        settings::{
+            FILTER_CGROUP, FILTER_COMM, FILTER_EXCLUDE_SELF, FILTER_FAILED, FILTER_TID, FILTER_UID,
+            IN_PID_NAMESPACE, Settings, WITH_FULL_PATH,
+        },
+    },
     comm::Needle,
     open,
     tracepoint::{self, Schema},
@@ -365,7 +370,7 @@ impl Session {
                 format!(
                     "{cut} tracepoint records were longer than the {} bytes copied: their fields past \
                      that are None",
-                    opentrace_common::TP_RAW_MAX
+                    opentrace_common::abi::tracepoint::TP_RAW_MAX
                 ),
             );
         }
@@ -402,7 +407,7 @@ impl Session {
                         "{} processes started by followed ones could not be followed (more than {} at \
                          once); their opens are not reported",
                         unfollowed - live.unfollowed_reported,
-                        opentrace_common::TRACKED_MAX
+                        opentrace_common::abi::process::TRACKED_MAX
                     ),
                 );
                 live.unfollowed_reported = unfollowed;

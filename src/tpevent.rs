@@ -7,7 +7,7 @@ use std::{
 };
 
 use opentrace_common::{
-    TP_STRINGS, TracepointHeader,
+    abi::tracepoint::{TP_STRINGS, TracepointHeader},
     tracepoint::{Event, Schema},
 };
 use pyo3::{

@@ -6,8 +6,11 @@
 //! Only what a lookup needs is decoded: one pass indexes where each type starts (the file is
 //! ~5 MB and ~130,000 types); names are compared only for structs and unions.
 use crate::{
-    DENTRY_WINDOW, KernelOffsets, MOUNT_WINDOW, NO_FIELD, URING_COMPLETE_ARGS, URING_COMPLETE_ARGS_6_0,
-    UringArgs,
+    NO_FIELD,
+    abi::{
+        kernel::{DENTRY_WINDOW, KernelOffsets, MOUNT_WINDOW},
+        uring::{URING_COMPLETE_ARGS, URING_COMPLETE_ARGS_6_0, UringArgs},
+    },
 };
 
 const MAGIC: u16 = 0xeb9f;

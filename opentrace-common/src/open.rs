@@ -1,9 +1,12 @@
 //! The open event: its ring record decoded ([`decode`]), borrowed ([`Open`]) or owned
 //! ([`OwnedOpen`]), and [`FIELDS`], the one table of what it shows.
 use crate::{
-    AT_FDCWD, COMM_LEN, OPEN_HEADER_SIZE, OpenHeader, RecordKind, STATUS_FIXED_SLOT, Syscall,
+    AT_FDCWD, COMM_LEN,
+    abi::{
+        RecordKind,
+        open::{OPEN_HEADER_SIZE, OpenHeader, STATUS_FIXED_SLOT, Syscall, full},
+    },
     comm::COMM_MAX,
-    full,
     schema::{DICT, Field, Input, REPR, SetError, Value},
     text::{Align, Column, Columns, Render},
 };

@@ -3,7 +3,9 @@
 use core::fmt::Write as _;
 
 use crate::{
-    TP_LOCS, TP_STRING_FAULT, TP_STRINGS, TRACEPOINT_HEADER_SIZE, TracepointConfig, TracepointHeader,
+    abi::tracepoint::{
+        TP_LOCS, TP_STRING_FAULT, TP_STRINGS, TRACEPOINT_HEADER_SIZE, TracepointConfig, TracepointHeader,
+    },
     schema::Value,
     text::{Align, JsonObject, printable, push_array, push_int, push_uint},
     tracefs::{Field, Format},
@@ -487,7 +489,7 @@ print fmt: \"x\"
         let mut comm = [0u8; 16];
         comm[..3].copy_from_slice(b"cat");
         let head = TracepointHeader {
-            kind: crate::RecordKind::Tracepoint as u8,
+            kind: crate::abi::RecordKind::Tracepoint as u8,
             n_strings: 1,
             cpu: 1,
             timestamp_ns: 2_500_000_000,

@@ -7,7 +7,13 @@ use aya_ebpf::{
     maps::PerCpuArray,
     programs::TracePointContext,
 };
-use opentrace_common::{CGROUP_NAME_SIZE, CgroupFields, CgroupName, PATH_MAX, RecordKind};
+use opentrace_common::{
+    PATH_MAX,
+    abi::{
+        RecordKind,
+        cgroup::{CGROUP_NAME_SIZE, CgroupFields, CgroupName},
+    },
+};
 
 use crate::{ADAPTIVE_WAKEUP, EVENTS, global};
 

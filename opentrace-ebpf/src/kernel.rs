@@ -1,6 +1,6 @@
 //! Reading kernel structures at the offsets the loader took from BTF (`KERNEL`).
 use aya_ebpf::helpers::{bpf_get_current_task_btf, bpf_probe_read_kernel, generated};
-use opentrace_common::KernelOffsets;
+use opentrace_common::abi::kernel::KernelOffsets;
 
 /// This kernel's struct layouts; the loader writes them before loading (the values here are
 /// placeholders). A read-only global: the verifier sees each offset as a constant.
@@ -121,7 +121,7 @@ pub fn own_ns_tgid(global: u32) -> u32 {
 pub fn pid_in_ns(pid: u64, ino: u64) -> u32 {
     let Ok(level) = read::<u32>(pid + offset!(pid_level)) else { return 0 };
     let mut found = 0;
-    for i in 0..opentrace_common::PIDNS_DEPTH {
+    for i in 0..opentrace_common::abi::kernel::PIDNS_DEPTH {
         if i > level {
             break;
         }

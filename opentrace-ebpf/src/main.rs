@@ -27,10 +27,18 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use opentrace_common::{
-    AT_FDCWD, ArgOffsets, COUNTER_COUNT, COUNTER_LOST_PENDING, COUNTER_LOST_RING, DEFAULT_RET_OFFSET,
-    FILTER_CGROUP, FILTER_COMM, FILTER_EXCLUDE_SELF, FILTER_FAILED, FILTER_TID, FILTER_TRACKED, FILTER_UID,
-    NO_FIELD, OPEN_HEADER_SIZE, OpenHeader, OpenRecord, PATH_MAX, Pending, RecordKind, STATUS_HOW_FAULT,
-    STATUS_PATH_FAULT, Settings, Syscall, WITH_FULL_PATH, full,
+    AT_FDCWD, NO_FIELD, PATH_MAX,
+    abi::{
+        COUNTER_COUNT, COUNTER_LOST_PENDING, COUNTER_LOST_RING, DEFAULT_RING_SIZE, RecordKind,
+        open::{
+            ArgOffsets, DEFAULT_RET_OFFSET, OPEN_HEADER_SIZE, OpenHeader, OpenRecord, Pending,
+            STATUS_HOW_FAULT, STATUS_PATH_FAULT, Syscall, full,
+        },
+        settings::{
+            FILTER_CGROUP, FILTER_COMM, FILTER_EXCLUDE_SELF, FILTER_FAILED, FILTER_TID, FILTER_TRACKED,
+            FILTER_UID, Settings, WITH_FULL_PATH,
+        },
+    },
 };
 
 use crate::storage::TaskStorage;
@@ -73,7 +81,7 @@ pub(crate) fn on(bit: u32) -> bool {
 const ADAPTIVE_WAKEUP: u64 = 0;
 
 #[map]
-pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_SIZE, 0);
 
 /// What `sys_enter_*` remembers for `sys_exit_*`, in the task itself (a thread's entry and exit
 /// run in that thread, one after the other).

@@ -9,7 +9,13 @@ use aya_ebpf::{
     macros::map,
     maps::PerCpuArray,
 };
-use opentrace_common::{AT_FDCWD, DENTRY_WINDOW, MOUNT_WINDOW, PATH_MAX, full};
+use opentrace_common::{
+    AT_FDCWD, PATH_MAX,
+    abi::{
+        kernel::{DENTRY_WINDOW, MOUNT_WINDOW},
+        open::full,
+    },
+};
 
 use crate::kernel::{self, offset, read, read_into};
 

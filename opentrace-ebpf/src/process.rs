@@ -8,7 +8,11 @@ use aya_ebpf::{
     maps::HashMap,
     programs::{RawTracePointContext, TracePointContext},
 };
-use opentrace_common::{COUNTER_UNFOLLOWED, IN_PID_NAMESPACE, ProcessExit, RecordKind, TRACKED_MAX};
+use opentrace_common::abi::{
+    COUNTER_UNFOLLOWED, RecordKind,
+    process::{ProcessExit, TRACKED_MAX},
+    settings::IN_PID_NAMESPACE,
+};
 
 use crate::{
     ADAPTIVE_WAKEUP, EVENTS, SETTINGS, count, global,

@@ -15,9 +15,12 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray},
     programs::TracePointContext,
 };
-use opentrace_common::{
-    COUNTER_LOST_RING, RecordKind, TP_LOCS, TP_RAW_MAX, TP_STRING_FAULT, TP_STRING_MAX, TP_STRINGS,
-    TRACEPOINT_HEADER_SIZE, TracepointConfig, TracepointHeader,
+use opentrace_common::abi::{
+    COUNTER_LOST_RING, RecordKind,
+    tracepoint::{
+        TP_LOCS, TP_RAW_MAX, TP_STRING_FAULT, TP_STRING_MAX, TP_STRINGS, TRACEPOINT_HEADER_SIZE,
+        TracepointConfig, TracepointHeader,
+    },
 };
 
 use crate::{ADAPTIVE_WAKEUP, EVENTS, count, process, wanted};

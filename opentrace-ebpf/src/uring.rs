@@ -12,10 +12,18 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use opentrace_common::{
-    COUNTER_LOST_RING, IORING_OP_OPENAT, IORING_OP_OPENAT2, NO_FIELD, OPEN_HEADER_SIZE, OpenHeader,
-    OpenRecord, PATH_MAX, RecordKind, STATUS_FIXED_SLOT, STATUS_PATH_FAULT, Syscall, URING_COMPLETE_ARGS,
-    URING_COMPLETE_ARGS_6_0, URING_COMPLETE_SIZE, URING_PENDING_MAX, UringArgs, UringComplete, UringPending,
-    WITH_FULL_PATH, full, sqe,
+    NO_FIELD, PATH_MAX,
+    abi::{
+        COUNTER_LOST_RING, RecordKind,
+        open::{
+            OPEN_HEADER_SIZE, OpenHeader, OpenRecord, STATUS_FIXED_SLOT, STATUS_PATH_FAULT, Syscall, full,
+        },
+        settings::WITH_FULL_PATH,
+        uring::{
+            IORING_OP_OPENAT, IORING_OP_OPENAT2, URING_COMPLETE_ARGS, URING_COMPLETE_ARGS_6_0,
+            URING_COMPLETE_SIZE, URING_PENDING_MAX, UringArgs, UringComplete, UringPending, sqe,
+        },
+    },
 };
 
 use crate::{

@@ -4,6 +4,7 @@ from typing import Any, final
 
 __all__ = [
     "COMM_MAX",
+    "DEFAULT_RING_SIZE",
     "PATH_MAX",
     "PID_MAX",
     "SYSCALLS",
@@ -24,6 +25,7 @@ __version__: str
 PATH_MAX: int
 PID_MAX: int
 COMM_MAX: int
+DEFAULT_RING_SIZE: int
 SYSCALLS: list[str]
 
 _RawFormat = tuple[str, int, list[tuple[str, str, int, int, bool]], str]

@@ -36,7 +36,7 @@ __all__ = ["SYSCALLS", "Watcher", "watch"]
 # The names, bounds and defaults every check and the CLI take, from the compiled half where the
 # kernel side shares them.
 SYSCALLS = frozenset(_opentrace.SYSCALLS)
-DEFAULT_RING_SIZE = 4 << 20
+DEFAULT_RING_SIZE = _opentrace.DEFAULT_RING_SIZE
 MAX_RING_SIZE = 1 << 30
 DEFAULT_LATENCY = 0.002
 MAX_LATENCY = 1.0

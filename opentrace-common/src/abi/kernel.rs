@@ -1,0 +1,76 @@
+//! Where this kernel keeps the struct members the programs read, from its BTF at load time.
+
+/// How deep a PID namespace the programs translate ids from (the kernel allows 32).
+pub const PIDNS_DEPTH: u32 = 32;
+
+/// Bytes of `struct dentry` read in one go by the path walk, from [`KernelOffsets::dentry_window`].
+pub const DENTRY_WINDOW: u32 = 48;
+/// Bytes of `struct mount` read in one go by the path walk, from [`KernelOffsets::mount_window`].
+pub const MOUNT_WINDOW: u32 = 32;
+
+/// Where the members the programs read sit in this kernel's structs, from its BTF at load time
+/// (byte offsets). The `dentry_*` ones are relative to `dentry_window`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub task_real_parent: u32,
+    pub task_signal: u32,
+    pub task_thread_pid: u32,
+    /// `signal_struct.live`: threads of the process not yet exiting (0: the process is dying).
+    pub signal_live: u32,
+    /// `signal_struct.pids[PIDTYPE_TGID]`: the process's `struct pid`.
+    pub signal_tgid_pid: u32,
+    /// `struct pid`: `level` and `numbers[]` (`struct upid { int nr; struct pid_namespace *ns; }`,
+    /// one per namespace level, each `upid_size` bytes).
+    pub pid_level: u32,
+    pub pid_numbers: u32,
+    pub upid_size: u32,
+    pub upid_nr: u32,
+    pub upid_ns: u32,
+    /// `pid_namespace.ns.inum`: the namespace's inode number, as its nsfs file shows it.
+    pub pidns_inum: u32,
+    pub task_fs: u32,
+    pub task_files: u32,
+    pub fs_root: u32,
+    pub fs_pwd: u32,
+    /// `struct path`: `mnt` (a `struct vfsmount *`) and `dentry`.
+    pub path_mnt: u32,
+    pub path_dentry: u32,
+    /// Start of the [`DENTRY_WINDOW`] bytes of `struct dentry` the walk reads per component.
+    pub dentry_window: u32,
+    /// `d_seq.seqcount.sequence`, `d_hash.pprev`, `d_parent`, `d_name.len`, `d_name.name`.
+    pub dentry_seq: u32,
+    pub dentry_hash_pprev: u32,
+    pub dentry_parent: u32,
+    pub dentry_name_len: u32,
+    pub dentry_name: u32,
+    /// `struct mount`: where its embedded `struct vfsmount mnt` is, and the start of the
+    /// [`MOUNT_WINDOW`] bytes read per mount; then, relative to that, `mnt_parent`,
+    /// `mnt_mountpoint` and `mnt.mnt_root`.
+    pub mount_mnt: u32,
+    pub mount_window: u32,
+    pub mount_parent: u32,
+    pub mount_mountpoint: u32,
+    pub mount_root: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    pub file_path: u32,
+    /// `struct io_kiocb`: `opcode` and its command data, which for an open request is
+    /// a `struct io_open`; then, relative to that, `dfd`, `file_slot`, `filename`, `how`; and
+    /// `struct filename`'s `name`.
+    pub req_opcode: u32,
+    pub req_cmd: u32,
+    pub open_dfd: u32,
+    pub open_file_slot: u32,
+    pub open_filename: u32,
+    pub open_how: u32,
+    pub filename_name: u32,
+}
+
+// SAFETY: `#[repr(C)]` integers and byte arrays, every padding byte a named field: any bit
+// pattern is a valid value, and none is uninitialised.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for KernelOffsets {}

@@ -1,0 +1,70 @@
+//! A watcher's filters and features, as its programs see them (a read-only global).
+use crate::comm;
+
+/// A watcher's settings, a read-only global of its programs: the verifier sees the values, so
+/// what a watcher does not use (a filter, full paths) is pruned from the code it runs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Bit set of `FILTER_*` and `WITH_*`.
+    pub enabled: u32,
+    pub tid: u32,
+    pub uid: u32,
+    /// The tracer's own tgid, left out when `FILTER_EXCLUDE_SELF` is set.
+    pub self_tgid: u32,
+    /// The substring the task's comm must contain (see [`comm::Needle`]).
+    pub comm: comm::Needle,
+    /// `FILTER_CGROUP`: only tasks in the cgroup v2 with this id, at this depth, or below it.
+    pub cgroup_id: u64,
+    pub cgroup_level: u32,
+    pub _pad: u32,
+    /// `IN_PID_NAMESPACE`: the tracer's PID namespace (the device and inode of its nsfs file);
+    /// ids are those of that namespace and tasks it cannot see are left out.
+    pub pidns_dev: u64,
+    pub pidns_ino: u64,
+}
+
+pub const FILTER_TID: u32 = 1 << 1;
+pub const FILTER_UID: u32 = 1 << 2;
+pub const FILTER_FAILED: u32 = 1 << 3;
+pub const FILTER_COMM: u32 = 1 << 4;
+pub const FILTER_EXCLUDE_SELF: u32 = 1 << 5;
+/// Only the processes in the `TRACKED` map (a pid watcher: the process, and with `descendants`
+/// every process it starts, added as they fork).
+pub const FILTER_TRACKED: u32 = 1 << 6;
+/// Only tasks in a cgroup (`Settings::cgroup_id`) or below it.
+pub const FILTER_CGROUP: u32 = 1 << 7;
+/// The tracer runs in a PID namespace other than the initial one (`Settings::pidns_*`).
+pub const IN_PID_NAMESPACE: u32 = 1 << 9;
+/// Resolve each open's full path (`full_path=True`).
+pub const WITH_FULL_PATH: u32 = 1 << 8;
+
+impl Settings {
+    pub const NONE: Settings = Settings {
+        enabled: 0,
+        tid: 0,
+        uid: 0,
+        self_tgid: 0,
+        comm: comm::Needle::EMPTY,
+        cgroup_id: 0,
+        cgroup_level: 0,
+        _pad: 0,
+        pidns_dev: 0,
+        pidns_ino: 0,
+    };
+}
+
+// SAFETY: `#[repr(C)]` integers and byte arrays, every padding byte a named field: any bit
+// pattern is a valid value, and none is uninitialised.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for Settings {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_is_fixed() {
+        assert_eq!(core::mem::size_of::<Settings>(), 80);
+    }
+}
