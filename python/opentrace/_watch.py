@@ -15,11 +15,17 @@ if TYPE_CHECKING:
     from typing import Any, TypeVar
     from typing import Generic as _Generic
 
+    # PEP 696 defaults are in typing from 3.13 only; typing_extensions is read by the type checker
+    # (mypy's own dependency, and in its bundled stubs), never imported at run time.
+    from typing_extensions import TypeVar as _TypeVarWithDefault
+
     from ._opentrace import OpenEvent, TracepointEvent
 
     _Self = TypeVar("_Self", bound="Watcher[Any]")
     # What a watcher yields: OpenEvent (watch(), run()) or TracepointEvent (watch_tracepoints()).
-    _E = TypeVar("_E", "OpenEvent", "TracepointEvent")
+    # The default keeps a bare ``Watcher`` annotation (from before Watcher was generic) meaning
+    # ``Watcher[OpenEvent]`` under ``mypy --strict``.
+    _E = _TypeVarWithDefault("_E", "OpenEvent", "TracepointEvent", default="OpenEvent")
 else:
     _E = None
 
