@@ -76,6 +76,7 @@ impl Names {
             let c = CString::new(path.as_os_str().as_bytes()).ok()?;
             // SAFETY: a NUL-terminated path; the fd is owned right away.
             let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+            // SAFETY: a new fd that nothing else owns.
             (fd >= 0).then(|| (unsafe { OwnedFd::from_raw_fd(fd) }, path.as_os_str().as_bytes().to_vec()))
         });
         Names { mount, known: HashMap::new(), last: None }
@@ -131,6 +132,7 @@ impl Names {
         if fd < 0 {
             return None;
         }
+        // SAFETY: a new fd that nothing else owns.
         let dir = unsafe { OwnedFd::from_raw_fd(fd as i32) };
         let link = fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd())).ok()?;
         let link = link.as_os_str().as_bytes();

@@ -96,10 +96,24 @@ def test_list_and_format(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.root
-def test_unknown_tracepoint_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["format", "syscalls:nope"]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("opentrace: no tracepoint") and "Traceback" not in err
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["list", "sched:zzz*"], "no tracepoint matches 'sched:zzz*'"),
+        (["list", "zzz"], "names look like category:name"),
+        (["watch", "sched:zzz*"], "no tracepoint matches 'sched:zzz*'"),
+        (["watch", "sched"], '"sched" is not a tracepoint name'),
+        (["watch", "sched:sched_switch", "nosuch:thing"], 'no tracepoint "nosuch:thing"'),
+        (["format", "nosuch"], '"nosuch" is not a tracepoint name'),
+        (["format", "syscalls:nope"], 'no tracepoint "syscalls:nope"'),
+    ],
+)
+def test_nothing_matching_exits_2_with_one_line(argv: list[str], says: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every command answers a name or pattern that matches nothing alike: bad usage, exit 2."""
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("opentrace: ") and err.count("\n") == 1 and says in err, err
 
 
 @pytest.mark.root

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from . import CommandWatcher, OpentraceError, Watcher, __version__, run, watch
 from ._opentrace import Formatter, OpenEvent, printable
 from ._watch import DEFAULT_RING_SIZE, SYSCALLS
+from .exceptions import TracepointNotFound
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 if TYPE_CHECKING:
@@ -428,12 +429,12 @@ def _list(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
     from ._tracepoints import tracepoints
 
     names = tracepoints(args.pattern)
-    out.write("".join(f"{n}\n" for n in names))
     if not names and args.pattern is not None:
         hint = ""
         if args.pattern and ":" not in args.pattern:
             hint = f"; names look like category:name, try {'*' + args.pattern + '*'!r}"
-        err.write(f"{PROG}: no tracepoint matches {args.pattern!r}{hint}\n")
+        raise TracepointNotFound(f"no tracepoint matches {args.pattern!r}{hint}")
+    out.write("".join(f"{n}\n" for n in names))
     return 0
 
 
@@ -543,7 +544,8 @@ def _silence_stdout() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (0 done, 1 runtime error, 2 bad usage)."""
+    """Run the CLI; returns the exit status, the same rule for every command: 0 done, 2 bad usage
+    or a name or pattern that matches nothing, 1 a runtime error (``-- CMD``: CMD's status)."""
     args = list(sys.argv[1:] if argv is None else argv)
     command = args.pop(0) if args and args[0] in _COMMANDS else "trace"
     out, err = sys.stdout, sys.stderr
@@ -557,6 +559,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _silence_stdout()
         return 0
+    except TracepointNotFound as e:  # asked for what is not there: the command line is wrong
+        err.write(f"{PROG}: {e}\n")
+        return 2
     except OpentraceError as e:
         err.write(f"{PROG}: {e}\n")
         return 1
