@@ -44,10 +44,28 @@ pub fn filter(path: &str) -> Result<(u64, u32)> {
     let dir = mount.join(relative);
     match fs::metadata(&dir) {
         Ok(meta) if meta.is_dir() => Ok((meta.ino(), relative.components().count() as u32)),
+        _ if given.is_absolute() && on_cgroup_v1(given) => Err(Error::Invalid(format!(
+            "cgroup: {path:?} is in a cgroup v1 hierarchy; only cgroup v2 paths work: under {} \
+             (or relative to it, e.g. /system.slice)",
+            mount.display()
+        ))),
         _ => Err(Error::Invalid(format!(
             "cgroup: there is no cgroup {path:?} ({} does not exist)",
             dir.display()
         ))),
+    }
+}
+
+/// Whether `path` is in a cgroup v1 hierarchy (on a hybrid host, /sys/fs/cgroup/memory/...).
+fn on_cgroup_v1(path: &Path) -> bool {
+    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut stat = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: a NUL-terminated path and room for one `struct statfs`, read only once filled.
+    unsafe {
+        libc::statfs(c.as_ptr(), stat.as_mut_ptr()) == 0
+            && stat.assume_init().f_type == libc::CGROUP_SUPER_MAGIC
     }
 }
 

@@ -342,6 +342,13 @@ def test_positional_arguments_raise_type_error(args: list[object]) -> None:
     assert not session.called
 
 
+def test_an_empty_cgroup_is_refused_before_loading() -> None:
+    """``cgroup=""`` would be the root cgroup (every task), silently: refused like any bad value."""
+    with no_loading() as session, pytest.raises(ValueError, match="cgroup must name a cgroup"):
+        opentrace.watch(cgroup="")
+    assert not session.called
+
+
 def test_an_iterator_of_syscalls_is_consumed_once_and_accepted_or_checked() -> None:
     def names() -> Iterator[object]:
         yield "openat"

@@ -13,7 +13,7 @@ import pytest
 
 from opentrace.cli import main
 
-from .conftest import Child
+from .conftest import Child, cgroup2_mount
 
 
 def test_help_lists_examples(capsys: pytest.CaptureFixture[str]) -> None:
@@ -124,3 +124,33 @@ def test_module_entry_point_runs() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["PID", "COMM", "FD", "ERR", "PATH"]
+
+
+def test_an_empty_cgroup_is_bad_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--cgroup ''`` would be the root cgroup, every task: refused, not taken as no filter."""
+    with pytest.raises(SystemExit) as info:
+        main(["--cgroup", "", "-d", "0.1"])
+    assert info.value.code == 2
+    assert "cgroup must name a cgroup" in capsys.readouterr().err
+
+
+def _cgroup_v1_mount() -> str | None:
+    """A cgroup v1 hierarchy's mount point (hybrid hosts have them beside the cgroup2 one)."""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields, _, rest = line.partition(" - ")
+        if rest.split()[0] == "cgroup":
+            return fields.split()[4]
+    return None
+
+
+@pytest.mark.root
+def test_a_cgroup_v1_path_is_named_as_such(capsys: pytest.CaptureFixture[str]) -> None:
+    v1, v2 = _cgroup_v1_mount(), cgroup2_mount()
+    if v1 is None or v2 is None:
+        pytest.skip("needs a hybrid cgroup layout: a cgroup v1 hierarchy beside the cgroup2 one")
+    with pytest.raises(SystemExit) as info:
+        main(["--cgroup", v1, "-d", "0.1"])
+    assert info.value.code == 2
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert f'"{v1}" is in a cgroup v1 hierarchy' in line and f"only cgroup v2 paths work: under {v2}" in line, line
+    assert "does not exist" not in line

@@ -226,6 +226,8 @@ def _checked(
     if cgroup is not None:
         if not isinstance(cgroup, str):
             raise TypeError(f"cgroup must be a str such as '/system.slice/x.scope', not {type(cgroup).__name__}")
+        if not cgroup:
+            raise ValueError("cgroup must name a cgroup, such as '/system.slice/x.scope' ('/' for all), not ''")
         config["cgroup"] = cgroup  # whether it exists is checked when loading, against the mount
     me = os.getpid()
     if pid != me and (tid is None or not _is_own_thread(tid)):
