@@ -72,6 +72,12 @@ mod _opentrace {
         out
     }
 
+    /// "no space left on device (ENOSPC)": an errno as every opentrace message words it.
+    #[pyfunction]
+    fn errno_text(code: i32) -> String {
+        opentrace_common::errno::describe(code)
+    }
+
     /// Parses the text of a `format` file; ValueError saying which line is wrong.
     #[pyfunction]
     fn parse_format(text: &str) -> PyResult<RawFormat> {

@@ -154,3 +154,12 @@ def test_a_cgroup_v1_path_is_named_as_such(capsys: pytest.CaptureFixture[str]) -
     (line,) = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
     assert f'"{v1}" is in a cgroup v1 hierarchy' in line and f"only cgroup v2 paths work: under {v2}" in line, line
     assert "does not exist" not in line
+
+
+def test_output_errors_are_worded_as_the_library_words_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """One wording of OS errors (the compiled half's), before anything is loaded."""
+    target = tmp_path / "no-such-dir" / "trace.txt"
+    assert main(["-o", str(target), "-d", "0.1"]) == 1
+    assert capsys.readouterr().err == (
+        f"opentrace: cannot write the trace to {target}: no such file or directory (ENOENT)\n"
+    )

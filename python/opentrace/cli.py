@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 
 from . import CommandWatcher, OpentraceError, Watcher, __version__, run, watch
-from ._opentrace import Formatter, OpenEvent, printable
+from ._opentrace import Formatter, OpenEvent, errno_text, printable
 from ._watch import DEFAULT_RING_SIZE, SYSCALLS
 from .exceptions import TracepointNotFound
 
@@ -157,12 +157,8 @@ class _Output:
 
 
 def _describe(e: OSError) -> str:
-    """"no space left on device (ENOSPC)", as the library words OS errors."""
-    import errno
-
-    words = (e.strerror or str(e)).lower()
-    name = errno.errorcode.get(e.errno or 0)
-    return f"{words} ({name})" if name else words
+    """"no space left on device (ENOSPC)": worded by the compiled half, as every message is."""
+    return errno_text(e.errno) if e.errno else str(e).lower()
 
 
 # How often a quiet trace checks that someone still reads its output.
