@@ -16,7 +16,8 @@ pub enum Align {
 pub enum Render {
     /// Numbers in decimal, text made printable, None as the column's placeholder.
     Plain,
-    /// A CLOCK_MONOTONIC timestamp as seconds since `start_ns`, with milliseconds.
+    /// A CLOCK_MONOTONIC timestamp as seconds since `start_ns`, with milliseconds (negative
+    /// before it).
     Seconds { start_ns: u64 },
     /// A number in octal, zero-padded to the width.
     Octal,
@@ -80,11 +81,17 @@ impl Columns {
     }
 }
 
+/// Seconds from `start_ns` to `ns`: negative for an event stamped before the start (the programs
+/// run, and stamp events, before the CLI takes its start time), never clamped to 0.
+pub fn seconds_since(ns: u64, start_ns: u64) -> f64 {
+    (i128::from(ns) - i128::from(start_ns)) as f64 / 1e9
+}
+
 fn cell(column: &Column, value: Value<'_>, width: usize, out: &mut String) {
     let start = out.len();
     match (value, column.render) {
         (Value::UInt(ns), Render::Seconds { start_ns }) => {
-            let _ = write!(out, "{:.3}", ns.saturating_sub(start_ns) as f64 / 1e9);
+            let _ = write!(out, "{:.3}", seconds_since(ns, start_ns));
         }
         (Value::UInt(n), Render::Octal) => {
             let _ = write!(out, "{n:0width$o}");
@@ -368,6 +375,20 @@ mod tests {
         let mut out = String::new();
         columns.write(|i| values[i], &mut out);
         assert_eq!(out, "1.250      -1 00000101 -      /a b\n");
+        // Before the start: a negative time, not 0.
+        let early =
+            [Value::UInt(250_000_000), Value::Int(3), Value::UInt(0), Value::None, Value::Text(b"/c")];
+        out.clear();
+        columns.write(|i| early[i], &mut out);
+        assert_eq!(out, "-0.250      3 00000000 -      /c\n");
+    }
+
+    #[test]
+    fn seconds_before_the_start_are_negative() {
+        assert_eq!(seconds_since(1_500_000_000, 1_000_000_000), 0.5);
+        assert_eq!(seconds_since(999_877_000, 1_000_000_000), -0.000123);
+        assert_eq!(seconds_since(0, u64::MAX), -(u64::MAX as f64) / 1e9);
+        assert_eq!(format!("{:.6}", seconds_since(999_877_000, 1_000_000_000)), "-0.000123");
     }
 
     #[test]

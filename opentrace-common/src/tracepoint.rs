@@ -323,9 +323,9 @@ impl<'a> Event<'a> {
     }
 
     /// One CLI line: `TIME CPU PID COMM TRACEPOINT name=value ...` (TIME in seconds since
-    /// `start_ns`), values shown as the open lines show them.
+    /// `start_ns`, negative before it), values shown as the open lines show them.
     pub fn write_line(&self, start_ns: u64, out: &mut String) {
-        let seconds = self.head.timestamp_ns.saturating_sub(start_ns) as f64 / 1e9;
+        let seconds = crate::text::seconds_since(self.head.timestamp_ns, start_ns);
         let _ = write!(out, "{seconds:<12.6} {:<3} ", self.head.cpu);
         push_uint(out, u64::from(self.head.pid), 7, Align::Left);
         out.push(' ');
@@ -531,6 +531,9 @@ print fmt: \"x\"
             "1.500000     1   7       cat              syscalls:sys_enter_openat __syscall_nr=0 dfd=-1 \
              filename=/a b\\xff flags=0 mode=0\n"
         );
+        line.clear();
+        event.write_line(2_500_123_000, &mut line);
+        assert!(line.starts_with("-0.000123    1   7 "), "{line}");
         // A string cut off from its record.
         assert!(split(&record[..record.len() - 1]).is_err());
         assert!(split(&record[..40]).is_err());
