@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -163,3 +164,30 @@ def test_output_errors_are_worded_as_the_library_words_them(tmp_path: Path, caps
     assert capsys.readouterr().err == (
         f"opentrace: cannot write the trace to {target}: no such file or directory (ENOENT)\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("argv", "shown"),
+    [
+        (["--ring-size", "99999999999999999999"], "'99999999999999999999'"),
+        (["--ring-size", "-4M"], "'-4M'"),
+        (["--ring", "-4M"], "'-4M'"),
+        (["--ring-size=-4M"], "'-4M'"),
+        (["--ring-size", "3M"], "'3M'"),
+        (["--ring-size", "2G"], "'2G'"),
+        (["watch", "sched:sched_switch", "--ring-size", "-4K"], "'-4K'"),
+    ],
+)
+def test_a_bad_ring_size_is_refused_with_the_range(
+    argv: list[str], shown: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Any value, negative-looking ones too, is taken as the value and refused saying what fits."""
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "-d", "0.1"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    page = os.sysconf("SC_PAGE_SIZE")
+    assert err.endswith(
+        f"error: argument --ring-size: must be a power of two between {page >> 10}K and 1G "
+        f"({page} and {1 << 30} bytes), not {shown}"
+    ), err

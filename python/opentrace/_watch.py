@@ -43,9 +43,9 @@ __all__ = ["SYSCALLS", "Watcher", "watch"]
 # kernel side shares them.
 SYSCALLS = frozenset(_opentrace.SYSCALLS)
 DEFAULT_RING_SIZE = _opentrace.DEFAULT_RING_SIZE
-MAX_RING_SIZE = 1 << 30
-DEFAULT_LATENCY = 0.002
-MAX_LATENCY = 1.0
+MAX_RING_SIZE = _opentrace.MAX_RING_SIZE
+DEFAULT_LATENCY = _opentrace.DEFAULT_LATENCY
+MAX_LATENCY = _opentrace.MAX_LATENCY
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 _PID_MAX = _opentrace.PID_MAX
 _COMM_MAX = _opentrace.COMM_MAX
@@ -124,14 +124,24 @@ def _comm(value: object) -> bytes:
     return raw
 
 
-def _ring_size(value: object) -> int:
-    size = _int("ring_size", value, _PAGE_SIZE, MAX_RING_SIZE)
-    if size & (size - 1) or size % _PAGE_SIZE:
-        raise ValueError(
-            f"ring_size must be a power of two and a multiple of the page size ({_PAGE_SIZE}), "
-            f"not {size}"
-        )
-    return size
+def _ring_size(value: object, shown: str | None = None) -> int:
+    """A valid ring size; the error says the range (``shown``: the value as the caller wrote it)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        # A power of two from the page size on is a multiple of it, as the kernel wants.
+        if not _PAGE_SIZE <= value <= MAX_RING_SIZE or value & (value - 1):
+            raise ValueError(
+                f"ring_size must be a power of two between {_bytes(_PAGE_SIZE)} and {_bytes(MAX_RING_SIZE)} "
+                f"({_PAGE_SIZE} and {MAX_RING_SIZE} bytes), not {shown or _show(value)}"
+            )
+    return _int("ring_size", value, _PAGE_SIZE, MAX_RING_SIZE)
+
+
+def _bytes(n: int) -> str:
+    """4096 as "4K", 1 << 30 as "1G" (n a power of two of 1K or more)."""
+    for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
+        if n >= 1 << shift:
+            return f"{n >> shift}{unit}"
+    return str(n)
 
 
 def _seconds(name: str, value: object, high: float) -> float:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from . import CommandWatcher, OpentraceError, Watcher, __version__, run, watch
 from ._opentrace import Formatter, OpenEvent, errno_text, printable
-from ._watch import DEFAULT_RING_SIZE, SYSCALLS
+from ._watch import DEFAULT_RING_SIZE, SYSCALLS, _ring_size, _show
 from .exceptions import TracepointNotFound
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
@@ -68,13 +68,38 @@ def _positive_int(text: str) -> int:
 
 
 def _size(text: str) -> int:
+    """``--ring-size``: bytes, or with a K, M or G suffix; checked as ``watch()`` checks it."""
     units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
     scale = units.get(text[-1:].lower(), 1)
     digits = text[:-1] if scale != 1 else text
     try:
-        return int(digits) * scale
+        value = int(digits) * scale
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size in bytes (e.g. 4M): {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not a size in bytes (e.g. 4M): {_show(text)}") from None
+    try:
+        return _ring_size(value, shown=_show(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("ring_size ")) from None
+
+
+def _glue_sizes(argv: list[str]) -> list[str]:
+    """``--ring-size -4M`` as ``--ring-size=-4M``: argparse takes a value starting with '-' only
+    when it is a plain number, and would call ``-4M`` a missing value instead of refusing it."""
+    glued: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        if arg == "--":
+            glued += [arg, *args]
+            break
+        if len(arg) >= 3 and "--ring-size".startswith(arg):  # argparse takes abbreviations too
+            value = next(args, None)
+            if value is not None and value[:1] == "-" and value[1:2].isdigit():
+                glued.append(f"{arg}={value}")
+                continue
+            glued += [arg] if value is None else [arg, value]
+            continue
+        glued.append(arg)
+    return glued
 
 
 def _trace_parser() -> argparse.ArgumentParser:
@@ -201,7 +226,7 @@ def _split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
 def _trace(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
     parser = _trace_parser()
     options, command = _split_command(argv)
-    args = parser.parse_args(options)
+    args = parser.parse_args(_glue_sizes(options))
     if command is not None and not command:
         parser.error("nothing after --: give the command to run, e.g. opentrace -- make -j2")
     if command is not None and (args.pid is not None or args.tid is not None or args.descendants or args.cgroup):
@@ -496,7 +521,7 @@ def _watch_parser() -> argparse.ArgumentParser:
 
 def _watch(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
     parser = _watch_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_glue_sizes(argv))
     out = _open_output(args.output, stdout)
     _log_to(err, args.quiet)
     from ._tracepoints import watch_tracepoints
