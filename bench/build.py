@@ -3,7 +3,7 @@
 `opentrace -- CMD` (every open of the tree to a file) and under `strace -f` (the open family to a
 file), in one run, rounds alternating; and what following a process tree adds per fork.
 
-    sudo .venv/bin/python bench/build.py [--rounds 5] [--files 120]
+    sudo .venv/bin/python bench/build.py [--rounds 5] [--files 120] [--row-timeout 600]
 
 Workloads:
 - a C project of --files source files built with `make -j2` (compile and link, cleaned between
@@ -11,18 +11,23 @@ Workloads:
 - CPython importing a good part of its standard library, ten times over (`python3 -c "import ..."`);
 - a fork storm: a process that forks and waits for a child that exits at once, N and 2N times
   (the cost of following children, per fork, from the difference).
+
+A run that fails, or takes longer than --row-timeout seconds (then it is killed, with every
+process it started), is a note under the table; its cell is the median of the other rounds.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from common import BENCH, PY, build_c, check_root, entry, machine_info, require, workspace, write_json
+from common import BENCH, PY, BenchError, build_c, check_root, entry, machine_info, require, workspace, write_json
 
 IMPORTS = (
     "import json, email.parser, http.client, xml.dom.minidom, asyncio, decimal, fractions, csv, sqlite3, "
@@ -52,13 +57,36 @@ def c_project(directory: Path, files: int) -> None:
         "%.o: %.c common.h\n\t$(CC) $(CFLAGS) -c $< -o $@\nclean:\n\trm -f prog *.o\n")
 
 
-def timed(argv: list[str], cwd: Path) -> float:
+ROW_TIMEOUT = 600.0  # seconds one run may take (--row-timeout); ~60 s is the slowest here (make under strace -f)
+
+
+def timed(argv: list[str], cwd: Path, timeout: float) -> float:
+    """The wall time of ``argv``; a ``BenchError`` if it fails, or takes over ``timeout`` seconds
+    (then its process group, every process it started, is killed: a make's compilers too)."""
     started = time.monotonic()
-    done = subprocess.run(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    with subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as proc:
+        try:
+            _, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise BenchError(f"timed out after {timeout:g} s") from None
     took = time.monotonic() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr[-500:]}")
+    if proc.returncode != 0:
+        last = err.strip().splitlines()[-1:] or [""]
+        raise BenchError(f"failed (status {proc.returncode}): {last[0][:200]}")
     return took
+
+
+def _median(times: list[float]) -> float | None:
+    return statistics.median(times) if times else None
+
+
+def _cell(value: float | None, base: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.2f} s" + (f" ({value / base:.2f}x)" if base else "")
 
 
 def main() -> int:
@@ -66,11 +94,16 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=5, help="rounds; each mode runs once per round (default 5)")
     p.add_argument("--files", type=int, default=120, help="C source files in the project (default 120)")
     p.add_argument("--forks", type=int, default=20000, help="forks in the fork storm (default 20000)")
+    p.add_argument("--row-timeout", type=float, default=ROW_TIMEOUT, metavar="SECONDS",
+                   help=f"bound on one run; past it the run is killed and noted (default {ROW_TIMEOUT:g})")
     args = p.parse_args()
+    if not args.row_timeout > 0:
+        p.error("--row-timeout must be positive")
     check_root("build.py")
     require(["strace", "make", "gcc"])
     forker = build_c(FORKER, "otforker")
     results: dict[str, dict[str, list[float]]] = {}
+    notes: list[str] = []
     with workspace("otbuild-") as work:
         project = work / "project"
         c_project(project, args.files)
@@ -89,34 +122,50 @@ def main() -> int:
         }
         for name, (argv, cwd, clean) in workloads.items():
             results[name] = {mode: [] for mode in modes}
-            timed(argv, cwd)  # warm the caches
+            try:
+                timed(argv, cwd, args.row_timeout)  # warm the caches
+            except BenchError as e:
+                notes.append(f"{name}: the warm-up run (untraced, discarded) {e}")
             for rnd in range(args.rounds):
                 order = list(modes.items())
                 order = order[rnd % len(order):] + order[:rnd % len(order)]
                 for mode, prefix in order:
-                    if clean:
-                        timed(clean, cwd)
-                    took = timed([*prefix, *argv], cwd)
+                    try:
+                        if clean:
+                            timed(clean, cwd, args.row_timeout)
+                        took = timed([*prefix, *argv], cwd, args.row_timeout)
+                    except BenchError as e:
+                        # A finding about that mode, not the end of the run.
+                        notes.append(f"{name}: {mode}: round {rnd + 1} {e}")
+                        print(f"  {name}: {mode} FAILED: {e}", file=sys.stderr)
+                        continue
                     results[name][mode].append(took)
                     print(f"  {name}: {mode} {took:.3f} s", file=sys.stderr)
     print(f"rounds {args.rounds}; median wall time and ratio to untraced\n")
     print("| workload | untraced s | opentrace -- CMD | strace -f |")
     print("|---|---:|---:|---:|")
-    summary: dict[str, dict[str, float]] = {}
+    summary: dict[str, dict[str, float | None]] = {}
     for name, by_mode in results.items():
-        medians = {mode: statistics.median(times) for mode, times in by_mode.items()}
+        medians = {mode: _median(times) for mode, times in by_mode.items()}
         base = medians["untraced"]
         summary[name] = medians
-        cells = [f"{medians[m]:.2f} s ({medians[m] / base:.2f}x)" for m in ("opentrace -- CMD", "strace -f")]
-        print(f"| {name} | {base:.2f} | " + " | ".join(cells) + " |")
+        cells = [_cell(medians[m], base) for m in ("opentrace -- CMD", "strace -f")]
+        print(f"| {name} | {'n/a' if base is None else f'{base:.2f}'} | " + " | ".join(cells) + " |")
     # From the difference of the two storms: start-up and exit costs cancel out.
     once, twice = summary["fork storm"], summary["fork storm x2"]
-    per_fork = {m: (twice[m] - once[m]) / args.forks * 1e6 for m in once}
-    print(f"\nper fork+exit+wait: untraced {per_fork['untraced']:.1f} us, opentrace (following children) "
-          f"{per_fork['opentrace -- CMD']:.1f} us (+{per_fork['opentrace -- CMD'] - per_fork['untraced']:.1f}), "
-          f"strace -f {per_fork['strace -f']:.1f} us")
+    per_fork: dict[str, float | None] = {}
+    for m in once:
+        a, b = once[m], twice[m]
+        per_fork[m] = None if a is None or b is None else (b - a) / args.forks * 1e6
+    us = {m: "n/a" if v is None else f"{v:.1f} us" for m, v in per_fork.items()}
+    base_fork, ot_fork = per_fork["untraced"], per_fork["opentrace -- CMD"]
+    extra = "" if base_fork is None or ot_fork is None else f" (+{ot_fork - base_fork:.1f})"
+    print(f"\nper fork+exit+wait: untraced {us['untraced']}, opentrace (following children) "
+          f"{us['opentrace -- CMD']}{extra}, strace -f {us['strace -f']}")
+    for note in notes:
+        print(f"note: {note}")
     out = write_json("build", {"machine": machine_info(["strace"]), "args": vars(args), "runs": results,
-                               "medians": summary, "per_fork_us": per_fork})
+                               "medians": summary, "per_fork_us": per_fork, "notes": notes})
     print(f"\nresults: {out}", file=sys.stderr)
     return 0
 

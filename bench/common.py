@@ -7,8 +7,9 @@ counts in its peak RSS.)
 
 - paths: the output directory bench/out/ (``OUT``), the C workload and its binary;
 - processes: ``spawn`` / ``stop`` / ``stop_all`` (every child is tracked and killed on the way
-  out), ``LineReader`` (lines from a pipe with a timeout), ``LineCollector`` (a talkative tool's
-  stdout/stderr lines gathered by threads);
+  out), ``Watchdog`` (a measurement's time bound: it kills the process groups), ``LineReader``
+  (lines from a pipe with a timeout), ``LineCollector`` (a talkative tool's stdout/stderr lines
+  gathered by threads), ``raise_memlock`` (for the peers);
 - /proc: ``proc_status_kb`` (VmRSS, VmHWM), ``CpuClock`` (a process's utime+stime),
   ``foreign_tracers`` (other eBPF tracers that would skew a measurement);
 - setup: ``check_root``, ``ensure_tracefs``, ``require`` (a missing tool is an error that names
@@ -129,6 +130,46 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGINT, timeout: float
 def stop_all() -> None:
     for proc in list(_children):
         stop(proc, timeout=5.0)
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL ``proc`` and everything in its process group (``spawn`` gives each child a session,
+    so a group, of its own: the processes it forked die with it, and none holds a pipe open)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+class Watchdog:
+    """A bound on one measurement: once ``seconds`` have passed, the process groups of every
+    process given to ``guard`` are killed, so that whatever waits on them (a pipe, a wait) ends at
+    once, and ``expired`` is set, so that the caller reports the row as timed out."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = threading.Event()
+        self._lock = threading.Lock()
+        self._guarded: list[subprocess.Popen[bytes]] = []
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def guard(self, proc: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+        with self._lock:
+            self._guarded.append(proc)
+            late = self.expired.is_set()
+        if late:
+            kill_group(proc)
+        return proc
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired.set()
+            guarded = list(self._guarded)
+        for proc in guarded:
+            kill_group(proc)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
 
 
 class LineReader:
@@ -431,6 +472,7 @@ def machine_info(commands: Iterable[str] = ()) -> dict[str, Any]:
         "python": platform.python_version(),
         "opentrace": ot_version,
         "gcc": first_line(["gcc", "--version"]),
+        "memlock": raise_memlock(),
         **tool_versions(commands),
     }
 
@@ -460,13 +502,38 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def raise_memlock() -> str:
+    """RLIMIT_MEMLOCK lifted for this process and every tool it starts, which inherit it: unlimited
+    where allowed (CAP_SYS_RESOURCE), else the soft limit up to the hard one. bpftrace and
+    libbpf-tools ask for it themselves; on kernels before 5.11 BPF maps count against it, and a
+    tool that cannot get it fails to load (a failure on its row, see bench/overhead.py); from 5.11
+    they are charged to the memory cgroup instead, and bpftrace's "couldn't set RLIMIT_MEMLOCK" is
+    only a warning. Returns the limit now, in words."""
+    import resource
+
+    limit = resource.RLIMIT_MEMLOCK
+    _, hard = resource.getrlimit(limit)
+    for wanted in ((resource.RLIM_INFINITY, resource.RLIM_INFINITY), (hard, hard)):
+        try:
+            resource.setrlimit(limit, wanted)
+            break
+        except (ValueError, OSError):
+            continue
+    soft, hard = resource.getrlimit(limit)
+    if soft == resource.RLIM_INFINITY:
+        return "unlimited"
+    return f"{soft >> 10} KiB (raising it was refused: no CAP_SYS_RESOURCE)"
+
+
 def entry(prog: str, body: Callable[[], int]) -> int:
     """Run a script's ``body``: a ``BenchError`` is one line on stderr (status 1), Ctrl-C or SIGTERM
-    status 130, and every child still running is stopped on the way out."""
+    status 130, and every child still running is stopped on the way out. The tools it starts get
+    the highest RLIMIT_MEMLOCK allowed (see ``raise_memlock``)."""
     # SIGINT handled here (even if the shell started us with it ignored, which children would inherit);
     # SIGTERM too, so that every path out goes through the cleanup below.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    raise_memlock()
     try:
         return body()
     except BenchError as e:

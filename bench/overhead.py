@@ -42,6 +42,7 @@ from common import (
     BenchError,
     CpuClock,
     LineReader,
+    Watchdog,
     bpf_program_ids,
     build_c,
     check_root,
@@ -62,6 +63,9 @@ from common import (
 
 SETTLE = 0.5  # after a tracer's programs are gone: the kernel's deferred frees (RCU) finish
 ATTACH_TIMEOUT = 60.0  # a tracer not seen attached within this is an error (bpftrace: ~30 s for 360 probes)
+# The bound on one measurement (--row-timeout): at most ATTACH_TIMEOUT + DRAIN_MAX + STOP_TIMEOUT in
+# waits, plus the workload. Past it, its processes are killed and the row says "timed out after N s".
+ROW_TIMEOUT = 300.0
 DRAIN_MIN = 0.5  # seconds a tracer gets after the workload, at least
 DRAIN_MAX = 30.0
 DRAIN_TRICKLE = 64 << 10  # bytes of output per 0.25 s that still count as caught up
@@ -372,14 +376,30 @@ class Prepared:
     target: Target
 
 
-def measure(tracer: Tracer, work: Prepared, threads: int, ops: int, rnd: int, workdir: Path, seq: int) -> Measurement:
+def measure(tracer: Tracer, work: Prepared, threads: int, ops: int, rnd: int, workdir: Path, seq: int,
+            timeout: float = ROW_TIMEOUT) -> Measurement:
+    """One run of the workload under ``tracer``. A ``BenchError`` if it failed, "timed out after N s"
+    when it took longer than ``timeout`` (its processes, and theirs, are killed then: no stall)."""
+    watchdog = Watchdog(timeout)
+    try:
+        return _measure(tracer, work, threads, ops, rnd, workdir, seq, watchdog)
+    except Exception as e:
+        if not watchdog.expired.is_set():
+            raise
+        raise BenchError(f"timed out after {timeout:g} s ({type(e).__name__}: {e})".splitlines()[0]) from e
+    finally:
+        watchdog.cancel()
+
+
+def _measure(tracer: Tracer, work: Prepared, threads: int, ops: int, rnd: int, workdir: Path, seq: int,
+             watchdog: Watchdog) -> Measurement:
     m = Measurement(tracer.name, work.workload.name, threads, rnd, ops,
                     expected=ops * threads * work.workload.events_per_op)
     m.foreign_tracers = foreign_tracers()
     tag = f"{seq:03d}-{tracer.name}-t{threads}"
     programs_before = bpf_program_ids()
-    workload = spawn([str(work.binary), *work.workload.args(work.target, ops, threads)],
-                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    workload = watchdog.guard(spawn([str(work.binary), *work.workload.args(work.target, ops, threads)],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE))
     proc: subprocess.Popen[bytes] | None = None
     out, err = workdir / f"{tag}.out", workdir / f"{tag}.err"
     try:
@@ -393,7 +413,7 @@ def measure(tracer: Tracer, work: Prepared, threads: int, ops: int, rnd: int, wo
             ctx = Context(probe, workload.pid, work.workload.comm, os.getpid())
             with open(out, "wb") as fout, open(err, "wb") as ferr, Prober(probe):
                 t_spawn = time.perf_counter()
-                proc = spawn(tracer.argv(ctx), stdin=subprocess.DEVNULL, stdout=fout, stderr=ferr)
+                proc = watchdog.guard(spawn(tracer.argv(ctx), stdin=subprocess.DEVNULL, stdout=fout, stderr=ferr))
                 wait_for_probe(proc, out, err, tracer.attached or os.fsencode(probe), tracer.label)
                 m.spawn_to_first_ms = (time.perf_counter() - t_spawn) * 1e3
             time.sleep(0.05)  # let the last probe events through before the clock starts
@@ -401,7 +421,7 @@ def measure(tracer: Tracer, work: Prepared, threads: int, ops: int, rnd: int, wo
         assert workload.stdin is not None
         workload.stdin.write(b"go\n")
         workload.stdin.flush()
-        result = json.loads(lines.readline(3600))
+        result = json.loads(lines.readline(watchdog.seconds))  # the watchdog ends it first
         workload.wait(10)
         m.ns_per_op = result["ns_per_op"]
         m.thread_ns_per_op = result["thread_ns_per_op"]
@@ -468,7 +488,8 @@ def summarize(results: list[Measurement], tracers: Sequence[Tracer], workloads: 
               threads: list[int]) -> list[dict[str, Any]]:
     """One row per workload, thread count and tracer (medians over rounds; captured and lost summed)."""
     baseline = {t.name for t in tracers if t.argv is None}
-    untraced = {(m.workload, m.threads, m.round): m.ns_per_op for m in results if m.tool in baseline}
+    untraced = {(m.workload, m.threads, m.round): m.ns_per_op for m in results
+                if m.tool in baseline and not m.failed}
     rows = []
     for w in workloads:
         for t in threads:
@@ -523,8 +544,10 @@ def _failures(tried: list[Measurement]) -> list[str]:
     failed = [m for m in tried if m.failed]
     if not failed:
         return []
-    first = (failed[0].failed or "").splitlines()[0]
-    return [f"failed in {len(failed)} of {len(tried)} rounds (its numbers are from the others, n/a if none): {first}"]
+    lines = [line.strip() for line in (failed[0].failed or "").splitlines() if line.strip()]
+    # The error's first line, and its last (a tool's own last word on stderr, often the cause).
+    why = " ".join(lines[:1] + lines[-1:] if len(lines) > 1 else lines)
+    return [f"failed in {len(failed)} of {len(tried)} rounds (its numbers are from the others, n/a if none): {why}"]
 
 
 def _fmt(v: float | None, spec: str) -> str:
@@ -595,6 +618,9 @@ def parse_args(argv: list[str] | None, tracers: Sequence[Tracer], workloads: Seq
     p.add_argument("--workloads", default=",".join(works),
                    help=f"comma-separated subset of: {', '.join(works)} (default: all)")
     p.add_argument("--quick", action="store_true", help="smoke run: 1 round of 50000 ops per thread")
+    p.add_argument("--row-timeout", type=float, default=ROW_TIMEOUT, metavar="SECONDS",
+                   help="bound on one measurement: past it its processes are killed and its row says "
+                        f"\"timed out\" (default {ROW_TIMEOUT:g})")
     args = p.parse_args(argv)
     if args.quick:
         args.rounds, args.ops = 1, 50_000
@@ -604,8 +630,8 @@ def parse_args(argv: list[str] | None, tracers: Sequence[Tracer], workloads: Seq
         p.error(f"--threads must be comma-separated integers, not {args.threads!r}")
     args.tools = [tools[0], *(t for t in _choose(p, "tool", args.tools, tools) if t != tools[0])]
     args.workloads = _choose(p, "workload", args.workloads, works)
-    if args.rounds < 1 or args.ops < 1 or not args.threads or min(args.threads) < 1:
-        p.error("--rounds, --ops and --threads must be positive")
+    if args.rounds < 1 or args.ops < 1 or not args.threads or min(args.threads) < 1 or not args.row_timeout > 0:
+        p.error("--rounds, --ops, --threads and --row-timeout must be positive")
     if not args.workloads:
         p.error("--workloads: choose at least one")
     return args
@@ -623,7 +649,8 @@ def run(args: argparse.Namespace, all_tracers: Sequence[Tracer], all_workloads: 
     peers = tool_versions(needs)
     print(f"machine: Linux {info['kernel']}, {info['cpus']} CPUs ({info['cpu_model']}); "
           f"python {info['python']}, opentrace {info['opentrace']}")
-    print("peers: " + ("; ".join(f"{k} {v}" for k, v in peers.items()) or "none"))
+    print("peers: " + ("; ".join(f"{k} {v}" for k, v in peers.items()) or "none")
+          + (f"; RLIMIT_MEMLOCK {info['memlock']}" if peers else ""))
     ops = " / ".join(dict.fromkeys(w.op for w in workloads))
     print(f"rounds {args.rounds}, {args.ops} {ops} per thread, threads {args.threads}"
           + (f", workloads {', '.join(w.name for w in workloads)}" if len(workloads) > 1 else ""), flush=True)
@@ -634,7 +661,8 @@ def run(args: argparse.Namespace, all_tracers: Sequence[Tracer], all_workloads: 
         prepared = [Prepared(w, b, w.setup(workdir)) for w, b in zip(workloads, binaries, strict=True)]
         for work in prepared:
             # Warm-up, discarded: page in the workload, the dentry and the file.
-            measure(tracers[0], work, max(args.threads), min(args.ops, WARMUP_OPS), 0, workdir, 0)
+            measure(tracers[0], work, max(args.threads), min(args.ops, WARMUP_OPS), 0, workdir, 0,
+                    args.row_timeout)
         seq, width = 0, max(16, *(len(t.name) for t in tracers))
         for rnd in range(1, args.rounds + 1):
             # Rotate the order every round so no tool always runs first (or right after another).
@@ -648,12 +676,11 @@ def run(args: argparse.Namespace, all_tracers: Sequence[Tracer], all_workloads: 
                             continue
                         seq += 1
                         try:
-                            m = measure(tracer, work, t, args.ops, rnd, workdir, seq)
+                            m = measure(tracer, work, t, args.ops, rnd, workdir, seq, args.row_timeout)
                         except BenchError as e:
-                            if tracer.argv is None:
-                                raise  # no untraced time: no row of this round means anything
-                            # One tool failing (bpftrace not attaching 360 probes in time, say) is a
-                            # finding about that tool, not the end of a 30-minute run.
+                            # One tool failing (bpftrace not attaching 360 probes in time, say) or
+                            # timing out is a finding about that tool, not the end of a 30-minute
+                            # run. (An untraced run that fails leaves its round's rows without a ratio.)
                             results.append(Measurement(tracer.name, work.workload.name, t, rnd, args.ops,
                                                        failed=str(e)))
                             print(f"  round {rnd}{which} T={t} {tracer.name:<{width}} FAILED: {e}",
@@ -687,7 +714,7 @@ def run(args: argparse.Namespace, all_tracers: Sequence[Tracer], all_workloads: 
     path = write_json("results", {
         "machine": info,
         "args": {"rounds": args.rounds, "ops": args.ops, "threads": args.threads, "tools": args.tools,
-                 "workloads": args.workloads},
+                 "workloads": args.workloads, "row_timeout": args.row_timeout},
         "commands": {t.name: describe(t, workloads[0].comm) for t in tracers if t.argv is not None},
         "workloads": {w.name: f"{rel(w.source)} ({w.op}) as bench/out/{w.comm}" for w in workloads},
         "summary": rows,

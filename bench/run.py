@@ -2,13 +2,15 @@
 """Overhead, capture, start time and memory of opentrace vs bpftrace vs opensnoop, in one table.
 
     sudo .venv/bin/python bench/run.py [--rounds 3] [--ops 200000] [--threads 1,2] [--tools ...] [--quick]
+                                       [--row-timeout 300]
     make bench ARGS="--rounds 5"
 
 A C workload (bench/workload.c, comm "otbench") does N x (openat + close) of one unique file
 per thread while each tool traces file opens system-wide; the modes alternate round by round
 (the order rotates each round) so that drift of the machine hits every tool alike. Each row is
-compared with the untraced run of the same round ("x untraced"). The table and every
-measurement go to bench/out/results-<timestamp>.json.
+compared with the untraced run of the same round ("x untraced"). A measurement that fails, or
+takes longer than --row-timeout seconds (its processes are killed then), is a note on its row.
+The table and every measurement go to bench/out/results-<timestamp>.json.
 
 Needs root, and the peers installed by `sudo scripts/bootstrap bench` (`make bench` runs it).
 """
