@@ -349,6 +349,13 @@ def test_an_empty_cgroup_is_refused_before_loading() -> None:
     assert not session.called
 
 
+def test_an_empty_program_is_refused_before_anything_starts() -> None:
+    """``run([""])`` names no program (exec would say "permission denied", trying PATH's directories)."""
+    with no_loading() as session, pytest.raises(ValueError, match=r"the program to run, is empty"):
+        opentrace.run([""])
+    assert not session.called
+
+
 def test_an_iterator_of_syscalls_is_consumed_once_and_accepted_or_checked() -> None:
     def names() -> Iterator[object]:
         yield "openat"

@@ -191,3 +191,10 @@ def test_a_bad_ring_size_is_refused_with_the_range(
         f"error: argument --ring-size: must be a power of two between {page >> 10}K and 1G "
         f"({page} and {1 << 30} bytes), not {shown}"
     ), err
+
+
+def test_an_empty_command_is_bad_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["-q", "--", ""])
+    assert info.value.code == 2
+    assert "error: the command after -- is empty ('')" in capsys.readouterr().err

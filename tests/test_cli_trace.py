@@ -232,6 +232,23 @@ def test_a_disk_filling_up_mid_stream_exits_1_with_one_line(tmp_path: Path) -> N
     assert err == "opentrace: cannot write the trace to standard output: no space left on device (ENOSPC)\n"
 
 
+def test_a_command_not_found_exits_127_and_one_not_executable_126(tmp_path: Path) -> None:
+    """As shells do, with the command named, quoted."""
+    def cli(*command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "opentrace", "-q", "--", *command],
+                              capture_output=True, text=True, timeout=30)
+
+    missing = cli("opentrace-no-such-program", "arg")
+    assert missing.returncode == 127
+    assert missing.stderr == "opentrace: cannot run 'opentrace-no-such-program': not found\n"
+    script = tmp_path / "not executable"
+    script.write_text("#!/bin/sh\necho ran\n")
+    denied = cli(str(script))
+    assert denied.returncode == 126
+    assert denied.stderr == f"opentrace: cannot run '{script}': permission denied (EACCES)\n"
+    assert denied.stdout == ""
+
+
 def test_version() -> None:
     import importlib.metadata
 

@@ -175,7 +175,7 @@ def test_cli_command_status_output_file_and_signals(tmp_path: Path) -> None:
     assert lines[0].split() == ["PID", "COMM", "FD", "ERR", "PATH"]
     assert any(line.endswith(" /etc/hostname") and " cat " in line for line in lines)
     assert cli("--", "sh", "-c", "kill -KILL $$").returncode == 128 + signal.SIGKILL
-    assert cli("--", "no-such-program-opentrace").returncode == 1
+    assert cli("--", "no-such-program-opentrace").returncode == 127
     # SIGTERM to the tracer goes to the command, as a shell passes it on; the trace goes on.
     proc = subprocess.Popen([sys.executable, "-m", "opentrace", "-o", str(trace), "--", "sh", "-c",
                              "trap 'cat /etc/hostname; exit 9' TERM; while :; do sleep 0.05; done"],

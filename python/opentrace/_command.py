@@ -47,6 +47,8 @@ def _argv(args: object) -> list[bytes]:
         argv.append(os.fsencode(arg))
     if not argv:
         raise ValueError("args is empty: it needs at least the program to run")
+    if not argv[0]:
+        raise ValueError("args[0], the program to run, is empty ('')")
     return argv
 
 

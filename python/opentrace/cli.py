@@ -229,6 +229,8 @@ def _trace(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
     args = parser.parse_args(_glue_sizes(options))
     if command is not None and not command:
         parser.error("nothing after --: give the command to run, e.g. opentrace -- make -j2")
+    if command and not command[0]:
+        parser.error("the command after -- is empty (''): give the program to run, e.g. opentrace -- make -j2")
     if command is not None and (args.pid is not None or args.tid is not None or args.descendants or args.cgroup):
         parser.error("-p, -t, --descendants and --cgroup pick what to trace; with -- CMD, the command is traced")
     if args.descendants and args.pid is None:
@@ -247,8 +249,14 @@ def _trace(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
         parser.error(str(e))
     except OpentraceError:
         raise
-    except OSError as e:  # the command could not be started
-        raise OpentraceError(f"cannot run {command[0] if command else ''}: {_describe(e)}") from None
+    except OSError as e:  # the command could not be started: as a shell says it, and its status
+        if not command:
+            raise OpentraceError(_describe(e)) from None
+        import errno
+
+        not_found = e.errno == errno.ENOENT
+        err.write(f"{PROG}: cannot run {command[0]!r}: {'not found' if not_found else _describe(e)}\n")
+        return 127 if not_found else 126
 
     forwarding = _forward_signals(watcher.pid) if isinstance(watcher, CommandWatcher) else None
     try:
