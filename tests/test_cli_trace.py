@@ -23,9 +23,9 @@ pytestmark = pytest.mark.root
 class Cli:
     """``python -m opentrace ARGS``, started and ready (its 'tracing' line seen on stderr)."""
 
-    def __init__(self, *args: str, stdout: int = subprocess.PIPE) -> None:
+    def __init__(self, *args: str, stdout: int = subprocess.PIPE, stdin: int | None = None) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "opentrace", *args], stdout=stdout, stderr=subprocess.PIPE, text=True
+            [sys.executable, "-m", "opentrace", *args], stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, text=True
         )
         assert self.proc.stderr is not None
         first = self.proc.stderr.readline()
@@ -230,6 +230,51 @@ def test_a_disk_filling_up_mid_stream_exits_1_with_one_line(tmp_path: Path) -> N
     proc.stderr.close()
     assert proc.wait(timeout=5) == 1, err
     assert err == "opentrace: cannot write the trace to standard output: no space left on device (ENOSPC)\n"
+
+
+# -- CMD: its status, whatever becomes of the trace's output -------------------------------------
+
+# Waits for a line on stdin (the test's go), opens a file, leaves a marker, exits with $2.
+WAITING_COMMAND = 'read x; cat /etc/hostname > /dev/null; echo done > "$1"; exit "$2"'
+
+
+def test_the_reader_going_away_leaves_the_command_to_finish_with_its_status(tmp_path: Path) -> None:
+    """``opentrace -- CMD | head -1``: once the reader is gone, tracing stops, CMD runs to its
+    end, and opentrace exits with CMD's status."""
+    marker = tmp_path / "done"
+    cli = Cli("--", "sh", "-c", WAITING_COMMAND, "sh", str(marker), "7", stdin=subprocess.PIPE)
+    assert cli.proc.stdin is not None and cli.proc.stdout is not None and cli.proc.stderr is not None
+    assert cli.proc.stdout.readline().startswith("PID")
+    cli.proc.stdout.close()  # as head -1 does
+    cli.proc.stdin.write("go\n")  # the command goes on and opens files: lines nobody reads
+    cli.proc.stdin.close()
+    assert cli.proc.wait(timeout=20) == 7
+    assert marker.read_text() == "done\n"  # CMD ran to its end before opentrace exited
+    err = cli.proc.stderr.read()
+    cli.proc.stderr.close()
+    assert err == ""
+
+
+@pytest.mark.parametrize(("status", "expected"), [(7, 7), (0, 1)])
+def test_an_unwritable_trace_leaves_the_command_to_finish(tmp_path: Path, status: int, expected: int) -> None:
+    """``opentrace -- CMD > /dev/full``: the error at once, CMD runs to its end; the exit status is
+    CMD's if it failed, else 1 (the trace failed)."""
+    marker = tmp_path / "done"
+    with open("/dev/full", "w") as full:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "opentrace", "--", "sh", "-c", WAITING_COMMAND, "sh", str(marker), str(status)],
+            stdin=subprocess.PIPE, stdout=full, stderr=subprocess.PIPE, text=True,
+        )
+    assert proc.stdin is not None and proc.stderr is not None
+    first = proc.stderr.readline()
+    assert first == "opentrace: cannot write the trace to standard output: no space left on device (ENOSPC)\n"
+    proc.stdin.write("go\n")  # CMD was still waiting: it goes on after the error
+    proc.stdin.close()
+    assert proc.wait(timeout=20) == expected
+    assert marker.read_text() == "done\n"
+    rest = proc.stderr.read()
+    proc.stderr.close()
+    assert rest == ""
 
 
 def test_a_command_not_found_exits_127_and_one_not_executable_126(tmp_path: Path) -> None:

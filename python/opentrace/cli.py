@@ -259,34 +259,48 @@ def _trace(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
         return 127 if not_found else 126
 
     forwarding = _forward_signals(watcher.pid) if isinstance(watcher, CommandWatcher) else None
+    unwritable = False
     try:
         with watcher:
-            formatter = None
-            if not args.summary:
-                formatter = Formatter(
-                    json=args.json, timestamp=args.timestamp, uid=args.print_uid, extended=args.extended,
-                    full_path=args.full_path, container=args.container, start_ns=time.monotonic_ns(),
-                )
-                # Before the line that says we are tracing: whoever stops us once they see it
-                # gets the header (and, from _stream, what was in the ring).
-                out.write(formatter.header())
-            if not args.quiet:
-                what = ", ".join(watcher.syscalls)
-                if isinstance(watcher, CommandWatcher):
-                    what = f"{' '.join(command or [])} (pid {watcher.pid}) and what it starts"
-                err.write(f"{PROG}: tracing {what}; Ctrl-C to stop\n")
-                err.flush()
-            if formatter is None:
-                _summarize(watcher, args, out)
-            else:
-                _stream(watcher, formatter, args, out)
+            try:
+                formatter = None
+                if not args.summary:
+                    formatter = Formatter(
+                        json=args.json, timestamp=args.timestamp, uid=args.print_uid, extended=args.extended,
+                        full_path=args.full_path, container=args.container, start_ns=time.monotonic_ns(),
+                    )
+                    # Before the line that says we are tracing: whoever stops us once they see it
+                    # gets the header (and, from _stream, what was in the ring).
+                    out.write(formatter.header())
+                if not args.quiet:
+                    what = ", ".join(watcher.syscalls)
+                    if isinstance(watcher, CommandWatcher):
+                        what = f"{' '.join(command or [])} (pid {watcher.pid}) and what it starts"
+                    err.write(f"{PROG}: tracing {what}; Ctrl-C to stop\n")
+                    err.flush()
+                if formatter is None:
+                    _summarize(watcher, args, out)
+                else:
+                    _stream(watcher, formatter, args, out)
+            except (BrokenPipeError, OutputError) as e:
+                if not isinstance(watcher, CommandWatcher):
+                    raise
+                # The trace has nowhere to go, but CMD is not ours to end: tracing stops, CMD
+                # runs to its end, and its status is ours.
+                if isinstance(e, OutputError):
+                    err.write(f"{PROG}: {e}\n")
+                    unwritable = True
+                else:
+                    _silence_stdout()
             # About to exit: the kernel's slow part of detaching need not hold the exit up.
             watcher._session.close_in_background()
             # Read after close(): the count is final.
             if watcher.lost:
                 err.write(f"{PROG}: {watcher.lost} events lost in all\n")
         if isinstance(watcher, CommandWatcher):
-            return _exit_status(watcher.wait())
+            status = _exit_status(watcher.wait())
+            # A trace that could not be written is a failure, unless CMD's own says more.
+            return (status or 1) if unwritable else status
     finally:
         if forwarding is not None:
             forwarding()
