@@ -140,6 +140,7 @@ impl Suspended {
         // SAFETY: fork, then in the child only async-signal-safe calls on what was built above.
         match unsafe { libc::fork() } {
             -1 => Err(Error::kernel("starting the command (fork)", &std::io::Error::last_os_error()).into()),
+            // SAFETY: as above: the child.
             0 => unsafe {
                 child(
                     go_read.as_raw_fd(),
@@ -173,6 +174,7 @@ impl Suspended {
             drop(go);
             let mut report = [0u8; 4];
             let n = loop {
+                // SAFETY: reads into `report`, of the length given, from a pipe we own.
                 let n = unsafe { libc::read(status.as_raw_fd(), report.as_mut_ptr().cast(), report.len()) };
                 if n >= 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
                     break n;

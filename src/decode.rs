@@ -8,14 +8,14 @@ use opentrace_common::{
         RecordKind,
         cgroup::{CGROUP_NAME_SIZE, CgroupName},
         open::{OpenHeader, STATUS_PATH_FAULT, full},
-        tracepoint::TracepointHeader,
+        tracepoint::{TP_RAW_MAX, TracepointHeader},
         uring::{URING_COMPLETE_SIZE, URING_PENDING_MAX, UringComplete},
     },
     open::{self, DecodeError, Open},
     tracepoint::{self, Schema},
 };
 
-use crate::cgroup;
+use crate::{cgroup, diag};
 
 /// Most io_uring open requests waiting for their completion (four times what the kernel's map
 /// holds): past that, the oldest is forgotten, and counted as lost.
@@ -81,7 +81,7 @@ pub struct Decoder {
     /// Where full paths that are not one piece of a record are put together.
     scratch: Vec<u8>,
     /// Full paths left None since the last report, by `full::*` code.
-    pub unresolved: [u64; 256],
+    unresolved: [u64; 256],
     /// The paths of the cgroups events come from.
     cgroups: cgroup::Names,
     /// Submitted io_uring open requests, by the request's address: their header and path.
@@ -98,11 +98,11 @@ pub struct Decoder {
     /// The header of the tracepoint record being handed out.
     tracepoint_head: TracepointHeader,
     /// String arguments the program could not read from the process, since the last report.
-    pub unread_strings: u64,
+    unread_strings: u64,
     /// Tracepoint records cut short (their last fields are None), since the last report.
-    pub cut_short: u64,
+    cut_short: u64,
     /// io_uring open events whose path (or `open_how`) could not be read, since the last report.
-    pub unread_uring_paths: u64,
+    unread_uring_paths: u64,
 }
 
 impl Decoder {
@@ -120,6 +120,46 @@ impl Decoder {
             unread_strings: 0,
             cut_short: 0,
             unread_uring_paths: 0,
+        }
+    }
+
+    /// Says, through the `opentrace` logger's notes, what was decoded incompletely since the last
+    /// call (values left None, and why), and starts counting afresh.
+    pub fn report(&mut self) {
+        let unread = std::mem::take(&mut self.unread_strings);
+        if unread > 0 {
+            diag::note(
+                diag::Level::Info,
+                format!(
+                    "{unread} string arguments are None: the process's memory holding them could not \
+                     be read when the tracepoint fired (not paged in yet, or not a valid pointer)"
+                ),
+            );
+        }
+        let cut = std::mem::take(&mut self.cut_short);
+        if cut > 0 {
+            diag::note(
+                diag::Level::Info,
+                format!(
+                    "{cut} tracepoint records were longer than the {TP_RAW_MAX} bytes copied: their fields \
+                     past that are None"
+                ),
+            );
+        }
+        let unread = std::mem::take(&mut self.unread_uring_paths);
+        if unread > 0 {
+            diag::note(
+                diag::Level::Warning,
+                format!(
+                    "{unread} io_uring open events have an empty path: the kernel's copy of it could not \
+                     be read"
+                ),
+            );
+        }
+        for (code, count) in self.unresolved.iter_mut().enumerate().filter(|(_, n)| **n > 0) {
+            let why = open::unresolved(code as u8).unwrap_or("an unknown reason");
+            diag::note(diag::Level::Info, format!("full_path is None for {count} events: {why}"));
+            *count = 0;
         }
     }
 

@@ -39,6 +39,7 @@ pub fn hand_over(links: &[RawFd]) -> Option<RawFd> {
     // SAFETY: fork; the children only make async-signal-safe calls (fork, close, close_range,
     // read, _exit) and never return.
     match unsafe { libc::fork() } {
+        // SAFETY: as above: the first child.
         0 => unsafe {
             match libc::fork() {
                 0 => hold(&keep, read, write),

@@ -21,6 +21,7 @@ impl Pidfd {
     fn open(pid: u32) -> Option<Pidfd> {
         // SAFETY: a plain syscall; the fd is owned right away.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        // SAFETY: a new fd that nothing else owns.
         (fd >= 0).then(|| Pidfd(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }))
     }
 

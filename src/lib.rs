@@ -1,7 +1,10 @@
 //! `opentrace._opentrace`: the compiled half of opentrace. The public API is the Python package;
 //! the logic that needs neither the kernel nor Python lives in `opentrace-common`.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 mod cgroup;
 mod command;
+mod config;
 mod decode;
 mod detach;
 mod diag;
@@ -10,8 +13,10 @@ mod event;
 mod follow;
 mod layout;
 mod loader;
+mod lost;
 mod output;
 mod pidns;
+mod reader;
 mod ring;
 mod session;
 mod sys;
@@ -92,6 +97,9 @@ mod _opentrace {
         m.add("PID_MAX", PID_MAX)?;
         m.add("COMM_MAX", COMM_MAX)?;
         m.add("DEFAULT_RING_SIZE", DEFAULT_RING_SIZE)?;
+        m.add("MAX_RING_SIZE", crate::config::MAX_RING_SIZE)?;
+        m.add("DEFAULT_LATENCY", crate::config::DEFAULT_LATENCY_S)?;
+        m.add("MAX_LATENCY", crate::config::MAX_LATENCY_S)?;
         m.add("SYSCALLS", Syscall::ALL.map(Syscall::name))?;
         crate::event::add_fields(&m.py().get_type::<OpenEvent>())?;
         Ok(())

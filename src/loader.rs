@@ -9,49 +9,27 @@ use aya::{
     },
 };
 use aya_log::EbpfLogger;
-use std::{
-    os::fd::{AsFd, OwnedFd},
-    sync::Arc,
-};
+use std::os::fd::{AsFd, OwnedFd};
 
-use opentrace_common::{
-    abi::{
-        COUNTER_LOST_PENDING, COUNTER_LOST_RING, COUNTER_UNFOLLOWED,
-        cgroup::CgroupFields,
-        open::Syscall,
-        settings::{FILTER_TRACKED, Settings, WITH_FULL_PATH},
-        tracepoint::TracepointConfig,
-        uring::{URING_COMPLETE_ARGS, UringArgs},
-    },
-    tracepoint::Schema,
+use opentrace_common::abi::{
+    cgroup::CgroupFields,
+    open::Syscall,
+    settings::{FILTER_TRACKED, WITH_FULL_PATH},
+    tracepoint::TracepointConfig,
+    uring::{URING_COMPLETE_ARGS, UringArgs},
 };
 
 use crate::{
+    config::{Config, Follow},
     diag::FromKernel,
     error::{Error, Result},
     follow::{self, Tracked},
-    layout, sys, tracefs,
+    layout,
+    lost::Counters,
+    sys, tracefs,
 };
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/opentrace"));
-
-pub struct Config {
-    pub settings: Settings,
-    pub syscalls: Vec<Syscall>,
-    /// Any tracepoints (`watch_tracepoints`), each with whether it was named (rather than matched
-    /// by a glob): when there are some, they are watched instead of the opens, and `syscalls` is
-    /// not looked at.
-    pub tracepoints: Vec<(Arc<Schema>, bool)>,
-    pub ring_size: u32,
-    /// A pid watcher: this process, and with `descendants` every process descended from it.
-    pub follow: Option<Follow>,
-}
-
-#[derive(Clone, Copy)]
-pub struct Follow {
-    pub root: u32,
-    pub descendants: bool,
-}
 
 /// Everything the kernel holds for one watcher. Dropping it detaches and frees all of it.
 pub struct Loaded {
@@ -102,58 +80,6 @@ impl Drop for Attached {
                 let _ = std::thread::Builder::new().spawn_scoped(scope, move || drop(link));
             }
         });
-    }
-}
-
-/// The per-CPU counters the programs keep.
-pub struct Counters {
-    counts: PerCpuArray<MapData, u64>,
-    /// The loaded programs that make events, for the runs the kernel skipped.
-    programs: Vec<OwnedFd>,
-}
-
-/// Events lost in the kernel, by cause.
-#[derive(Clone, Copy, Default, PartialEq, Eq)]
-pub struct KernelLost {
-    /// The ring buffer was full (or an io_uring request could not be remembered).
-    pub ring: u64,
-    /// The task's storage for pairing a syscall's entry and exit could not be allocated (counted
-    /// at entry, before the failed-only filter).
-    pub unpaired: u64,
-    /// The kernel skipped a program's run because another BPF program was running on that CPU
-    /// (a tracepoint hit in an interrupt during one).
-    pub skipped: u64,
-}
-
-impl KernelLost {
-    pub fn total(self) -> u64 {
-        self.ring + self.unpaired + self.skipped
-    }
-}
-
-impl Counters {
-    pub fn lost(&self) -> Result<KernelLost> {
-        let mut skipped = 0;
-        for program in &self.programs {
-            skipped += sys::recursion_misses(program.as_fd())
-                .map_err(|e| Error::kernel("reading the programs' statistics", &e))?;
-        }
-        Ok(KernelLost {
-            ring: self.sum(COUNTER_LOST_RING)?,
-            unpaired: self.sum(COUNTER_LOST_PENDING)?,
-            skipped,
-        })
-    }
-
-    /// Processes a pid watcher could not follow (its set was full).
-    pub fn unfollowed(&self) -> Result<u64> {
-        self.sum(COUNTER_UNFOLLOWED)
-    }
-
-    fn sum(&self, index: u32) -> Result<u64> {
-        let values =
-            self.counts.get(&index, 0).map_err(|e| Error::kernel("reading the programs' counters", &e))?;
-        Ok(values.iter().sum())
     }
 }
 
@@ -346,7 +272,7 @@ fn finish(
                 .push(fd.as_fd().try_clone_to_owned().map_err(|e| Error::kernel("keeping a program", &e))?);
         }
     }
-    let counters = Counters { counts, programs };
+    let counters = Counters::new(counts, programs);
     Ok(Loaded { ring, counters, logs, tracked, attached: Attached { links, names, _ebpf: ebpf } })
 }
 

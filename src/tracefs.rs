@@ -6,9 +6,17 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use opentrace_common::tracefs::{self, Format};
+use std::sync::Arc;
 
-use crate::error::{Error, Result};
+use opentrace_common::{
+    tracefs::{self, Format},
+    tracepoint::{self, Schema},
+};
+
+use crate::{
+    diag,
+    error::{Error, Result},
+};
 
 /// Where tracefs lives, in the order the kernel documentation gives.
 const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
@@ -147,4 +155,28 @@ pub fn format(category: &str, name: &str) -> Result<Format> {
         Err(err) => return Err(read_error(&path, &err)),
     };
     tracefs::parse(&text).map_err(|e| Error::Other(format!("{}: {e}", path.display())))
+}
+
+/// The schemas of the tracepoints to watch, each with whether it was named (else a glob matched
+/// it): one the program cannot use is an error if named, and skipped with a note if matched.
+pub fn schemas(names: Vec<(String, bool)>) -> Result<Vec<(Arc<Schema>, bool)>> {
+    let mut schemas = Vec::new();
+    let mut skipped = Vec::new();
+    for (name, named) in names {
+        let (category, event) = split_name(&name)?;
+        let schema = format(category, event)
+            .and_then(|format| tracepoint::schema(category, &format).map_err(Error::Other));
+        match schema {
+            Ok(schema) => schemas.push((Arc::new(schema), named)),
+            Err(err) if named => return Err(Error::Invalid(format!("{name} cannot be watched: {err}"))),
+            Err(err) => skipped.push(format!("{name} ({err})")),
+        }
+    }
+    if !skipped.is_empty() {
+        diag::note(
+            diag::Level::Info,
+            format!("{} matching tracepoints cannot be watched: {}", skipped.len(), skipped.join("; ")),
+        );
+    }
+    Ok(schemas)
 }

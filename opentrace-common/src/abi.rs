@@ -52,7 +52,10 @@ pub const COUNTER_LOST_RING: u32 = 0;
 pub const COUNTER_LOST_PENDING: u32 = 1;
 /// Processes started by a followed one that could not be followed (`TRACKED` full).
 pub const COUNTER_UNFOLLOWED: u32 = 2;
-pub const COUNTER_COUNT: u32 = 3;
+/// Events that passed the filters and then could not be made: a kernel read or a map failed in
+/// the program (see the eBPF crate's `shared::counted`).
+pub const COUNTER_LOST_ERROR: u32 = 3;
+pub const COUNTER_COUNT: u32 = 4;
 
 #[cfg(test)]
 mod tests {

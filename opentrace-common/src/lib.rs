@@ -8,6 +8,7 @@
 //! ([`tracefs`]), BTF ([`btf`]), the CLI's text and JSON output ([`text`]), and errno names
 //! ([`errno`]).
 #![cfg_attr(not(feature = "user"), no_std)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod abi;
 pub mod comm;

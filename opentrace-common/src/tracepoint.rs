@@ -503,6 +503,8 @@ print fmt: \"x\"
         };
         let mut raw = vec![0u8; 48];
         raw[16..24].copy_from_slice(&u64::MAX.to_le_bytes()); // dfd -1
+        // SAFETY: the header is a live `#[repr(C)]` value of plain integers, TRACEPOINT_HEADER_SIZE
+        // bytes long, and the slice does not outlive it.
         let mut record = unsafe {
             core::slice::from_raw_parts(
                 (&head as *const TracepointHeader).cast::<u8>(),

@@ -15,7 +15,7 @@ use opentrace_common::{
     },
 };
 
-use crate::{ADAPTIVE_WAKEUP, EVENTS, global};
+use crate::shared::{ADAPTIVE_WAKEUP, EVENTS, global};
 
 #[unsafe(no_mangle)]
 static CGROUP_FIELDS: CgroupFields = CgroupFields::DEFAULT;

@@ -85,9 +85,9 @@ pub fn read_into<T>(to: &mut T, at: u64) -> bool {
 /// The tgid of the current task's real parent.
 #[inline(always)]
 pub fn parent_tgid() -> u32 {
+    let (parent_at, tgid_at) = (offset!(task_real_parent) as usize, offset!(task_tgid) as usize);
     // SAFETY: `bpf_get_current_task_btf` returns the current task, valid while the program runs;
     // its `real_parent` is RCU-protected and the loads are fault-safe (PROBE_MEM).
-    let (parent_at, tgid_at) = (offset!(task_real_parent) as usize, offset!(task_tgid) as usize);
     unsafe {
         let task = bpf_get_current_task_btf().cast::<u8>();
         let parent = *task.add(parent_at).cast::<*const u8>();

@@ -15,9 +15,8 @@ use opentrace_common::abi::{
 };
 
 use crate::{
-    ADAPTIVE_WAKEUP, EVENTS, SETTINGS, count, global,
     kernel::{self, offset, read},
-    on,
+    shared::{ADAPTIVE_WAKEUP, EVENTS, SETTINGS, count, global, on},
 };
 
 /// The current task's (tgid, tid) as the watcher sees them: the kernel's global ids, or, for a

@@ -23,7 +23,11 @@ use opentrace_common::abi::{
     },
 };
 
-use crate::{ADAPTIVE_WAKEUP, EVENTS, count, process, wanted};
+use crate::{
+    filter::wanted,
+    process,
+    shared::{ADAPTIVE_WAKEUP, EVENTS, count, counted},
+};
 
 /// The tracepoints being watched, by id; the loader sizes and fills it.
 #[map]
@@ -57,7 +61,7 @@ fn opaque(value: u32) -> u32 {
 
 #[tracepoint]
 pub fn any_tracepoint(ctx: TracePointContext) -> u32 {
-    try_any(&ctx).unwrap_or(0)
+    counted(try_any(&ctx))
 }
 
 #[inline(always)]
@@ -71,7 +75,8 @@ fn try_any(ctx: &TracePointContext) -> Result<u32, i64> {
     // SAFETY: a helper that reads the current program's attach cookie.
     let id = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32;
     // SAFETY: the value is copied out at once; the loader does not change the map while attached.
-    let Some(config) = (unsafe { TP_CONFIG.get(id) }).copied() else { return Ok(0) };
+    // From here on the record passed the filters: a failure is a record lost (`counted`).
+    let Some(config) = (unsafe { TP_CONFIG.get(id) }).copied() else { return Err(-1) };
 
     // The record ends after its fixed fields, or after its furthest dynamic (`__data_loc`) data.
     let mut end = u32::from(config.size);
@@ -89,16 +94,16 @@ fn try_any(ctx: &TracePointContext) -> Result<u32, i64> {
         end = end.max(start + (loc >> 16));
     }
 
-    let Some(slot) = TP_SCRATCH.get_ptr_mut(0) else { return Ok(0) };
+    let Some(slot) = TP_SCRATCH.get_ptr_mut(0) else { return Err(-1) };
     // SAFETY: this CPU's slot; tracepoint programs do not nest on a CPU.
     let slot = unsafe { &mut *slot };
     let len = opaque(end.min(TP_RAW_MAX as u32));
     if len == 0 || len > TP_RAW_MAX as u32 {
-        return Ok(0);
+        return Err(-1);
     }
     // SAFETY: `len` is at most TP_RAW_MAX, which the slot holds; a probe read cannot fault.
     if unsafe { bpf_probe_read_kernel(slot.data.as_mut_ptr().cast(), len, ctx.as_ptr().cast_const()) } != 0 {
-        return Ok(0);
+        return Err(-1);
     }
     let mut at = len as usize;
     for i in 0..TP_STRINGS {
@@ -128,8 +133,9 @@ fn try_any(ctx: &TracePointContext) -> Result<u32, i64> {
     head.kind = RecordKind::Tracepoint as u8;
     head.n_strings = config.n_strings;
     head.truncated = u8::from(end > TP_RAW_MAX as u32);
-    // SAFETY: helpers with no arguments.
+    // SAFETY: a helper with no arguments.
     head.cpu = unsafe { bpf_get_smp_processor_id() };
+    // SAFETY: a helper with no arguments.
     head.timestamp_ns = unsafe { bpf_ktime_get_ns() };
     head.pid = tgid;
     head.tid = tid;
@@ -139,7 +145,7 @@ fn try_any(ctx: &TracePointContext) -> Result<u32, i64> {
     head.comm = bpf_get_current_comm().unwrap_or_default();
     let size = opaque((TRACEPOINT_HEADER_SIZE + at) as u32) as usize;
     if size > core::mem::size_of::<Slot>() {
-        return Ok(0);
+        return Err(-1);
     }
     // SAFETY: the header and `at` bytes of data are in the slot.
     let record = unsafe { core::slice::from_raw_parts((slot as *const Slot).cast::<u8>(), size) };

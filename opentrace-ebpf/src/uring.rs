@@ -14,7 +14,7 @@ use aya_ebpf::{
 use opentrace_common::{
     NO_FIELD, PATH_MAX,
     abi::{
-        COUNTER_LOST_RING, RecordKind,
+        COUNTER_LOST_ERROR, COUNTER_LOST_RING, RecordKind,
         open::{
             OPEN_HEADER_SIZE, OpenHeader, OpenRecord, STATUS_FIXED_SLOT, STATUS_PATH_FAULT, Syscall, full,
         },
@@ -27,9 +27,11 @@ use opentrace_common::{
 };
 
 use crate::{
-    ADAPTIVE_WAKEUP, EVENTS, SCRATCH, count, global, identify,
+    filter::wanted,
     kernel::{offset, read},
-    on, path, process, send_open, wanted,
+    open::{identify, send_open},
+    path, process,
+    shared::{ADAPTIVE_WAKEUP, EVENTS, SCRATCH, count, counted, global, on},
 };
 
 /// Where the two tracepoints pass the request and the result; the loader writes what BTF says.
@@ -59,23 +61,29 @@ static COMPLETED: PerCpuArray<Completed> = PerCpuArray::with_max_entries(1, 0);
 /// for each of a process's millions of reads, which is most of what watching them costs.
 #[raw_tracepoint(tracepoint = "io_uring_submit_req")]
 pub fn io_uring_submit_req(ctx: RawTracePointContext) -> i32 {
-    let req: u64 = ctx.arg(0);
+    try_submit_req(ctx.arg(0));
+    0
+}
+
+/// For every request: an open's record, or nothing. Every way it can fail is counted here, once.
+#[inline(always)]
+fn try_submit_req(req: u64) {
     if !is_open(req) {
-        return 0;
+        return;
     }
     match try_submit(req) {
         Ok(true) => {}
-        // Filtered out, or lost (counted): its completion must find nothing here.
+        // Filtered out, or lost (counted): its completion must find nothing here. A removal that
+        // fails found nothing to remove.
         Ok(false) => {
             let _ = URING_PENDING.remove(req);
         }
         // The request could not be read: lost, and counted.
         Err(_) => {
-            count(COUNTER_LOST_RING);
+            count(COUNTER_LOST_ERROR);
             let _ = URING_PENDING.remove(req);
         }
     }
-    0
 }
 
 /// Argument `n` of `io_uring_complete`, which has `N` of them. The verifier takes only loads from
@@ -165,15 +173,18 @@ fn try_submit(req: u64) -> Result<bool, i64> {
 /// is sent from here, read from the submission queue entry (uapi: the same on every kernel).
 #[raw_tracepoint(tracepoint = "io_uring_req_failed")]
 pub fn io_uring_req_failed(ctx: RawTracePointContext) -> i32 {
-    let sqe: u64 = ctx.arg(0);
-    let req: u64 = ctx.arg(1);
-    let error: u64 = ctx.arg(2);
-    if let Ok(opcode @ (IORING_OP_OPENAT | IORING_OP_OPENAT2)) = read::<u8>(sqe + sqe::OPCODE) {
-        // Its completion (the error) must not be paired with an entry a request before it left.
-        let _ = URING_PENDING.remove(req);
-        let _ = try_failed(sqe, opcode, i64::from(error as i32));
-    }
-    0
+    counted(try_req_failed(ctx.arg(0), ctx.arg(1), ctx.arg(2))) as i32
+}
+
+#[inline(always)]
+fn try_req_failed(sqe: u64, req: u64, error: u64) -> Result<u32, i64> {
+    let Ok(opcode @ (IORING_OP_OPENAT | IORING_OP_OPENAT2)) = read::<u8>(sqe + sqe::OPCODE) else {
+        return Ok(0);
+    };
+    // Its completion (the error) must not be paired with an entry a request before it left. A
+    // removal that fails found nothing to remove.
+    let _ = URING_PENDING.remove(req);
+    try_failed(sqe, opcode, i64::from(error as i32))
 }
 
 #[inline(always)]
@@ -189,7 +200,7 @@ fn try_failed(sqe: u64, opcode: u8, ret: i64) -> Result<u32, i64> {
     } else {
         (0, 0, read::<u64>(sqe + sqe::ADDR2)?)
     };
-    let Some(event) = SCRATCH.get_ptr_mut(0) else { return Ok(0) };
+    let Some(event) = SCRATCH.get_ptr_mut(0) else { return Err(-1) };
     // SAFETY: this CPU's slot; tracing programs do not nest on a CPU.
     let event = unsafe { &mut *event };
     open_header(&mut event.header, RecordKind::Open, (tgid, tid), dfd, [flags, mode].map(u64::from), ret);
@@ -239,6 +250,8 @@ fn complete<const N: usize>(ctx: &RawTracePointContext) -> i32 {
         return 0;
     }
     let res = complete_arg::<N>(ctx, args.complete_res);
+    // Not counted here if it fails: the reader holds the request's submission, and counts it lost
+    // (once) when its address is reused or the watcher ends without a completion.
     let _ = try_complete(req, res, args);
     0
 }
@@ -247,6 +260,7 @@ fn complete<const N: usize>(ctx: &RawTracePointContext) -> i32 {
 fn try_complete(req: u64, res: u64, args: UringArgs) -> Result<u32, i64> {
     // SAFETY: the value is copied out before the entry is removed.
     let Some(pending) = (unsafe { URING_PENDING.get(req) }).copied() else { return Ok(0) };
+    // It was just found: the removal cannot fail but for a concurrent one, which is as good.
     let _ = URING_PENDING.remove(req);
     let ret = i64::from(if args.complete_res_at == NO_FIELD {
         res as i32

@@ -4,7 +4,10 @@ from typing import Any, final
 
 __all__ = [
     "COMM_MAX",
+    "DEFAULT_LATENCY",
     "DEFAULT_RING_SIZE",
+    "MAX_LATENCY",
+    "MAX_RING_SIZE",
     "PATH_MAX",
     "PID_MAX",
     "SYSCALLS",
@@ -27,6 +30,9 @@ PATH_MAX: int
 PID_MAX: int
 COMM_MAX: int
 DEFAULT_RING_SIZE: int
+MAX_RING_SIZE: int
+DEFAULT_LATENCY: float
+MAX_LATENCY: float
 SYSCALLS: list[str]
 
 _RawFormat = tuple[str, int, list[tuple[str, str, int, int, bool]], str]
@@ -136,6 +142,7 @@ class Session:
         full_path: bool = False,
         cgroup: str | None = None,
         tracepoints: list[tuple[str, bool]] | None = None,
+        fail_every: int | None = None,
     ) -> Session: ...
     def __iter__(self) -> Session: ...
     def __next__(self) -> Any: ...

@@ -17,7 +17,8 @@ pub struct Settings {
     /// `FILTER_CGROUP`: only tasks in the cgroup v2 with this id, at this depth, or below it.
     pub cgroup_id: u64,
     pub cgroup_level: u32,
-    pub _pad: u32,
+    /// `TEST_FAILURES`: one in about this many opens fails in the exit program.
+    pub fail_every: u32,
     /// `IN_PID_NAMESPACE`: the tracer's PID namespace (the device and inode of its nsfs file);
     /// ids are those of that namespace and tasks it cannot see are left out.
     pub pidns_dev: u64,
@@ -38,6 +39,10 @@ pub const FILTER_CGROUP: u32 = 1 << 7;
 pub const IN_PID_NAMESPACE: u32 = 1 << 9;
 /// Resolve each open's full path (`full_path=True`).
 pub const WITH_FULL_PATH: u32 = 1 << 8;
+/// For the tests of loss accounting only: the exit program fails (as a kernel read can) for about
+/// one open in `Settings::fail_every`, after the event passed the filters, so that the test can
+/// check that delivered + lost stays exact. Off, the verifier prunes it.
+pub const TEST_FAILURES: u32 = 1 << 10;
 
 impl Settings {
     pub const NONE: Settings = Settings {
@@ -48,7 +53,7 @@ impl Settings {
         comm: comm::Needle::EMPTY,
         cgroup_id: 0,
         cgroup_level: 0,
-        _pad: 0,
+        fail_every: 0,
         pidns_dev: 0,
         pidns_ino: 0,
     };

@@ -1,0 +1,44 @@
+//! The filters decided when a task is seen, before anything is stored or copied. The settings are
+//! constants to the verifier: a filter that is off costs nothing.
+use aya_ebpf::helpers::{
+    bpf_get_current_comm, bpf_get_current_uid_gid, generated::bpf_get_current_ancestor_cgroup_id,
+};
+use opentrace_common::abi::settings::{
+    FILTER_CGROUP, FILTER_COMM, FILTER_EXCLUDE_SELF, FILTER_TID, FILTER_TRACKED, FILTER_UID,
+};
+
+use crate::{
+    process,
+    shared::{SETTINGS, global, on},
+};
+
+/// Whether the current task (`tgid`, `tid`, as the watcher sees them) passes the filters.
+#[inline(always)]
+pub fn wanted(tgid: u32, tid: u32) -> bool {
+    if on(FILTER_EXCLUDE_SELF) && tgid == global!(SETTINGS.self_tgid) {
+        return false;
+    }
+    if on(FILTER_TRACKED) && !process::tracked(tgid) {
+        return false;
+    }
+    if on(FILTER_TID) && tid != global!(SETTINGS.tid) {
+        return false;
+    }
+    if on(FILTER_UID) && bpf_get_current_uid_gid() as u32 != global!(SETTINGS.uid) {
+        return false;
+    }
+    if on(FILTER_CGROUP) {
+        let level = global!(SETTINGS.cgroup_level) as i32;
+        // SAFETY: a helper with a plain argument.
+        if unsafe { bpf_get_current_ancestor_cgroup_id(level) } != global!(SETTINGS.cgroup_id) {
+            return false;
+        }
+    }
+    if on(FILTER_COMM) {
+        let Ok(comm) = bpf_get_current_comm() else {
+            return false;
+        };
+        return global!(SETTINGS.comm).found_in(comm);
+    }
+    true
+}

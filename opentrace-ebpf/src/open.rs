@@ -1,0 +1,332 @@
+//! The open family's syscalls (`open`, `openat`, `openat2`, `creat`): `sys_enter_*` filters and
+//! remembers the arguments per thread; `sys_exit_*` pairs them with the return value, copies the
+//! path (the kernel has faulted its page in by then), resolves the full path when asked, and
+//! sends one variable-length record. `send_open` and `identify` also serve io_uring's opens.
+use aya_ebpf::{
+    EbpfContext as _,
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns,
+        bpf_probe_read_user, bpf_probe_read_user_str_bytes, generated::bpf_get_current_cgroup_id,
+    },
+    macros::{btf_map, map, tracepoint},
+    maps::ProgramArray,
+    programs::TracePointContext,
+};
+use aya_log_ebpf::warn;
+use opentrace_common::{
+    AT_FDCWD, NO_FIELD, PATH_MAX,
+    abi::{
+        COUNTER_LOST_PENDING, COUNTER_LOST_RING, RecordKind,
+        open::{
+            ArgOffsets, DEFAULT_RET_OFFSET, OPEN_HEADER_SIZE, OpenHeader, OpenRecord, Pending,
+            STATUS_HOW_FAULT, STATUS_PATH_FAULT, Syscall, full,
+        },
+        settings::{FILTER_FAILED, TEST_FAILURES, WITH_FULL_PATH},
+    },
+};
+
+use crate::{
+    filter::wanted,
+    kernel, path, process,
+    shared::{ADAPTIVE_WAKEUP, EVENTS, SCRATCH, SETTINGS, count, counted, global, on},
+    storage::TaskStorage,
+};
+
+// Argument offsets of each `sys_enter_*` record and of `ret` in `sys_exit_*`. These are the
+// defaults; the loader overwrites them with what the running kernel's `format` files say.
+#[unsafe(no_mangle)]
+static OPEN_ARGS: ArgOffsets = ArgOffsets::OPEN;
+#[unsafe(no_mangle)]
+static OPENAT_ARGS: ArgOffsets = ArgOffsets::OPENAT;
+#[unsafe(no_mangle)]
+static OPENAT2_ARGS: ArgOffsets = ArgOffsets::OPENAT2;
+#[unsafe(no_mangle)]
+static CREAT_ARGS: ArgOffsets = ArgOffsets::CREAT;
+#[unsafe(no_mangle)]
+static RET_OFFSET: u32 = DEFAULT_RET_OFFSET;
+
+/// What `sys_enter_*` remembers for `sys_exit_*`, in the task itself (a thread's entry and exit
+/// run in that thread, one after the other).
+#[btf_map]
+static PENDING: TaskStorage<Pending> = TaskStorage::new();
+
+/// Element 0: the `diagnose` program, for tail calls.
+#[map]
+static DIAGNOSE: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+macro_rules! open_family {
+    ($($enter:ident, $syscall:expr, $args:ident, $nargs:literal;)*) => {$(
+        #[tracepoint]
+        pub fn $enter(ctx: TracePointContext) -> u32 {
+            let record = Record::<$nargs>::new(&ctx);
+            counted(try_sys_enter(&record, $syscall, global!($args)))
+        }
+    )*};
+}
+
+// One entry program per syscall: each loads its record's argument slots directly, and a record
+// cannot be read past its end (the kernel checks the furthest offset when attaching).
+open_family! {
+    sys_enter_open, Syscall::Open, OPEN_ARGS, 3;
+    sys_enter_openat, Syscall::Openat, OPENAT_ARGS, 4;
+    sys_enter_openat2, Syscall::Openat2, OPENAT2_ARGS, 4;
+    sys_enter_creat, Syscall::Creat, CREAT_ARGS, 2;
+}
+
+/// Attached to every `sys_exit_*` of the family: the exits only read `ret`, and the syscall is in
+/// the pending entry. One program verified instead of four (the full-path walk makes it the
+/// costliest to verify).
+#[tracepoint]
+pub fn sys_exit(ctx: TracePointContext) -> u32 {
+    counted(try_sys_exit(&Record::<1>::new(&ctx)))
+}
+
+#[inline(always)]
+fn try_sys_enter<const N: usize>(
+    ctx: &Record<'_, N>,
+    syscall: Syscall,
+    args: ArgOffsets,
+) -> Result<u32, i64> {
+    let Some((tgid, tid)) = process::current_ids() else { return Ok(0) };
+    if !wanted(tgid, tid) {
+        return Ok(0);
+    }
+
+    let filename = ctx.arg(args.filename)?;
+    // `int dfd` and `int flags`: the upper half of the register is not part of the argument.
+    let dfd = match args.dfd {
+        NO_FIELD => AT_FDCWD,
+        offset => ctx.arg(offset)? as i32,
+    };
+    let flags = match args.flags {
+        NO_FIELD if matches!(syscall, Syscall::Creat) => Syscall::CREAT_FLAGS,
+        NO_FIELD => 0,
+        offset => u64::from(ctx.arg(offset)? as u32),
+    };
+    // `umode_t` is an unsigned short.
+    let mode = match args.mode {
+        NO_FIELD => 0,
+        offset => u64::from(ctx.arg(offset)? as u16),
+    };
+    let how = match args.how {
+        NO_FIELD => 0,
+        offset => ctx.arg(offset)?,
+    };
+
+    let Some(pending) = PENDING.current(true) else {
+        count(COUNTER_LOST_PENDING);
+        return Ok(0);
+    };
+    let value = Pending {
+        // SAFETY: a helper with no arguments.
+        timestamp_ns: unsafe { bpf_ktime_get_ns() },
+        filename,
+        flags,
+        mode,
+        how,
+        dfd,
+        syscall: syscall as u8,
+        _pad: [0; 3],
+    };
+    // SAFETY: the task's own storage, which only this task's programs use (entry and exit run in
+    // the task, one after the other).
+    unsafe { pending.write(value) };
+    Ok(0)
+}
+
+/// Where a syscall tracepoint record's 8-byte argument slots start (`struct syscall_trace_enter`
+/// and `_exit`: common fields, `int __syscall_nr`, then `unsigned long args[]` or `long ret`).
+const FIRST_SLOT: u32 = 16;
+
+const EFAULT: i32 = 14;
+
+/// A syscall tracepoint record with its first `N` argument slots loaded up front, by direct
+/// context loads at constant offsets (a helper call each costs more; the verifier only allows
+/// direct loads at offsets fixed in the instruction). Fields are then picked by the offsets the
+/// format files gave; an offset outside those slots falls back to a probe read.
+struct Record<'a, const N: usize> {
+    ctx: &'a TracePointContext,
+    slots: [u64; N],
+}
+
+impl<'a, const N: usize> Record<'a, N> {
+    #[inline(always)]
+    fn new(ctx: &'a TracePointContext) -> Self {
+        let base = ctx.as_ptr().cast::<u8>();
+        // SAFETY: the record holds `__syscall_nr` and N slots after it; the kernel checks the
+        // furthest offset read against the tracepoint's record size when attaching.
+        let slots = core::array::from_fn(|i| unsafe { *base.add(FIRST_SLOT as usize + 8 * i).cast::<u64>() });
+        Record { ctx, slots }
+    }
+
+    #[inline(always)]
+    fn arg(&self, offset: u32) -> Result<u64, i64> {
+        let index = offset.wrapping_sub(FIRST_SLOT) / 8;
+        if offset.is_multiple_of(8)
+            && let Some(value) = self.slots.get(index as usize)
+        {
+            return Ok(*value);
+        }
+        // SAFETY: a probe read of the record, which may fail but cannot fault.
+        Ok(unsafe { self.ctx.read_at::<u64>(offset as usize)? })
+    }
+}
+
+#[inline(always)]
+fn try_sys_exit(ctx: &Record<'_, 1>) -> Result<u32, i64> {
+    let Some(slot) = PENDING.current(false) else {
+        return Ok(0);
+    };
+    // SAFETY: as in `try_sys_enter`.
+    let slot = unsafe { &mut *slot };
+    // A zero timestamp marks the slot consumed (or an exit whose entry was not recorded).
+    if slot.timestamp_ns == 0 {
+        return Ok(0);
+    }
+    let pending = *slot;
+    slot.timestamp_ns = 0;
+
+    // From here on the event passed the entry's filters: a failure is an event lost (`counted`).
+    let ret = ctx.arg(global!(RET_OFFSET))? as i64;
+    if on(FILTER_FAILED) && ret >= 0 {
+        return Ok(0);
+    }
+    // The tests' forced failure (see `TEST_FAILURES`): pruned by the verifier when off.
+    if on(TEST_FAILURES)
+        && pending.timestamp_ns.checked_rem(u64::from(global!(SETTINGS.fail_every))) == Some(0)
+    {
+        return Err(-1);
+    }
+    // The entry saw the task, so its namespace can see it.
+    let (tgid, tid) = process::current_ids().unwrap_or_default();
+
+    let Some(event) = SCRATCH.get_ptr_mut(0) else { return Err(-1) };
+    // SAFETY: this CPU's slot, and nothing else runs on this CPU until the program returns: a
+    // tracepoint program is not re-entered on its CPU (the kernel skips nested runs), and the
+    // tail call to `diagnose` happens after the last write.
+    let event = unsafe { &mut *event };
+    let header = &mut event.header;
+    identify(header, RecordKind::Open, tgid, tid);
+    header.timestamp_ns = pending.timestamp_ns;
+    header.ret = ret;
+    header.flags = pending.flags;
+    header.mode = pending.mode;
+    header.dfd = pending.dfd;
+    header.syscall = pending.syscall;
+
+    send_open(event, pending.filename, pending.how, ret, pending.dfd);
+    if event.header.status & (STATUS_PATH_FAULT | STATUS_HOW_FAULT) != 0 {
+        // Rare: the logging code lives in its own program, verified once, not in every exit.
+        // SAFETY: `diagnose` is a tracepoint program, like this one; if the call fails we just return.
+        unsafe { DIAGNOSE.tail_call(ctx.ctx, 0) };
+    }
+    Ok(0)
+}
+
+/// Completes an open's record in this CPU's slot (its header filled in): the `struct open_how`
+/// at `how` (user memory; 0: none), the path at `filename` (user memory), and the full path when
+/// asked; then sends it. The caller looks at the status for faults to report.
+#[inline(always)]
+pub fn send_open(event: &mut OpenRecord, filename: u64, how: u64, ret: i64, dfd: i32) {
+    if how != 0 {
+        // `struct open_how` starts with `u64 flags; u64 mode;` (in the process's memory).
+        // SAFETY: a probe read of user memory, which may fail but cannot fault.
+        match unsafe { bpf_probe_read_user(how as *const [u64; 2]) } {
+            Ok([flags, mode]) => {
+                event.header.flags = flags;
+                event.header.mode = mode;
+            }
+            Err(err) => {
+                event.header.status |= STATUS_HOW_FAULT;
+                event.header.fault = err;
+            }
+        }
+    }
+
+    let Some(path) = event.data.first_chunk_mut::<PATH_MAX>() else { return };
+    // SAFETY: a probe read of user memory into this CPU's slot.
+    let path_len = match unsafe { bpf_probe_read_user_str_bytes(filename as *const u8, path) } {
+        Ok(path) => path.len() as u32,
+        Err(err) => {
+            event.header.status |= STATUS_PATH_FAULT;
+            event.header.fault = err;
+            0
+        }
+    };
+    event.header.path_len = path_len as u16;
+
+    let mut full_len = 0;
+    if on(WITH_FULL_PATH) {
+        let absolute = path_len > 0 && event.data[0] == b'/';
+        let code = if event.header.status & STATUS_PATH_FAULT != 0 && ret < 0 {
+            full::FAULT
+        } else {
+            // SAFETY: the path ends before PATH_MAX; the full path (at most PATH_MAX - 1 bytes)
+            // goes right after it, inside the slot's 2 * PATH_MAX bytes.
+            let to = unsafe { event.data.as_mut_ptr().add((path_len & (PATH_MAX as u32 - 1)) as usize) };
+            let (code, len) = path::resolve_into(to, ret, absolute, dfd);
+            full_len = len;
+            code
+        };
+        event.header.full = code;
+        event.header.full_len = full_len as u16;
+    }
+
+    let size = OPEN_HEADER_SIZE + (path_len as usize & (PATH_MAX - 1)) + (full_len as usize & (PATH_MAX - 1));
+    // SAFETY: the header, the path and the full path are in the slot, one after the other.
+    let record = unsafe { core::slice::from_raw_parts((event as *const OpenRecord).cast::<u8>(), size) };
+    if EVENTS.output::<[u8]>(record, ADAPTIVE_WAKEUP).is_err() {
+        count(COUNTER_LOST_RING);
+    }
+}
+
+/// Fills in who opened: the ids as the watcher sees them (`tgid`, `tid`), and the rest of the
+/// current task's identity; clears the status.
+#[inline(always)]
+pub fn identify(header: &mut OpenHeader, kind: RecordKind, tgid: u32, tid: u32) {
+    header.kind = kind as u8;
+    header.pid = tgid;
+    header.tid = tid;
+    header.uid = bpf_get_current_uid_gid() as u32;
+    header.ppid = process::parent();
+    header.ns_pid = kernel::own_ns_tgid((bpf_get_current_pid_tgid() >> 32) as u32);
+    // SAFETY: a helper with no arguments.
+    header.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    header.comm = bpf_get_current_comm().unwrap_or_default();
+    header.status = 0;
+    header.fault = 0;
+    header.full = full::NOT_ASKED;
+    header.full_len = 0;
+}
+
+/// Reached by tail call from a `sys_exit_*` program whose record has a `STATUS_*_FAULT` bit;
+/// says what could not be read, through aya-log (the user side forwards it to Python logging).
+#[tracepoint]
+pub fn diagnose(ctx: TracePointContext) -> u32 {
+    let Some(event) = SCRATCH.get_ptr(0) else {
+        return 0;
+    };
+    // SAFETY: reached only by tail call from an exit program on this CPU, which filled the slot
+    // and does not run again on this CPU before this program returns.
+    let header = unsafe { &(*event).header };
+    // With -EFAULT the process passed a bad pointer: the event's errno says it all. Otherwise the
+    // kernel read the path a moment ago and we could not: say so.
+    if header.status & STATUS_PATH_FAULT != 0 && header.ret != -i64::from(EFAULT) {
+        warn!(
+            &ctx,
+            "could not read the path of an open by pid {} tid {} (error {}); reporting it empty",
+            header.pid,
+            header.tid,
+            header.fault
+        );
+    }
+    if header.status & STATUS_HOW_FAULT != 0 && header.ret >= 0 {
+        warn!(
+            &ctx,
+            "could not read struct open_how of pid {} (error {}); flags and mode reported as 0",
+            header.pid,
+            header.fault
+        );
+    }
+    0
+}

@@ -1,0 +1,360 @@
+//! Reading a watcher's ring buffer: waiting for records (GIL released), draining them in
+//! batches, turning them into events or CLI text, and the housekeeping between batches (the
+//! programs' logs, losses, the end of a pid watcher).
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use aya::maps::{MapData, RingBuf};
+use aya_log::EbpfLogger;
+use opentrace_common::tracepoint::{self, Schema};
+use pyo3::prelude::*;
+
+use crate::{
+    decode::{Decoded, Decoder, Record},
+    detach,
+    diag::{self, FromKernel},
+    error::Error,
+    event::OpenEvent,
+    follow::{self, Tracked},
+    loader::Attached,
+    lost::{Ledger, Reporter},
+    output::Formatter,
+    ring::{Wait, Waiter},
+    tpevent::TracepointEvent,
+};
+
+/// Records turned into events per drain, bounding the memory a burst can take in Python.
+const BATCH: usize = 4096;
+/// Watchers with more links than this leave detaching to a process of their own (see `release`).
+const DETACH_INLINE: usize = 16;
+/// Longest uninterrupted block: a safety net for a signal that lands just before the wait.
+const MAX_BLOCK: Duration = Duration::from_secs(1);
+
+/// What a read wants drained records turned into.
+pub enum Want<'f> {
+    /// `OpenEvent`s (or `TracepointEvent`s) in `Out::ready`.
+    Events,
+    /// CLI lines in `Out::text`, at most `limit` of them.
+    Text { formatter: &'f Formatter, limit: usize },
+}
+
+/// What a watcher's readers and its `close()` share, whichever thread they run on.
+pub struct Shared {
+    pub waiter: Waiter,
+    pub closed: AtomicBool,
+    /// A pid watcher whose processes have all exited: what was drained is handed out, nothing
+    /// more is read.
+    pub ended: AtomicBool,
+    pub latency: Duration,
+    pub ledger: Ledger,
+}
+
+impl Shared {
+    fn closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+/// Drained and not yet handed out: a read that ends in an error (a signal's or a logging
+/// handler's exception) leaves what it drained here for the next read.
+#[derive(Default)]
+pub struct Out {
+    /// `OpenEvent`s or `TracepointEvent`s.
+    pub ready: VecDeque<Py<PyAny>>,
+    pub text: String,
+    pub text_count: usize,
+}
+
+impl Out {
+    /// Takes one decoded event; returns false once the read wants no more.
+    fn take(&mut self, py: Python<'_>, want: &Want<'_>, mut decoded: Decoded<'_>) -> PyResult<bool> {
+        match want {
+            Want::Events => {
+                let cgroup = decoded.cgroup.take();
+                let event = Py::new(py, OpenEvent::new(decoded.open(), cgroup))?;
+                Ok(self.ready(event.into_any()))
+            }
+            Want::Text { formatter, limit } => {
+                formatter.write(decoded.open(), &mut self.text);
+                self.text_count += 1;
+                Ok(self.text_count < *limit)
+            }
+        }
+    }
+
+    /// As `take`, for a tracepoint's record.
+    fn take_tracepoint(
+        &mut self,
+        py: Python<'_>,
+        want: &Want<'_>,
+        event: tracepoint::Event<'_>,
+        schema: &Arc<Schema>,
+    ) -> PyResult<bool> {
+        match want {
+            Want::Events => {
+                let event = Py::new(py, TracepointEvent::new(event, schema))?;
+                Ok(self.ready(event.into_any()))
+            }
+            Want::Text { formatter, limit } => {
+                formatter.write_tracepoint(event, &mut self.text);
+                self.text_count += 1;
+                Ok(self.text_count < *limit)
+            }
+        }
+    }
+
+    /// Queues an event for the read; true: the read takes more.
+    fn ready(&mut self, event: Py<PyAny>) -> bool {
+        // An event cannot be part of a reference cycle (it holds no Python object), but pyo3
+        // makes every class a GC type: left tracked, each batch of thousands made the collector
+        // walk them all, a tenth of a consumer's time in a storm.
+        // SAFETY: `event` is a live object we own; untracking an object is always allowed.
+        unsafe { pyo3::ffi::PyObject_GC_UnTrack(event.as_ptr().cast()) };
+        self.ready.push_back(event);
+        true
+    }
+
+    /// Whether the read has something to hand back (text reads first take the events an
+    /// iteration left behind).
+    fn satisfied(&mut self, py: Python<'_>, want: &Want<'_>) -> bool {
+        match want {
+            Want::Events => !self.ready.is_empty(),
+            Want::Text { formatter, limit } => {
+                while self.text_count < *limit {
+                    let Some(event) = self.ready.pop_front() else { break };
+                    let event = event.bind(py);
+                    if let Ok(open) = event.cast::<OpenEvent>() {
+                        formatter.write(open.get().0.view(), &mut self.text);
+                    } else if let Ok(record) = event.cast::<TracepointEvent>() {
+                        formatter.write_tracepoint(record.get().view(), &mut self.text);
+                    }
+                    self.text_count += 1;
+                }
+                self.text_count > 0
+            }
+        }
+    }
+}
+
+/// A live watcher's reading end: the ring, what was drained from it, and the programs (held for
+/// their links: dropping them detaches).
+pub struct Reader {
+    ring: RingBuf<MapData>,
+    logs: EbpfLogger<FromKernel>,
+    reporter: Reporter,
+    attached: Attached,
+    pub out: Out,
+    /// When the last drain that emptied the ring finished; the next drain waits for `latency`
+    /// after it so that a busy stream costs one wake-up per batch, not per event.
+    drained_at: Option<Instant>,
+    /// Records to events.
+    decoder: Decoder,
+    /// A pid watcher's followed processes; when none is left, the watcher ends.
+    tracked: Option<Tracked>,
+    /// A followed process exited since the set was last looked at.
+    exited: bool,
+}
+
+fn kernel_error(what: &str, err: std::io::Error) -> PyErr {
+    Error::kernel(what, &err).into()
+}
+
+impl Reader {
+    pub fn new(
+        ring: RingBuf<MapData>,
+        logs: EbpfLogger<FromKernel>,
+        attached: Attached,
+        decoder: Decoder,
+        tracked: Option<Tracked>,
+    ) -> Reader {
+        Reader {
+            ring,
+            logs,
+            reporter: Reporter::new(),
+            attached,
+            out: Out::default(),
+            drained_at: None,
+            decoder,
+            tracked,
+            exited: false,
+        }
+    }
+
+    /// Requests still waiting for their completion will not be reported now: lost.
+    pub fn forget_waiting(&mut self, shared: &Shared) {
+        shared.ledger.add_uring(self.decoder.forget_waiting());
+    }
+
+    /// Passes up to `BATCH` records from the ring to the read, until it wants no more. Returns
+    /// how many records were read.
+    fn drain(&mut self, py: Python<'_>, shared: &Shared, want: &Want<'_>) -> PyResult<usize> {
+        let (mut read, mut more) = (0, true);
+        let name_cgroups = match want {
+            Want::Text { formatter, .. } => formatter.shows_cgroup(),
+            Want::Events => true,
+        };
+        while more && read < BATCH {
+            let Some(record) = self.ring.next() else { break };
+            read += 1;
+            match self.decoder.decode(&record, name_cgroups) {
+                Ok(Record::Open(decoded)) => more = self.out.take(py, want, decoded)?,
+                Ok(Record::Tracepoint(event, schema)) => {
+                    more = self.out.take_tracepoint(py, want, event, schema)?
+                }
+                Ok(Record::ProcessExit) => self.exited = true,
+                Ok(Record::Kept) => {}
+                Err(err) => {
+                    shared.ledger.add_undecodable();
+                    diag::note(
+                        diag::Level::Warning,
+                        format!("a ring buffer record could not be decoded ({err}); counted as lost"),
+                    );
+                }
+            }
+        }
+        shared.ledger.add_uring(std::mem::take(&mut self.decoder.orphaned));
+        // Only a drain that emptied the ring starts a pause (see `drained_at`).
+        self.drained_at = (more && read < BATCH).then(Instant::now);
+        Ok(read)
+    }
+
+    /// For a pid watcher whose followed processes have all exited (all their events are in the
+    /// ring by then): drains the rest and ends the watcher, as `close()` does. Returns whether it
+    /// ended.
+    fn followed_all_gone(&mut self, py: Python<'_>, shared: &Shared, want: &Want<'_>) -> PyResult<bool> {
+        if !std::mem::take(&mut self.exited) || !self.tracked.as_ref().is_some_and(follow::none_left) {
+            return Ok(false);
+        }
+        // No pause: everything up to now (a text read with a limit stops at it).
+        while self.drain(py, shared, want)? > 0 {}
+        // The processes are gone: a request still waiting will never complete for us.
+        self.forget_waiting(shared);
+        shared.ended.store(true, Ordering::Release);
+        shared.waiter.wake();
+        // The last word on losses and unresolved paths, without waiting for the next check.
+        self.reporter.check_soon();
+        self.housekeeping(py, shared)?;
+        Ok(true)
+    }
+
+    /// How long the reader still pauses after the last drain that emptied the ring.
+    pub fn pause(&self, shared: &Shared) -> Duration {
+        self.drained_at
+            .map_or(Duration::ZERO, |at| (at + shared.latency).saturating_duration_since(Instant::now()))
+    }
+
+    /// Between batches: forwards the programs' log records and what the decoder has to say and,
+    /// at most once a second, warns of newly lost events, through the `opentrace` logger. A
+    /// logging handler may raise: what was drained stays for the next read.
+    fn housekeeping(&mut self, py: Python<'_>, shared: &Shared) -> PyResult<()> {
+        self.decoder.report();
+        // aya-log unwraps its record parsing; a malformed record must not take the reader down.
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.logs.flush())).is_err() {
+            diag::note(diag::Level::Warning, "could not decode a log record from the eBPF programs".into());
+        }
+        if self.reporter.due() {
+            // An exit record lost to a full ring only delays this.
+            self.exited |= self.tracked.is_some();
+            self.reporter.report(py, &shared.ledger)?;
+        }
+        diag::emit(py)
+    }
+
+    /// `next_ready()`: one event if one is ready now, without blocking; within the pause after a
+    /// drain the ring is not touched.
+    pub fn next_ready(&mut self, py: Python<'_>, shared: &Shared) -> PyResult<Option<Py<PyAny>>> {
+        if self.out.ready.is_empty()
+            && self.pause(shared).is_zero()
+            && self.drain(py, shared, &Want::Events)? > 0
+        {
+            self.housekeeping(py, shared)?;
+        }
+        Ok(self.out.ready.pop_front())
+    }
+
+    /// Drains until the read is satisfied, `deadline` passes or the watcher closes. Waits with
+    /// the GIL released; a signal's Python handler runs (and may raise) while waiting.
+    pub fn fill(
+        &mut self,
+        py: Python<'_>,
+        shared: &Shared,
+        deadline: Option<Instant>,
+        want: &Want<'_>,
+    ) -> PyResult<()> {
+        loop {
+            if shared.closed() || self.out.satisfied(py, want) {
+                return Ok(());
+            }
+            let pause = self.pause(shared);
+            let pause = deadline.map_or(pause, |d| pause.min(d.saturating_duration_since(Instant::now())));
+            if !pause.is_zero() {
+                let slept = py.detach(|| shared.waiter.sleep(pause));
+                if let Wait::Interrupted = slept.map_err(|e| kernel_error("waiting", e))? {
+                    py.check_signals()?;
+                }
+                continue;
+            }
+            if self.drain(py, shared, want)? > 0 {
+                self.housekeeping(py, shared)?;
+                continue;
+            }
+            if self.followed_all_gone(py, shared, want)? {
+                return Ok(());
+            }
+            let timeout = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => left.min(MAX_BLOCK),
+                    _ => return Ok(()),
+                },
+                None => MAX_BLOCK,
+            };
+            py.check_signals()?;
+            let waited = py.detach(|| shared.waiter.wait(Some(timeout)));
+            match waited.map_err(|e| kernel_error("waiting for events", e))? {
+                Wait::Interrupted => py.check_signals()?,
+                // A quiet spell: still report losses and the programs' logs.
+                Wait::TimedOut => self.housekeeping(py, shared)?,
+                Wait::Ready => {}
+            }
+        }
+    }
+
+    /// Detaches and frees what the kernel holds for a watcher, with the GIL released. The kernel
+    /// detaches perf-event tracepoints one at a time, each after an RCU grace period (~40 ms
+    /// here: 13 s for every syscall tracepoint); for a watcher with many, or with `hand_over` (a
+    /// process about to exit), a process of its own pays that wait (see `detach`), and this
+    /// returns at once.
+    pub fn release(mut self, py: Python<'_>, hand_over: bool) {
+        self.out.ready.clear();
+        if (hand_over || self.attached.len() > DETACH_INLINE)
+            && let Some(pipe) = detach::hand_over(&detach::process_links())
+        {
+            py.detach(move || {
+                // Our copies go at once: the holding process has its own.
+                drop(self);
+                // SAFETY: our end of the pipe; closing it lets the holding process go on.
+                unsafe { libc::close(pipe) };
+            });
+            return;
+        }
+        py.detach(move || drop(self));
+    }
+
+    /// In a forked child: lets go of the parent's kernel objects without touching the parent's
+    /// use of them. With BPF links, closing our copies of the fds does just that; older kernels
+    /// attach through perf events that aya disables on drop (the parent shares them), so those
+    /// fds are left for exit or exec (they are close-on-exec) to close.
+    pub fn forget_inherited(self) {
+        if aya::features().bpf_perf_link() {
+            drop(self);
+        } else {
+            std::mem::forget(self);
+        }
+    }
+}
