@@ -1,10 +1,12 @@
 //! `OpenEvent`: one open, immutable. Its attributes, `to_dict()`, `repr()`, pickling and the
-//! keyword constructor all come from the one table of fields, `opentrace_common::open::FIELDS`.
+//! keyword constructor all come from the one table of fields, `opentrace_common::open::FIELDS`;
+//! [`Attribute`], the descriptor behind each attribute, serves `TracepointEvent`'s table too.
 use std::sync::Arc;
 
 use opentrace_common::{
     open::{FIELDS, Open, OwnedOpen},
     schema::{DICT, REPR, SetError},
+    tracepoint,
 };
 use pyo3::{
     exceptions::{PyAttributeError, PyTypeError, PyValueError},
@@ -12,7 +14,10 @@ use pyo3::{
     types::{PyDict, PyString, PyTuple},
 };
 
-use crate::value::{from_py, to_py, to_py_exact};
+use crate::{
+    tpevent::TracepointEvent,
+    value::{from_py, to_py, to_py_exact},
+};
 
 #[pyclass(module = "opentrace", name = "OpenEvent", frozen, eq, hash)]
 #[derive(PartialEq, Eq, Hash)]
@@ -101,36 +106,66 @@ impl OpenEvent {
     }
 }
 
-/// The attribute for one row of the table (a read-only data descriptor on `OpenEvent`).
+/// Which event kind's table an [`Attribute`] reads.
+#[derive(Clone, Copy)]
+pub enum Table {
+    Open,
+    Tracepoint,
+}
+
+/// The attribute for one row of an event kind's table (a read-only data descriptor).
 #[pyclass(module = "opentrace._opentrace", frozen)]
-pub struct OpenField {
+pub struct Attribute {
+    table: Table,
     index: usize,
 }
 
+impl Attribute {
+    fn name(&self) -> &'static str {
+        match self.table {
+            Table::Open => FIELDS[self.index].name,
+            Table::Tracepoint => tracepoint::ATTRIBUTES[self.index].name,
+        }
+    }
+}
+
 #[pymethods]
-impl OpenField {
+impl Attribute {
     fn __get__<'py>(
         slf: &Bound<'py, Self>,
         event: Option<&Bound<'py, PyAny>>,
         _owner: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let Some(event) = event else { return Ok(slf.clone().into_any()) };
-        let event = event.cast::<OpenEvent>()?;
-        to_py(slf.py(), (FIELDS[slf.get().index].get)(event.get().0.view()))
+        let this = slf.get();
+        let value = match this.table {
+            Table::Open => (FIELDS[this.index].get)(event.cast::<OpenEvent>()?.get().0.view()),
+            Table::Tracepoint => {
+                (tracepoint::ATTRIBUTES[this.index].get)(event.cast::<TracepointEvent>()?.get().view())
+            }
+        };
+        to_py(slf.py(), value)
     }
 
-    fn __set__(&self, _event: &Bound<'_, PyAny>, _value: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn __set__(&self, event: &Bound<'_, PyAny>, _value: &Bound<'_, PyAny>) -> PyResult<()> {
         Err(PyAttributeError::new_err(format!(
-            "OpenEvent is immutable: {} cannot be set",
-            FIELDS[self.index].name
+            "{} is immutable: {} cannot be set",
+            event.get_type().name()?,
+            self.name()
         )))
     }
 }
 
-/// Gives `OpenEvent` one attribute per row of the table.
-pub fn add_fields(class: &Bound<'_, pyo3::types::PyType>) -> PyResult<()> {
-    for (index, field) in FIELDS.iter().enumerate() {
-        class.setattr(field.name, OpenField { index })?;
+/// Gives `OpenEvent` and `TracepointEvent` one attribute per row of their tables.
+pub fn add_attributes(py: Python<'_>) -> PyResult<()> {
+    let open = py.get_type::<OpenEvent>();
+    for index in 0..FIELDS.len() {
+        open.setattr(FIELDS[index].name, Attribute { table: Table::Open, index })?;
+    }
+    let tracepoint = py.get_type::<TracepointEvent>();
+    for index in 0..tracepoint::ATTRIBUTES.len() {
+        tracepoint
+            .setattr(tracepoint::ATTRIBUTES[index].name, Attribute { table: Table::Tracepoint, index })?;
     }
     Ok(())
 }

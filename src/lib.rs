@@ -39,7 +39,7 @@ mod _opentrace {
     #[pymodule_export]
     use crate::{
         command::Suspended,
-        event::{OpenEvent, OpenField},
+        event::{Attribute, OpenEvent},
         output::Formatter,
         session::Session,
         tpevent::TracepointEvent,
@@ -101,7 +101,7 @@ mod _opentrace {
         m.add("DEFAULT_LATENCY", crate::config::DEFAULT_LATENCY_S)?;
         m.add("MAX_LATENCY", crate::config::MAX_LATENCY_S)?;
         m.add("SYSCALLS", Syscall::ALL.map(Syscall::name))?;
-        crate::event::add_fields(&m.py().get_type::<OpenEvent>())?;
+        crate::event::add_attributes(m.py())?;
         Ok(())
     }
 }

@@ -12,9 +12,7 @@ use std::{
 };
 
 use aya::maps::{MapData, PerCpuArray};
-use opentrace_common::abi::{
-    COUNTER_LOST_ERROR, COUNTER_LOST_PENDING, COUNTER_LOST_RING, COUNTER_UNFOLLOWED, process::TRACKED_MAX,
-};
+use opentrace_common::abi::{Counter, process::TRACKED_MAX};
 use pyo3::{prelude::*, sync::MutexExt};
 
 use crate::{
@@ -46,21 +44,23 @@ impl Counters {
                 .map_err(|e| Error::kernel("reading the programs' statistics", &e))?;
         }
         Ok(KernelLost {
-            ring: self.sum(COUNTER_LOST_RING)?,
-            unpaired: self.sum(COUNTER_LOST_PENDING)?,
-            failed: self.sum(COUNTER_LOST_ERROR)?,
+            ring: self.sum(Counter::LostRing)?,
+            unpaired: self.sum(Counter::LostPending)?,
+            failed: self.sum(Counter::LostError)?,
             skipped,
         })
     }
 
     /// Processes a pid watcher could not follow (its set was full).
     fn unfollowed(&self) -> Result<u64> {
-        self.sum(COUNTER_UNFOLLOWED)
+        self.sum(Counter::Unfollowed)
     }
 
-    fn sum(&self, index: u32) -> Result<u64> {
-        let values =
-            self.counts.get(&index, 0).map_err(|e| Error::kernel("reading the programs' counters", &e))?;
+    fn sum(&self, counter: Counter) -> Result<u64> {
+        let values = self
+            .counts
+            .get(&(counter as u32), 0)
+            .map_err(|e| Error::kernel("reading the programs' counters", &e))?;
         Ok(values.iter().fold(0u64, |sum, v| sum.saturating_add(*v)))
     }
 }

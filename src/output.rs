@@ -1,6 +1,6 @@
 //! `Formatter`: the CLI's output options, applied to events straight from ring records.
 use opentrace_common::{
-    open::{self, ColumnOptions, FIELDS, Open},
+    open::{self, Attr, ColumnOptions, FIELDS, Open},
     schema::DICT,
     text::{self, Columns},
     tracepoint::{self, Event},
@@ -22,7 +22,7 @@ pub struct Formatter {
 impl Formatter {
     /// Whether the output shows an event's cgroup (JSON, or the CONTAINER column).
     pub fn shows_cgroup(&self) -> bool {
-        self.json || self.columns.0.iter().any(|c| FIELDS[c.field].name == "container_id")
+        self.json || self.columns.0.iter().any(|c| c.field == Attr::ContainerId as usize)
     }
 
     pub fn write_tracepoint(&self, event: Event<'_>, out: &mut String) {

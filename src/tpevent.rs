@@ -8,7 +8,8 @@ use std::{
 
 use opentrace_common::{
     abi::tracepoint::{TP_STRINGS, TracepointHeader},
-    tracepoint::{Event, Schema},
+    schema::{DICT, REPR},
+    tracepoint::{ATTRIBUTES, Event, Schema},
 };
 use pyo3::{
     exceptions::PyKeyError,
@@ -16,7 +17,7 @@ use pyo3::{
     types::{PyDict, PyString},
 };
 
-use crate::value::{fsdecode, to_py};
+use crate::value::to_py;
 
 #[pyclass(module = "opentrace", name = "TracepointEvent", frozen, eq, hash)]
 pub struct TracepointEvent {
@@ -77,43 +78,6 @@ impl TracepointEvent {
 
 #[pymethods]
 impl TracepointEvent {
-    /// `"category:name"`.
-    #[getter]
-    fn tracepoint(&self) -> &str {
-        &self.schema.name
-    }
-
-    /// CLOCK_MONOTONIC ns when it fired.
-    #[getter]
-    fn timestamp_ns(&self) -> u64 {
-        self.head.timestamp_ns
-    }
-
-    #[getter]
-    fn cpu(&self) -> u32 {
-        self.head.cpu
-    }
-
-    #[getter]
-    fn pid(&self) -> u32 {
-        self.head.pid
-    }
-
-    #[getter]
-    fn tid(&self) -> u32 {
-        self.head.tid
-    }
-
-    #[getter]
-    fn uid(&self) -> u32 {
-        self.head.uid
-    }
-
-    #[getter]
-    fn comm<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyString>> {
-        fsdecode(py, self.view().comm())
-    }
-
     /// Every field of the format but the `common_*` ones, in file order (a new dict each time).
     #[getter]
     fn fields<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
@@ -139,21 +103,18 @@ impl TracepointEvent {
     /// Every attribute, `fields` as a dict; JSON-serialisable.
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let dict = PyDict::new(py);
-        for (name, value) in self.view().attributes() {
-            dict.set_item(PyString::intern(py, name), to_py(py, value)?)?;
+        for attribute in ATTRIBUTES.iter().filter(|a| a.show & DICT != 0) {
+            dict.set_item(PyString::intern(py, attribute.name), to_py(py, (attribute.get)(self.view()))?)?;
         }
         dict.set_item("fields", self.fields(py)?)?;
         Ok(dict)
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        Ok(format!(
-            "TracepointEvent(tracepoint={}, pid={}, tid={}, comm={}, fields={})",
-            PyString::new(py, &self.schema.name).repr()?,
-            self.head.pid,
-            self.head.tid,
-            self.comm(py)?.repr()?,
-            self.fields(py)?.repr()?
-        ))
+        let mut parts = Vec::new();
+        for attribute in ATTRIBUTES.iter().filter(|a| a.show & REPR != 0) {
+            parts.push(format!("{}={}", attribute.name, to_py(py, (attribute.get)(self.view()))?.repr()?));
+        }
+        Ok(format!("TracepointEvent({}, fields={})", parts.join(", "), self.fields(py)?.repr()?))
     }
 }

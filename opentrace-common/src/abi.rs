@@ -1,6 +1,19 @@
 //! The binary interface between the eBPF programs and the reader, per feature: `no_std`
 //! `#[repr(C)]` layouts (every field explicit, padding spelled out, sizes fixed by a test), the
 //! constants both sides use, and with the `user` feature their `aya::Pod` impls.
+/// For each `#[repr(C)]` record or global `TYPE = SIZE`: its size, fixed at compile time (a field
+/// added without its padding does not build), and, with the `user` feature, `aya::Pod`.
+macro_rules! layouts {
+    ($($ty:ty = $size:expr),+ $(,)?) => {$(
+        const _: () = assert!(core::mem::size_of::<$ty>() == $size);
+        // SAFETY: `#[repr(C)]` integers and byte arrays with every padding byte a named field
+        // (the size assertion holds it to that): any bit pattern is a valid value.
+        #[cfg(feature = "user")]
+        unsafe impl aya::Pod for $ty {}
+    )+};
+}
+use layouts;
+
 pub mod cgroup;
 pub mod kernel;
 pub mod open;
@@ -30,16 +43,18 @@ pub enum RecordKind {
 }
 
 impl RecordKind {
-    pub const fn from_u8(value: u8) -> Option<RecordKind> {
-        match value {
-            1 => Some(RecordKind::Open),
-            2 => Some(RecordKind::ProcessExit),
-            3 => Some(RecordKind::CgroupName),
-            4 => Some(RecordKind::UringSubmit),
-            5 => Some(RecordKind::UringComplete),
-            6 => Some(RecordKind::Tracepoint),
-            _ => None,
-        }
+    /// Every kind, in the order of their values (from 1).
+    const ALL: [RecordKind; 6] = [
+        RecordKind::Open,
+        RecordKind::ProcessExit,
+        RecordKind::CgroupName,
+        RecordKind::UringSubmit,
+        RecordKind::UringComplete,
+        RecordKind::Tracepoint,
+    ];
+
+    pub fn from_u8(value: u8) -> Option<RecordKind> {
+        RecordKind::ALL.get(usize::from(value).wrapping_sub(1)).copied()
     }
 }
 
@@ -47,15 +62,25 @@ impl RecordKind {
 /// it, and the reader's checks and defaults take it from here.
 pub const DEFAULT_RING_SIZE: u32 = 4 << 20;
 
-/// Indices of the per-CPU `COUNTERS` array.
-pub const COUNTER_LOST_RING: u32 = 0;
-pub const COUNTER_LOST_PENDING: u32 = 1;
-/// Processes started by a followed one that could not be followed (`TRACKED` full).
-pub const COUNTER_UNFOLLOWED: u32 = 2;
-/// Events that passed the filters and then could not be made: a kernel read or a map failed in
-/// the program (see the eBPF crate's `shared::counted`).
-pub const COUNTER_LOST_ERROR: u32 = 3;
-pub const COUNTER_COUNT: u32 = 4;
+/// What the programs count, per CPU: the indices of the `COUNTERS` array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Events the ring buffer had no room for (or io_uring requests that could not be remembered).
+    LostRing = 0,
+    /// Syscall entries that could not be remembered for their exit (no task storage).
+    LostPending = 1,
+    /// Processes started by a followed one that could not be followed (`TRACKED` full).
+    Unfollowed = 2,
+    /// Events that passed the filters and then could not be made: a kernel read or a map failed in
+    /// the program (see the eBPF crate's `shared::counted`).
+    LostError = 3,
+}
+
+impl Counter {
+    /// The size of the `COUNTERS` array.
+    pub const COUNT: u32 = 4;
+}
 
 #[cfg(test)]
 mod tests {

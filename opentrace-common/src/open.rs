@@ -7,7 +7,7 @@ use crate::{
         open::{OPEN_HEADER_SIZE, OpenHeader, STATUS_FIXED_SLOT, Syscall, full},
     },
     comm::COMM_MAX,
-    schema::{DICT, Field, Input, REPR, SetError, Value},
+    schema::{DICT, Field, Input, REPR, SetError, Value, table},
     text::{Align, Column, Columns, Render},
 };
 
@@ -272,50 +272,70 @@ macro_rules! int {
     };
 }
 
-/// Every field of an open event, in the order `to_dict()` and the JSON lines give them.
-pub static FIELDS: &[Field<Get, Set>] = &[
-    int!(timestamp_ns, DICT),
-    int!(pid, DICT | REPR),
-    int!(tid, DICT | REPR),
-    int!(uid, DICT),
-    Field { name: "comm", get: |e| Value::Text(e.comm()), set: Some(set_comm), show: DICT | REPR },
-    Field { name: "syscall", get: |e| Value::Name(e.syscall()), set: Some(set_syscall), show: DICT | REPR },
-    Field { name: "path", get: |e| Value::Text(e.path), set: Some(set_path), show: DICT | REPR },
-    Field { name: "path_bytes", get: |e| Value::Bytes(e.path), set: None, show: 0 },
-    int!(dfd, DICT),
-    int!(flags, DICT),
-    int!(mode, DICT),
-    int!(ret, DICT),
-    Field { name: "fd", get: |e| Value::from(e.fd()), set: Some(set_fd), show: DICT | REPR },
-    Field {
-        name: "errno",
-        get: |e| Value::from((e.head.ret < 0).then(|| e.head.ret.saturating_neg())),
-        set: None,
-        show: DICT | REPR,
-    },
-    int!(ppid, DICT),
-    int!(ns_pid, DICT),
-    int!(cgroup_id, DICT),
-    Field {
-        name: "cgroup",
-        get: |e| e.cgroup.map_or(Value::None, Value::Text),
-        set: Some(set_cgroup),
-        show: DICT,
-    },
-    Field {
-        name: "container_id",
-        get: |e| e.cgroup.and_then(crate::cgroup::container_id).map_or(Value::None, Value::Text),
-        set: None,
-        show: DICT,
-    },
-    Field {
-        name: "full_path",
-        get: |e| e.full.map_or(Value::None, Value::Text),
-        set: Some(set_full_path),
-        show: DICT,
-    },
-    Field { name: "full_path_bytes", get: |e| e.full.map_or(Value::None, Value::Bytes), set: None, show: 0 },
-];
+table! {
+    /// Every field of an open event, in the order `to_dict()` and the JSON lines give them.
+    pub static FIELDS: &[Field<Get, Set>];
+    /// A field of [`FIELDS`], by name.
+    pub enum Attr {
+        TimestampNs => int!(timestamp_ns, DICT),
+        Pid => int!(pid, DICT | REPR),
+        Tid => int!(tid, DICT | REPR),
+        Uid => int!(uid, DICT),
+        Comm => Field {
+            name: "comm",
+            get: |e| Value::Text(e.comm()),
+            set: Some(set_comm),
+            show: DICT | REPR,
+        },
+        Syscall => Field {
+            name: "syscall",
+            get: |e| Value::Name(e.syscall()),
+            set: Some(set_syscall),
+            show: DICT | REPR,
+        },
+        Path => Field { name: "path", get: |e| Value::Text(e.path), set: Some(set_path), show: DICT | REPR },
+        PathBytes => Field { name: "path_bytes", get: |e| Value::Bytes(e.path), set: None, show: 0 },
+        Dfd => int!(dfd, DICT),
+        Flags => int!(flags, DICT),
+        Mode => int!(mode, DICT),
+        Ret => int!(ret, DICT),
+        Fd => Field { name: "fd", get: |e| Value::from(e.fd()), set: Some(set_fd), show: DICT | REPR },
+        Errno => Field {
+            name: "errno",
+            get: |e| Value::from((e.head.ret < 0).then(|| e.head.ret.saturating_neg())),
+            set: None,
+            show: DICT | REPR,
+        },
+        Ppid => int!(ppid, DICT),
+        NsPid => int!(ns_pid, DICT),
+        CgroupId => int!(cgroup_id, DICT),
+        Cgroup => Field {
+            name: "cgroup",
+            get: |e| e.cgroup.map_or(Value::None, Value::Text),
+            set: Some(set_cgroup),
+            show: DICT,
+        },
+        ContainerId => Field {
+            name: "container_id",
+            get: |e| e.cgroup.and_then(crate::cgroup::container_id).map_or(Value::None, Value::Text),
+            set: None,
+            show: DICT,
+        },
+        FullPath => Field {
+            name: "full_path",
+            get: |e| e.full.map_or(Value::None, Value::Text),
+            set: Some(set_full_path),
+            show: DICT,
+        },
+        FullPathBytes => Field {
+            name: "full_path_bytes",
+            get: |e| e.full.map_or(Value::None,
+            Value::Bytes),
+            set: None,
+            show: 0,
+        },
+    }
+}
 
 /// Which optional columns the CLI shows (opensnoop's `-T`, `-U`, `-e`).
 #[derive(Clone, Copy, Debug, Default)]
@@ -334,10 +354,9 @@ pub struct ColumnOptions {
 /// The CLI's columns: opensnoop's `PID COMM FD ERR PATH` (FD -1 and ERR the errno on failure),
 /// with the optional ones in opensnoop's places.
 pub fn columns(options: ColumnOptions) -> Columns {
-    let at = |name| crate::schema::index(FIELDS, name).expect("a field of the table");
-    let column = |title, name, width, align, none| Column {
+    let column = |title, field: Attr, width, align, none| Column {
         title,
-        field: at(name),
+        field: field as usize,
         width,
         align,
         render: Render::Plain,
@@ -348,35 +367,37 @@ pub fn columns(options: ColumnOptions) -> Columns {
     if let Some(start_ns) = options.timestamp_from {
         columns.push(Column {
             render: Render::Seconds { start_ns },
-            ..column("TIME(s)", "timestamp_ns", 8, Align::Left, "")
+            ..column("TIME(s)", Attr::TimestampNs, 8, Align::Left, "")
         });
     }
     if options.uid {
-        columns.push(column("UID", "uid", 7, Align::Left, ""));
+        columns.push(column("UID", Attr::Uid, 7, Align::Left, ""));
     }
-    columns.push(column("PID", "pid", 6, Align::Left, ""));
-    columns.push(column("COMM", "comm", 16, Align::Left, ""));
-    columns.push(column("FD", "fd", 3, Align::Right, "-1"));
-    columns.push(column("ERR", "errno", 3, Align::Right, "0"));
+    columns.push(column("PID", Attr::Pid, 6, Align::Left, ""));
+    columns.push(column("COMM", Attr::Comm, 16, Align::Left, ""));
+    columns.push(column("FD", Attr::Fd, 3, Align::Right, "-1"));
+    columns.push(column("ERR", Attr::Errno, 3, Align::Right, "0"));
     if options.container || options.extended {
         columns.push(Column {
             render: Render::Prefix(12),
-            ..column("CONTAINER", "container_id", 12, Align::Left, "-")
+            ..column("CONTAINER", Attr::ContainerId, 12, Align::Left, "-")
         });
     }
     if options.extended {
-        columns.push(Column { render: Render::Octal, ..column("FLAGS", "flags", 8, Align::Left, "") });
+        columns.push(Column { render: Render::Octal, ..column("FLAGS", Attr::Flags, 8, Align::Left, "") });
         columns.push(Column {
             render: Render::Except(i64::from(AT_FDCWD)),
-            ..column("DFD", "dfd", 4, Align::Right, "-")
+            ..column("DFD", Attr::Dfd, 4, Align::Right, "-")
         });
     }
     if options.full_path {
         // An unresolved full path shows the path as passed, marked.
-        columns
-            .push(Column { fallback: Some(at("path")), ..column("PATH", "full_path", 0, Align::Left, "? ") });
+        columns.push(Column {
+            fallback: Some(Attr::Path as usize),
+            ..column("PATH", Attr::FullPath, 0, Align::Left, "? ")
+        });
     } else {
-        columns.push(column("PATH", "path", 0, Align::Left, ""));
+        columns.push(column("PATH", Attr::Path, 0, Align::Left, ""));
     }
     Columns(columns)
 }
@@ -597,6 +618,22 @@ mod tests {
     fn names_are_unique() {
         for (i, field) in FIELDS.iter().enumerate() {
             assert_eq!(index(FIELDS, field.name), Some(i));
+        }
+    }
+
+    #[test]
+    fn each_typed_index_names_its_row() {
+        assert_eq!(Attr::ALL.len(), FIELDS.len());
+        for (i, attr) in Attr::ALL.iter().enumerate() {
+            let snake: String = format!("{attr:?}")
+                .chars()
+                .enumerate()
+                .flat_map(|(at, c)| {
+                    let lower = c.to_ascii_lowercase();
+                    if c.is_ascii_uppercase() && at > 0 { vec!['_', lower] } else { vec![lower] }
+                })
+                .collect();
+            assert_eq!((*attr as usize, attr.field().name), (i, snake.as_str()));
         }
     }
 }

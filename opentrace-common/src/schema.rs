@@ -1,6 +1,7 @@
 //! The machinery behind an event kind's one table of fields: every attribute, `to_dict()`, the
 //! JSON lines, `repr`, pickling and the CLI's columns are driven by a `&[Field]` (see
-//! [`crate::open::FIELDS`]), so a new field is one row there.
+//! [`crate::open::FIELDS`] and [`crate::tracepoint::ATTRIBUTES`]), so a new field is one row
+//! there; [`table!`] names each row by a typed index for code that wants one field.
 
 /// One field's value, borrowed from the event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,3 +112,36 @@ pub struct Field<G, S> {
 pub fn index<G, S>(fields: &[Field<G, S>], name: &str) -> Option<usize> {
     fields.iter().position(|f| f.name == name)
 }
+
+/// The setter of a table whose events cannot be built by hand.
+pub enum NoSet {}
+
+/// An event kind's table: `static TABLE: &[ROW]` with its rows in order, and `enum INDEX` with a
+/// variant per row, whose value is the row's index (`INDEX::X.field()` is its row): code that
+/// wants one field (a CLI column) names it by type, and the table stays the one list.
+macro_rules! table {
+    (
+        $(#[$table_meta:meta])* pub static $table:ident: &[$row:ty];
+        $(#[$index_meta:meta])* pub enum $index:ident { $($variant:ident => $field:expr,)+ }
+    ) => {
+        $(#[$index_meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum $index {
+            $($variant),+
+        }
+
+        impl $index {
+            /// Every field, in the table's order.
+            pub const ALL: &'static [$index] = &[$($index::$variant),+];
+
+            /// This field's row of the table.
+            pub fn field(self) -> &'static $row {
+                &$table[self as usize]
+            }
+        }
+
+        $(#[$table_meta])*
+        pub static $table: &[$row] = &[$($field),+];
+    };
+}
+pub(crate) use table;

@@ -6,7 +6,7 @@ use crate::{
     abi::tracepoint::{
         TP_LOCS, TP_STRING_FAULT, TP_STRINGS, TRACEPOINT_HEADER_SIZE, TracepointConfig, TracepointHeader,
     },
-    schema::Value,
+    schema::{self, DICT, NoSet, REPR, Value, table},
     text::{Align, JsonObject, printable, push_array, push_int, push_uint},
     tracefs::{Field, Format},
 };
@@ -293,24 +293,11 @@ impl<'a> Event<'a> {
         schema.fields.iter().find(|f| f.name == name).map(|f| schema.value(f, self.raw, &self.strings))
     }
 
-    /// The attributes besides `fields`, as `to_dict()` has them.
-    pub fn attributes(&self) -> [(&'static str, Value<'a>); 7] {
-        [
-            ("tracepoint", Value::Text(self.schema.name.as_bytes())),
-            ("timestamp_ns", Value::UInt(self.head.timestamp_ns)),
-            ("cpu", Value::UInt(u64::from(self.head.cpu))),
-            ("pid", Value::UInt(u64::from(self.head.pid))),
-            ("tid", Value::UInt(u64::from(self.head.tid))),
-            ("uid", Value::UInt(u64::from(self.head.uid))),
-            ("comm", Value::Text(self.comm())),
-        ]
-    }
-
     /// One JSON line: the attributes, then `"fields": {...}`.
     pub fn write_json(&self, out: &mut String) {
         let mut object = JsonObject::new(out);
-        for (name, value) in self.attributes() {
-            object.field(name, value);
+        for attribute in ATTRIBUTES {
+            object.field(attribute.name, (attribute.get)(*self));
         }
         object.key("fields");
         let mut fields = JsonObject::new(object.out());
@@ -349,6 +336,29 @@ impl<'a> Event<'a> {
             }
         }
         out.push('\n');
+    }
+}
+
+pub type Get = for<'a> fn(Event<'a>) -> Value<'a>;
+
+table! {
+    /// A tracepoint event's attributes besides `fields`, in the order `to_dict()` and the JSON
+    /// lines give them (all of them in both; those marked `REPR` in `repr()`).
+    pub static ATTRIBUTES: &[schema::Field<Get, NoSet>];
+    /// An attribute of [`ATTRIBUTES`], by name.
+    pub enum Attr {
+        Tracepoint => schema::Field {
+            name: "tracepoint",
+            get: |e| Value::Text(e.schema.name.as_bytes()),
+            set: None,
+            show: DICT | REPR,
+        },
+        TimestampNs => schema::Field { name: "timestamp_ns", get: |e| Value::UInt(e.head.timestamp_ns), set: None, show: DICT },
+        Cpu => schema::Field { name: "cpu", get: |e| Value::from(e.head.cpu), set: None, show: DICT },
+        Pid => schema::Field { name: "pid", get: |e| Value::from(e.head.pid), set: None, show: DICT | REPR },
+        Tid => schema::Field { name: "tid", get: |e| Value::from(e.head.tid), set: None, show: DICT | REPR },
+        Uid => schema::Field { name: "uid", get: |e| Value::from(e.head.uid), set: None, show: DICT },
+        Comm => schema::Field { name: "comm", get: |e| Value::Text(e.comm()), set: None, show: DICT | REPR },
     }
 }
 

@@ -16,7 +16,7 @@ use aya_log_ebpf::warn;
 use opentrace_common::{
     AT_FDCWD, NO_FIELD, PATH_MAX,
     abi::{
-        COUNTER_LOST_PENDING, COUNTER_LOST_RING, RecordKind,
+        Counter, RecordKind,
         open::{
             ArgOffsets, DEFAULT_RET_OFFSET, OPEN_HEADER_SIZE, OpenHeader, OpenRecord, Pending,
             STATUS_HOW_FAULT, STATUS_PATH_FAULT, Syscall, full,
@@ -114,7 +114,7 @@ fn try_sys_enter<const N: usize>(
     };
 
     let Some(pending) = PENDING.current(true) else {
-        count(COUNTER_LOST_PENDING);
+        count(Counter::LostPending);
         return Ok(0);
     };
     let value = Pending {
@@ -276,7 +276,7 @@ pub fn send_open(event: &mut OpenRecord, filename: u64, how: u64, ret: i64, dfd:
     // SAFETY: the header, the path and the full path are in the slot, one after the other.
     let record = unsafe { core::slice::from_raw_parts((event as *const OpenRecord).cast::<u8>(), size) };
     if EVENTS.output::<[u8]>(record, ADAPTIVE_WAKEUP).is_err() {
-        count(COUNTER_LOST_RING);
+        count(Counter::LostRing);
     }
 }
 

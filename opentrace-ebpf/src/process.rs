@@ -9,7 +9,7 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use opentrace_common::abi::{
-    COUNTER_UNFOLLOWED, RecordKind,
+    Counter, RecordKind,
     process::{ProcessExit, TRACKED_MAX},
     settings::IN_PID_NAMESPACE,
 };
@@ -71,7 +71,7 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
     let (Ok(pid), Ok(tgid)) =
         (read::<u32>(child + offset!(task_pid)), read::<u32>(child + offset!(task_tgid)))
     else {
-        count(COUNTER_UNFOLLOWED);
+        count(Counter::Unfollowed);
         return 0;
     };
     // A new thread joins a followed process; a new process is followed from now on (whichever
@@ -88,7 +88,7 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
         tgid
     };
     if seen == 0 || TRACKED.insert(seen, 1, u64::from(BPF_NOEXIST)).is_err() {
-        count(COUNTER_UNFOLLOWED);
+        count(Counter::Unfollowed);
     }
     0
 }

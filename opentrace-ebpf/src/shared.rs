@@ -4,9 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{PerCpuArray, RingBuf},
 };
-use opentrace_common::abi::{
-    COUNTER_COUNT, COUNTER_LOST_ERROR, DEFAULT_RING_SIZE, open::OpenRecord, settings::Settings,
-};
+use opentrace_common::abi::{Counter, DEFAULT_RING_SIZE, open::OpenRecord, settings::Settings};
 
 /// This watcher's filters and features, written by the loader before loading.
 #[unsafe(no_mangle)]
@@ -40,23 +38,23 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_SIZE, 0);
 pub static SCRATCH: PerCpuArray<OpenRecord> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
-static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
 
 #[inline(always)]
-pub fn count(index: u32) {
-    if let Some(counter) = COUNTERS.get_ptr_mut(index) {
+pub fn count(counter: Counter) {
+    if let Some(counter) = COUNTERS.get_ptr_mut(counter as u32) {
         // SAFETY: this CPU's counter; programs on one CPU do not run at the same time.
         unsafe { *counter += 1 };
     }
 }
 
 /// The return value of a program whose `try_*` body failed after its event passed the filters:
-/// the event is lost, and counted as such (`COUNTER_LOST_ERROR`), so that delivered + lost stays
+/// the event is lost, and counted as such (`Counter::LostError`), so that delivered + lost stays
 /// exact.
 #[inline(always)]
 pub fn counted(result: Result<u32, i64>) -> u32 {
     result.unwrap_or_else(|_| {
-        count(COUNTER_LOST_ERROR);
+        count(Counter::LostError);
         0
     })
 }

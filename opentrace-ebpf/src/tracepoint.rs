@@ -16,7 +16,7 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use opentrace_common::abi::{
-    COUNTER_LOST_RING, RecordKind,
+    Counter, RecordKind,
     tracepoint::{
         TP_LOCS, TP_RAW_MAX, TP_STRING_FAULT, TP_STRING_MAX, TP_STRINGS, TRACEPOINT_HEADER_SIZE,
         TracepointConfig, TracepointHeader,
@@ -150,7 +150,7 @@ fn try_any(ctx: &TracePointContext) -> Result<u32, i64> {
     // SAFETY: the header and `at` bytes of data are in the slot.
     let record = unsafe { core::slice::from_raw_parts((slot as *const Slot).cast::<u8>(), size) };
     if EVENTS.output::<[u8]>(record, ADAPTIVE_WAKEUP).is_err() {
-        count(COUNTER_LOST_RING);
+        count(Counter::LostRing);
     }
     Ok(0)
 }

@@ -14,7 +14,7 @@ use aya_ebpf::{
 use opentrace_common::{
     NO_FIELD, PATH_MAX,
     abi::{
-        COUNTER_LOST_ERROR, COUNTER_LOST_RING, RecordKind,
+        Counter, RecordKind,
         open::{
             OPEN_HEADER_SIZE, OpenHeader, OpenRecord, STATUS_FIXED_SLOT, STATUS_PATH_FAULT, Syscall, full,
         },
@@ -80,7 +80,7 @@ fn try_submit_req(req: u64) {
         }
         // The request could not be read: lost, and counted.
         Err(_) => {
-            count(COUNTER_LOST_ERROR);
+            count(Counter::LostError);
             let _ = URING_PENDING.remove(req);
         }
     }
@@ -153,7 +153,7 @@ fn try_submit(req: u64) -> Result<bool, i64> {
     };
     if URING_PENDING.insert(req, pending, 0).is_err() {
         // Lost, counted here (once); whatever the map held for this address goes (see the caller).
-        count(COUNTER_LOST_RING);
+        count(Counter::LostRing);
         return Ok(false);
     }
     let size = OPEN_HEADER_SIZE + (path_len as usize & (PATH_MAX - 1));
@@ -162,7 +162,7 @@ fn try_submit(req: u64) -> Result<bool, i64> {
     if EVENTS.output::<[u8]>(record, ADAPTIVE_WAKEUP).is_err() {
         // The reader never sees this request: lost, counted now (once), and its completion, if
         // one comes, finds nothing to complete.
-        count(COUNTER_LOST_RING);
+        count(Counter::LostRing);
         return Ok(false);
     }
     Ok(true)

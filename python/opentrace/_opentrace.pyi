@@ -11,9 +11,9 @@ __all__ = [
     "PATH_MAX",
     "PID_MAX",
     "SYSCALLS",
+    "Attribute",
     "Formatter",
     "OpenEvent",
-    "OpenField",
     "Session",
     "Suspended",
     "TracepointEvent",
@@ -116,11 +116,11 @@ class TracepointEvent:
     def __hash__(self) -> int: ...
 
 @final
-class OpenField:
-    """The read-only attribute for one field of ``OpenEvent``."""
+class Attribute:
+    """The read-only attribute for one field of ``OpenEvent`` or ``TracepointEvent``."""
 
-    def __get__(self, instance: OpenEvent | None, owner: type | None = None, /) -> Any: ...
-    def __set__(self, instance: OpenEvent, value: object, /) -> None: ...
+    def __get__(self, instance: OpenEvent | TracepointEvent | None, owner: type | None = None, /) -> Any: ...
+    def __set__(self, instance: OpenEvent | TracepointEvent, value: object, /) -> None: ...
 
 @final
 class Session:

@@ -30,21 +30,4 @@ impl CgroupFields {
     pub const DEFAULT: CgroupFields = CgroupFields { root: 8, id: 16, path: 24 };
 }
 
-// SAFETY: `#[repr(C)]` integers and byte arrays, every padding byte a named field: any bit
-// pattern is a valid value, and none is uninitialised.
-#[cfg(feature = "user")]
-unsafe impl aya::Pod for CgroupName {}
-// SAFETY: `#[repr(C)]` integers and byte arrays, every padding byte a named field: any bit
-// pattern is a valid value, and none is uninitialised.
-#[cfg(feature = "user")]
-unsafe impl aya::Pod for CgroupFields {}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn layout_is_fixed() {
-        assert_eq!(core::mem::size_of::<CgroupName>(), 16);
-    }
-}
+super::layouts!(CgroupName = 16, CgroupFields = 12);

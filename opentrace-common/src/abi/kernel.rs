@@ -70,7 +70,4 @@ pub struct KernelOffsets {
     pub filename_name: u32,
 }
 
-// SAFETY: `#[repr(C)]` integers and byte arrays, every padding byte a named field: any bit
-// pattern is a valid value, and none is uninitialised.
-#[cfg(feature = "user")]
-unsafe impl aya::Pod for KernelOffsets {}
+super::layouts!(KernelOffsets = 164);

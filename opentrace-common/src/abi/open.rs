@@ -35,15 +35,8 @@ impl Syscall {
         Syscall::ALL.into_iter().find(|s| s.name() == name)
     }
 
-    pub const fn from_u8(value: u8) -> Option<Syscall> {
-        match value {
-            0 => Some(Syscall::Open),
-            1 => Some(Syscall::Openat),
-            2 => Some(Syscall::Openat2),
-            3 => Some(Syscall::Creat),
-            4 => Some(Syscall::IoUring),
-            _ => None,
-        }
+    pub fn from_u8(value: u8) -> Option<Syscall> {
+        Syscall::ALL.get(usize::from(value)).copied()
     }
 
     /// `O_CREAT | O_WRONLY | O_TRUNC`, the flags `creat(2)` applies (the generic values, which
@@ -188,29 +181,16 @@ pub struct OpenRecord {
     pub data: [u8; 2 * PATH_MAX],
 }
 
-// SAFETY: `#[repr(C)]` integers and byte arrays, every padding byte a named field: any bit
-// pattern is a valid value, and none is uninitialised.
-#[cfg(feature = "user")]
-unsafe impl aya::Pod for ArgOffsets {}
-// SAFETY: `#[repr(C)]` integers and byte arrays, every padding byte a named field: any bit
-// pattern is a valid value, and none is uninitialised.
-#[cfg(feature = "user")]
-unsafe impl aya::Pod for OpenHeader {}
+super::layouts!(ArgOffsets = 24, OpenHeader = 96, Pending = 48, OpenRecord = 96 + 2 * PATH_MAX);
 
 #[cfg(test)]
 mod tests {
-    use core::mem::{align_of, size_of};
-
     use super::*;
 
     #[test]
-    fn layouts_are_fixed() {
-        assert_eq!(size_of::<OpenHeader>(), 96);
-        assert_eq!(align_of::<OpenHeader>(), 8);
-        assert_eq!(size_of::<OpenRecord>(), 96 + 2 * PATH_MAX);
-        assert_eq!(size_of::<Pending>(), 48);
-        assert_eq!(size_of::<ArgOffsets>(), 24);
+    fn the_kind_comes_first() {
         assert_eq!(core::mem::offset_of!(OpenHeader, kind), 0);
+        assert_eq!(core::mem::align_of::<OpenHeader>(), 8);
     }
 
     #[test]

@@ -12,20 +12,7 @@ pub struct ProcessExit {
 }
 
 /// How many processes a pid watcher can follow at once (`descendants=True`); a fork past that
-/// is counted ([`super::COUNTER_UNFOLLOWED`]) and said.
+/// is counted ([`super::Counter::Unfollowed`]) and said.
 pub const TRACKED_MAX: u32 = 65536;
 
-// SAFETY: `#[repr(C)]` integers and byte arrays, every padding byte a named field: any bit
-// pattern is a valid value, and none is uninitialised.
-#[cfg(feature = "user")]
-unsafe impl aya::Pod for ProcessExit {}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn layout_is_fixed() {
-        assert_eq!(core::mem::size_of::<ProcessExit>(), 8);
-    }
-}
+super::layouts!(ProcessExit = 8);

@@ -59,17 +59,4 @@ impl Settings {
     };
 }
 
-// SAFETY: `#[repr(C)]` integers and byte arrays, every padding byte a named field: any bit
-// pattern is a valid value, and none is uninitialised.
-#[cfg(feature = "user")]
-unsafe impl aya::Pod for Settings {}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn layout_is_fixed() {
-        assert_eq!(core::mem::size_of::<Settings>(), 80);
-    }
-}
+super::layouts!(Settings = 80);

@@ -61,18 +61,4 @@ pub struct TracepointHeader {
 
 pub const TRACEPOINT_HEADER_SIZE: usize = core::mem::size_of::<TracepointHeader>();
 
-// SAFETY: `#[repr(C)]` integers and byte arrays, every padding byte a named field: any bit
-// pattern is a valid value, and none is uninitialised.
-#[cfg(feature = "user")]
-unsafe impl aya::Pod for TracepointConfig {}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn layouts_are_fixed() {
-        assert_eq!(core::mem::size_of::<TracepointConfig>(), 36);
-        assert_eq!(core::mem::size_of::<TracepointHeader>(), 48);
-    }
-}
+super::layouts!(TracepointConfig = 36, TracepointHeader = 48);

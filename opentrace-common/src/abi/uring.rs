@@ -94,26 +94,4 @@ pub const URING_COMPLETE_ARGS: usize = 3;
 /// ... and from 6.0 to 6.12 (`ctx, req, user_data, res, cflags, extra1, extra2`).
 pub const URING_COMPLETE_ARGS_6_0: usize = 7;
 
-// SAFETY: `#[repr(C)]` integers and byte arrays, every padding byte a named field: any bit
-// pattern is a valid value, and none is uninitialised.
-#[cfg(feature = "user")]
-unsafe impl aya::Pod for UringPending {}
-// SAFETY: `#[repr(C)]` integers and byte arrays, every padding byte a named field: any bit
-// pattern is a valid value, and none is uninitialised.
-#[cfg(feature = "user")]
-unsafe impl aya::Pod for UringComplete {}
-// SAFETY: `#[repr(C)]` integers and byte arrays, every padding byte a named field: any bit
-// pattern is a valid value, and none is uninitialised.
-#[cfg(feature = "user")]
-unsafe impl aya::Pod for UringArgs {}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn layouts_are_fixed() {
-        assert_eq!(core::mem::size_of::<UringComplete>(), 32);
-        assert_eq!(core::mem::size_of::<UringPending>(), 16);
-    }
-}
+super::layouts!(UringPending = 16, UringComplete = 32, UringArgs = 20);
