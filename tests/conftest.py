@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -14,6 +16,8 @@ from typing import Any
 import pytest
 
 import opentrace
+
+from .procfs import asleep_in_syscall
 
 IS_ROOT = os.geteuid() == 0
 
@@ -70,6 +74,54 @@ def settle(w: opentrace.Watcher, quiet: float = 0.3) -> list[opentrace.OpenEvent
     return events
 
 
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Until ``condition()`` holds (checked every 5 ms); fails saying ``what`` did not happen."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout:g} s"
+        time.sleep(0.005)
+
+
+# Syscall numbers of where a blocked read sleeps: epoll_wait on the ring and close()'s eventfd
+# (src/ring.rs); a second reader of one watcher waits on the first's lock.
+_SLEEPS = {
+    "x86_64": {232: "epoll_wait", 281: "epoll_wait", 441: "epoll_wait", 202: "futex"},
+    "aarch64": {22: "epoll_wait", 441: "epoll_wait", 98: "futex"},
+}[platform.machine()]
+
+
+def asleep_in(tid: int, pid: int | str = "self") -> str | None:
+    """"epoll_wait" or "futex" when thread ``tid`` (of process ``pid``) is asleep in that syscall;
+    None when it runs, sleeps elsewhere or is gone."""
+    nr = asleep_in_syscall(tid, pid)
+    return None if nr is None else _SLEEPS.get(nr)
+
+
+def context_switches(tid: int) -> int:
+    """How many times thread ``tid`` of this process has gone to sleep (voluntary switches): it
+    does not move while the thread stays asleep."""
+    with open(f"/proc/self/task/{tid}/status") as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no voluntary_ctxt_switches for thread {tid}")
+
+
+@contextlib.contextmanager
+def epoll_returns(tid: int) -> Iterator[list[int]]:
+    """What thread ``tid``'s epoll waits returned while the block ran, in order, as the kernel's
+    syscall exit tracepoints saw them: 0 when a wait timed out, how many fds were ready when
+    something woke it (close() wakes a blocked reader through its eventfd). Filled in at the end."""
+    returns: list[int] = []
+    with opentrace.watch_tracepoints("syscalls:sys_exit_epoll_*wait*", tid=tid) as exits:
+        yield returns
+        while batch := exits.poll(0):
+            for ev in batch:
+                ret = ev["ret"]
+                assert isinstance(ret, int)
+                returns.append(ret)
+
+
 OPENER = Path(__file__).with_name("opener.py")
 
 
@@ -83,6 +135,13 @@ class Child:
         ids = json.loads(self.proc.stdout.readline())
         self.pid: int = ids["pid"]
         self.tid: int = ids["tid"]
+
+    def say(self, line: str) -> str:
+        """Sends ``line`` (the first one starts the operations); returns the next line the child prints."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        return self.proc.stdout.readline()
 
     def go(self, timeout: float = 30) -> list[Any]:
         """Runs the operations; their results (see tests/opener.py)."""

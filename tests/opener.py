@@ -21,6 +21,9 @@ syscall return value, or ``-errno``. Operations:
     ["loop", path, n]                        n x (openat + close); returns n
     ["setuid", uid]                          drop to uid (real, effective, saved)
     ["rename", comm]                         prctl(PR_SET_NAME)
+    ["rounds", path, k]                      rounds of k x (openat + close), each followed by
+                                             printing "checkpoint" and waiting for a line on
+                                             stdin; "stop" ends them; returns the opens done
 
 For full paths, what the process itself sees (/proc/self, opened at start, so that it works after a
 chroot too):
@@ -46,6 +49,8 @@ import sys
 import tempfile
 import threading
 import time
+
+from procfs import asleep_in_syscall
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
@@ -84,18 +89,6 @@ def unfaulted(path: bytes) -> int:
         os.unlink(name)
 
 
-def _blocked_in(tid: int | None, nr: int) -> bool:
-    """Whether thread ``tid`` is asleep inside syscall ``nr`` (/proc/self/task/TID/syscall)."""
-    try:
-        with open(f"/proc/self/task/{tid}/syscall") as f:
-            current = f.read().split()
-        with open(f"/proc/self/task/{tid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return bool(current) and current[0] == str(nr) and state == "S"
-
-
 def unmapped_during(fifo: bytes, syscall: str) -> int:
     os.mkfifo(fifo)
     page = libc.mmap(None, 4096, 3, 0x22, -1, 0)  # PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS
@@ -116,7 +109,7 @@ def unmapped_during(fifo: bytes, syscall: str) -> int:
     # Wait until the reader sits in the open (its arguments already copied by the kernel).
     nr = SYS_OPENAT if syscall == "openat" else SYS_OPENAT2
     deadline = time.monotonic() + 5
-    while not _blocked_in(thread.native_id, nr) and time.monotonic() < deadline:
+    while asleep_in_syscall(thread.native_id) != nr and time.monotonic() < deadline:
         time.sleep(0.01)
     libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
     libc.munmap(ctypes.c_void_p(page), 4096)
@@ -221,6 +214,15 @@ def run(op: list) -> object:
         return 0
     if kind == "rename":
         return libc.prctl(PR_SET_NAME, args[0].encode(), 0, 0, 0)
+    if kind == "rounds":
+        path, k, done = p(args[0]), args[1], 0
+        while True:
+            for _ in range(k):
+                os.close(os.open(path, os.O_RDONLY))
+            done += k
+            print("checkpoint", flush=True)
+            if sys.stdin.readline().strip() == "stop":
+                return done
     raise ValueError(f"unknown operation {kind!r}")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 
 import opentrace
 
-from .conftest import Child, collect, settle
+from .conftest import Child, asleep_in, collect, context_switches, epoll_returns, settle, wait_for
 
 # The benchmarks' helper, one definition for both: the ids of every BPF program loaded.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
@@ -180,25 +181,48 @@ def test_close_wakes_poll_and_next_in_other_threads() -> None:
     ]
     for t in threads:
         t.start()
-    time.sleep(0.2)
-    started = time.monotonic()
-    w.close()
-    for t in threads:
-        t.join(2)
-    assert time.monotonic() - started < 1
+    tids = [t.native_id for t in threads]
+    assert None not in tids
+
+    def where() -> list[str | None]:
+        return [asleep_in(tid) for tid in tids]  # type: ignore[arg-type]
+
+    # Both blocked when close() comes: one waiting for events, the other for the first's lock.
+    wait_for(lambda: sorted(map(str, where())) == ["epoll_wait", "futex"], "both reads blocking")
+    with epoll_returns(tids[where().index("epoll_wait")]) as returns:  # type: ignore[arg-type]
+        w.close()
+        for t in threads:
+            t.join(10)
+            assert not t.is_alive()
+    assert returns and returns[-1] == 1, returns  # woken by close(), not by the wait's timeout
     assert sorted(map(str, results)) == ["[]", "stopped"]
 
 
 def test_lost_does_not_wait_for_a_blocked_reader() -> None:
+    """The reader holds the stream while it sleeps in epoll_wait (waking by itself once a second);
+    reading ``lost`` meanwhile must neither wait for it nor wake it: the reader's count of
+    sleeps does not move while ``lost`` is read."""
     w = opentrace.watch(comm="no-such-comm")
     reader = threading.Thread(target=lambda: list(w))
     reader.start()
-    time.sleep(0.1)
-    started = time.monotonic()
-    assert w.lost == 0
-    assert time.monotonic() - started < 0.5  # the reader waits up to 1 s: lost must not wait for it
+    tid = reader.native_id
+    assert tid is not None
+    got: list[int] = []
+    for _ in range(5):  # a try during which the reader woke by itself proves nothing: again
+        wait_for(lambda: asleep_in(tid) == "epoll_wait", "the reader blocking")
+        before = context_switches(tid)
+        got.clear()
+        asker = threading.Thread(target=lambda: got.append(w.lost))
+        asker.start()
+        asker.join(10)
+        assert got == [0], "lost did not return while the reader was blocked"
+        if asleep_in(tid) == "epoll_wait" and context_switches(tid) == before:
+            break
+    else:
+        raise AssertionError("the reader woke during every read of lost")
     w.close()
-    reader.join(2)
+    reader.join(10)
+    assert not reader.is_alive()
 
 
 # Two at once ------------------------------------------------------------------------------------
@@ -338,18 +362,21 @@ def test_a_forked_child_cannot_read_its_parents_watcher(marker: Path) -> None:
     w = opentrace.watch(comm="python", syscalls=["openat"])
     ours = bpf_program_ids() - before
     r, wfd = os.pipe()
+    release_r, release_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: report what reading does, then wait to be told to exit
         os.close(r)
+        os.close(release_w)
         try:
             next(w)
             said = "read an event"
         except opentrace.OpentraceError as e:
             said = str(e)
         os.write(wfd, said.encode() + b"\n")
-        time.sleep(3)  # still alive when the parent closes
+        os.read(release_r, 1)  # alive until the parent has closed and checked
         os._exit(0)
     os.close(wfd)
+    os.close(release_r)
     said = os.read(r, 4096).decode()
     os.close(r)
     assert said.startswith(f"this watcher belongs to process {os.getpid()}, which this process was forked from")
@@ -357,7 +384,9 @@ def test_a_forked_child_cannot_read_its_parents_watcher(marker: Path) -> None:
     child.go()
     assert len(collect(w, lambda e: e.pid == child.pid and e.path == str(marker), count=2)) == 2
     w.close()
+    assert os.waitpid(pid, os.WNOHANG) == (0, 0), "the forked child should still run"
     assert wait_gone(ours) == set()
+    os.close(release_w)
     os.waitpid(pid, 0)
 
 
@@ -375,7 +404,7 @@ def test_dropping_a_watcher_lets_other_threads_run_while_it_detaches() -> None:
     thread = threading.Thread(target=tick)
     thread.start()
     try:
-        time.sleep(0.05)
+        wait_for(lambda: ticks[0] > 0, "the other thread running")
         before = ticks[0]
         started = time.monotonic()
         del w
@@ -407,30 +436,43 @@ def test_a_logging_handler_that_raises_loses_no_drained_event(marker: Path) -> N
                 self.raised += 1
                 raise Boom
 
-    n = 20000
+    # Rounds of opens that overflow the small ring (events lost), the child pausing after each
+    # while the test reads everything in the ring at once; at the first read once the check is
+    # due, the warning comes after that drain, before its lines are returned.
     marker.write_text("")
-    child = Child([["loop", str(marker), n]])
+    child = Child([["rounds", str(marker), 100]])
     logger = logging.getLogger("opentrace")
     handler = Raising()
     logger.addHandler(handler)
+    lines: list[str] = []
+
+    def read(w: opentrace.Watcher, timeout: float) -> int:
+        text, count = w._read_text(Formatter(), timeout, None)
+        lines.extend(line for line in text.splitlines() if line.endswith(str(marker)))
+        return count
+
     try:
         w = opentrace.watch(pid=child.pid, ring_size=4096)
-        child.go()
-        time.sleep(1.1)  # the lost-events check runs at most once a second: let it be due
-        lines, boom = [], 0
+        said, deadline = child.say("go"), time.monotonic() + 60
         while True:
+            assert said == "checkpoint\n", said
             try:
-                text, count = w._read_text(Formatter(), 0.3, None)
+                read(w, 0)
             except Boom:
-                boom += 1
-                continue
-            if not count:
                 break
-            lines += [line for line in text.splitlines() if line.endswith(str(marker))]
+            assert time.monotonic() < deadline, "no lost-events warning within 60 s"
+            said = child.say("more")
+        # The child is paused: whatever this read returns was drained before the raise.
+        assert read(w, 0) > 0, "the raise came with no drained event waiting"
+        n = json.loads(child.say("stop"))[0]
+        child.proc.communicate(timeout=30)  # it exits
+        while not w._finished():
+            read(w, 10)
         w.close()
     finally:
         logger.removeHandler(handler)
-    assert boom == 1 and handler.raised == 1
+    assert handler.raised == 1
+    assert w.lost > 0
     assert len(lines) + w.lost == n
 
 

@@ -81,9 +81,14 @@ def test_without_descendants_only_the_process_and_it_ends_with_it(marker: Path) 
 def test_a_reused_pid_is_never_matched(marker: Path) -> None:
     """The followed process exits while its child lives on; a new process then gets its pid (set
     through ns_last_pid) and opens the marker: not reported. The watcher ends with the child."""
-    root = subprocess.Popen(["sh", "-c", "sleep 1 & exit 0"])
+    # The child that lives on prints its pid; it runs until killed (the watcher must still be
+    # following it when the stranger opens).
+    root = subprocess.Popen(["sh", "-c", "sleep 1000 & echo $!; exit 0"], stdout=subprocess.PIPE, text=True)
     with opentrace.watch(pid=root.pid, descendants=True) as w:
+        assert root.stdout is not None
+        orphan = int(root.stdout.readline())
         root.wait()
+        root.stdout.close()
         stranger = None
         for _ in range(20):
             Path("/proc/sys/kernel/ns_last_pid").write_text(str(root.pid - 1))
@@ -95,6 +100,9 @@ def test_a_reused_pid_is_never_matched(marker: Path) -> None:
             candidate.communicate("")
         assert stranger is not None, "could not get the same pid again"
         stranger.communicate("go\n")
+        os.kill(orphan, 0)  # still there: the watcher was following the tree all along
+        assert not w._finished()
+        os.kill(orphan, signal.SIGKILL)
         events = until_finished(w)
     assert opened(events, marker) == []
     assert {e.comm for e in events} <= {"sh", "sleep"}
@@ -149,13 +157,17 @@ def test_run_return_codes_cwd_env_and_errors(tmp_path: Path) -> None:
 
 
 def test_closing_early_stops_tracing_and_leaves_the_command_running(tmp_path: Path) -> None:
-    done = tmp_path / "done"
-    # Longer than close() takes: detaching a pid watcher waits for the kernel (~0.4 s here).
-    w = opentrace.run(["sh", "-c", f"sleep 3; echo > {done}"])
+    done, go = tmp_path / "done", tmp_path / "go"
+    os.mkfifo(go)
+    # The command waits for the test (on a FIFO) until after close().
+    w = opentrace.run(["sh", "-c", f"read x < {go}; echo > {done}"])
     w.close()
     assert w.returncode is None
     with pytest.raises(subprocess.TimeoutExpired):
         w.wait(timeout=0.05)
+    assert w.returncode is None  # still running, with tracing stopped
+    with open(go, "w") as f:  # (until the command opens its end)
+        f.write("go\n")
     assert w.wait(timeout=10) == 0 and done.exists()
 
 
@@ -178,13 +190,14 @@ def test_cli_command_status_output_file_and_signals(tmp_path: Path) -> None:
     assert cli("--", "no-such-program-opentrace").returncode == 127
     # SIGTERM to the tracer goes to the command, as a shell passes it on; the trace goes on.
     proc = subprocess.Popen([sys.executable, "-m", "opentrace", "-o", str(trace), "--", "sh", "-c",
-                             "trap 'cat /etc/hostname; exit 9' TERM; while :; do sleep 0.05; done"],
-                            stderr=subprocess.PIPE, text=True)
+                             "trap 'cat /etc/hostname; exit 9' TERM; echo trapped; while :; do sleep 0.05; done"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None and proc.stderr.readline().startswith("opentrace: tracing sh -c")
-    time.sleep(0.3)  # the trap is set
+    assert proc.stdout is not None and proc.stdout.readline() == "trapped\n"  # the trap is set
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 9
     assert any(line.endswith(" /etc/hostname") for line in trace.read_text().splitlines())
+    proc.stdout.close()
     proc.stderr.close()
 
 

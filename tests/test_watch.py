@@ -13,7 +13,7 @@ import pytest
 
 import opentrace
 
-from .conftest import collect
+from .conftest import asleep_in, collect, epoll_returns, wait_for
 
 pytestmark = pytest.mark.root
 
@@ -68,12 +68,15 @@ def test_close_from_another_thread_wakes_a_blocked_iteration(tracer) -> None:
 
     thread = threading.Thread(target=consume)
     thread.start()
-    time.sleep(0.2)
-    started = time.monotonic()
-    w.close()
-    thread.join(2)
+    tid = thread.native_id
+    assert tid is not None
+    with epoll_returns(tid) as returns:
+        wait_for(lambda: asleep_in(tid) == "epoll_wait", "the iteration blocking in epoll_wait")
+        w.close()
+        thread.join(10)
     assert done.is_set(), "iteration did not stop after close()"
-    assert time.monotonic() - started < 1.0
+    # Woken by close() (its eventfd made the wait return 1), not by the wait's own timeout (0).
+    assert returns and returns[-1] == 1, returns
     assert list(w) == []
     with pytest.raises(StopIteration):
         next(w)
@@ -100,7 +103,8 @@ def test_ctrl_c_interrupts_a_blocked_iteration() -> None:
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert child.stdout is not None
     assert child.stdout.readline() == "ready\n"
-    time.sleep(0.3)
+    # The signal must find the iteration blocked, not still on its way to it.
+    wait_for(lambda: asleep_in(child.pid, child.pid) == "epoll_wait", "the child's iteration blocking")
     child.send_signal(2)
     out, _ = child.communicate(timeout=3)
     assert out == "interrupted\n"
