@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import selectors
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,22 @@ import opentrace
 from .conftest import Child
 
 pytestmark = pytest.mark.root
+
+
+def reading(fd: int) -> bool:
+    """Whether the running loop watches ``fd`` for reading: an ``async for`` waiting for events."""
+    loop = asyncio.get_running_loop()
+    key = loop._selector.get_map().get(fd)  # type: ignore[attr-defined]  # the default (selector) loop's
+    return key is not None and bool(key.events & selectors.EVENT_READ)
+
+
+async def until_reading(fd: int) -> None:
+    """Until an iteration waits on ``fd`` in the running loop (the others run meanwhile)."""
+    async def poll() -> None:
+        while not reading(fd):
+            await asyncio.sleep(0)
+
+    await asyncio.wait_for(poll(), 10)
 
 
 def test_async_for_sees_a_childs_opens(marker: Path) -> None:
@@ -42,7 +58,7 @@ def test_cancelling_a_waiting_iteration_leaves_the_watcher_usable(marker: Path) 
     async def main() -> None:
         with opentrace.watch(pid=child.pid) as w:
             waiting = asyncio.ensure_future(anext(w))
-            await asyncio.sleep(0.2)
+            await until_reading(w.fileno())  # cancelled while it waits on the ring's fd
             waiting.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await waiting
@@ -57,15 +73,20 @@ def test_cancelling_a_waiting_iteration_leaves_the_watcher_usable(marker: Path) 
 
 
 def test_close_from_another_thread_ends_async_iteration() -> None:
-    async def main() -> float:
+    async def main() -> bool:
         w = opentrace.watch(comm="no-such-comm")
-        threading.Timer(0.3, w.close).start()
-        started = time.monotonic()
+
+        async def close_once_waiting() -> None:
+            await until_reading(w.fileno())
+            threading.Thread(target=w.close).start()
+
+        closer = asyncio.ensure_future(close_once_waiting())
         async for _ in w:
             pytest.fail("no event can match this filter")
-        return time.monotonic() - started
+        await closer
+        return w.closed
 
-    assert 0.25 < asyncio.run(main()) < 1.5
+    assert asyncio.run(asyncio.wait_for(main(), 30))
 
 
 def test_async_iteration_after_close_stops_at_once() -> None:
