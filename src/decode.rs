@@ -1,6 +1,7 @@
 //! From ring buffer records to events: opens (with their full paths put together and their
 //! cgroups named), io_uring requests paired with their completions, any tracepoint's records,
 //! and the records that only inform the reader (a followed process exited, a cgroup was named).
+//! Over 400 lines with its unit tests of io_uring pairing, which build records byte by byte.
 use std::{collections::HashMap, sync::Arc};
 
 use opentrace_common::{

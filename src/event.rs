@@ -159,13 +159,12 @@ impl Attribute {
 /// Gives `OpenEvent` and `TracepointEvent` one attribute per row of their tables.
 pub fn add_attributes(py: Python<'_>) -> PyResult<()> {
     let open = py.get_type::<OpenEvent>();
-    for index in 0..FIELDS.len() {
-        open.setattr(FIELDS[index].name, Attribute { table: Table::Open, index })?;
+    for (index, field) in FIELDS.iter().enumerate() {
+        open.setattr(field.name, Attribute { table: Table::Open, index })?;
     }
     let tracepoint = py.get_type::<TracepointEvent>();
-    for index in 0..tracepoint::ATTRIBUTES.len() {
-        tracepoint
-            .setattr(tracepoint::ATTRIBUTES[index].name, Attribute { table: Table::Tracepoint, index })?;
+    for (index, attribute) in tracepoint::ATTRIBUTES.iter().enumerate() {
+        tracepoint.setattr(attribute.name, Attribute { table: Table::Tracepoint, index })?;
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! the logic that needs neither the kernel nor Python lives in `opentrace-common`.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+mod attach;
 mod cgroup;
 mod command;
 mod config;

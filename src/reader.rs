@@ -16,13 +16,13 @@ use opentrace_common::tracepoint::{self, Schema};
 use pyo3::prelude::*;
 
 use crate::{
+    attach::Attached,
     decode::{Decoded, Decoder, Record},
     detach,
     diag::{self, FromKernel},
     error::Error,
     event::OpenEvent,
     follow::{self, Tracked},
-    loader::Attached,
     lost::{Ledger, Reporter},
     output::Formatter,
     ring::{Wait, Waiter},

@@ -22,24 +22,24 @@ pub mod settings;
 pub mod tracepoint;
 pub mod uring;
 
-/// The first byte of every ring buffer record says what follows.
+/// The first byte of every ring buffer record says what follows (from 1, in this order).
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RecordKind {
     /// An [`open::OpenHeader`] and its path.
     Open = 1,
     /// A [`process::ProcessExit`]: a process a pid watcher follows has exited.
-    ProcessExit = 2,
+    ProcessExit,
     /// A [`cgroup::CgroupName`] and its path: a cgroup v2 was made or renamed.
-    CgroupName = 3,
+    CgroupName,
     /// An [`open::OpenHeader`] and its path for an open request submitted to io_uring; its `ret` is the
     /// request's address until the [`uring::UringComplete`] of that request gives the result.
-    UringSubmit = 4,
+    UringSubmit,
     /// A [`uring::UringComplete`] (and the full path): the result of an io_uring open request.
-    UringComplete = 5,
+    UringComplete,
     /// A [`tracepoint::TracepointHeader`], the tracepoint's record as the kernel wrote it, and the strings
     /// its [`tracepoint::TracepointConfig`] names (see [`tracepoint::TracepointHeader`]).
-    Tracepoint = 6,
+    Tracepoint,
 }
 
 impl RecordKind {
@@ -62,19 +62,19 @@ impl RecordKind {
 /// it, and the reader's checks and defaults take it from here.
 pub const DEFAULT_RING_SIZE: u32 = 4 << 20;
 
-/// What the programs count, per CPU: the indices of the `COUNTERS` array.
+/// What the programs count, per CPU: the indices of the `COUNTERS` array (from 0, in this order).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counter {
     /// Events the ring buffer had no room for (or io_uring requests that could not be remembered).
-    LostRing = 0,
+    LostRing,
     /// Syscall entries that could not be remembered for their exit (no task storage).
-    LostPending = 1,
+    LostPending,
     /// Processes started by a followed one that could not be followed (`TRACKED` full).
-    Unfollowed = 2,
+    Unfollowed,
     /// Events that passed the filters and then could not be made: a kernel read or a map failed in
     /// the program (see the eBPF crate's `shared::counted`).
-    LostError = 3,
+    LostError,
 }
 
 impl Counter {

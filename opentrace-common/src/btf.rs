@@ -4,14 +4,11 @@
 //! globals (the same idea as the tracepoint offsets from the `format` files, one level down).
 //!
 //! Only what a lookup needs is decoded: one pass indexes where each type starts (the file is
-//! ~5 MB and ~130,000 types); names are compared only for structs and unions.
-use crate::{
-    NO_FIELD,
-    abi::{
-        kernel::{DENTRY_WINDOW, KernelOffsets, MOUNT_WINDOW},
-        uring::{URING_COMPLETE_ARGS, URING_COMPLETE_ARGS_6_0, UringArgs},
-    },
-};
+//! ~5 MB and ~130,000 types); names are compared only for structs and unions. What the programs
+//! need of it is put together in [`layout`].
+mod layout;
+
+pub use layout::{Layout, layout};
 
 const MAGIC: u16 = 0xeb9f;
 const TYPE_SIZE: usize = 12;
@@ -268,168 +265,6 @@ pub enum Param {
     Other,
 }
 
-/// What the programs need to know of this kernel's structs.
-pub struct Layout {
-    pub offsets: KernelOffsets,
-    /// Whether full paths can be resolved, or why not (a member the walk reads is missing).
-    pub full_path: Result<(), String>,
-    /// Where the io_uring tracepoints pass what the programs read, or why io_uring open
-    /// requests cannot be read here.
-    pub io_uring: Result<UringArgs, String>,
-}
-
-/// Reads the members the programs use. The ones every watcher needs (`ppid`) must be there;
-/// the path walk's are needed only for `full_path=True`.
-pub fn layout<D: AsRef<[u8]>>(btf: &Btf<D>) -> Result<Layout, String> {
-    let sized = |outer: &str, path: &str, size: u32| {
-        let member = btf.member(outer, path)?;
-        if member.size == size {
-            Ok(member.offset)
-        } else {
-            Err(format!("struct {outer} member {path} is {} bytes on this kernel, not {size}", member.size))
-        }
-    };
-    let pointer = |outer: &str, path: &str| sized(outer, path, 8);
-    let mut offsets = KernelOffsets {
-        task_pid: sized("task_struct", "pid", 4)?,
-        task_tgid: sized("task_struct", "tgid", 4)?,
-        task_real_parent: pointer("task_struct", "real_parent")?,
-        task_signal: pointer("task_struct", "signal")?,
-        task_thread_pid: pointer("task_struct", "thread_pid")?,
-        signal_live: sized("signal_struct", "live", 4)?,
-        signal_tgid_pid: {
-            let pids = btf.member("signal_struct", "pids")?;
-            if pids.element_size != 8 || pids.size < 16 {
-                return Err("signal_struct.pids is not an array of pointers on this kernel".to_owned());
-            }
-            pids.offset + 8 // PIDTYPE_TGID
-        },
-        pid_level: sized("pid", "level", 4)?,
-        pid_numbers: btf.member("pid", "numbers")?.offset,
-        upid_size: btf.struct_size("upid")?,
-        upid_nr: sized("upid", "nr", 4)?,
-        upid_ns: pointer("upid", "ns")?,
-        pidns_inum: sized("pid_namespace", "ns.inum", 4)?,
-        ..KernelOffsets::default()
-    };
-    let full_path = (|| {
-        offsets.task_fs = pointer("task_struct", "fs")?;
-        offsets.task_files = pointer("task_struct", "files")?;
-        offsets.fs_root = btf.member("fs_struct", "root")?.offset;
-        offsets.fs_pwd = btf.member("fs_struct", "pwd")?.offset;
-        offsets.path_mnt = pointer("path", "mnt")?;
-        offsets.path_dentry = pointer("path", "dentry")?;
-        if btf.struct_size("path")? != 16
-            || !offsets.path_mnt.is_multiple_of(8)
-            || !offsets.path_dentry.is_multiple_of(8)
-        {
-            return Err("struct path is not two pointers on this kernel".to_owned());
-        }
-        let dentry = [
-            sized("dentry", "d_seq.seqcount.sequence", 4)?,
-            pointer("dentry", "d_hash.pprev")?,
-            pointer("dentry", "d_parent")?,
-            sized("dentry", "d_name.len", 4)?,
-            pointer("dentry", "d_name.name")?,
-        ];
-        let start = window(&dentry, DENTRY_WINDOW, "dentry")?;
-        offsets.dentry_window = start;
-        [
-            offsets.dentry_seq,
-            offsets.dentry_hash_pprev,
-            offsets.dentry_parent,
-            offsets.dentry_name_len,
-            offsets.dentry_name,
-        ] = dentry.map(|at| at - start);
-        offsets.mount_mnt = btf.member("mount", "mnt")?.offset;
-        let mount = [
-            pointer("mount", "mnt_parent")?,
-            pointer("mount", "mnt_mountpoint")?,
-            offsets.mount_mnt + pointer("vfsmount", "mnt_root")?,
-        ];
-        offsets.mount_window = window(&mount, MOUNT_WINDOW, "mount")?;
-        [offsets.mount_parent, offsets.mount_mountpoint, offsets.mount_root] =
-            mount.map(|at| at - offsets.mount_window);
-        offsets.files_fdt = pointer("files_struct", "fdt")?;
-        offsets.fdt_max_fds = sized("fdtable", "max_fds", 4)?;
-        offsets.fdt_fd = pointer("fdtable", "fd")?;
-        offsets.file_path = btf.member("file", "f_path")?.offset;
-        Ok(())
-    })();
-    let io_uring = (|| {
-        offsets.req_opcode = sized("io_kiocb", "opcode", 1)?;
-        offsets.req_cmd = btf.member("io_kiocb", "cmd")?.offset;
-        offsets.open_dfd = sized("io_open", "dfd", 4)?;
-        offsets.open_file_slot = sized("io_open", "file_slot", 4)?;
-        offsets.open_filename = pointer("io_open", "filename")?;
-        offsets.open_how = btf.member("io_open", "how")?.offset;
-        offsets.filename_name = pointer("filename", "name")?;
-        if btf.struct_size("io_open")? > btf.member("io_kiocb", "cmd")?.size {
-            return Err("struct io_open does not fit io_kiocb's command data on this kernel".to_owned());
-        }
-        uring_args(btf)
-    })();
-    Ok(Layout { offsets, full_path, io_uring })
-}
-
-/// Where the request and the result are among the io_uring tracepoints' arguments: the request
-/// a `struct io_kiocb *` (or `void *`) after the ring's context, the result a 32-bit argument or
-/// the `res` of a `struct io_uring_cqe *` one.
-fn uring_args<D: AsRef<[u8]>>(btf: &Btf<D>) -> Result<UringArgs, String> {
-    let request = |p: &Param| matches!(p, Param::Pointer) || *p == Param::StructPointer("io_kiocb".into());
-    let submit = btf.raw_tracepoint_args("io_uring_submit_req")?;
-    if submit != [Param::StructPointer("io_kiocb".into())] {
-        return Err(format!("io_uring_submit_req takes {submit:?} on this kernel, not a request"));
-    }
-    let complete = btf.raw_tracepoint_args("io_uring_complete")?;
-    let unknown =
-        || format!("io_uring_complete takes {complete:?} on this kernel: not a request and a result");
-    if complete.len() != URING_COMPLETE_ARGS && complete.len() != URING_COMPLETE_ARGS_6_0 {
-        return Err(unknown());
-    }
-    let complete_req = complete.iter().skip(1).position(request).ok_or_else(unknown)? + 1;
-    let after = |i: &usize| *i > complete_req;
-    let (complete_res, complete_res_at) = if let Some(cqe) =
-        complete.iter().position(|p| *p == Param::StructPointer("io_uring_cqe".into())).filter(after)
-    {
-        let res = btf.member("io_uring_cqe", "res")?;
-        if res.size != 4 {
-            return Err("struct io_uring_cqe's res is not 32 bits on this kernel".to_owned());
-        }
-        (cqe, res.offset)
-    } else {
-        let res =
-            complete.iter().position(|p| *p == Param::Int { size: 4 }).filter(after).ok_or_else(unknown)?;
-        (res, NO_FIELD)
-    };
-    Ok(UringArgs {
-        complete_req: complete_req as u32,
-        complete_res: complete_res as u32,
-        complete_res_at,
-        complete_args: complete.len() as u32,
-        req_failed: u32::from(btf.raw_tracepoint_args("io_uring_req_failed").is_ok_and(|failed| {
-            failed
-                == [
-                    Param::StructPointer("io_uring_sqe".into()),
-                    Param::StructPointer("io_kiocb".into()),
-                    Param::Int { size: 4 },
-                ]
-        })),
-    })
-}
-
-/// Where a read of `size` bytes covering the members at `members` (8 bytes each at most) starts:
-/// 8-byte aligned, so that the programs read each as (part of) one word.
-fn window(members: &[u32], size: u32, name: &str) -> Result<u32, String> {
-    let start = members.iter().min().copied().unwrap_or(0) & !7;
-    if members.iter().any(|&at| at + 8 > start + size) {
-        return Err(format!(
-            "struct {name}'s members the path walk reads are spread over more than {size} bytes"
-        ));
-    }
-    Ok(start)
-}
-
 fn c_str(data: &[u8], start: usize, len: usize, at: usize) -> Option<&[u8]> {
     let strings = data.get(start..start + len)?;
     let rest = strings.get(at..)?;
@@ -438,7 +273,8 @@ fn c_str(data: &[u8], start: usize, len: usize, at: usize) -> Option<&[u8]> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{layout::uring_args, *};
+    use crate::{NO_FIELD, abi::uring::UringArgs};
 
     /// A BTF blob of `strings` (NUL-separated, starting with a NUL) and the types `build` adds
     /// with `ty(name, kind, vlen, size_or_type, extra words)`, names given by `s("name")`.

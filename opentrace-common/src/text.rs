@@ -1,6 +1,7 @@
 //! The CLI's two output forms, written from field values: columns (opensnoop-style) and JSON
 //! lines. Formatting here, not in Python, lets the CLI keep up with an open storm without a
-//! Python object per event.
+//! Python object per event. Over 400 lines with its unit tests (escapes checked against what
+//! Python's `json.dumps(os.fsdecode(...))` gives).
 use std::fmt::Write as _;
 
 use crate::schema::Value;

@@ -1,5 +1,6 @@
 //! Any tracepoint's records, decoded by its `format` file: what the generic program copies
-//! ([`Schema::config`]) and how each field reads back ([`Schema::value`]).
+//! ([`Schema::config`]) and how each field reads back ([`Schema::value`]). Over 400 lines with
+//! its unit tests, which carry whole format files to decode.
 use core::fmt::Write as _;
 
 use crate::{

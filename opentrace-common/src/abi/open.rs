@@ -2,17 +2,17 @@
 //! syscalls' names, where their arguments are, what entry keeps for exit, and the open record.
 use crate::{COMM_LEN, NO_FIELD, PATH_MAX};
 
-/// The traced syscalls; the value is carried in [`OpenHeader::syscall`]. The one list of their
+/// The traced syscalls (from 0, in this order); the value is carried in [`OpenHeader::syscall`]. The one list of their
 /// names: the programs, the loader, the Python API and the CLI all take it from here.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Syscall {
-    Open = 0,
-    Openat = 1,
-    Openat2 = 2,
-    Creat = 3,
+    Open,
+    Openat,
+    Openat2,
+    Creat,
     /// `IORING_OP_OPENAT` and `IORING_OP_OPENAT2` requests.
-    IoUring = 4,
+    IoUring,
 }
 
 impl Syscall {
