@@ -219,8 +219,10 @@ impl Reader {
             }
         }
         shared.ledger.add_uring(std::mem::take(&mut self.decoder.orphaned));
-        // Only a drain that emptied the ring starts a pause (see `drained_at`).
-        self.drained_at = (more && read < BATCH).then(Instant::now);
+        // Only a drain that read records and emptied the ring starts a pause (see `drained_at`):
+        // after one that read nothing the reader waits on the ring's fd, and the kernel wakes it
+        // at the next record.
+        self.drained_at = (read > 0 && more && read < BATCH).then(Instant::now);
         Ok(read)
     }
 
