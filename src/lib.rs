@@ -41,7 +41,7 @@ mod _opentrace {
     use crate::{
         command::Suspended,
         event::{Attribute, OpenEvent},
-        output::Formatter,
+        output::{Formatter, summary},
         session::Session,
         tpevent::TracepointEvent,
     };

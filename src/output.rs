@@ -1,5 +1,6 @@
 //! `Formatter`: the CLI's output options, applied to events straight from ring records.
 use opentrace_common::{
+    counts::{self, FileCount},
     open::{self, Attr, ColumnOptions, FIELDS, Open},
     schema::DICT,
     text::{self, Columns},
@@ -92,4 +93,30 @@ impl Formatter {
         }
         out
     }
+}
+
+/// One file's counts as Python passes them: (path, opens, failed, [(errno, count)]).
+type Row = (Vec<u8>, u64, u64, Vec<(i32, u64)>);
+
+/// `--summary`'s output: `rows`, most opened first, as aligned lines under a header or as JSON
+/// lines.
+#[pyfunction]
+pub fn summary(rows: Vec<Row>, json: bool) -> String {
+    let mut rows: Vec<FileCount> = rows
+        .into_iter()
+        .map(|(path, opens, failed, mut errors)| {
+            errors.sort_unstable();
+            FileCount { path, opens, failed, errors }
+        })
+        .collect();
+    counts::sort(&mut rows);
+    let mut out = if json { String::new() } else { counts::HEADER.to_owned() };
+    for row in &rows {
+        if json {
+            counts::write_json(row, &mut out);
+        } else {
+            counts::write_line(row, &mut out);
+        }
+    }
+    out
 }

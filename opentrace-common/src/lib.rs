@@ -12,6 +12,8 @@
 
 pub mod abi;
 pub mod comm;
+#[cfg(feature = "user")]
+pub mod counts;
 
 #[cfg(feature = "user")]
 pub mod btf;

@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 
 from . import CommandWatcher, OpentraceError, Watcher, __version__, run, watch
-from ._opentrace import Formatter, OpenEvent, errno_text, printable
+from ._opentrace import Formatter, OpenEvent, errno_text, summary
 from ._watch import DEFAULT_RING_SIZE, SYSCALLS, _ring_size, _show
 from .exceptions import TracepointNotFound
 
@@ -439,29 +439,8 @@ def _summarize(watcher: Watcher[OpenEvent], args: argparse.Namespace, out: _Outp
 
 
 def _summary_text(files: dict[bytes, list[Any]], as_json: bool) -> str:
-    import errno
-
-    rows = sorted(files.items(), key=lambda item: (-item[1][0], item[0]))
-    names = {code: errno.errorcode.get(code, str(code)) for _, (_, _, errs) in rows for code in errs}
-    if as_json:
-        import base64
-        import json
-
-        lines = []
-        for path, (opens, failed, errs) in rows:
-            item: dict[str, object] = {"path": os.fsdecode(path)}
-            try:
-                path.decode()
-            except UnicodeDecodeError:
-                item["path_b64"] = base64.b64encode(path).decode()
-            item.update(opens=opens, failed=failed, errors={names[c]: n for c, n in sorted(errs.items())})
-            lines.append(json.dumps(item) + "\n")
-        return "".join(lines)
-    lines = [f"{'OPENS':>7} {'FAILED':>7} {'ERRORS':<16} PATH\n"]
-    for path, (opens, failed, errs) in rows:
-        seen = ",".join(names[c] for c in sorted(errs)) or "-"
-        lines.append(f"{opens:>7} {failed:>7} {seen:<16} {printable(path)}\n")
-    return "".join(lines)
+    rows = [(path, opens, failed, list(errs.items())) for path, (opens, failed, errs) in files.items()]
+    return summary(rows, as_json)
 
 
 def _list(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
