@@ -8,7 +8,7 @@ use opentrace_common::{
     abi::{
         RecordKind,
         cgroup::{CGROUP_NAME_SIZE, CgroupName},
-        open::{OpenHeader, STATUS_PATH_FAULT, full},
+        open::{OpenHeader, STATUS_DEV_UNSURE, STATUS_FILE_ID, STATUS_PATH_FAULT, full},
         tracepoint::{TP_RAW_MAX, TracepointHeader},
         uring::{URING_COMPLETE_SIZE, URING_PENDING_MAX, UringComplete},
     },
@@ -237,6 +237,8 @@ impl Decoder {
                     return Ok(Record::Kept);
                 }
                 (head.ret, head.full, head.full_len) = (done.ret, done.full, done.full_len);
+                head.status |= done.status & (STATUS_FILE_ID | STATUS_DEV_UNSURE);
+                head.file = done.file;
                 // An open event like any other from here on (equal to its copy, pickled or not).
                 head.kind = RecordKind::Open as u8;
                 // The kernel's copy of the path could not be read (the syscalls' programs say so in
@@ -310,10 +312,12 @@ mod tests {
             kind: RecordKind::UringComplete as u8,
             full: full::NOT_ASKED,
             full_len: 0,
-            _pad: 0,
+            status: 0,
+            _pad: [0; 3],
             req,
             ret,
             submitted_ns,
+            file: Default::default(),
         };
         bytes(&done, URING_COMPLETE_SIZE)
     }

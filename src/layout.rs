@@ -34,6 +34,8 @@ pub struct Layouts {
     pub kernel: KernelOffsets,
     /// Whether full paths can be resolved here, or why not.
     pub full_path: std::result::Result<(), String>,
+    /// Whether opened files' identity can be read here, or why not.
+    pub file_id: std::result::Result<(), String>,
     /// Where `cgroup:cgroup_mkdir`/`cgroup_rename` keep their fields (None: no such tracepoints).
     pub cgroup_fields: Option<CgroupFields>,
     /// Where the io_uring tracepoints pass the request and its result (None: io_uring open
@@ -55,11 +57,26 @@ pub fn get() -> Result<&'static Layouts> {
         return Ok(layouts);
     }
     let (syscalls, ret_offset) = syscall_layouts()?;
-    let btf::Layout { offsets: kernel, full_path, io_uring: uring_args } = kernel_layout()?;
+    let btf::Layout { offsets: kernel, full_path, file_id, io_uring: uring_args } = kernel_layout()?;
+    if let Err(why) = &file_id {
+        crate::diag::note(
+            crate::diag::Level::Info,
+            format!(
+                "inode, dev and mnt_id are None: this kernel's BTF lacks what they are read from ({why})"
+            ),
+        );
+    }
     let cgroup_fields = cgroup_fields();
     // Leaked once per process: the loader borrows the globals for as long as it lives.
-    let layouts =
-        Box::leak(Box::new(Layouts { syscalls, ret_offset, kernel, full_path, cgroup_fields, uring_args }));
+    let layouts = Box::leak(Box::new(Layouts {
+        syscalls,
+        ret_offset,
+        kernel,
+        full_path,
+        file_id,
+        cgroup_fields,
+        uring_args,
+    }));
     *cached = Some(layouts);
     Ok(layouts)
 }

@@ -11,7 +11,7 @@ use std::os::fd::AsFd;
 use opentrace_common::abi::{
     cgroup::CgroupFields,
     open::Syscall,
-    settings::{FILTER_TRACKED, WITH_FULL_PATH},
+    settings::{FILTER_TRACKED, WITH_FILE_ID, WITH_FULL_PATH},
     tracepoint::TracepointConfig,
     uring::{URING_COMPLETE_ARGS, UringArgs},
 };
@@ -193,6 +193,9 @@ fn load_object(
     let mut settings = config.settings;
     if config.follow.is_some() {
         settings.enabled |= FILTER_TRACKED;
+    }
+    if layouts.file_id.is_ok() {
+        settings.enabled |= WITH_FILE_ID;
     }
     loader.override_global("SETTINGS", &settings, true);
     loader.map_max_entries("EVENTS", config.ring_size);

@@ -55,6 +55,10 @@ def test_open_and_enoent_as_the_kernel_answered(helper: Path, tmp_path: Path) ->
     assert (second.path, second.ret, second.fd, second.errno) == (f"{tmp_path}/missing", -errno.ENOENT, None,
                                                                    errno.ENOENT)
     assert second.full_path == f"{tmp_path}/missing"
+    # The file opened, as the kernel's stat of it says; nothing for the failed open.
+    stat = target.stat()
+    assert (first.inode, first.dev) == (stat.st_ino, stat.st_dev) and first.mnt_id is not None
+    assert (second.inode, second.dev, second.mnt_id) == (None, None, None)
     for ev, report in ((first, ok), (second, missing)):
         assert (ev.pid, ev.tid, ev.comm) == (report["pid"], report["tid"], "uring_opener")
         assert (ev.dfd, ev.flags, ev.mode) == (-100, os.O_RDONLY, 0)
@@ -108,7 +112,7 @@ def test_fixed_file_slot_has_no_fd(helper: Path, tmp_path: Path, caplog: pytest.
     [ev] = uring(events)
     assert report["res"] == 0
     assert (ev.path, ev.ret, ev.fd, ev.errno) == (str(target), 0, None, None)
-    assert ev.full_path is None
+    assert ev.full_path is None and (ev.inode, ev.dev, ev.mnt_id) == (None, None, None)
     assert "fixed-file slot" in caplog.text
     assert ev.to_dict()["fd"] is None
     # A copy made from its fields (pickled) is the same event, still without an fd.

@@ -6,7 +6,10 @@ use crate::{
     AT_FDCWD, COMM_LEN,
     abi::{
         RecordKind,
-        open::{OPEN_HEADER_SIZE, OpenHeader, STATUS_FIXED_SLOT, Syscall, full},
+        open::{
+            FileId, OPEN_HEADER_SIZE, OpenHeader, STATUS_DEV_UNSURE, STATUS_FILE_ID, STATUS_FIXED_SLOT,
+            Syscall, full,
+        },
     },
 };
 pub use table::{Attr, ColumnOptions, FIELDS, Get, Set, columns};
@@ -37,6 +40,32 @@ impl<'a> Open<'a> {
     pub fn fd(&self) -> Option<i64> {
         (self.head.ret >= 0 && self.head.status & STATUS_FIXED_SLOT == 0).then_some(self.head.ret)
     }
+
+    /// The opened file's identity, when the kernel gave it (a successful open).
+    pub fn file(&self) -> Option<&'a FileId> {
+        (self.head.status & STATUS_FILE_ID != 0).then_some(&self.head.file)
+    }
+
+    /// The file's device as `os.stat` gives it (`st_dev`); None where its filesystem reports
+    /// another device than its superblock's.
+    pub fn dev(&self) -> Option<u64> {
+        self.file().filter(|_| self.head.status & STATUS_DEV_UNSURE == 0).map(|f| user_dev(f.dev))
+    }
+}
+
+/// The kernel's `dev_t` (major << 20 | minor) as user space encodes it (`st_dev`, glibc's
+/// `makedev`).
+pub fn user_dev(dev: u32) -> u64 {
+    let (major, minor) = (u64::from(dev >> 20), u64::from(dev & 0xf_ffff));
+    ((major & 0xfff) << 8) | ((major & !0xfff) << 32) | (minor & 0xff) | ((minor & !0xff) << 12)
+}
+
+/// The inverse of [`user_dev`]; None for a device the kernel's `dev_t` cannot hold.
+pub fn kernel_dev(dev: u64) -> Option<u32> {
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    (major < 1 << 12 && minor < 1 << 20 && user_dev((major << 20 | minor) as u32) == dev)
+        .then_some((major << 20 | minor) as u32)
 }
 
 /// Why a ring record could not be decoded.
@@ -220,9 +249,17 @@ impl OwnedOpen {
     /// copy built from its fields (pickled) compare equal.
     fn canonical(&self) -> OpenHeader {
         let fixed_slot = self.head.ret >= 0 && self.head.status & STATUS_FIXED_SLOT != 0;
+        let view = self.view();
+        let file = view.file().copied().unwrap_or_default();
+        let known = match (view.file(), view.dev()) {
+            (None, _) => 0,
+            (Some(_), Some(_)) => STATUS_FILE_ID,
+            (Some(_), None) => STATUS_FILE_ID | STATUS_DEV_UNSURE,
+        };
         OpenHeader {
             kind: RecordKind::Open as u8,
-            status: if fixed_slot { STATUS_FIXED_SLOT } else { 0 },
+            status: if fixed_slot { STATUS_FIXED_SLOT } else { 0 } | known,
+            file: FileId { dev: if known & STATUS_DEV_UNSURE != 0 { 0 } else { file.dev }, ..file },
             full: 0,
             fault: 0,
             full_len: 0,
@@ -325,5 +362,17 @@ mod tests {
         assert_eq!(full(full::NOT_ASKED, b"x", b""), None);
         assert_eq!(full(full::TOO_LONG, b"x", b""), None);
         assert!(unresolved(full::RENAMED).is_some() && unresolved(full::FILE).is_none());
+    }
+
+    #[test]
+    fn devices_in_user_space_encoding() {
+        // As Python's os.makedev(major, minor).
+        assert_eq!(user_dev(8 << 20 | 1), 0x801);
+        assert_eq!(user_dev(52), 0x34);
+        assert_eq!(user_dev(259 << 20 | 0x12345), 0x1231_0345);
+        for dev in [8 << 20 | 1, 52, 259 << 20 | 0x12345, 0xfff << 20 | 0xf_ffff] {
+            assert_eq!(kernel_dev(user_dev(dev)), Some(dev));
+        }
+        assert_eq!(kernel_dev(1 << 44), None);
     }
 }

@@ -3,12 +3,13 @@
 //! [`tracepoint`] (any tracepoint). Each program is a thin `#[tracepoint]` (or raw tracepoint)
 //! entry around a `try_*` body; what they share (settings, the ring buffer, counters) is in
 //! [`shared`], the filters in [`filter`], kernel struct reads in [`kernel`] and the full-path walk
-//! in [`path`].
+//! in [`path`], the opened file's identity in [`file`].
 #![no_std]
 #![no_main]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod cgroup;
+mod file;
 mod filter;
 mod kernel;
 mod open;

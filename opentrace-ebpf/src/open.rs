@@ -18,14 +18,15 @@ use opentrace_common::{
     abi::{
         Counter, RecordKind,
         open::{
-            ArgOffsets, DEFAULT_RET_OFFSET, OPEN_HEADER_SIZE, OpenHeader, OpenRecord, Pending,
+            ArgOffsets, DEFAULT_RET_OFFSET, FileId, OPEN_HEADER_SIZE, OpenHeader, OpenRecord, Pending,
             STATUS_HOW_FAULT, STATUS_PATH_FAULT, Syscall, full,
         },
-        settings::{FILTER_FAILED, TEST_FAILURES, WITH_FULL_PATH},
+        settings::{FILTER_FAILED, TEST_FAILURES, WITH_FILE_ID, WITH_FULL_PATH},
     },
 };
 
 use crate::{
+    file,
     filter::wanted,
     kernel, path, process,
     shared::{ADAPTIVE_WAKEUP, EVENTS, SCRATCH, SETTINGS, count, counted, global, on},
@@ -255,6 +256,13 @@ pub fn send_open(event: &mut OpenRecord, filename: u64, how: u64, ret: i64, dfd:
     };
     event.header.path_len = path_len as u16;
 
+    // A successful open's file: the fd is in the task's table by now.
+    if on(WITH_FILE_ID) && ret >= 0 {
+        let (file, status) = file::identity(ret);
+        event.header.file = file;
+        event.header.status |= status;
+    }
+
     let mut full_len = 0;
     if on(WITH_FULL_PATH) {
         let absolute = path_len > 0 && event.data[0] == b'/';
@@ -294,6 +302,7 @@ pub fn identify(header: &mut OpenHeader, kind: RecordKind, tgid: u32, tid: u32) 
     header.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     header.comm = bpf_get_current_comm().unwrap_or_default();
     header.status = 0;
+    header.file = FileId::default();
     header.fault = 0;
     header.full = full::NOT_ASKED;
     header.full_len = 0;

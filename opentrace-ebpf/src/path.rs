@@ -17,7 +17,10 @@ use opentrace_common::{
     },
 };
 
-use crate::kernel::{self, offset, read, read_into};
+use crate::{
+    file::{self, NoFile},
+    kernel::{self, offset, read, read_into},
+};
 
 /// Room for the longest path, and for a name copy that starts near the end (up to NAME_MAX
 /// bytes past a masked offset, as far as the verifier can tell).
@@ -199,14 +202,10 @@ fn walk((vfsmount, dentry): (u64, u64)) -> Result<Walked, u8> {
 #[inline(always)]
 fn file_path(fd: i64) -> Result<(u64, u64), u8> {
     let fault = |_| full::FAULT;
-    let (max_fds, array) = kernel::fd_table();
-    if fd < 0 || fd >= i64::from(max_fds) {
-        return Err(full::NO_FILE);
-    }
-    let file: u64 = read(array + 8 * fd as u64).map_err(fault)?;
-    if file == 0 {
-        return Err(full::NO_FILE);
-    }
+    let file = file::lookup(fd).map_err(|why| match why {
+        NoFile::Missing => full::NO_FILE,
+        NoFile::Fault => full::FAULT,
+    })?;
     let path: [u64; 2] = read(file + offset!(file_path)).map_err(fault)?;
     let word = |at: u64| path.get((at / 8) as usize).copied().ok_or(full::FAULT);
     Ok((word(offset!(path_mnt))?, word(offset!(path_dentry))?))

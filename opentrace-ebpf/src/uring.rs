@@ -16,9 +16,10 @@ use opentrace_common::{
     abi::{
         Counter, RecordKind,
         open::{
-            OPEN_HEADER_SIZE, OpenHeader, OpenRecord, STATUS_FIXED_SLOT, STATUS_PATH_FAULT, Syscall, full,
+            FileId, OPEN_HEADER_SIZE, OpenHeader, OpenRecord, STATUS_FIXED_SLOT, STATUS_PATH_FAULT, Syscall,
+            full,
         },
-        settings::WITH_FULL_PATH,
+        settings::{WITH_FILE_ID, WITH_FULL_PATH},
         uring::{
             IORING_OP_OPENAT, IORING_OP_OPENAT2, URING_COMPLETE_ARGS, URING_COMPLETE_ARGS_6_0,
             URING_COMPLETE_SIZE, URING_PENDING_MAX, UringArgs, UringComplete, UringPending, sqe,
@@ -27,6 +28,7 @@ use opentrace_common::{
 };
 
 use crate::{
+    file,
     filter::wanted,
     kernel::{offset, read},
     open::{identify, send_open},
@@ -280,14 +282,22 @@ fn try_complete(req: u64, res: u64, args: UringArgs) -> Result<u32, i64> {
             path::resolve_into(done.full.as_mut_ptr(), ret, pending.absolute != 0, pending.dfd)
         };
     }
+    // The opened file, by the fd in the process's table (none for a fixed-file slot).
+    let (file, status) = if on(WITH_FILE_ID) && ret >= 0 && pending.fixed == 0 {
+        file::identity(ret)
+    } else {
+        (FileId::default(), 0)
+    };
     done.head = UringComplete {
         kind: RecordKind::UringComplete as u8,
         full: code,
         full_len: full_len as u16,
-        _pad: 0,
+        status,
+        _pad: [0; 3],
         req,
         ret,
         submitted_ns: pending.submitted_ns,
+        file,
     };
     let size = URING_COMPLETE_SIZE + (full_len as usize & (PATH_MAX - 1));
     // SAFETY: the header and the full path are in the slot.

@@ -58,6 +58,14 @@ pub struct KernelOffsets {
     pub fdt_max_fds: u32,
     pub fdt_fd: u32,
     pub file_path: u32,
+    /// File identity: `file.f_inode`, `inode.i_ino`, `inode.i_sb`, `super_block.s_dev` and
+    /// `s_magic`, `mount.mnt_id`.
+    pub file_inode: u32,
+    pub inode_ino: u32,
+    pub inode_sb: u32,
+    pub sb_dev: u32,
+    pub sb_magic: u32,
+    pub mount_id: u32,
     /// `struct io_kiocb`: `opcode` and its command data, which for an open request is
     /// a `struct io_open`; then, relative to that, `dfd`, `file_slot`, `filename`, `how`; and
     /// `struct filename`'s `name`.
@@ -70,4 +78,4 @@ pub struct KernelOffsets {
     pub filename_name: u32,
 }
 
-super::layouts!(KernelOffsets = 164);
+super::layouts!(KernelOffsets = 188);

@@ -100,6 +100,22 @@ pub const STATUS_PATH_FAULT: u8 = 1 << 0;
 pub const STATUS_HOW_FAULT: u8 = 1 << 1;
 /// `OpenHeader::status` bit: an io_uring open into a fixed-file slot (no fd).
 pub const STATUS_FIXED_SLOT: u8 = 1 << 2;
+/// `OpenHeader::status` bit: `file` holds the opened file's inode and mount (a successful open).
+pub const STATUS_FILE_ID: u8 = 1 << 3;
+/// `OpenHeader::status` bit: with `STATUS_FILE_ID`, the filesystem reports another device to
+/// `stat` than its superblock's (btrfs subvolumes): `dev` is not what `os.stat` gives.
+pub const STATUS_DEV_UNSURE: u8 = 1 << 4;
+
+/// The identity of an opened file, read from its `struct file`: the inode number, the device of
+/// its filesystem (the kernel's `dev_t`: major << 20 | minor) and the id of the mount it was
+/// opened through (as `/proc/PID/fdinfo` shows it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FileId {
+    pub inode: u64,
+    pub dev: u32,
+    pub mnt_id: u32,
+}
 
 /// `OpenHeader::full`: what follows the path (`full_len` bytes), or why nothing does.
 pub mod full {
@@ -168,6 +184,8 @@ pub struct OpenHeader {
     /// The pid in the process's own (innermost) PID namespace.
     pub ns_pid: u32,
     pub _pad2: u32,
+    /// With `STATUS_FILE_ID`.
+    pub file: FileId,
 }
 
 pub const OPEN_HEADER_SIZE: usize = core::mem::size_of::<OpenHeader>();
@@ -181,7 +199,13 @@ pub struct OpenRecord {
     pub data: [u8; 2 * PATH_MAX],
 }
 
-super::layouts!(ArgOffsets = 24, OpenHeader = 96, Pending = 48, OpenRecord = 96 + 2 * PATH_MAX);
+super::layouts!(
+    ArgOffsets = 24,
+    FileId = 16,
+    OpenHeader = 112,
+    Pending = 48,
+    OpenRecord = 112 + 2 * PATH_MAX
+);
 
 #[cfg(test)]
 mod tests {

@@ -43,6 +43,9 @@ pub const WITH_FULL_PATH: u32 = 1 << 8;
 /// one open in `Settings::fail_every`, after the event passed the filters, so that the test can
 /// check that delivered + lost stays exact. Off, the verifier prunes it.
 pub const TEST_FAILURES: u32 = 1 << 10;
+/// Read each successful open's file identity (inode, device, mount id): set by the loader when
+/// this kernel's BTF has what it takes.
+pub const WITH_FILE_ID: u32 = 1 << 11;
 
 impl Settings {
     pub const NONE: Settings = Settings {

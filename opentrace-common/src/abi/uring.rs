@@ -45,12 +45,16 @@ pub struct UringComplete {
     /// A [`super::open::full`] code.
     pub full: u8,
     pub full_len: u16,
-    pub _pad: u32,
+    /// `STATUS_FILE_ID` and `STATUS_DEV_UNSURE` bits, as in an open's header.
+    pub status: u8,
+    pub _pad: [u8; 3],
     /// The request's address, as its [`super::RecordKind::UringSubmit`] record gave it.
     pub req: u64,
     pub ret: i64,
     /// The `timestamp_ns` of the submission this completes (see [`UringPending`]).
     pub submitted_ns: u64,
+    /// With `STATUS_FILE_ID`: the opened file.
+    pub file: super::open::FileId,
 }
 
 pub const URING_COMPLETE_SIZE: usize = core::mem::size_of::<UringComplete>();
@@ -94,4 +98,4 @@ pub const URING_COMPLETE_ARGS: usize = 3;
 /// ... and from 6.0 to 6.12 (`ctx, req, user_data, res, cflags, extra1, extra2`).
 pub const URING_COMPLETE_ARGS_6_0: usize = 7;
 
-super::layouts!(UringPending = 16, UringComplete = 32, UringArgs = 20);
+super::layouts!(UringPending = 16, UringComplete = 48, UringArgs = 20);

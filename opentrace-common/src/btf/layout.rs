@@ -14,6 +14,8 @@ pub struct Layout {
     pub offsets: KernelOffsets,
     /// Whether full paths can be resolved, or why not (a member the walk reads is missing).
     pub full_path: Result<(), String>,
+    /// Whether opened files' identity (inode, device, mount id) can be read, or why not.
+    pub file_id: Result<(), String>,
     /// Where the io_uring tracepoints pass what the programs read, or why io_uring open
     /// requests cannot be read here.
     pub io_uring: Result<UringArgs, String>,
@@ -97,6 +99,15 @@ pub fn layout<D: AsRef<[u8]>>(btf: &Btf<D>) -> Result<Layout, String> {
         offsets.file_path = btf.member("file", "f_path")?.offset;
         Ok(())
     })();
+    let file_id = full_path.clone().and_then(|()| {
+        offsets.file_inode = pointer("file", "f_inode")?;
+        offsets.inode_ino = sized("inode", "i_ino", 8)?;
+        offsets.inode_sb = pointer("inode", "i_sb")?;
+        offsets.sb_dev = sized("super_block", "s_dev", 4)?;
+        offsets.sb_magic = sized("super_block", "s_magic", 8)?;
+        offsets.mount_id = sized("mount", "mnt_id", 4)?;
+        Ok(())
+    });
     let io_uring = (|| {
         offsets.req_opcode = sized("io_kiocb", "opcode", 1)?;
         offsets.req_cmd = btf.member("io_kiocb", "cmd")?.offset;
@@ -110,7 +121,7 @@ pub fn layout<D: AsRef<[u8]>>(btf: &Btf<D>) -> Result<Layout, String> {
         }
         uring_args(btf)
     })();
-    Ok(Layout { offsets, full_path, io_uring })
+    Ok(Layout { offsets, full_path, file_id, io_uring })
 }
 
 /// Where the request and the result are among the io_uring tracepoints' arguments: the request

@@ -4,7 +4,7 @@
 use super::{Open, OwnedOpen, SmallBytes};
 use crate::{
     AT_FDCWD, COMM_LEN,
-    abi::open::{STATUS_FIXED_SLOT, Syscall},
+    abi::open::{STATUS_DEV_UNSURE, STATUS_FILE_ID, STATUS_FIXED_SLOT, Syscall},
     comm::COMM_MAX,
     schema::{DICT, Field, Input, REPR, SetError, Value, table},
     text::{Align, Column, Columns, Render},
@@ -58,6 +58,19 @@ table! {
             get: |e| Value::from((e.head.ret < 0).then(|| e.head.ret.saturating_neg())),
             set: None,
             show: DICT | REPR,
+        },
+        Inode => Field {
+            name: "inode",
+            get: |e| Value::from(e.file().map(|f| f.inode)),
+            set: Some(set_inode),
+            show: DICT,
+        },
+        Dev => Field { name: "dev", get: |e| Value::from(e.dev()), set: Some(set_dev), show: DICT },
+        MntId => Field {
+            name: "mnt_id",
+            get: |e| Value::from(e.file().map(|f| f.mnt_id)),
+            set: Some(set_mnt_id),
+            show: DICT,
         },
         Ppid => int!(ppid, DICT),
         NsPid => int!(ns_pid, DICT),
@@ -211,6 +224,36 @@ fn set_path(o: &mut OwnedOpen, v: Input<'_>) -> Result<(), SetError> {
     }
     o.path = SmallBytes::new(path);
     o.head.path_len = path.len() as u16;
+    Ok(())
+}
+
+/// `inode`, `dev`, `mnt_id` of an event built by hand: a value says the file is known (None,
+/// that it is not; for `dev`, that its filesystem reports another device to `stat`).
+fn set_inode(o: &mut OwnedOpen, v: Input<'_>) -> Result<(), SetError> {
+    if !matches!(v, Input::None) {
+        o.head.file.inode = v.int("inode")?;
+        o.head.status |= STATUS_FILE_ID;
+    }
+    Ok(())
+}
+
+fn set_dev(o: &mut OwnedOpen, v: Input<'_>) -> Result<(), SetError> {
+    if matches!(v, Input::None) {
+        o.head.status |= STATUS_DEV_UNSURE;
+        return Ok(());
+    }
+    let dev: u64 = v.int("dev")?;
+    o.head.file.dev = super::kernel_dev(dev)
+        .ok_or_else(|| SetError::Value(format!("dev {dev} is not a device number this kernel can hold")))?;
+    o.head.status = (o.head.status | STATUS_FILE_ID) & !STATUS_DEV_UNSURE;
+    Ok(())
+}
+
+fn set_mnt_id(o: &mut OwnedOpen, v: Input<'_>) -> Result<(), SetError> {
+    if !matches!(v, Input::None) {
+        o.head.file.mnt_id = v.int("mnt_id")?;
+        o.head.status |= STATUS_FILE_ID;
+    }
     Ok(())
 }
 
