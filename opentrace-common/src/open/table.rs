@@ -4,7 +4,7 @@
 use super::{Open, OwnedOpen, SmallBytes};
 use crate::{
     AT_FDCWD, COMM_LEN,
-    abi::open::{STATUS_DEV_UNSURE, STATUS_FILE_ID, STATUS_FIXED_SLOT, Syscall},
+    abi::open::{FileId, STATUS_DEV_UNSURE, STATUS_FILE_ID, STATUS_FIXED_SLOT, Syscall},
     comm::COMM_MAX,
     schema::{DICT, Field, Input, REPR, SetError, Value, table},
     text::{Align, Column, Columns, Render},
@@ -230,8 +230,21 @@ fn set_path(o: &mut OwnedOpen, v: Input<'_>) -> Result<(), SetError> {
 /// `inode`, `dev`, `mnt_id` of an event built by hand: a value says the file is known (None,
 /// that it is not; for `dev`, that its filesystem reports another device to `stat`).
 fn set_inode(o: &mut OwnedOpen, v: Input<'_>) -> Result<(), SetError> {
+    set_file_member(o, v, "inode", |file| &mut file.inode)
+}
+
+fn set_mnt_id(o: &mut OwnedOpen, v: Input<'_>) -> Result<(), SetError> {
+    set_file_member(o, v, "mnt_id", |file| &mut file.mnt_id)
+}
+
+fn set_file_member<T: TryFrom<i128>>(
+    o: &mut OwnedOpen,
+    v: Input<'_>,
+    name: &str,
+    member: fn(&mut FileId) -> &mut T,
+) -> Result<(), SetError> {
     if !matches!(v, Input::None) {
-        o.head.file.inode = v.int("inode")?;
+        *member(&mut o.head.file) = v.int(name)?;
         o.head.status |= STATUS_FILE_ID;
     }
     Ok(())
@@ -246,14 +259,6 @@ fn set_dev(o: &mut OwnedOpen, v: Input<'_>) -> Result<(), SetError> {
     o.head.file.dev = super::kernel_dev(dev)
         .ok_or_else(|| SetError::Value(format!("dev {dev} is not a device number this kernel can hold")))?;
     o.head.status = (o.head.status | STATUS_FILE_ID) & !STATUS_DEV_UNSURE;
-    Ok(())
-}
-
-fn set_mnt_id(o: &mut OwnedOpen, v: Input<'_>) -> Result<(), SetError> {
-    if !matches!(v, Input::None) {
-        o.head.file.mnt_id = v.int("mnt_id")?;
-        o.head.status |= STATUS_FILE_ID;
-    }
     Ok(())
 }
 
