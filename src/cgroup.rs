@@ -1,6 +1,7 @@
 //! cgroup v2 on this machine: where the hierarchy is mounted, a cgroup's id and depth for the
 //! `cgroup` filter, and a cgroup id's path for events (resolved as events are read, while the
-//! cgroup still exists, and kept: a cgroup removed since still has its name).
+//! cgroup still exists, and kept: a cgroup removed since still has its name), with what the
+//! runtime of the container it names says of it (see `containers`).
 use std::{
     collections::HashMap,
     ffi::{CString, OsStr},
@@ -13,9 +14,12 @@ use std::{
     sync::Arc,
 };
 
-use opentrace_common::cgroup::cgroup2_mount;
+use opentrace_common::cgroup::{Container, cgroup2_mount};
 
-use crate::error::{Error, Result};
+use crate::{
+    containers,
+    error::{Error, Result},
+};
 
 /// The cgroup2 mount point, from /proc/self/mountinfo.
 pub fn mount() -> Option<PathBuf> {
@@ -76,6 +80,7 @@ pub struct Names {
     known: HashMap<u64, Option<Arc<[u8]>>>,
     /// The last cgroup asked for: runs of events from one cgroup skip the table.
     last: Option<(u64, Arc<[u8]>)>,
+    containers: containers::Lookup,
 }
 
 /// `struct file_handle` for a kernfs node (cgroup2's export format: the node's 64-bit id).
@@ -97,7 +102,7 @@ impl Names {
             // SAFETY: a new fd that nothing else owns.
             (fd >= 0).then(|| (unsafe { OwnedFd::from_raw_fd(fd) }, path.as_os_str().as_bytes().to_vec()))
         });
-        Names { mount, known: HashMap::new(), last: None }
+        Names { mount, known: HashMap::new(), last: None, containers: containers::Lookup::default() }
     }
 
     /// The path of cgroup `id` under the mount ("/" for the root), or None if it is gone.
@@ -123,6 +128,12 @@ impl Names {
         };
         self.last = found.clone().map(|path| (id, path));
         found
+    }
+
+    /// What the runtime of the container that cgroup `id` (at `path`) names says of it, as far as
+    /// known now (never waits: see `containers`).
+    pub fn container(&mut self, id: u64, path: &[u8]) -> Option<Arc<Container>> {
+        self.containers.get(id, path)
     }
 
     /// Learns a cgroup's path (from the kernel, as it is made or renamed).

@@ -70,11 +70,14 @@ pub struct Decoded<'a> {
     full: Option<&'a [u8]>,
     /// The path of the event's cgroup, when the reader shows it.
     pub cgroup: Option<Arc<[u8]>>,
+    /// What the runtime of the cgroup's container says of it, as far as known now.
+    container: Option<Arc<opentrace_common::cgroup::Container>>,
 }
 
 impl Decoded<'_> {
     pub fn open(&self) -> Open<'_> {
-        Open { head: &self.head, path: self.path, full: self.full, cgroup: self.cgroup.as_deref() }
+        let (cgroup, container) = (self.cgroup.as_deref(), self.container.as_ref());
+        Open { head: &self.head, path: self.path, full: self.full, cgroup, container }
     }
 }
 
@@ -258,8 +261,9 @@ impl Decoder {
         }
         // An event's cgroup is named now, while it surely exists.
         let cgroup = if name_cgroups { self.cgroups.get(head.cgroup_id) } else { None };
+        let container = cgroup.as_deref().and_then(|path| self.cgroups.container(head.cgroup_id, path));
         let full = open::full_path(&head, path, walked, &mut self.scratch);
-        Ok(Record::Open(Decoded { head, path, full, cgroup }))
+        Ok(Record::Open(Decoded { head, path, full, cgroup, container }))
     }
 }
 

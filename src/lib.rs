@@ -6,6 +6,7 @@ mod attach;
 mod cgroup;
 mod command;
 mod config;
+mod containers;
 mod decode;
 mod detach;
 mod diag;
@@ -40,6 +41,10 @@ mod _opentrace {
     #[pymodule_export]
     use crate::{
         command::Suspended,
+        containers::{
+            cgroup_container_id, container_cgroups, container_learn, containers_forget, containers_known,
+            containers_stop, containers_wanted,
+        },
         event::{Attribute, OpenEvent},
         output::{Formatter, summary},
         session::Session,

@@ -23,7 +23,7 @@ pub struct Formatter {
 impl Formatter {
     /// Whether the output shows an event's cgroup (JSON, or the CONTAINER column).
     pub fn shows_cgroup(&self) -> bool {
-        self.json || self.columns.0.iter().any(|c| c.field == Attr::ContainerId as usize)
+        self.json || self.columns.0.iter().any(|c| c.field == Attr::ContainerName as usize)
     }
 
     pub fn write_tracepoint(&self, event: Event<'_>, out: &mut String) {

@@ -1,5 +1,6 @@
-//! cgroup v2 paths: where the cgroup2 hierarchy is mounted (from `/proc/self/mountinfo`), and
-//! which container a cgroup path names (the layouts of the common runtimes).
+//! cgroup v2 paths: where the cgroup2 hierarchy is mounted (from `/proc/self/mountinfo`), which
+//! container a cgroup path names (the layouts of the common runtimes), and what its runtime says
+//! of it ([`Container`]).
 
 /// The mount point of the cgroup2 hierarchy in a `/proc/self/mountinfo` text: `/sys/fs/cgroup`
 /// on unified hosts, `/sys/fs/cgroup/unified` on hybrid ones. Octal escapes (`\040`) undone.
@@ -46,8 +47,9 @@ fn is_id(name: &[u8]) -> bool {
 
 /// The container id (64 hex digits) a cgroup path names, for the common runtimes' layouts:
 /// the systemd driver's `docker-<id>.scope`, `cri-containerd-<id>.scope`, `crio-<id>.scope`,
-/// `libpod-<id>.scope`, and the cgroupfs driver's `/docker/<id>` and `/kubepods/.../<id>`. The
-/// deepest component that is one wins (a container's own sub-cgroups stay in it).
+/// `libpod-<id>.scope`, and the cgroupfs driver's `/docker/<id>`, `/kubepods/.../<id>` and
+/// podman's `/libpod_parent/.../libpod-<id>`. The deepest component that is one wins (a
+/// container's own sub-cgroups stay in it).
 pub fn container_id(path: &[u8]) -> Option<&[u8]> {
     let components: Vec<&[u8]> = path.split(|&b| b == b'/').filter(|c| !c.is_empty()).collect();
     for (depth, name) in components.iter().enumerate().rev() {
@@ -58,6 +60,13 @@ pub fn container_id(path: &[u8]) -> Option<&[u8]> {
                 return Some(id);
             }
         }
+        // podman's cgroupfs manager: no ".scope".
+        if let Some(id) = name.strip_prefix(b"libpod-")
+            && is_id(id)
+            && components[..depth].contains(&&b"libpod_parent"[..])
+        {
+            return Some(id);
+        }
         let under_runtime = components[..depth]
             .iter()
             .any(|c| *c == b"docker" || c.starts_with(b"kubepods") || *c == b"libpod_parent");
@@ -66,6 +75,18 @@ pub fn container_id(path: &[u8]) -> Option<&[u8]> {
         }
     }
     None
+}
+
+/// What the runtime that owns a container says of it (each None where it said nothing): its
+/// name, its image as the container was created from it, and for a Kubernetes pod's container
+/// the pod's name and namespace (the CRI labels `io.kubernetes.pod.name`, `.namespace`). Shared
+/// by the events of one container.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Container {
+    pub name: Option<Box<[u8]>>,
+    pub image: Option<Box<[u8]>>,
+    pub pod: Option<Box<[u8]>>,
+    pub namespace: Option<Box<[u8]>>,
 }
 
 #[cfg(test)]
@@ -102,6 +123,8 @@ mod tests {
             format!("/docker/{ID}"),
             format!("/kubepods/burstable/pod0b1c/{ID}"),
             format!("/docker/{ID}/nested/sub"),
+            format!("/libpod_parent/libpod-{ID}"),
+            format!("/libpod_parent/pod-x/libpod-{ID}/sub"),
         ] {
             assert_eq!(container_id(path.as_bytes()), Some(ID.as_bytes()), "{path}");
         }
@@ -112,6 +135,8 @@ mod tests {
             format!("/system.slice/docker-{}.scope", &ID[1..]), // 63 digits
             format!("/system.slice/docker-{}.scope", ID.to_uppercase()),
             format!("/system.slice/libpod-conmon-{ID}.scope"), // the monitor, not the container
+            format!("/libpod_parent/conmon-{ID}"),
+            format!("/machine.slice/libpod-{ID}"), // no .scope, outside libpod_parent
         ] {
             assert_eq!(container_id(path.as_bytes()), None, "{path}");
         }

@@ -11,6 +11,7 @@ use crate::{
             Syscall, full,
         },
     },
+    cgroup::Container,
 };
 pub use table::{Attr, ColumnOptions, FIELDS, Get, Set, columns};
 
@@ -23,6 +24,9 @@ pub struct Open<'a> {
     pub full: Option<&'a [u8]>,
     /// The path of the task's cgroup under the cgroup2 mount, resolved in user space.
     pub cgroup: Option<&'a [u8]>,
+    /// What the runtime of the cgroup's container says of it, when known by the time the event
+    /// was read (resolved in user space, asynchronously).
+    pub container: Option<&'a std::sync::Arc<Container>>,
 }
 
 impl<'a> Open<'a> {
@@ -225,6 +229,8 @@ pub struct OwnedOpen {
     pub full: Option<SmallBytes>,
     /// Shared by the events of one cgroup.
     pub cgroup: Option<std::sync::Arc<[u8]>>,
+    /// Shared by the events of one container.
+    pub container: Option<std::sync::Arc<Container>>,
 }
 
 impl OwnedOpen {
@@ -232,7 +238,13 @@ impl OwnedOpen {
     pub fn new(open: Open<'_>, cgroup: Option<std::sync::Arc<[u8]>>) -> OwnedOpen {
         let mut head = *open.head;
         head.path_len = open.path.len() as u16;
-        OwnedOpen { head, path: SmallBytes::new(open.path), full: open.full.map(SmallBytes::new), cgroup }
+        OwnedOpen {
+            head,
+            path: SmallBytes::new(open.path),
+            full: open.full.map(SmallBytes::new),
+            cgroup,
+            container: open.container.cloned(),
+        }
     }
 
     pub fn view(&self) -> Open<'_> {
@@ -241,6 +253,7 @@ impl OwnedOpen {
             path: self.path.as_bytes(),
             full: self.full.as_ref().map(SmallBytes::as_bytes),
             cgroup: self.cgroup.as_deref(),
+            container: self.container.as_ref(),
         }
     }
 
@@ -275,6 +288,7 @@ impl PartialEq for OwnedOpen {
             && self.path == other.path
             && self.full == other.full
             && self.cgroup == other.cgroup
+            && self.container == other.container
     }
 }
 
@@ -282,7 +296,7 @@ impl Eq for OwnedOpen {}
 
 impl core::hash::Hash for OwnedOpen {
     fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
-        (self.canonical(), &self.path, &self.full, &self.cgroup).hash(state);
+        (self.canonical(), &self.path, &self.full, &self.cgroup, &self.container).hash(state);
     }
 }
 
@@ -290,7 +304,7 @@ impl Default for OwnedOpen {
     /// All zero but what zero would misstate: the record kind, and `dfd` (AT_FDCWD).
     fn default() -> Self {
         let head = OpenHeader { kind: RecordKind::Open as u8, dfd: AT_FDCWD, ..OpenHeader::default() };
-        OwnedOpen { head, path: SmallBytes::new(b""), full: None, cgroup: None }
+        OwnedOpen { head, path: SmallBytes::new(b""), full: None, cgroup: None, container: None }
     }
 }
 
@@ -320,7 +334,7 @@ mod tests {
     fn decodes_a_record_and_refuses_broken_ones() {
         let good = record(header(4), b"/etc");
         let Decoded { head, path, walked } = decode(&good).unwrap();
-        let open = Open { head: &head, path, full: None, cgroup: None };
+        let open = Open { head: &head, path, full: None, cgroup: None, container: None };
         assert_eq!(
             (open.comm(), open.syscall(), path, walked),
             (&b"cat"[..], "openat2", &b"/etc"[..], &b""[..])

@@ -37,9 +37,19 @@ pub struct Column {
     pub width: usize,
     pub align: Align,
     pub render: Render,
-    /// What a None value shows as; with `fallback`, followed by that field's value.
+    /// What a None value shows as (where `fallback` has none either).
     pub none: &'static str,
-    pub fallback: Option<usize>,
+    pub fallback: Option<Fallback>,
+}
+
+/// What a column shows where its field is None: another field, after a mark, rendered its way
+/// (the PATH column's path as passed for an unresolved full path; CONTAINER's short id for a
+/// container whose name is not known).
+#[derive(Clone, Copy, Debug)]
+pub struct Fallback {
+    pub field: usize,
+    pub mark: &'static str,
+    pub render: Render,
 }
 
 /// A line layout: columns separated by one space; the last one is not padded.
@@ -69,14 +79,17 @@ impl Columns {
         for (i, column) in self.0.iter().enumerate() {
             let last = i + 1 == self.0.len();
             let width = if last { 0 } else { column.width };
-            let value = match (get(column.field), column.fallback) {
-                (Value::None, Some(other)) => {
-                    out.push_str(column.none);
-                    get(other)
-                }
-                (value, _) => value,
+            let (value, render) = match (get(column.field), column.fallback) {
+                (Value::None, Some(fallback)) => match get(fallback.field) {
+                    Value::None => (Value::None, column.render),
+                    value => {
+                        out.push_str(fallback.mark);
+                        (value, fallback.render)
+                    }
+                },
+                (value, _) => (value, column.render),
             };
-            cell(column, value, width, out);
+            cell(column, value, render, width, out);
             out.push(if last { '\n' } else { ' ' });
         }
     }
@@ -88,9 +101,9 @@ pub fn seconds_since(ns: u64, start_ns: u64) -> f64 {
     (i128::from(ns) - i128::from(start_ns)) as f64 / 1e9
 }
 
-fn cell(column: &Column, value: Value<'_>, width: usize, out: &mut String) {
+fn cell(column: &Column, value: Value<'_>, render: Render, width: usize, out: &mut String) {
     let start = out.len();
-    match (value, column.render) {
+    match (value, render) {
         (Value::UInt(ns), Render::Seconds { start_ns }) => {
             let _ = write!(out, "{:.3}", seconds_since(ns, start_ns));
         }

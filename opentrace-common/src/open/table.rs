@@ -1,13 +1,16 @@
 //! [`FIELDS`], the one table of what an open event shows (its attributes, `to_dict()`, `repr`,
 //! pickling, the JSON lines), with [`Attr`] naming its rows, how an event built by hand sets
 //! them, and the CLI's columns over them.
+use std::sync::Arc;
+
 use super::{Open, OwnedOpen, SmallBytes};
 use crate::{
     AT_FDCWD, COMM_LEN,
     abi::open::{FileId, STATUS_DEV_UNSURE, STATUS_FILE_ID, STATUS_FIXED_SLOT, Syscall},
+    cgroup::Container,
     comm::COMM_MAX,
     schema::{DICT, Field, Input, REPR, SetError, Value, table},
-    text::{Align, Column, Columns, Render},
+    text::{Align, Column, Columns, Fallback, Render},
 };
 
 pub type Get = for<'a> fn(Open<'a>) -> Value<'a>;
@@ -87,6 +90,30 @@ table! {
             set: None,
             show: DICT,
         },
+        ContainerName => Field {
+            name: "container_name",
+            get: |e| text(e.container.and_then(|c| c.name.as_deref())),
+            set: Some(|o, v| set_container(o, v, "container_name", |c| &mut c.name)),
+            show: DICT,
+        },
+        ContainerImage => Field {
+            name: "container_image",
+            get: |e| text(e.container.and_then(|c| c.image.as_deref())),
+            set: Some(|o, v| set_container(o, v, "container_image", |c| &mut c.image)),
+            show: DICT,
+        },
+        Pod => Field {
+            name: "pod",
+            get: |e| text(e.container.and_then(|c| c.pod.as_deref())),
+            set: Some(|o, v| set_container(o, v, "pod", |c| &mut c.pod)),
+            show: DICT,
+        },
+        Namespace => Field {
+            name: "namespace",
+            get: |e| text(e.container.and_then(|c| c.namespace.as_deref())),
+            set: Some(|o, v| set_container(o, v, "namespace", |c| &mut c.namespace)),
+            show: DICT,
+        },
         FullPath => Field {
             name: "full_path",
             get: |e| e.full.map_or(Value::None, Value::Text),
@@ -113,7 +140,7 @@ pub struct ColumnOptions {
     pub extended: bool,
     /// The full path in the PATH column (opensnoop's `-F`).
     pub full_path: bool,
-    /// A CONTAINER column (`-C`, and with `-e`): the container id, short.
+    /// A CONTAINER column (`-C`, and with `-e`): the container's name, else its id, short.
     pub container: bool,
 }
 
@@ -144,9 +171,11 @@ pub fn columns(options: ColumnOptions) -> Columns {
     columns.push(column("FD", Attr::Fd, 3, Align::Right, "-1"));
     columns.push(column("ERR", Attr::Errno, 3, Align::Right, "0"));
     if options.container || options.extended {
+        // The name is known once the runtime has answered (asynchronously).
+        let short_id = Fallback { field: Attr::ContainerId as usize, mark: "", render: Render::Prefix(12) };
         columns.push(Column {
-            render: Render::Prefix(12),
-            ..column("CONTAINER", Attr::ContainerId, 12, Align::Left, "-")
+            fallback: Some(short_id),
+            ..column("CONTAINER", Attr::ContainerName, 12, Align::Left, "-")
         });
     }
     if options.extended {
@@ -158,14 +187,35 @@ pub fn columns(options: ColumnOptions) -> Columns {
     }
     if options.full_path {
         // An unresolved full path shows the path as passed, marked.
-        columns.push(Column {
-            fallback: Some(Attr::Path as usize),
-            ..column("PATH", Attr::FullPath, 0, Align::Left, "? ")
-        });
+        let as_passed = Fallback { field: Attr::Path as usize, mark: "? ", render: Render::Plain };
+        columns
+            .push(Column { fallback: Some(as_passed), ..column("PATH", Attr::FullPath, 0, Align::Left, "") });
     } else {
         columns.push(column("PATH", Attr::Path, 0, Align::Left, ""));
     }
     Columns(columns)
+}
+
+fn text(bytes: Option<&[u8]>) -> Value<'_> {
+    bytes.map_or(Value::None, Value::Text)
+}
+
+/// One of the container's fields, of an event built by hand; a container with none left is none.
+fn set_container(
+    o: &mut OwnedOpen,
+    v: Input<'_>,
+    name: &str,
+    field: fn(&mut Container) -> &mut Option<Box<[u8]>>,
+) -> Result<(), SetError> {
+    let value = match v {
+        Input::None => None,
+        v => Some(v.bytes(name)?.into()),
+    };
+    *field(Arc::make_mut(o.container.get_or_insert_default())) = value;
+    if o.container.as_deref() == Some(&Container::default()) {
+        o.container = None;
+    }
+    Ok(())
 }
 
 fn set_cgroup(o: &mut OwnedOpen, v: Input<'_>) -> Result<(), SetError> {
@@ -347,6 +397,45 @@ mod tests {
         columns.write(|i| (FIELDS[i].get)(owned.view()), &mut out);
         let lines: Vec<_> = out.lines().collect();
         assert!(lines[0].ends_with("   0 ? rel") && lines[1].ends_with("   0 /abs/rel"), "{lines:?}");
+    }
+
+    #[test]
+    fn the_container_column_shows_the_name_else_the_short_id() {
+        let columns = columns(ColumnOptions { container: true, ..ColumnOptions::default() });
+        let id = "0123456789abcdef".repeat(4);
+        let mut owned = OwnedOpen::default();
+        owned.head.comm[..3].copy_from_slice(b"cat");
+        let mut out = String::new();
+        columns.write(|i| (FIELDS[i].get)(owned.view()), &mut out);
+        owned.cgroup = Some(Arc::from(format!("/docker/{id}").as_bytes()));
+        columns.write(|i| (FIELDS[i].get)(owned.view()), &mut out);
+        let set = |owned: &mut OwnedOpen, name, input| {
+            (FIELDS[index(FIELDS, name).unwrap()].set.unwrap())(owned, input)
+        };
+        set(&mut owned, "container_name", Input::Bytes(b"web")).unwrap();
+        columns.write(|i| (FIELDS[i].get)(owned.view()), &mut out);
+        let cells: Vec<_> = out.lines().map(|l| l.split_whitespace().nth(4).unwrap()).collect();
+        assert_eq!(cells, ["-", &id[..12], "web"]);
+    }
+
+    #[test]
+    fn container_fields_set_by_hand() {
+        let mut owned = OwnedOpen::default();
+        let set = |owned: &mut OwnedOpen, name, input| {
+            (FIELDS[index(FIELDS, name).unwrap()].set.unwrap())(owned, input)
+        };
+        set(&mut owned, "pod", Input::Bytes(b"web-0")).unwrap();
+        set(&mut owned, "namespace", Input::Bytes(b"shop")).unwrap();
+        let view = owned.view();
+        let get = |name| (FIELDS[index(FIELDS, name).unwrap()].get)(view);
+        assert_eq!((get("pod"), get("namespace")), (Value::Text(b"web-0"), Value::Text(b"shop")));
+        assert_eq!((get("container_name"), get("container_image")), (Value::None, Value::None));
+        set(&mut owned, "pod", Input::None).unwrap();
+        assert!(owned.container.is_some());
+        set(&mut owned, "namespace", Input::None).unwrap();
+        // Nothing known is no container, as an event read from the ring has it.
+        assert!(owned.container.is_none());
+        assert!(matches!(set(&mut owned, "container_image", Input::Int(3)), Err(SetError::Type(_))));
     }
 
     #[test]
