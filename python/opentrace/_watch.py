@@ -180,6 +180,7 @@ def watch(
     latency: float = DEFAULT_LATENCY,
     full_path: bool = False,
     cgroup: str | None = None,
+    container: str | None = None,
 ) -> Watcher[OpenEvent]:
     """Load and attach the tracepoint programs; returns a ``Watcher`` yielding ``OpenEvent``.
 
@@ -193,10 +194,12 @@ def watch(
     deliver it in a batch (an event after a quiet spell arrives at once). ``full_path`` resolves
     each event's ``full_path``: the absolute path of what was opened, as the process sees it.
     ``cgroup`` (a cgroup v2 path, under the cgroup2 mount or with the mount point in front) keeps
-    only the tasks in that cgroup or below it.
+    only the tasks in that cgroup or below it; ``container`` (a name, an id or the start of one, as
+    docker, podman or containerd know it) keeps only that container's, by its cgroup.
     """
     config = _checked(pid=pid, descendants=descendants, tid=tid, uid=uid, comm=comm, failed=failed,
-                      syscalls=syscalls, ring_size=ring_size, latency=latency, full_path=full_path, cgroup=cgroup)
+                      syscalls=syscalls, ring_size=ring_size, latency=latency, full_path=full_path, cgroup=cgroup,
+                      container=container)
     return Watcher(_load(config))
 
 
@@ -213,6 +216,7 @@ def _checked(
     latency: float,
     full_path: bool,
     cgroup: str | None = None,
+    container: str | None = None,
 ) -> dict[str, Any]:
     """``watch()``'s arguments checked (all of them, before anything is loaded), as ``Session`` takes them."""
     config: dict[str, Any] = {
@@ -239,6 +243,14 @@ def _checked(
         if not cgroup:
             raise ValueError("cgroup must name a cgroup, such as '/system.slice/x.scope' ('/' for all), not ''")
         config["cgroup"] = cgroup  # whether it exists is checked when loading, against the mount
+    if container is not None:
+        if not isinstance(container, str):
+            raise TypeError(f"container must be a str (a name or an id), not {type(container).__name__}")
+        if cgroup is not None:
+            raise ValueError("give cgroup or container, not both: a container is watched by its cgroup")
+        from ._containers import container_cgroup
+
+        config["cgroup"] = container_cgroup(container)
     me = os.getpid()
     if pid != me and (tid is None or not _is_own_thread(tid)):
         config["exclude_tgid"] = me
@@ -247,6 +259,9 @@ def _checked(
 
 def _load(config: dict[str, Any]) -> _opentrace.Session:
     session = _opentrace.Session(**config)
+    from . import _containers
+
+    _containers.start()  # the events' container names, from the runtimes
     skipped = set(config["syscalls"]).difference(session.attached)
     if skipped:
         import logging

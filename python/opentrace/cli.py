@@ -41,6 +41,7 @@ examples:
   opentrace -o trace.txt -- make  # the opens of a build, its output apart
   opentrace -F --summary -- make  # each file the build opened, once, with counts
   opentrace -C --cgroup /system.slice  # only tasks in that cgroup, with a CONTAINER column
+  opentrace --container web       # only the container docker or podman calls web
   opentrace list 'syscalls:*open*'            # tracepoints matching a glob
   opentrace format syscalls:sys_enter_openat  # one tracepoint's record layout
   opentrace watch sched:sched_process_exec    # any tracepoint's records, decoded
@@ -126,8 +127,11 @@ def _trace_parser() -> argparse.ArgumentParser:
     p.add_argument("-T", "--timestamp", action="store_true", help="print a timestamp column (seconds)")
     p.add_argument("-U", "--print-uid", action="store_true", help="print a UID column")
     p.add_argument("-e", "--extended", action="store_true", help="print the open flags (octal) and the dfd")
-    p.add_argument("-C", "--container", action="store_true", help="print a CONTAINER column (the id, short)")
+    p.add_argument("-C", dest="container_column", action="store_true",
+                   help="print a CONTAINER column (the container's name, else its id, short)")
     p.add_argument("--cgroup", metavar="PATH", help="only tasks in this cgroup v2 (or below it)")
+    p.add_argument("--container", metavar="NAME_OR_ID",
+                   help="only this container's tasks (a name or id as docker, podman or containerd know it)")
     p.add_argument(
         "-F", "--full-path", action="store_true",
         help="print the full path of what was opened (unresolved ones as '? PATH')",
@@ -231,8 +235,10 @@ def _trace(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
         parser.error("nothing after --: give the command to run, e.g. opentrace -- make -j2")
     if command and not command[0]:
         parser.error("the command after -- is empty (''): give the program to run, e.g. opentrace -- make -j2")
-    if command is not None and (args.pid is not None or args.tid is not None or args.descendants or args.cgroup):
-        parser.error("-p, -t, --descendants and --cgroup pick what to trace; with -- CMD, the command is traced")
+    if command is not None and (args.pid is not None or args.tid is not None or args.descendants or args.cgroup
+                                or args.container is not None):
+        parser.error("-p, -t, --descendants, --cgroup and --container pick what to trace; with -- CMD, the command "
+                     "is traced")
     if args.descendants and args.pid is None:
         parser.error("--descendants needs -p PID: the process whose descendants to follow")
     out = _open_output(args.output, stdout)
@@ -241,7 +247,8 @@ def _trace(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
     try:
         if command is None:
             watcher: Watcher[OpenEvent] = watch(
-                pid=args.pid, descendants=args.descendants, tid=args.tid, cgroup=args.cgroup, **options_  # type: ignore[arg-type]
+                pid=args.pid, descendants=args.descendants, tid=args.tid, cgroup=args.cgroup,
+                container=args.container, **options_,  # type: ignore[arg-type]
             )
         else:
             watcher = run(command, **options_)  # type: ignore[arg-type]
@@ -267,7 +274,7 @@ def _trace(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
                 if not args.summary:
                     formatter = Formatter(
                         json=args.json, timestamp=args.timestamp, uid=args.print_uid, extended=args.extended,
-                        full_path=args.full_path, container=args.container, start_ns=time.monotonic_ns(),
+                        full_path=args.full_path, container=args.container_column, start_ns=time.monotonic_ns(),
                     )
                     # Before the line that says we are tracing: whoever stops us once they see it
                     # gets the header (and, from _stream, what was in the ring).
