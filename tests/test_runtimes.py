@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import io
+import itertools
 import json
 import os
 import pickle
@@ -23,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -34,7 +36,7 @@ import opentrace
 from opentrace import _opentrace
 from opentrace.cli import main
 
-from .conftest import cgroup2_mount, settle, wait_for
+from .conftest import cgroup2_mount, in_cgroup, settle, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(cgroup2_mount() is None, reason="no cgroup2 hierarchy mounted")]
 
@@ -436,3 +438,70 @@ def test_a_kubernetes_pods_container_in_containerd(docker: Runtime, asked: Calla
         cri("tasks", "rm", "--force", cid, check=False)
         cri("containers", "rm", cid, check=False)
         cri("images", "rm", cri.image, check=False)
+
+
+class Stalling:
+    """A "runtime" socket that takes a request and answers it one byte at a time, forever (each
+    byte in time for the client's read timeout), until ``close()``: whoever asks it is held."""
+
+    def __init__(self, path: Path) -> None:
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(str(path))
+        self.listener.listen()
+        self.asked = threading.Event()
+        self.client_left = threading.Event()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._serve)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn:
+            conn.recv(4096)
+            self.asked.set()
+            conn.settimeout(0.2)
+            for byte in itertools.cycle(b"HTTP/1.1 200 OK"):
+                if self.done.is_set():
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                    if conn.recv(1) == b"":  # nothing is ever sent to us but a close
+                        self.client_left.set()
+                        return
+                except TimeoutError:
+                    continue
+                except OSError:
+                    self.client_left.set()
+                    return
+
+    def close(self) -> None:
+        self.done.set()
+        self.thread.join()
+        self.listener.close()
+
+
+def test_events_are_not_held_by_a_runtime_that_does_not_answer(asked: Callable[..., None], tmp_path: Path,
+                                                              marker: Path) -> None:
+    mount = cgroup2_mount()
+    assert mount is not None
+    cid = uuid.uuid4().hex * 2
+    top = mount / f"opentrace-stall-{uuid.uuid4().hex[:8]}"
+    directory = top / "docker" / cid
+    directory.mkdir(parents=True)
+    stalling = Stalling(tmp_path / "docker.sock")
+    try:
+        asked(Runtime("docker", [], {}, IMAGE, str(tmp_path / "docker.sock")))
+        marker.write_text("x")
+        with opentrace.watch(comm="cat") as w:
+            in_cgroup(directory, "cat", str(marker))  # opentrace meets the container: docker is asked
+            wait_for(stalling.asked.is_set, "the resolver asking the stalling docker")
+            in_cgroup(directory, "cat", str(marker))
+            events = [e for e in settle(w) if e.path == str(marker)]
+            # Both events read while the resolver is still held inside its request.
+            assert not stalling.client_left.is_set()
+        assert [(e.container_id, e.container_name) for e in events] == [(cid, None), (cid, None)]
+    finally:
+        stalling.close()
+        directory.rmdir()
+        (top / "docker").rmdir()
+        top.rmdir()

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, TextIO
 
+    from .agent._parquet import ParquetOutput
+
 
 PROG = "opentrace"
 
@@ -241,7 +243,9 @@ def _trace(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
                      "is traced")
     if args.descendants and args.pid is None:
         parser.error("--descendants needs -p PID: the process whose descendants to follow")
-    out = _open_output(args.output, stdout)
+    parquet = _parquet_output(args, parser)
+    # (With -o FILE.parquet nothing is written to `out`.)
+    out = _open_output(args.output, stdout) if parquet is None else _Output(stdout or err, "standard output")
     _log_to(err, args.quiet)
     options_ = _watch_options(args)
     try:
@@ -271,7 +275,7 @@ def _trace(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
         with watcher:
             try:
                 formatter = None
-                if not args.summary:
+                if not args.summary and parquet is None:
                     formatter = Formatter(
                         json=args.json, timestamp=args.timestamp, uid=args.print_uid, extended=args.extended,
                         full_path=args.full_path, container=args.container_column, start_ns=time.monotonic_ns(),
@@ -285,7 +289,9 @@ def _trace(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
                         what = f"{' '.join(command or [])} (pid {watcher.pid}) and what it starts"
                     err.write(f"{PROG}: tracing {what}; Ctrl-C to stop\n")
                     err.flush()
-                if formatter is None:
+                if parquet is not None:
+                    _write_parquet(watcher, args, parquet)
+                elif formatter is None:
                     _summarize(watcher, args, out)
                 else:
                     _stream(watcher, formatter, args, out)
@@ -414,14 +420,8 @@ def _summarize(watcher: Watcher[OpenEvent], args: argparse.Namespace, out: _Outp
     """One line per distinct file (the full path with -F), most opened first: opens, failures,
     and the errors seen; with --json one object per file."""
     files: dict[bytes, list[Any]] = {}
-    deadline = None if args.duration is None else time.monotonic() + args.duration
-    remaining = args.count
 
     def take(events: list[OpenEvent]) -> None:
-        nonlocal remaining
-        if remaining is not None:
-            events = events[:remaining]
-            remaining -= len(events)
         for ev in events:
             key = ev.path_bytes
             if args.full_path and ev.full_path_bytes is not None:
@@ -432,17 +432,74 @@ def _summarize(watcher: Watcher[OpenEvent], args: argparse.Namespace, out: _Outp
                 entry[1] += 1
                 entry[2][ev.errno] = entry[2].get(ev.errno, 0) + 1
 
+    _each_batch(watcher, args, take)
+    out.write(_summary_text(files, args.json))
+
+
+def _each_batch(
+    watcher: Watcher[OpenEvent], args: argparse.Namespace, take: Callable[[list[OpenEvent]], None]
+) -> None:
+    """``take(events)`` for each batch until the duration or count (-c: at most that many events
+    in all) is reached, Ctrl-C (SIGTERM), or a pid watcher's processes have all exited; then for
+    what is still in the ring."""
+    deadline = None if args.duration is None else time.monotonic() + args.duration
+    remaining = args.count
+
+    def cut(events: list[OpenEvent]) -> None:
+        nonlocal remaining
+        if remaining is not None:
+            events = events[:remaining]
+            remaining -= len(events)
+        take(events)
+
     try:
         while remaining != 0 and not watcher._finished():
             timeout = _IDLE_CHECK if deadline is None else min(_IDLE_CHECK, deadline - time.monotonic())
             if timeout <= 0:
                 break
-            take(watcher.poll(timeout))
+            cut(watcher.poll(timeout))
     except KeyboardInterrupt:
         pass
     if remaining != 0:
-        take(watcher.poll(0))
-    out.write(_summary_text(files, args.json))
+        cut(watcher.poll(0))
+
+
+def _parquet_output(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ParquetOutput | None:
+    """``-o FILE.parquet``: the events as a Parquet file (its columns: ``to_dict()``'s keys), written
+    under a hidden temporary name and put in place when the trace ends."""
+    if args.output is None or not args.output.endswith(".parquet"):
+        return None
+    shaping = [flag for flag, on in (("--summary", args.summary), ("--json", args.json), ("-T", args.timestamp),
+                                      ("-U", args.print_uid), ("-e", args.extended)) if on]
+    if shaping:
+        parser.error(f"{', '.join(shaping)} shape text output; -o FILE.parquet writes every field of every event")
+    from .agent._parquet import ParquetOutput
+
+    try:
+        return ParquetOutput(args.output)
+    except OSError as e:
+        raise OutputError(f"cannot write the trace to {args.output}: {_describe(e)}") from None
+
+
+def _write_parquet(watcher: Watcher[OpenEvent], args: argparse.Namespace, output: ParquetOutput) -> None:
+    """The trace into ``output``, complete (renamed into place) at the end; a write that fails
+    leaves no file."""
+
+    def take(events: list[OpenEvent]) -> None:
+        try:
+            output.write(events)
+        except OSError as e:
+            raise OutputError(f"cannot write the trace to {args.output}: {_describe(e)}") from None
+
+    try:
+        _each_batch(watcher, args, take)
+        output.close()
+    except OSError as e:
+        output.abort()
+        raise OutputError(f"cannot write the trace to {args.output}: {_describe(e)}") from None
+    except BaseException:
+        output.abort()
+        raise
 
 
 def _summary_text(files: dict[bytes, list[Any]], as_json: bool) -> str:
@@ -557,6 +614,15 @@ def _watch(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
 
 
 _COMMANDS = {"trace": _trace, "list": _list, "format": _format, "watch": _watch}
+
+
+def _agent(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
+    from .agent._cli import agent
+
+    return agent(argv, stdout, err)
+
+
+_COMMANDS["agent"] = _agent
 
 
 def _silence_stdout() -> None:
