@@ -367,6 +367,13 @@ def test_an_unknown_container_names_the_runtimes_asked(docker: Runtime, asked: C
     assert f"docker at {docker.socket} (no such container)" in message, message
     assert f"podman at {tmp_path}/no-podman.sock (not running)" in message, message
     assert f"containerd at {tmp_path}/no-containerd.sock (not running)" in message, message
+    stopped = f"ot-{uuid.uuid4().hex[:10]}"
+    docker("create", "--name", stopped, docker.image, "sleep", "1")
+    try:
+        with pytest.raises(ValueError, match=rf"container: '{stopped}' \(docker container \w{{12}}\) is not running"):
+            opentrace.watch(container=stopped)
+    finally:
+        docker("rm", stopped)
     with pytest.raises(ValueError, match="cgroup or container"):
         opentrace.watch(container="x", cgroup="/")
     with pytest.raises(TypeError):

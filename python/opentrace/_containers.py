@@ -203,9 +203,12 @@ def container_cgroup(key: str) -> str:
         if path is None:
             cgroups = _opentrace.container_cgroups()
             path = cgroups.get(found.id)
-        if path is None:
+        if path is None and found.pid <= 0:
             raise ValueError(f"container: {key!r} ({runtime.name} container {found.id[:12]}) is not running: "
                              "no cgroup of it to watch")
+        if path is None:
+            raise ValueError(f"container: {key!r} ({runtime.name} container {found.id[:12]}, process {found.pid}): "
+                             "no cgroup v2 names it (its runtime's cgroup layout is not one opentrace knows)")
         return path
     hex_digits = all(c in "0123456789abcdef" for c in key)
     if hex_digits:
