@@ -16,7 +16,7 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -40,8 +40,8 @@ class Agent:
     """``opentrace agent ARGS`` in a subprocess, running: its 'agent running' line seen on stderr.
     Its stderr lines are gathered by a thread (``lines``)."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        self.argv = [sys.executable, "-m", "opentrace", "agent", *args]
+    def __init__(self, *args: str, env: dict[str, str] | None = None, prefix: Sequence[str] = ()) -> None:
+        self.argv = [*prefix, sys.executable, "-m", "opentrace", "agent", *args]
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True, env=env)
         self.lines: list[str] = []
