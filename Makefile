@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # bpf-linker may live in /usr/local/bin or ~/.cargo/bin.
 export PATH := /usr/local/bin:$(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: help bootstrap build run test check bench soak wheel sdist clean
+.PHONY: help bootstrap build run test check bench soak agent-soak wheel sdist clean
 
 help:  ## show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t14
@@ -31,6 +31,10 @@ bench: build  ## overhead/start/RSS of opentrace vs bpftrace vs opensnoop (ARGS 
 soak: build  ## trace an open storm for 10 minutes, report rate, lost and RSS over time
 	@scripts/bootstrap bench
 	@$(PY) bench/soak.py $(ARGS)
+
+agent-soak: build  ## the agent (metrics + Parquet) under an open storm for 10 minutes: its RSS and CPU over time (ARGS to bench/agent_soak.py)
+	@scripts/bootstrap bench
+	@$(PY) bench/agent_soak.py $(ARGS)
 
 wheel: bootstrap  ## build the release wheel (manylinux_2_28, checked by auditwheel) into dist/
 	@scripts/wheel dist

@@ -16,7 +16,7 @@ counts in its peak RSS.)
   ``scripts/bootstrap bench``, which installs them: nothing here runs apt-get), ``build_c`` /
   ``build_workload``;
 - reporting: ``tool_versions``, ``machine_info``, ``write_json`` (bench/out/<prefix>-<stamp>.json),
-  ``rel``;
+  ``rel``, ``rss_trend`` (memory over a soak);
 - ``entry``: runs a script's body with SIGINT/SIGTERM, ``BenchError`` and cleanup handled alike.
 """
 
@@ -32,6 +32,7 @@ import platform
 import selectors
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -483,6 +484,20 @@ def rel(path: Path) -> str:
         return str(path.relative_to(ROOT))
     except ValueError:
         return str(path)
+
+
+def rss_trend(samples: list[dict[str, Any]], warmup: float) -> dict[str, Any]:
+    """RSS (``rss_mib`` of samples taken ``t`` seconds in) once warm, at the end, and its slope."""
+    after = [s for s in samples if s["t"] >= warmup and s["rss_mib"] is not None]
+    out: dict[str, Any] = {"warmup_s": warmup, "samples_after_warmup": len(after),
+                           "rss_warmup_mib": None, "rss_end_mib": None, "growth_mib": None, "slope_mib_per_min": None}
+    if after:
+        out["rss_warmup_mib"], out["rss_end_mib"] = after[0]["rss_mib"], after[-1]["rss_mib"]
+        out["growth_mib"] = round(after[-1]["rss_mib"] - after[0]["rss_mib"], 3)
+    if len(after) >= 2:
+        fit = statistics.linear_regression([s["t"] for s in after], [s["rss_mib"] for s in after])
+        out["slope_mib_per_min"] = round(fit.slope * 60, 4)
+    return out
 
 
 def write_json(prefix: str, data: Mapping[str, Any]) -> Path:

@@ -20,12 +20,14 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,7 +89,7 @@ class Context:
     bench_pid: int
 
 
-Count = Literal["lines", "consumer", "bpftrace-map"]
+Count = Literal["lines", "consumer", "bpftrace-map", "agent-metrics", "agent-parquet"]
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,11 @@ class Tracer:
       lines         lines of its stdout that contain the workload's ``Target.match`` (and "Lost N
                     events" lines, or "opentrace: N events lost in all" on stderr, as lost);
       consumer      the final JSON line of bench/consumer.py (see ``library``);
-      bpftrace-map  the "@c: N" map bpftrace prints on exit.
+      bpftrace-map  the "@c: N" map bpftrace prints on exit;
+      agent-metrics `opentrace agent --metrics`: its opentrace_opens_total and _events_lost_total,
+                    scraped before it is stopped (see ``agent``);
+      agent-parquet `opentrace agent --parquet DIR`: the rows of the files in DIR once it stopped;
+                    lost: the events its ring lost and those its Parquet sink dropped.
     """
 
     name: str  # for --tools and the JSON
@@ -110,6 +116,7 @@ class Tracer:
     # What its stdout shows once it is attached, for a tracer that cannot see the probe (one filtered
     # to the workload); start->1st event is then the time to this. None: the probe path.
     attached: bytes | None = None
+    attached_on_stderr: bool = False  # `attached` shows on its stderr (it writes nothing to stdout)
     # The workloads it runs on (None: every workload that is not `only_listed`).
     workloads: tuple[str, ...] | None = None
 
@@ -137,6 +144,52 @@ def library(name: str, label: str, watch: Watch | None = None, attached: bytes |
         return [python, str(CONSUMER), str(c.workload_pid), str(c.probe), *extra]
 
     return Tracer(name, label, argv, count="consumer", attached=attached, workloads=workloads)
+
+
+def agent(name: str, label: str, *options: str, python: str = PY) -> Tracer:
+    """A row for ``python -m opentrace agent OPTIONS... -n <the workload's comm>``: only the
+    workload's opens pass its filter, so its counts are the workload's; it cannot see the probe
+    path, so it is attached once it says it runs. ``{dir}`` in OPTIONS is a directory of its own in
+    the work directory (``--parquet {dir}``); with ``--parquet`` its files' rows are counted, else
+    its metrics (OPTIONS must then serve them: ``--metrics 127.0.0.1:0``)."""
+
+    def argv(c: Context) -> list[str]:
+        given = [o.replace("{dir}", str(agent_dir(c))) for o in options]
+        return [python, "-m", "opentrace", "agent", *given, "-n", c.workload_comm]
+
+    count: Count = "agent-parquet" if "--parquet" in options else "agent-metrics"
+    return Tracer(name, label, argv, count=count, attached=b"agent running", attached_on_stderr=True)
+
+
+def agent_dir(c: Context) -> Path:
+    return c.probe.with_name(f"agent-{c.probe.name}")
+
+
+_METRIC = re.compile(rb"^(opentrace_opens_total|opentrace_events_lost_total)(?:\{[^}]*\})? (\S+)$", re.M)
+
+
+def scrape_agent(err: Path) -> tuple[int, int]:
+    """(opens, lost) from the metrics of the agent whose stderr is ``err``, as it runs."""
+    found = re.search(rb"metrics on (http://\S+/metrics)", err.read_bytes())
+    if not found:
+        raise BenchError(f"the agent said nowhere where its metrics are:\n{tail(err)}")
+    with urllib.request.urlopen(found.group(1).decode(), timeout=30) as reply:
+        text = reply.read()
+    sums = {b"opentrace_opens_total": 0.0, b"opentrace_events_lost_total": 0.0}
+    for name, value in _METRIC.findall(text):
+        sums[name] += float(value)
+    return int(sums[b"opentrace_opens_total"]), int(sums[b"opentrace_events_lost_total"])
+
+
+def count_agent_parquet(directory: Path, err: Path) -> tuple[int, int]:
+    """(rows in the Parquet files in ``directory``, events lost or dropped) once the agent stopped."""
+    import pyarrow.parquet as pq
+
+    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in directory.glob("*.parquet"))
+    text = err.read_bytes()
+    lost = re.search(rb"opentrace: (\d+) events lost in all", text)
+    dropped = re.search(rb"parquet \d+ written, (\d+) dropped", text)
+    return rows, sum(int(m.group(1)) for m in (lost, dropped) if m)
 
 
 def cli(name: str, label: str, *options: str, attached: bytes | None = None, python: str = PY,
@@ -414,7 +467,8 @@ def _measure(tracer: Tracer, work: Prepared, threads: int, ops: int, rnd: int, w
             with open(out, "wb") as fout, open(err, "wb") as ferr, Prober(probe):
                 t_spawn = time.perf_counter()
                 proc = watchdog.guard(spawn(tracer.argv(ctx), stdin=subprocess.DEVNULL, stdout=fout, stderr=ferr))
-                wait_for_probe(proc, out, err, tracer.attached or os.fsencode(probe), tracer.label)
+                wait_for_probe(proc, err if tracer.attached_on_stderr else out, err,
+                               tracer.attached or os.fsencode(probe), tracer.label)
                 m.spawn_to_first_ms = (time.perf_counter() - t_spawn) * 1e3
             time.sleep(0.05)  # let the last probe events through before the clock starts
 
@@ -444,12 +498,19 @@ def _measure(tracer: Tracer, work: Prepared, threads: int, ops: int, rnd: int, w
         clock.close()
         if proc.poll() is not None:
             raise BenchError(f"{tracer.label} died during the run (status {proc.returncode}):\n{tail(err)}")
+        if tracer.count == "agent-metrics":  # while it runs
+            m.captured, m.lost = scrape_agent(err)
         t_stop = time.perf_counter()
         m.stopped_cleanly = stop(proc)
         m.stop_ms = (time.perf_counter() - t_stop) * 1e3
         if not m.stopped_cleanly:
             m.notes.append(f"did not exit within {STOP_TIMEOUT:.0f} s of SIGINT (killed)")
 
+        if tracer.count == "agent-parquet":
+            m.captured, m.lost = count_agent_parquet(agent_dir(ctx), err)
+            shutil.rmtree(agent_dir(ctx), ignore_errors=True)
+        if tracer.count.startswith("agent-"):
+            return m
         if tracer.count == "lines":
             m.captured, m.lost = count_lines(out, err, work.target.match)
         elif tracer.count == "consumer":

@@ -27,6 +27,7 @@ from common import BENCH, IDLE_CGROUP, OPENSNOOP, entry, idle_cgroup
 from overhead import (
     Tracer,
     Workload,
+    agent,
     cli,
     comm_target,
     library,
@@ -58,6 +59,9 @@ TRACERS: list[Tracer] = [
     cli("opentrace-cli", "opentrace CLI > file"),
     library("opentrace-lib-F", "opentrace library, full_path=True", {"full_path": True}),
     cli("opentrace-cli-F", "opentrace CLI -F > file", "-F"),
+    # The node agent, filtered to the workload's comm: counting for Prometheus only, and writing Parquet.
+    agent("opentrace-agent-metrics", "opentrace agent --metrics (Prometheus)", "--metrics", "127.0.0.1:0"),
+    agent("opentrace-agent-parquet", "opentrace agent --parquet DIR", "--parquet", "{dir}"),
     # Filters that leave the workload out, decided at syscall entry: what a filter costs the rest.
     library("opentrace-lib-pid-other", "opentrace library, pid filter excluding the workload",
             lambda c: {"pid": c.bench_pid}, attached=b"ready "),

@@ -34,7 +34,6 @@ import contextlib
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import threading
@@ -52,6 +51,7 @@ from common import (
     machine_info,
     proc_status_kb,
     rel,
+    rss_trend,
     spawn,
     stop,
     warn_foreign_tracers,
@@ -356,19 +356,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.threads < 1 or args.threads > 1024 or args.ops_per_run < args.threads:
         p.error("--threads must be 1..1024 and --ops-per-run at least --threads")
     return args
-
-
-def rss_trend(samples: list[dict[str, Any]], warmup: float) -> dict[str, Any]:
-    after = [s for s in samples if s["t"] >= warmup and s["rss_mib"] is not None]
-    out: dict[str, Any] = {"warmup_s": warmup, "samples_after_warmup": len(after),
-                           "rss_warmup_mib": None, "rss_end_mib": None, "growth_mib": None, "slope_mib_per_min": None}
-    if after:
-        out["rss_warmup_mib"], out["rss_end_mib"] = after[0]["rss_mib"], after[-1]["rss_mib"]
-        out["growth_mib"] = round(after[-1]["rss_mib"] - after[0]["rss_mib"], 3)
-    if len(after) >= 2:
-        fit = statistics.linear_regression([s["t"] for s in after], [s["rss_mib"] for s in after])
-        out["slope_mib_per_min"] = round(fit.slope * 60, 4)
-    return out
 
 
 def soak(args: argparse.Namespace) -> int:
