@@ -60,10 +60,8 @@ class Agent:
             stack.callback(self._close_sinks)
             for sink in self._open_sinks():
                 self._runners.append(Runner(sink, self.config.queue_events))
-            watcher = watch(**self.config.filters)
-            stack.callback(watcher.close)
             counts = None
-            if self.config.metrics is not None:
+            if self.config.metrics is not None:  # served from before the programs are attached: all zero
                 from ._metrics import MetricsServer, OpenCounts
 
                 m = self.config.metrics
@@ -71,6 +69,8 @@ class Agent:
                 server = MetricsServer(m, counts, lambda: self.lost, self._ring_bytes(), self.sinks, __version__)
                 stack.callback(server.close)
                 self.metrics_url = server.url
+            watcher = watch(**self.config.filters)
+            stack.callback(watcher.close)
             if ready is not None:
                 ready(self)
             for batch in self._batches(watcher):
