@@ -81,3 +81,38 @@ def test_the_container_label_is_capped_and_the_rest_is_other(tmp_path: Path, con
         assert series == {ids[0]: 1, ids[1]: 2, "other": 3}
         assert agent.metric("opentrace_containers") == 2
         assert agent.stop() == 0
+
+
+def test_an_idle_containers_series_go_and_give_their_place_back(tmp_path: Path, containers: list[Path]) -> None:
+    comm = unique_comm()
+    config = write_config(tmp_path / "agent.toml", "[metrics]\nmax_containers = 1\ncontainer_idle = 0.5\n")
+    ids = [scope.name.removeprefix("docker-").removesuffix(".scope") for scope in containers]
+
+    def opens_in(scope: Path) -> None:
+        child = Child([["rename", comm], *opens(tmp_path, ok=1, failed=0)])
+        (scope / "cgroup.procs").write_text(str(child.pid))
+        child.go()
+
+    def series() -> set[str]:
+        return {dict(labels)["container"] for (name, labels), _ in agent.metrics().items()
+                if name == "opentrace_opens_total"}
+
+    with Agent("--config", config, "--metrics", "127.0.0.1:0", "-n", comm) as agent:
+        opens_in(containers[0])
+        until(lambda: series() == {ids[0]}, "the first container's series")
+        until(lambda: series() == set(), "the idle container's series going")
+        opens_in(containers[1])  # its place is free again
+        until(lambda: series() == {ids[1]}, "the second container's own series")
+        assert agent.stop() == 0
+
+
+def test_opens_and_lost_add_up_to_every_open(tmp_path: Path) -> None:
+    """A ring of one page, a storm of opens: what the ring had no room for is counted."""
+    comm = unique_comm()
+    marker = tmp_path / "marker"
+    marker.write_text("x")
+    with Agent("--metrics", "127.0.0.1:0", "--ring-size", "4K", "-n", comm) as agent:
+        workload(comm, [["loop", str(marker), 100_000]])
+        until(lambda: agent.metric("opentrace_opens_total") + agent.metric("opentrace_events_lost_total") == 100_000,
+              "opens + lost adding up to the workload's 100000")
+        assert agent.stop() == 0
