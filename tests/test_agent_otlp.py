@@ -98,3 +98,14 @@ def test_with_the_collector_down_the_agent_goes_on_and_counts_what_it_dropped(tm
     counts = agent.summary()
     assert counts["otlp"]["written"] == 0 and counts["otlp"]["dropped"] == 110
     assert counts["json_file"] == {"written": 110, "dropped": 0}
+
+
+def test_past_max_queue_new_records_are_dropped_and_counted(tmp_path: Path) -> None:
+    comm = unique_comm()
+    config = write_config(tmp_path / "agent.toml", FAST + "timeout = 1.0\nmax_queue = 20\nbatch_size = 10\n")
+    with refusing_port() as url, Agent("--config", config, "--otlp", url, "--metrics", "127.0.0.1:0",
+                                       "-n", comm) as agent:
+        workload(comm, [["loop", "/etc/hostname", 2000]])
+        until(lambda: agent.metric("opentrace_sink_dropped_total", sink="otlp") == 2000, "the 2000 records dropped")
+        assert agent.metric("opentrace_sink_dropped_total", sink="otlp", reason="queue_full") > 0
+        assert agent.stop() == 0
