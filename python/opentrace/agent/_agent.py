@@ -74,11 +74,12 @@ class Agent:
             if ready is not None:
                 ready(self)
             for batch in self._batches(watcher):
-                self.events += len(batch)
-                if counts is not None:
-                    counts.add(batch, time.monotonic())
-                for runner in self._runners:
-                    runner.put(batch)
+                if batch:
+                    self.events += len(batch)
+                    if counts is not None:
+                        counts.add(batch, time.monotonic())
+                    for runner in self._runners:
+                        runner.put(batch)
                 if counts is not None and self._tick():
                     counts.forget_idle(time.monotonic())
                 self.lost = watcher.lost

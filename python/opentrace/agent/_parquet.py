@@ -207,6 +207,8 @@ class ParquetSink(Sink):
         self.files = 0
 
     def _write(self, events: list[OpenEvent]) -> None:
+        if not events:
+            return
         if self._began is None:
             self._began = time.monotonic()
         self._pending.extend(events)
