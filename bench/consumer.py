@@ -40,6 +40,10 @@ def main() -> int:
     names = kwargs.pop("tracepoints", None)
     # {"count_comm": NAME}: count the events of tasks named NAME rather than of TARGET_PID.
     count_comm = kwargs.pop("count_comm", None)
+    # {"counts": {...}}: opentrace.watch_counts(**those): the opens counted in the kernel.
+    counting = kwargs.pop("counts", None)
+    if counting is not None:
+        return counts(kwargs | counting, count_comm, t0, out)
     w = opentrace.watch(**kwargs) if names is None else opentrace.watch_tracepoints(*names, **kwargs)
     watch_ms = (time.perf_counter() - t0) * 1e3
     out.write(f"ready {watch_ms:.3f}\n")
@@ -67,6 +71,38 @@ def main() -> int:
     out.flush()
     return 0
 
+
+
+def counts(kwargs: dict[str, object], count_comm: str, t0: float, out: object) -> int:
+    """``opentrace.watch_counts(**kwargs)``: the opens of tasks named ``count_comm``, summed over
+    the intervals (and a last read on SIGINT)."""
+    import io
+
+    assert isinstance(out, io.TextIOBase)
+    w = opentrace.watch_counts(**kwargs)  # type: ignore[arg-type]
+    watch_ms = (time.perf_counter() - t0) * 1e3
+    out.write(f"ready {watch_ms:.3f}\n")
+    out.flush()
+    cpu0 = time.process_time()
+    n = rows = 0
+    try:
+        try:
+            for interval in w:
+                rows += len(interval)
+                n += sum(r.opens for r in interval if r.comm == count_comm)
+        except KeyboardInterrupt:
+            pass
+        interval = w.read()
+        rows += len(interval)
+        n += sum(r.opens for r in interval if r.comm == count_comm)
+        lost = w.lost
+        loop_cpu_s = time.process_time() - cpu0
+    finally:
+        w.close()
+    out.write(json.dumps({"count": n, "lost": lost, "events": rows, "watch_ms": watch_ms,
+                          "first_event_ms": None, "loop_cpu_s": loop_cpu_s}) + "\n")
+    out.flush()
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

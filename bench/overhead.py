@@ -521,8 +521,12 @@ def _measure(tracer: Tracer, work: Prepared, threads: int, ops: int, rnd: int, w
             m.consumer_events, m.consumer_cpu_s = report["events"], report["loop_cpu_s"]
             m.watch_ms, m.watch_to_first_ms = report["watch_ms"], report["first_event_ms"]
         else:  # bpftrace-map
-            found = re.search(rb"^@c: (\d+)", out.read_bytes(), re.MULTILINE)
-            m.captured = int(found.group(1)) if found else 0
+            # "@c: N", or per-key entries "@[comm, path]: N" (the workload's summed).
+            comm = re.escape(work.workload.comm.encode())
+            text = out.read_bytes()
+            single = re.search(rb"^@c: (\d+)", text, re.MULTILINE)
+            keyed = re.findall(rb"^@\[" + comm + rb", [^\n]*\]: (\d+)", text, re.MULTILINE)
+            m.captured = int(single.group(1)) if single else sum(int(n) for n in keyed)
             m.lost = count_lines(out, err, work.target.match)[1]
         return m
     finally:

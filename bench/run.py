@@ -46,6 +46,13 @@ BPFTRACE_COUNT = (
     'else if (pid == {pid}) {{ printf("%s\\n", str(args->filename)); }} }}'
 )
 
+# Counting per command and file, system-wide, as `opentrace top` does (bpftrace's keys hold the
+# path string; the else branch prints the probe path for readiness, as above).
+BPFTRACE_COUNT_PATHS = (
+    'tracepoint:syscalls:sys_enter_openat {{ if (pid != {pid}) {{ @[comm, str(args->filename)] = count(); }} '
+    'else {{ printf("%s\\n", str(args->filename)); }} }}'
+)
+
 # One row per workload and thread count, in this order; the first is the baseline the others are
 # compared with. ``argv`` gets a Context (probe path, workload pid and comm, this script's pid).
 # A new configuration is one more line, e.g.
@@ -73,6 +80,13 @@ TRACERS: list[Tracer] = [
            needs=("stdbuf", OPENSNOOP)),
     Tracer("bpftrace-count", "bpftrace count-only (in-kernel floor)",
            lambda c: ["bpftrace", "-e", BPFTRACE_COUNT.format(comm=c.workload_comm, pid=c.bench_pid)],
+           needs=("bpftrace",), count="bpftrace-map", show_start=False),
+    # In-kernel counting by command and file (`opentrace top`, `watch_counts`) beside bpftrace's.
+    library("opentrace-top", "opentrace watch_counts by comm,file (opentrace top)",
+            lambda c: {"counts": {"interval": 1.0, "by": ["comm", "file"]}, "count_comm": c.workload_comm},
+            attached=b"ready "),
+    Tracer("bpftrace-count-paths", "bpftrace @[comm, str(filename)] = count()",
+           lambda c: ["bpftrace", "-e", BPFTRACE_COUNT_PATHS.format(pid=c.bench_pid)],
            needs=("bpftrace",), count="bpftrace-map", show_start=False),
 ]
 

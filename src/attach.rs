@@ -28,6 +28,11 @@ pub struct Attached {
 }
 
 impl Attached {
+    /// Takes the map `name` out of the object (counting mode's map: the reader reads it).
+    pub fn take_map(&mut self, name: &str) -> Option<aya::maps::Map> {
+        self._ebpf.take_map(name)
+    }
+
     /// How many programs are attached (links).
     pub fn len(&self) -> usize {
         self.links.len()

@@ -8,7 +8,7 @@ use opentrace_common::{
         open::Syscall,
         settings::{
             FILTER_CGROUP, FILTER_COMM, FILTER_EXCLUDE_SELF, FILTER_FAILED, FILTER_TID, FILTER_UID,
-            IN_PID_NAMESPACE, Settings, TEST_FAILURES, WITH_FULL_PATH,
+            IN_PID_NAMESPACE, Settings, TEST_FAILURES, WITH_COUNTS, WITH_FILE_ID, WITH_FULL_PATH,
         },
     },
     comm::Needle,
@@ -19,6 +19,8 @@ use crate::error::{Error, Result};
 
 /// The largest ring buffer a watcher may ask for (`ring_size`), in bytes.
 pub const MAX_RING_SIZE: u32 = 1 << 30;
+/// The most ring buffer shards a watcher may have (`ring_shards`), and so the most by default.
+pub const MAX_RING_SHARDS: u32 = 64;
 /// How long a busy stream may hold an event back to batch it (`latency`), by default and at most.
 pub const DEFAULT_LATENCY_S: f64 = 0.002;
 pub const MAX_LATENCY_S: f64 = 1.0;
@@ -28,6 +30,8 @@ pub const MAX_LATENCY_S: f64 = 1.0;
 pub struct Options {
     pub syscalls: Vec<String>,
     pub ring_size: u32,
+    /// None: the default for this machine (`default_ring_shards`).
+    pub ring_shards: Option<u32>,
     pub latency_ns: u64,
     pub pid: Option<u32>,
     pub descendants: bool,
@@ -44,6 +48,11 @@ pub struct Options {
     pub pid_namespace: Option<(u64, u64)>,
     /// For the tests of loss accounting: one open in about this many fails in the kernel.
     pub fail_every: Option<u32>,
+    /// Counting mode (`watch_counts`): what opens are counted by (`abi::count::BY_*`) and how
+    /// many keys the kernel's map holds.
+    pub counts: Option<(u32, u32)>,
+    /// Read each successful open's file identity (inode, dev, mnt_id).
+    pub file_id: bool,
 }
 
 /// What the loader needs.
@@ -54,9 +63,66 @@ pub struct Config {
     /// by a glob): when there are some, they are watched instead of the opens, and `syscalls` is
     /// not looked at.
     pub tracepoints: Vec<(Arc<Schema>, bool)>,
-    pub ring_size: u32,
+    pub rings: Rings,
     /// A pid watcher: this process, and with `descendants` every process descended from it.
     pub follow: Option<Follow>,
+}
+
+/// The ring buffers: `shards` of `shard_size` bytes each, CPU `c`'s records going to shard
+/// `c % shards`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rings {
+    pub shards: u32,
+    pub shard_size: u32,
+}
+
+/// One shard per two online CPUs (as Falco), at most `MAX_RING_SHARDS`; one on two CPUs or fewer.
+/// Each shard's producers share its lock: on one ring, 16 busy CPUs made capture cost twice what it
+/// did at 4.
+pub fn default_ring_shards(online_cpus: u32) -> u32 {
+    if online_cpus <= 2 { 1 } else { online_cpus.div_ceil(2).min(MAX_RING_SHARDS) }
+}
+
+fn page_size() -> u32 {
+    // SAFETY: sysconf reads a constant.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u32::try_from(size).ok().filter(|s| s.is_power_of_two()).unwrap_or(4096)
+}
+
+fn online_cpus() -> u32 {
+    // SAFETY: sysconf reads a count.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    u32::try_from(n).unwrap_or(1).max(1)
+}
+
+impl Rings {
+    /// `ring_size` bytes in all (a power of two, checked in Python), in `requested` shards or the
+    /// default for `online_cpus`. Each shard is an equal power-of-two share of at least a page (the
+    /// kernel's smallest ring), so the total is `ring_size` when the count is a power of two and
+    /// less otherwise; the default count is lowered until each shard has a page, a requested one
+    /// that cannot have it is an error.
+    pub fn new(ring_size: u32, requested: Option<u32>, online_cpus: u32, page: u32) -> Result<Rings> {
+        let most = (ring_size / page).max(1);
+        let shards = match requested {
+            Some(n) if n == 0 || n > MAX_RING_SHARDS => {
+                return Err(Error::Invalid(format!(
+                    "ring_shards must be between 1 and {MAX_RING_SHARDS}, not {n}"
+                )));
+            }
+            Some(n) if n > most => {
+                return Err(Error::Invalid(format!(
+                    "ring_size {ring_size} cannot be split into {n} shards of at least a page ({page} \
+                     bytes) each: ask for at most {most} shards, or a larger ring_size"
+                )));
+            }
+            Some(n) => n,
+            None => default_ring_shards(online_cpus).min(most),
+        };
+        let share = ring_size / shards;
+        // The largest power of two not above the share (a page at least, as checked above).
+        let shard_size = 1u32 << (31 - share.leading_zeros());
+        Ok(Rings { shards, shard_size })
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,6 +142,7 @@ impl Options {
             wanted
         };
         on(WITH_FULL_PATH, self.full_path);
+        on(WITH_FILE_ID, self.file_id);
         on(FILTER_FAILED, self.failed);
         if let Some(tid) = self.tid.filter(|_| on(FILTER_TID, true)) {
             settings.tid = tid;
@@ -98,6 +165,14 @@ impl Options {
             }
             on(TEST_FAILURES, true);
             settings.fail_every = every;
+        }
+        if let Some((by, keys)) = self.counts {
+            if keys == 0 {
+                return Err(Error::Invalid("max_keys must be at least 1".into()));
+            }
+            // The first open of a key names it by its full path.
+            on(WITH_COUNTS | WITH_FULL_PATH, true);
+            (settings.count_by, settings.count_keys) = (by, keys);
         }
         if let Some(substring) = &self.comm {
             settings.enabled |= FILTER_COMM;
@@ -127,7 +202,7 @@ impl Options {
             settings: self.settings()?,
             syscalls: self.syscalls()?,
             tracepoints,
-            ring_size: self.ring_size,
+            rings: Rings::new(self.ring_size, self.ring_shards, online_cpus(), page_size())?,
             follow: self.follow(),
         })
     }
@@ -172,6 +247,26 @@ mod tests {
         assert!(Options { fail_every: Some(0), ..Options::default() }.settings().is_err());
         let settings = Options { fail_every: Some(3), ..Options::default() }.settings().unwrap();
         assert_eq!((settings.enabled, settings.fail_every), (TEST_FAILURES, 3));
+    }
+
+    #[test]
+    fn one_shard_per_two_cpus_up_to_64() {
+        let shards: Vec<u32> = [1, 2, 3, 4, 16, 192].map(default_ring_shards).to_vec();
+        assert_eq!(shards, vec![1, 1, 2, 2, 8, 64]);
+    }
+
+    #[test]
+    fn ring_size_is_the_total_split_in_powers_of_two() {
+        let mib = 1 << 20;
+        assert_eq!(Rings::new(4 * mib, None, 16, 4096).unwrap(), Rings { shards: 8, shard_size: mib / 2 });
+        assert_eq!(Rings::new(4 * mib, None, 2, 4096).unwrap(), Rings { shards: 1, shard_size: 4 * mib });
+        // Three shards of a third each, rounded down to a power of two.
+        assert_eq!(Rings::new(4 * mib, Some(3), 2, 4096).unwrap(), Rings { shards: 3, shard_size: mib });
+        // The default never makes a shard smaller than a page; a request that would is refused.
+        assert_eq!(Rings::new(8192, None, 16, 4096).unwrap(), Rings { shards: 2, shard_size: 4096 });
+        assert!(Rings::new(8192, Some(4), 16, 4096).is_err());
+        assert!(Rings::new(4 * mib, Some(0), 16, 4096).is_err());
+        assert!(Rings::new(4 * mib, Some(65), 16, 4096).is_err());
     }
 
     #[test]

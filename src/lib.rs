@@ -7,6 +7,7 @@ mod cgroup;
 mod command;
 mod config;
 mod containers;
+mod counting;
 mod decode;
 mod detach;
 mod diag;
@@ -16,6 +17,7 @@ mod follow;
 mod layout;
 mod loader;
 mod lost;
+mod merge;
 mod output;
 mod pidns;
 mod reader;
@@ -89,6 +91,12 @@ mod _opentrace {
         opentrace_common::errno::describe(code)
     }
 
+    /// "ENOENT" for 2: an errno's name, or its number where it has none.
+    #[pyfunction]
+    fn errno_name(code: i32) -> String {
+        opentrace_common::errno::name(code).map_or_else(|| code.to_string(), str::to_owned)
+    }
+
     /// Parses the text of a `format` file; ValueError saying which line is wrong.
     #[pyfunction]
     fn parse_format(text: &str) -> PyResult<RawFormat> {
@@ -104,6 +112,7 @@ mod _opentrace {
         m.add("COMM_MAX", COMM_MAX)?;
         m.add("DEFAULT_RING_SIZE", DEFAULT_RING_SIZE)?;
         m.add("MAX_RING_SIZE", crate::config::MAX_RING_SIZE)?;
+        m.add("MAX_RING_SHARDS", crate::config::MAX_RING_SHARDS)?;
         m.add("DEFAULT_LATENCY", crate::config::DEFAULT_LATENCY_S)?;
         m.add("MAX_LATENCY", crate::config::MAX_LATENCY_S)?;
         m.add("SYSCALLS", Syscall::ALL.map(Syscall::name))?;

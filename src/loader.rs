@@ -2,7 +2,7 @@
 //! and attaching the programs.
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, ProgramArray, RingBuf},
+    maps::{ArrayOfMaps, HashMap, Map, MapData, PerCpuArray, ProgramArray, RingBuf},
     programs::{Program, ProgramError, RawTracePoint, TracePoint},
 };
 use aya_log::EbpfLogger;
@@ -18,7 +18,7 @@ use opentrace_common::abi::{
 
 use crate::{
     attach::{Attached, Link, attach, attach_error},
-    config::{Config, Follow},
+    config::{Config, Follow, Rings},
     diag::FromKernel,
     error::{Error, Result},
     follow::{self, Tracked},
@@ -31,7 +31,8 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/op
 
 /// Everything the kernel holds for one watcher. Dropping it detaches and frees all of it.
 pub struct Loaded {
-    pub ring: RingBuf<MapData>,
+    /// The ring buffers, by shard: CPU `c` writes to `rings[c % rings.len()]`.
+    pub rings: Vec<RingBuf<MapData>>,
     pub counters: Counters,
     /// The programs' own diagnostics (aya-log); it holds the map they write them to.
     pub logs: EbpfLogger<FromKernel>,
@@ -117,7 +118,7 @@ pub fn load(config: &Config) -> Result<Loaded> {
         )));
     }
 
-    let (mut ebpf, logs) = load_object(config, layouts, uring.as_ref(), 1)?;
+    let (mut ebpf, logs, rings) = load_object(config, layouts, uring.as_ref(), 1)?;
 
     let diagnose = loaded_program(&mut ebpf, "diagnose")?;
     let diagnose_fd = diagnose
@@ -167,17 +168,18 @@ pub fn load(config: &Config) -> Result<Loaded> {
     }
 
     let names = attached.iter().map(|s| s.name().to_owned()).collect();
-    finish(ebpf, logs, tracked, links, names)
+    finish(ebpf, logs, rings, tracked, links, names)
 }
 
-/// The object loaded with this kernel's layouts and the watcher's settings (its maps made; its
-/// programs are loaded as they are attached). `tracepoints`: room in `TP_CONFIG`.
+/// The object loaded with this kernel's layouts and the watcher's settings (its maps made, the
+/// rings in place; its programs are loaded as they are attached). `tracepoints`: room in
+/// `TP_CONFIG`.
 fn load_object(
     config: &Config,
     layouts: &layout::Layouts,
     uring: Option<&UringArgs>,
     tracepoints: u32,
-) -> Result<(Ebpf, EbpfLogger<FromKernel>)> {
+) -> Result<(Ebpf, EbpfLogger<FromKernel>, Vec<RingBuf<MapData>>)> {
     let mut loader = new_loader();
     for (syscall, offsets) in &layouts.syscalls {
         loader.override_global(global_name(*syscall), offsets, true);
@@ -194,28 +196,59 @@ fn load_object(
     if config.follow.is_some() {
         settings.enabled |= FILTER_TRACKED;
     }
-    if layouts.file_id.is_ok() {
-        settings.enabled |= WITH_FILE_ID;
+    // Without what it is read from, identity is None (said when the layouts were read).
+    if layouts.file_id.is_err() {
+        settings.enabled &= !WITH_FILE_ID;
     }
     loader.override_global("SETTINGS", &settings, true);
-    loader.map_max_entries("EVENTS", config.ring_size);
+    let cpus = aya::util::nr_cpus()
+        .map_err(|(path, e)| Error::kernel(&format!("reading the possible CPUs from {path}"), &e))?
+        as u32;
+    loader.map_max_entries("EVENTS", cpus);
     loader.map_max_entries("TP_CONFIG", tracepoints.max(1));
+    loader.map_max_entries("COUNTS", settings.count_keys.max(1));
     let mut ebpf = loader.load(OBJECT).map_err(|e| Error::kernel("loading the eBPF programs", &e))?;
+    let rings = make_rings(&mut ebpf, config.rings, cpus)?;
     let logs = EbpfLogger::init_with_logger(&mut ebpf, FromKernel)
         .map_err(|e| Error::kernel("opening the eBPF programs' log buffer", &e))?;
-    Ok((ebpf, logs))
+    Ok((ebpf, logs, rings))
 }
 
-/// Takes the ring and the counters out of the object; the rest stays with the links.
+/// Makes the watcher's ring buffers, one per shard, and gives each possible CPU its shard's in
+/// `EVENTS` (an array of maps): CPU `c` writes to shard `c % shards`, so a shard's producers are
+/// the CPUs that share its lock. Before any program is attached: no record finds its CPU without
+/// a ring.
+fn make_rings(ebpf: &mut Ebpf, rings: Rings, cpus: u32) -> Result<Vec<RingBuf<MapData>>> {
+    use aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_RINGBUF;
+    let made = (0..rings.shards)
+        .map(|_| {
+            let def = aya_obj::Map::new_from_params(BPF_MAP_TYPE_RINGBUF as u32, 0, 0, rings.shard_size, 0);
+            MapData::create(def, "EVENTS", None).map_err(|e| Error::kernel("making a ring buffer", &e))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut slots: ArrayOfMaps<&mut MapData, MapData> = ArrayOfMaps::try_from(map(ebpf, "EVENTS")?)
+        .map_err(|e| Error::kernel("opening the ring buffers' array", &e))?;
+    for cpu in 0..cpus {
+        slots
+            .set(cpu, &made[(cpu % rings.shards) as usize], 0)
+            .map_err(|e| Error::kernel("giving a CPU its ring buffer", &e))?;
+    }
+    made.into_iter()
+        .map(|data| {
+            RingBuf::try_from(Map::RingBuf(data)).map_err(|e| Error::kernel("mapping a ring buffer", &e))
+        })
+        .collect()
+}
+
+/// Takes the counters out of the object; the rest stays with the links.
 fn finish(
     mut ebpf: Ebpf,
     logs: EbpfLogger<FromKernel>,
+    rings: Vec<RingBuf<MapData>>,
     tracked: Option<Tracked>,
     links: Vec<Link>,
     names: Vec<String>,
 ) -> Result<Loaded> {
-    let ring = RingBuf::try_from(take(&mut ebpf, "EVENTS")?)
-        .map_err(|e| Error::kernel("mapping the ring buffer", &e))?;
     let counts = PerCpuArray::try_from(take(&mut ebpf, "COUNTERS")?)
         .map_err(|e| Error::kernel("opening the counters", &e))?;
     // The loaded programs (only attached ones are loaded) whose skipped run is a lost event.
@@ -232,15 +265,15 @@ fn finish(
                 .push(fd.as_fd().try_clone_to_owned().map_err(|e| Error::kernel("keeping a program", &e))?);
         }
     }
-    let counters = Counters::new(counts, programs);
-    Ok(Loaded { ring, counters, logs, tracked, attached: Attached { links, names, _ebpf: ebpf } })
+    let counters = Counters::new(counts, programs, rings.len() as u32);
+    Ok(Loaded { rings, counters, logs, tracked, attached: Attached { links, names, _ebpf: ebpf } })
 }
 
 /// `watch_tracepoints`: the generic program, attached to each tracepoint, told by `TP_CONFIG`
 /// how to copy each one's records. A tracepoint that cannot be attached is an error if it was
 /// named, and skipped (said on the log) if a glob matched it.
 fn load_tracepoints(config: &Config, layouts: &layout::Layouts) -> Result<Loaded> {
-    let (mut ebpf, logs) = load_object(config, layouts, None, config.tracepoints.len() as u32)?;
+    let (mut ebpf, logs, rings) = load_object(config, layouts, None, config.tracepoints.len() as u32)?;
     let mut table: HashMap<_, u32, TracepointConfig> = HashMap::try_from(map(&mut ebpf, "TP_CONFIG")?)
         .map_err(|e| Error::kernel("opening the tracepoint table", &e))?;
     for (schema, _) in &config.tracepoints {
@@ -283,7 +316,7 @@ fn load_tracepoints(config: &Config, layouts: &layout::Layouts) -> Result<Loaded
     if names.is_empty() {
         return Err(Error::Other("none of the tracepoints could be attached (see the log)".into()));
     }
-    finish(ebpf, logs, tracked, links, names)
+    finish(ebpf, logs, rings, tracked, links, names)
 }
 
 /// Attaches what keeps a pid watcher's followed set (the exit program; with `descendants` the

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{MapData, PerCpuArray};
+use aya::maps::{MapData, PerCpuArray, PerCpuValues};
 use opentrace_common::abi::{Counter, process::TRACKED_MAX};
 use pyo3::{prelude::*, sync::MutexExt};
 
@@ -28,27 +28,44 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 pub struct Counters {
     counts: PerCpuArray<MapData, u64>,
     programs: Vec<OwnedFd>,
+    /// Ring buffer shards: CPU `c` writes to shard `c % shards`.
+    shards: u32,
 }
 
 impl Counters {
     /// `programs`: the loaded programs that make events (a run the kernel skipped is an event
-    /// lost).
-    pub fn new(counts: PerCpuArray<MapData, u64>, programs: Vec<OwnedFd>) -> Counters {
-        Counters { counts, programs }
+    /// lost); `shards`: how many ring buffers the CPUs share.
+    pub fn new(counts: PerCpuArray<MapData, u64>, programs: Vec<OwnedFd>, shards: u32) -> Counters {
+        Counters { counts, programs, shards: shards.max(1) }
     }
 
-    fn kernel(&self) -> Result<KernelLost> {
+    /// Events each shard's ring had no room for: the per-CPU count, summed over the shard's CPUs
+    /// (a program counts on the CPU it ran on, the one whose shard it wrote to).
+    fn ring_by_shard(&self) -> Result<Vec<u64>> {
+        let mut shards = vec![0u64; self.shards as usize];
+        for (cpu, n) in self.per_cpu(Counter::LostRing)?.iter().enumerate() {
+            let shard = &mut shards[cpu % self.shards as usize];
+            *shard = shard.saturating_add(*n);
+        }
+        Ok(shards)
+    }
+
+    /// The kernel's counts, and the ring-full ones by shard (which `ring` is the sum of).
+    fn kernel(&self) -> Result<(KernelLost, Vec<u64>)> {
+        let by_shard = self.ring_by_shard()?;
         let mut skipped = 0;
         for program in &self.programs {
             skipped += sys::recursion_misses(program.as_fd())
                 .map_err(|e| Error::kernel("reading the programs' statistics", &e))?;
         }
-        Ok(KernelLost {
-            ring: self.sum(Counter::LostRing)?,
+        let lost = KernelLost {
+            ring: by_shard.iter().fold(0u64, |sum, n| sum.saturating_add(*n)),
             unpaired: self.sum(Counter::LostPending)?,
             failed: self.sum(Counter::LostError)?,
+            uncounted: self.sum(Counter::CountsFull)?,
             skipped,
-        })
+        };
+        Ok((lost, by_shard))
     }
 
     /// Processes a pid watcher could not follow (its set was full).
@@ -56,12 +73,12 @@ impl Counters {
         self.sum(Counter::Unfollowed)
     }
 
+    fn per_cpu(&self, counter: Counter) -> Result<PerCpuValues<u64>> {
+        self.counts.get(&(counter as u32), 0).map_err(|e| Error::kernel("reading the programs' counters", &e))
+    }
+
     fn sum(&self, counter: Counter) -> Result<u64> {
-        let values = self
-            .counts
-            .get(&(counter as u32), 0)
-            .map_err(|e| Error::kernel("reading the programs' counters", &e))?;
-        Ok(values.iter().fold(0u64, |sum, v| sum.saturating_add(*v)))
+        Ok(self.per_cpu(counter)?.iter().fold(0u64, |sum, v| sum.saturating_add(*v)))
     }
 }
 
@@ -75,6 +92,8 @@ pub struct KernelLost {
     pub unpaired: u64,
     /// A program failed (a kernel read, a map) after its event passed the filters.
     pub failed: u64,
+    /// Counting mode: opens not counted, the map of keys being full.
+    pub uncounted: u64,
     /// The kernel skipped a program's run because another BPF program was running on that CPU
     /// (a tracepoint hit in an interrupt during one).
     pub skipped: u64,
@@ -91,7 +110,7 @@ pub struct Lost {
 }
 
 impl Lost {
-    fn causes(self) -> [(u64, &'static str, &'static str); 6] {
+    fn causes(self) -> [(u64, &'static str, &'static str); 7] {
         [
             (
                 self.kernel.ring,
@@ -107,6 +126,11 @@ impl Lost {
                 self.kernel.failed,
                 "the program failed",
                 "a kernel read or map update failed in the eBPF program after the event passed the filters",
+            ),
+            (
+                self.kernel.uncounted,
+                "not counted, the table of keys full",
+                "more files (or processes) were opened than the counting map holds; a larger max_keys (--max-keys) holds more",
             ),
             (
                 self.kernel.skipped,
@@ -162,6 +186,8 @@ pub struct Ledger {
     undecodable: AtomicU64,
     /// `lost` as of close.
     closed_at: AtomicU64,
+    /// `lost_by_shard` as of close.
+    closed_by_shard: Mutex<Vec<u64>>,
 }
 
 impl Ledger {
@@ -171,6 +197,7 @@ impl Ledger {
             uring: AtomicU64::new(0),
             undecodable: AtomicU64::new(0),
             closed_at: AtomicU64::new(0),
+            closed_by_shard: Mutex::new(Vec::new()),
         }
     }
 
@@ -184,30 +211,42 @@ impl Ledger {
         self.undecodable.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// What is lost as of now; None once closed.
-    fn now(&self, py: Python<'_>) -> Result<Option<Lost>> {
+    /// What is lost as of now, and the ring-full part of it by shard; None once closed.
+    fn now(&self, py: Python<'_>) -> Result<Option<(Lost, Vec<u64>)>> {
         let counters = self.counters.lock_py_attached(py).unwrap_or_else(|p| p.into_inner());
         let Some(counters) = counters.as_ref() else { return Ok(None) };
-        Ok(Some(Lost {
-            kernel: counters.kernel()?,
+        let (kernel, by_shard) = counters.kernel()?;
+        let lost = Lost {
+            kernel,
             uring: self.uring.load(Ordering::Acquire),
             undecodable: self.undecodable.load(Ordering::Acquire),
-        }))
+        };
+        Ok(Some((lost, by_shard)))
     }
 
     /// `Watcher.lost`.
     pub fn total(&self, py: Python<'_>) -> Result<u64> {
         Ok(match self.now(py)? {
-            Some(lost) => lost.total(),
+            Some((lost, _)) => lost.total(),
             None => self.closed_at.load(Ordering::Acquire),
         })
     }
 
-    /// Nothing is read from here on: the count as of now is final, and the counters go.
+    /// `Watcher.lost_by_shard`: events lost because a shard's ring was full, by shard (part of
+    /// `total`).
+    pub fn by_shard(&self, py: Python<'_>) -> Result<Vec<u64>> {
+        Ok(match self.now(py)? {
+            Some((_, by_shard)) => by_shard,
+            None => self.closed_by_shard.lock_py_attached(py).unwrap_or_else(|p| p.into_inner()).clone(),
+        })
+    }
+
+    /// Nothing is read from here on: the counts as of now are final, and the counters go.
     pub fn close(&self, py: Python<'_>) -> Result<()> {
-        let result = self.now(py).map(|lost| {
-            if let Some(lost) = lost {
+        let result = self.now(py).map(|now| {
+            if let Some((lost, by_shard)) = now {
                 self.closed_at.store(lost.total(), Ordering::Release);
+                *self.closed_by_shard.lock_py_attached(py).unwrap_or_else(|p| p.into_inner()) = by_shard;
             }
         });
         self.forget();
@@ -227,13 +266,21 @@ pub struct Reporter {
     checked: Instant,
     reported: Lost,
     unfollowed: u64,
+    /// Counting mode: keys whose naming record was lost, as last said.
+    unnamed: u64,
     /// Check at the next `report`, whenever the last check was.
     soon: bool,
 }
 
 impl Reporter {
     pub fn new() -> Reporter {
-        Reporter { checked: Instant::now(), reported: Lost::default(), unfollowed: 0, soon: false }
+        Reporter {
+            checked: Instant::now(),
+            reported: Lost::default(),
+            unfollowed: 0,
+            unnamed: 0,
+            soon: false,
+        }
     }
 
     /// The next `report` checks, whenever the last check was (the last word of a watcher).
@@ -253,7 +300,21 @@ impl Reporter {
         self.checked = Instant::now();
         let counters = ledger.counters.lock_py_attached(py).unwrap_or_else(|p| p.into_inner());
         let unfollowed = counters.as_ref().map(Counters::unfollowed).transpose()?;
+        let unnamed = counters.as_ref().map(|c| c.sum(Counter::NamesLost)).transpose()?;
         drop(counters);
+        if let Some(unnamed) = unnamed
+            && unnamed > self.unnamed
+        {
+            diag::note(
+                diag::Level::Warning,
+                format!(
+                    "{} counted files have no path: the record naming each found the ring buffer full \
+                     (their counts are whole); a larger ring buffer (ring_size) absorbs longer bursts",
+                    unnamed - self.unnamed
+                ),
+            );
+            self.unnamed = unnamed;
+        }
         if let Some(unfollowed) = unfollowed
             && unfollowed > self.unfollowed
         {
@@ -267,7 +328,7 @@ impl Reporter {
             );
             self.unfollowed = unfollowed;
         }
-        if let Some(lost) = ledger.now(py)?
+        if let Some((lost, _)) = ledger.now(py)?
             && lost.total() > self.reported.total()
         {
             diag::note(diag::Level::Warning, lost.since(self.reported));
@@ -288,11 +349,11 @@ mod tests {
     #[test]
     fn the_total_is_every_cause_and_never_wraps() {
         let all = Lost {
-            kernel: KernelLost { ring: 1, unpaired: 2, failed: 3, skipped: 4 },
+            kernel: KernelLost { ring: 1, unpaired: 2, failed: 3, uncounted: 7, skipped: 4 },
             uring: 5,
             undecodable: 6,
         };
-        assert_eq!(all.total(), 21);
+        assert_eq!(all.total(), 28);
         assert_eq!(lost(u64::MAX, 1, 0).total(), u64::MAX);
     }
 

@@ -1,8 +1,10 @@
-//! Reading a watcher's ring buffer: waiting for records (GIL released), draining them in
-//! batches, turning them into events or CLI text, and the housekeeping between batches (the
-//! programs' logs, losses, the end of a pid watcher).
+//! Reading a watcher's ring buffers: waiting for records (GIL released), draining them in
+//! batches (several shards merged in time order by `merge`), turning them into events or CLI
+//! text, and the housekeeping between batches (the programs' logs, losses, the end of a pid
+//! watcher).
 use std::{
     collections::VecDeque,
+    os::fd::AsRawFd,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -12,7 +14,10 @@ use std::{
 
 use aya::maps::{MapData, RingBuf};
 use aya_log::EbpfLogger;
-use opentrace_common::tracepoint::{self, Schema};
+use opentrace_common::{
+    open::OwnedOpen,
+    tracepoint::{self, Schema},
+};
 use pyo3::prelude::*;
 
 use crate::{
@@ -24,6 +29,7 @@ use crate::{
     event::OpenEvent,
     follow::{self, Tracked},
     lost::{Ledger, Reporter},
+    merge::{Held, Merge},
     output::Formatter,
     ring::{Wait, Waiter},
     tpevent::TracepointEvent,
@@ -35,6 +41,8 @@ const BATCH: usize = 4096;
 const DETACH_INLINE: usize = 16;
 /// Longest uninterrupted block: a safety net for a signal that lands just before the wait.
 const MAX_BLOCK: Duration = Duration::from_secs(1);
+/// Shortest wait before another pass while the merge holds events back.
+const HELD_RECHECK: Duration = Duration::from_millis(1);
 
 /// What a read wants drained records turned into.
 pub enum Want<'f> {
@@ -109,6 +117,27 @@ impl Out {
         }
     }
 
+    /// Takes a decoded event of either kind (as `take`).
+    fn take_record(&mut self, py: Python<'_>, want: &Want<'_>, record: Record<'_>) -> PyResult<bool> {
+        match record {
+            Record::Open(decoded) => self.take(py, want, decoded),
+            Record::Tracepoint(event, schema) => self.take_tracepoint(py, want, event, schema),
+            Record::ProcessExit | Record::Kept => Ok(true),
+        }
+    }
+
+    /// As `take`, for an io_uring open the merge held back, decoded.
+    fn take_owned(&mut self, py: Python<'_>, want: &Want<'_>, open: OwnedOpen) -> PyResult<bool> {
+        match want {
+            Want::Events => Ok(self.ready(Py::new(py, OpenEvent(open))?.into_any())),
+            Want::Text { formatter, limit } => {
+                formatter.write(open.view(), &mut self.text);
+                self.text_count += 1;
+                Ok(self.text_count < *limit)
+            }
+        }
+    }
+
     /// Queues an event for the read; true: the read takes more.
     fn ready(&mut self, event: Py<PyAny>) -> bool {
         // An event cannot be part of a reference cycle (it holds no Python object), but pyo3
@@ -142,10 +171,69 @@ impl Out {
     }
 }
 
-/// A live watcher's reading end: the ring, what was drained from it, and the programs (held for
-/// their links: dropping them detaches).
+/// Python's cyclic collector, off while a drain makes its events (with the GIL held, no Python
+/// code runs meanwhile). Each new event counts towards the next collection, though none can be
+/// part of a cycle (see `Out::ready`): every 700 of them a young-generation collection ran, and
+/// every tenth of those an older one, a twentieth of a consumer's time in a storm. Paused, a
+/// batch costs one collection, as the collector runs at the next allocation after it.
+struct GcPause(bool);
+
+impl GcPause {
+    fn new(_py: Python<'_>) -> GcPause {
+        // SAFETY: with the GIL held (`_py`); returns whether it was enabled.
+        GcPause(unsafe { pyo3::ffi::PyGC_Disable() } == 1)
+    }
+}
+
+impl Drop for GcPause {
+    fn drop(&mut self) {
+        if self.0 {
+            // SAFETY: the GIL is still held (the guard lives inside one drain); only what this
+            // guard turned off is turned back on.
+            unsafe { pyo3::ffi::PyGC_Enable() };
+        }
+    }
+}
+
+/// The ring buffers: one is read as it comes; shards are merged.
+enum Rings {
+    One(RingBuf<MapData>),
+    Sharded(Merge),
+}
+
+/// Decodes one record, taking what only informs the reader (a followed process exited, a record
+/// that cannot be decoded: counted lost) and passing an event to `event`.
+fn decode<T>(
+    decoder: &mut Decoder,
+    record: &[u8],
+    name_cgroups: bool,
+    shared: &Shared,
+    exited: &mut bool,
+    event: impl FnOnce(Record<'_>) -> PyResult<T>,
+    none: T,
+) -> PyResult<T> {
+    match decoder.decode(record, name_cgroups) {
+        Ok(Record::ProcessExit) => {
+            *exited = true;
+            Ok(none)
+        }
+        Ok(Record::Kept) => Ok(none),
+        Ok(record) => event(record),
+        Err(err) => {
+            shared.ledger.add_undecodable();
+            diag::note(
+                diag::Level::Warning,
+                format!("a ring buffer record could not be decoded ({err}); counted as lost"),
+            );
+            Ok(none)
+        }
+    }
+}
+
+/// A live watcher's reading end: the rings, what was drained from them, and the programs (held
+/// for their links: dropping them detaches).
 pub struct Reader {
-    ring: RingBuf<MapData>,
+    rings: Rings,
     logs: EbpfLogger<FromKernel>,
     reporter: Reporter,
     attached: Attached,
@@ -166,15 +254,24 @@ fn kernel_error(what: &str, err: std::io::Error) -> PyErr {
 }
 
 impl Reader {
+    /// `rings`: one, or the shards (CPU `c` writes to `rings[c % rings.len()]`).
     pub fn new(
-        ring: RingBuf<MapData>,
+        mut rings: Vec<RingBuf<MapData>>,
         logs: EbpfLogger<FromKernel>,
         attached: Attached,
         decoder: Decoder,
         tracked: Option<Tracked>,
-    ) -> Reader {
-        Reader {
-            ring,
+    ) -> std::io::Result<Reader> {
+        let rings = match rings.pop() {
+            Some(ring) if rings.is_empty() => Rings::One(ring),
+            Some(ring) => {
+                rings.push(ring);
+                Rings::Sharded(Merge::new(rings)?)
+            }
+            None => return Err(std::io::Error::other("no ring buffer")),
+        };
+        Ok(Reader {
+            rings,
             logs,
             reporter: Reporter::new(),
             attached,
@@ -183,7 +280,21 @@ impl Reader {
             decoder,
             tracked,
             exited: false,
+        })
+    }
+
+    /// The rings' fds, to wait on.
+    pub fn fds(&self) -> Vec<i32> {
+        match &self.rings {
+            Rings::One(ring) => vec![ring.as_raw_fd()],
+            Rings::Sharded(merge) => merge.fds().collect(),
         }
+    }
+
+    /// Whether events drained from the rings are still held back (sharded rings), to be handed
+    /// out at a later read.
+    pub fn holding(&self) -> bool {
+        matches!(&self.rings, Rings::Sharded(merge) if merge.holding())
     }
 
     /// Requests still waiting for their completion will not be reported now: lost.
@@ -192,31 +303,29 @@ impl Reader {
     }
 
     /// Passes up to `BATCH` records from the ring to the read, until it wants no more. Returns
-    /// how many records were read.
+    /// how many records were read (sharded: and events handed out).
     fn drain(&mut self, py: Python<'_>, shared: &Shared, want: &Want<'_>) -> PyResult<usize> {
-        let (mut read, mut more) = (0, true);
+        let _gc = GcPause::new(py);
         let name_cgroups = match want {
             Want::Text { formatter, .. } => formatter.shows_cgroup(),
             Want::Events => true,
         };
+        let Rings::One(ring) = &mut self.rings else {
+            return self.drain_shards(py, shared, want, name_cgroups);
+        };
+        let (mut read, mut more) = (0, true);
         while more && read < BATCH {
-            let Some(record) = self.ring.next() else { break };
+            let Some(record) = ring.next() else { break };
             read += 1;
-            match self.decoder.decode(&record, name_cgroups) {
-                Ok(Record::Open(decoded)) => more = self.out.take(py, want, decoded)?,
-                Ok(Record::Tracepoint(event, schema)) => {
-                    more = self.out.take_tracepoint(py, want, event, schema)?
-                }
-                Ok(Record::ProcessExit) => self.exited = true,
-                Ok(Record::Kept) => {}
-                Err(err) => {
-                    shared.ledger.add_undecodable();
-                    diag::note(
-                        diag::Level::Warning,
-                        format!("a ring buffer record could not be decoded ({err}); counted as lost"),
-                    );
-                }
-            }
+            more = decode(
+                &mut self.decoder,
+                &record,
+                name_cgroups,
+                shared,
+                &mut self.exited,
+                |record| self.out.take_record(py, want, record),
+                true,
+            )?;
         }
         shared.ledger.add_uring(std::mem::take(&mut self.decoder.orphaned));
         // Only a drain that read records and emptied the ring starts a pause (see `drained_at`):
@@ -226,6 +335,56 @@ impl Reader {
         Ok(read)
     }
 
+    /// `drain` for sharded rings: one pass of `Merge::read` (every shard, up to where its
+    /// producers were), then up to `BATCH` events (or the read's limit) handed out in time order,
+    /// decoded as one ring's records are.
+    fn drain_shards(
+        &mut self,
+        py: Python<'_>,
+        shared: &Shared,
+        want: &Want<'_>,
+        name_cgroups: bool,
+    ) -> PyResult<usize> {
+        let Rings::Sharded(merge) = &mut self.rings else { return Ok(0) };
+        let (decoder, exited, out) = (&mut self.decoder, &mut self.exited, &mut self.out);
+        let read =
+            merge.read(|record| decode(decoder, record, name_cgroups, shared, exited, |_| Ok(()), ()))?;
+        merge.decode_deferred(|record| {
+            let open = |record: Record<'_>| {
+                Ok(match record {
+                    Record::Open(mut decoded) => {
+                        let cgroup = decoded.cgroup.take();
+                        Some(OwnedOpen::new(decoded.open(), cgroup))
+                    }
+                    _ => None,
+                })
+            };
+            decode(decoder, record, name_cgroups, shared, exited, open, None)
+        })?;
+        let mut budget = BATCH;
+        let given = merge.release(|held| {
+            budget -= 1;
+            let more = match held {
+                Held::Record(record) => decode(
+                    decoder,
+                    record,
+                    name_cgroups,
+                    shared,
+                    exited,
+                    |record| out.take_record(py, want, record),
+                    true,
+                )?,
+                Held::Open(open) => out.take_owned(py, want, open)?,
+            };
+            Ok(more && budget > 0)
+        })?;
+        shared.ledger.add_uring(std::mem::take(&mut self.decoder.orphaned));
+        // As for one ring: a pass that read records starts a pause, unless events are left that
+        // could go now (the read's budget ran out).
+        self.drained_at = (read > 0 && !merge.ready()).then(Instant::now);
+        Ok(read + given)
+    }
+
     /// For a pid watcher whose followed processes have all exited (all their events are in the
     /// ring by then): drains the rest and ends the watcher, as `close()` does. Returns whether it
     /// ended.
@@ -233,8 +392,13 @@ impl Reader {
         if !std::mem::take(&mut self.exited) || !self.tracked.as_ref().is_some_and(follow::none_left) {
             return Ok(false);
         }
-        // No pause: everything up to now (a text read with a limit stops at it).
+        // No pause: everything up to now (a text read with a limit stops at it); nothing held
+        // back waits for more.
         while self.drain(py, shared, want)? > 0 {}
+        if let Rings::Sharded(merge) = &mut self.rings {
+            merge.end();
+            while self.drain(py, shared, want)? > 0 {}
+        }
         // The processes are gone: a request still waiting will never complete for us.
         self.forget_waiting(shared);
         shared.ended.store(true, Ordering::Release);
@@ -270,12 +434,14 @@ impl Reader {
 
     /// `next_ready()`: one event if one is ready now, without blocking; within the pause after a
     /// drain the ring is not touched.
+    /// A drain that finds nothing may find a pid watcher's processes all gone: it ends then.
     pub fn next_ready(&mut self, py: Python<'_>, shared: &Shared) -> PyResult<Option<Py<PyAny>>> {
-        if self.out.ready.is_empty()
-            && self.pause(shared).is_zero()
-            && self.drain(py, shared, &Want::Events)? > 0
-        {
-            self.housekeeping(py, shared)?;
+        if self.out.ready.is_empty() && self.pause(shared).is_zero() {
+            if self.drain(py, shared, &Want::Events)? > 0 {
+                self.housekeeping(py, shared)?;
+            } else {
+                self.followed_all_gone(py, shared, &Want::Events)?;
+            }
         }
         Ok(self.out.ready.pop_front())
     }
@@ -316,6 +482,9 @@ impl Reader {
                 },
                 None => MAX_BLOCK,
             };
+            // Events held back by the merge wait for a pass, not for the next record.
+            let timeout =
+                if self.holding() { timeout.min(shared.latency.max(HELD_RECHECK)) } else { timeout };
             py.check_signals()?;
             let waited = py.detach(|| shared.waiter.wait(Some(timeout)));
             match waited.map_err(|e| kernel_error("waiting for events", e))? {

@@ -3,7 +3,6 @@
 //! `reader::Reader`'s, the loss accounting `lost::Ledger`'s; what is here is who may read when
 //! (one thread at a time, never a forked child, `close()` from anywhere) and the teardown.
 use std::{
-    os::fd::AsRawFd,
     sync::{
         Arc, Mutex, TryLockError,
         atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
@@ -16,9 +15,11 @@ use pyo3::{exceptions::PyRuntimeError, prelude::*, sync::MutexExt, types::PyList
 use crate::{
     cgroup,
     config::Options,
+    counting::{self, Counting},
     decode::Decoder,
     diag,
     error::{Error, OpentraceError},
+    event::OpenEvent,
     loader::{self, Loaded},
     lost::Ledger,
     output::Formatter,
@@ -39,6 +40,11 @@ pub struct Session {
     /// The process that created the session; a forked child may not read it.
     owner: u32,
     attached: Vec<String>,
+    /// How many ring buffers the CPUs write to.
+    ring_shards: usize,
+    /// Counting mode: the kernel's counts (apart from `live`: reading them never waits for a
+    /// reader blocked there).
+    counting: Mutex<Option<Counting>>,
 }
 
 /// A number unique to the calling thread (never 0).
@@ -125,6 +131,7 @@ impl Session {
         let Some(mut reader) = slot.take() else { return Ok(()) };
         reader.forget_waiting(&self.shared);
         let closed = self.shared.ledger.close(py);
+        self.counting.lock_py_attached(py).unwrap_or_else(|p| p.into_inner()).take();
         reader.release(py, self.hand_over.load(Ordering::Acquire));
         Ok(closed?)
     }
@@ -147,13 +154,14 @@ impl Drop for Session {
 #[pymethods]
 impl Session {
     #[new]
-    #[pyo3(signature = (*, syscalls, ring_size, latency_ns, pid=None, descendants=false, tid=None, uid=None, comm=None, failed=false, exclude_tgid=None, full_path=false, cgroup=None, tracepoints=None, fail_every=None))]
+    #[pyo3(signature = (*, syscalls, ring_size, latency_ns, ring_shards=None, pid=None, descendants=false, tid=None, uid=None, comm=None, failed=false, exclude_tgid=None, full_path=false, cgroup=None, tracepoints=None, fail_every=None, counts=None, file_id=true))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         syscalls: Vec<String>,
         ring_size: u32,
         latency_ns: u64,
+        ring_shards: Option<u32>,
         pid: Option<u32>,
         descendants: bool,
         tid: Option<u32>,
@@ -165,10 +173,13 @@ impl Session {
         cgroup: Option<&str>,
         tracepoints: Option<Vec<(String, bool)>>,
         fail_every: Option<u32>,
+        counts: Option<(u32, u32)>,
+        file_id: bool,
     ) -> PyResult<Session> {
         let options = Options {
             syscalls,
             ring_size,
+            ring_shards,
             latency_ns,
             pid,
             descendants,
@@ -181,6 +192,8 @@ impl Session {
             cgroup: cgroup.map(cgroup::filter).transpose()?,
             pid_namespace: pidns::own(),
             fail_every,
+            counts,
+            file_id,
         };
         let tracepoints = tracefs::schemas(tracepoints.unwrap_or_default())?;
         let decoder = Decoder::new(failed, tracepoints.iter().map(|(s, _)| Arc::clone(s)));
@@ -189,11 +202,28 @@ impl Session {
         let waiter = Waiter::new().map_err(|e| Error::kernel("creating the epoll set", &e))?;
         let loaded = py.detach(|| loader::load(&config));
         diag::emit(py)?;
-        let Loaded { ring, counters, logs, tracked, attached } = loaded?;
-        waiter.watch(ring.as_raw_fd()).map_err(|e| Error::kernel("watching the ring buffer", &e))?;
+        let Loaded { rings, counters, logs, tracked, mut attached } = loaded?;
+        let counting = match counts {
+            Some((by, _)) => Some(Counting::new(
+                attached
+                    .take_map("COUNTS")
+                    .ok_or_else(|| Error::Other("the counts map is missing".into()))?,
+                by,
+            )?),
+            None => None,
+        };
+        let ring_shards = rings.len();
+        let names = attached.names.clone();
+        let reader = Reader::new(rings, logs, attached, decoder, tracked)
+            .map_err(|e| Error::kernel("mapping the ring buffers' positions", &e))?;
+        for fd in reader.fds() {
+            waiter.watch(fd).map_err(|e| Error::kernel("watching the ring buffer", &e))?;
+        }
         Ok(Session {
-            attached: attached.names.clone(),
-            live: Mutex::new(Some(Reader::new(ring, logs, attached, decoder, tracked))),
+            attached: names,
+            ring_shards,
+            counting: Mutex::new(counting),
+            live: Mutex::new(Some(reader)),
             shared: Shared {
                 waiter,
                 closed: AtomicBool::new(false),
@@ -333,13 +363,24 @@ impl Session {
             return Ok(false);
         }
         self.with_live(py, |slot| {
-            Ok(slot.as_ref().is_none_or(|l| l.out.ready.is_empty() && l.out.text.is_empty()))
+            Ok(slot.as_ref().is_none_or(|l| l.out.ready.is_empty() && l.out.text.is_empty() && !l.holding()))
         })
     }
 
     #[getter]
     fn lost(&self, py: Python<'_>) -> PyResult<u64> {
         Ok(self.shared.ledger.total(py)?)
+    }
+
+    /// Events lost because a shard's ring was full, by shard (part of `lost`).
+    #[getter]
+    fn lost_by_shard(&self, py: Python<'_>) -> PyResult<Vec<u64>> {
+        Ok(self.shared.ledger.by_shard(py)?)
+    }
+
+    #[getter]
+    fn ring_shards(&self) -> usize {
+        self.ring_shards
     }
 
     /// What is watched: the syscalls whose tracepoints were attached (missing ones are
@@ -352,5 +393,23 @@ impl Session {
     /// An fd that is readable whenever `next_ready()` may have something (for event loops).
     fn fileno(&self) -> i32 {
         self.shared.waiter.fd()
+    }
+
+    /// Counting mode: the key `event` is counted under (its bytes), and whether the kernel
+    /// counted it (else the caller counts it: an io_uring open).
+    fn count_key(&self, py: Python<'_>, event: PyRef<'_, OpenEvent>) -> PyResult<(Vec<u8>, bool)> {
+        let counting = self.counting.lock_py_attached(py).unwrap_or_else(|p| p.into_inner());
+        let counting = counting.as_ref().ok_or_else(|| PyRuntimeError::new_err("not a counting watcher"))?;
+        let (key, counted) = counting.key_of(event.0.view());
+        Ok((counting::key_bytes(&key), counted))
+    }
+
+    /// Counting mode: the opens the kernel counted under each key since the last call, as
+    /// (key bytes, opens); keys with none left out.
+    fn counts(&self, py: Python<'_>) -> PyResult<Vec<(Vec<u8>, u64)>> {
+        let mut counting = self.counting.lock_py_attached(py).unwrap_or_else(|p| p.into_inner());
+        let counting = counting.as_mut().ok_or_else(|| PyRuntimeError::new_err("not a counting watcher"))?;
+        let rows = py.detach(|| counting.interval())?;
+        Ok(rows.into_iter().map(|(key, opens)| (counting::key_bytes(&key), opens)).collect())
     }
 }

@@ -36,7 +36,7 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 PID_MAX = (1 << 22) - 1  # PID_MAX_LIMIT - 1 on 64-bit: the largest pid the kernel hands out
 MAX_RING = 1 << 30
 SYSCALLS = ("open", "openat", "openat2", "creat")
-KEYWORDS = ("pid", "tid", "uid", "comm", "failed", "syscalls", "ring_size", "latency")
+KEYWORDS = ("pid", "tid", "uid", "comm", "failed", "syscalls", "ring_size", "ring_shards", "latency")
 # A process that sleeps through the tests and opens nothing: a valid CLI trace of it sees nothing.
 _SLEEPER = subprocess.Popen(["sleep", "86400"])
 atexit.register(lambda: (_SLEEPER.kill(), _SLEEPER.wait()))
@@ -148,6 +148,7 @@ near_valid = {
         st.integers(-2, 5000).map(lambda n: n * PAGE),
         st.integers(0, 34).map(lambda e: (1 << e) + 1),
     ),
+    "ring_shards": st.one_of(st.integers(-2, 70), st.sampled_from([None, 1.0, "2", True])),
     "latency": st.one_of(st.floats(-1, 2), st.sampled_from([0, 1, 0.0, 1.0, -0.0, 1.0000000000000002, 2, -1, 5e-324])),
 }
 
@@ -191,6 +192,8 @@ def is_valid(kw: str, v: object) -> bool:
         return not empty
     if kw == "ring_size":
         return _is_int(v) and PAGE <= v <= MAX_RING and v & (v - 1) == 0 and v % PAGE == 0
+    if kw == "ring_shards":  # with the default ring_size (4M): a page each for up to 64
+        return v is None or (_is_int(v) and 1 <= v <= 64)
     if kw == "latency":
         return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
     raise AssertionError(kw)

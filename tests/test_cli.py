@@ -171,7 +171,7 @@ def test_output_errors_are_worded_as_the_library_words_them(tmp_path: Path, caps
     [
         (["--ring-size", "99999999999999999999"], "'99999999999999999999'"),
         (["--ring-size", "-4M"], "'-4M'"),
-        (["--ring", "-4M"], "'-4M'"),
+        (["--ring-si", "-4M"], "'-4M'"),
         (["--ring-size=-4M"], "'-4M'"),
         (["--ring-size", "3M"], "'3M'"),
         (["--ring-size", "2G"], "'2G'"),

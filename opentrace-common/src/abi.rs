@@ -15,6 +15,7 @@ macro_rules! layouts {
 use layouts;
 
 pub mod cgroup;
+pub mod count;
 pub mod kernel;
 pub mod open;
 pub mod process;
@@ -75,11 +76,16 @@ pub enum Counter {
     /// Events that passed the filters and then could not be made: a kernel read or a map failed in
     /// the program (see the eBPF crate's `shared::counted`).
     LostError,
+    /// Counting mode: opens not counted, the map of keys being full.
+    CountsFull,
+    /// Counting mode: records naming a new key that found the ring buffer full (the counts are
+    /// whole; the key's path is not known).
+    NamesLost,
 }
 
 impl Counter {
     /// The size of the `COUNTERS` array.
-    pub const COUNT: u32 = 4;
+    pub const COUNT: u32 = 6;
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use opentrace_common::{
     },
 };
 
-use crate::shared::{ADAPTIVE_WAKEUP, EVENTS, global};
+use crate::shared::{global, output};
 
 #[unsafe(no_mangle)]
 static CGROUP_FIELDS: CgroupFields = CgroupFields::DEFAULT;
@@ -68,6 +68,6 @@ pub fn cgroup_named(ctx: TracePointContext) -> u32 {
     // SAFETY: the header and `len` bytes of path are in the slot.
     let record = unsafe { core::slice::from_raw_parts((named as *const Named).cast::<u8>(), size) };
     // A lost name only means looking it up later, while the cgroup still exists.
-    let _ = EVENTS.output::<[u8]>(record, ADAPTIVE_WAKEUP);
+    let _ = output(record);
     0
 }

@@ -1,9 +1,12 @@
 //! The file behind an fd of the current task, and its identity (inode, device, mount id), read
 //! from `struct file` at the offsets BTF gave: the fd table's entries are not typed for the
 //! verifier, so these are probe reads.
-use opentrace_common::abi::open::{FileId, STATUS_DEV_UNSURE, STATUS_FILE_ID};
+use opentrace_common::abi::{
+    kernel::{FILE_WINDOW, INODE_WINDOW, SB_WINDOW},
+    open::{FileId, STATUS_DEV_UNSURE, STATUS_FILE_ID},
+};
 
-use crate::kernel::{self, offset, read};
+use crate::kernel::{self, offset, read, word};
 
 /// `BTRFS_SUPER_MAGIC`: btrfs reports each subvolume's own device to `stat`, not its superblock's.
 const BTRFS_SUPER_MAGIC: u64 = 0x9123_683e;
@@ -40,14 +43,33 @@ pub fn identity(fd: i64) -> (FileId, u8) {
 #[inline(always)]
 fn read_identity(fd: i64) -> Result<(FileId, u8), i32> {
     let file = lookup(fd).map_err(|_| 0)?;
-    let inode: u64 = read(file + offset!(file_inode))?;
-    let mnt: u64 = read(file + offset!(file_path) + offset!(path_mnt))?;
-    let ino: u64 = read(inode + offset!(inode_ino))?;
-    let sb: u64 = read(inode + offset!(inode_sb))?;
-    let dev: u32 = read(sb + offset!(sb_dev))?;
-    let magic: u64 = read(sb + offset!(sb_magic))?;
+    let window: [u64; FILE_WINDOW as usize / 8] = read(file + offset!(file_window))?;
+    let (inode, mnt) = (word(&window, offset!(file_inode)), word(&window, offset!(file_mnt)));
+    let (ino, dev, magic) = inode_words(inode)?;
     // The `struct vfsmount` is embedded in its `struct mount`.
     let mnt_id: u32 = read(mnt.wrapping_sub(offset!(mount_mnt)) + offset!(mount_id))?;
     let unsure = if magic == BTRFS_SUPER_MAGIC { STATUS_DEV_UNSURE } else { 0 };
     Ok((FileId { inode: ino, dev, mnt_id }, STATUS_FILE_ID | unsure))
+}
+
+/// An inode's number, its filesystem's device (the kernel's `dev_t`) and that filesystem's magic.
+#[inline(always)]
+fn inode_words(inode: u64) -> Result<(u64, u32, u64), i32> {
+    let window: [u64; INODE_WINDOW as usize / 8] = read(inode + offset!(inode_window))?;
+    let (ino, sb) = (word(&window, offset!(inode_ino)), word(&window, offset!(inode_sb)));
+    let window: [u64; SB_WINDOW as usize / 8] = read(sb + offset!(sb_window))?;
+    Ok((ino, word(&window, offset!(sb_dev)) as u32, word(&window, offset!(sb_magic))))
+}
+
+/// An inode's number and its filesystem's device (the kernel's `dev_t`).
+#[inline(always)]
+pub fn inode_id(inode: u64) -> Result<(u64, u32), i32> {
+    inode_words(inode).map(|(ino, dev, _)| (ino, dev))
+}
+
+/// The inode of the file behind `file` (a `struct file *`).
+#[inline(always)]
+pub fn file_inode(file: u64) -> Result<u64, i32> {
+    let window: [u64; FILE_WINDOW as usize / 8] = read(file + offset!(file_window))?;
+    Ok(word(&window, offset!(file_inode)))
 }

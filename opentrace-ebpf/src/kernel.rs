@@ -40,12 +40,18 @@ pub static KERNEL: KernelOffsets = KernelOffsets {
     fdt_max_fds: 0,
     fdt_fd: 0,
     file_path: 0,
+    file_window: 0,
+    inode_window: 0,
+    sb_window: 0,
+    file_mnt: 0,
     file_inode: 0,
     inode_ino: 0,
     inode_sb: 0,
     sb_dev: 0,
     sb_magic: 0,
     mount_id: 0,
+    dentry_inode: 0,
+    _pad: 0,
     req_opcode: 0,
     req_cmd: 0,
     open_dfd: 0,
@@ -199,5 +205,15 @@ pub fn fd_table() -> (u32, u64) {
         let files = *task.add(files_at).cast::<*const u8>();
         let fdt = *files.add(fdt_at).cast::<*const u8>();
         (*fdt.add(max_at).cast::<u32>(), *fdt.add(fd_at).cast::<u64>())
+    }
+}
+
+/// The 8 bytes at offset `at` of a window read in one go, from there to the end of their word
+/// (the loader checked that every offset is inside its window).
+#[inline(always)]
+pub fn word<const N: usize>(window: &[u64; N], at: u64) -> u64 {
+    match window.get((at / 8) as usize) {
+        Some(word) => word >> (8 * (at % 8)),
+        None => 0,
     }
 }

@@ -9,6 +9,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod cgroup;
+mod count;
 mod file;
 mod filter;
 mod kernel;

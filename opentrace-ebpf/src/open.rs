@@ -19,17 +19,18 @@ use opentrace_common::{
         Counter, RecordKind,
         open::{
             ArgOffsets, DEFAULT_RET_OFFSET, FileId, OPEN_HEADER_SIZE, OpenHeader, OpenRecord, Pending,
-            STATUS_HOW_FAULT, STATUS_PATH_FAULT, Syscall, full,
+            STATUS_COUNTED, STATUS_FILE_ID, STATUS_HOW_FAULT, STATUS_PATH_FAULT, Syscall, full,
         },
-        settings::{FILTER_FAILED, TEST_FAILURES, WITH_FILE_ID, WITH_FULL_PATH},
+        settings::{FILTER_FAILED, TEST_FAILURES, WITH_COUNTS, WITH_FILE_ID, WITH_FULL_PATH},
     },
 };
 
 use crate::{
+    count::{self, Counted},
     file,
     filter::wanted,
     kernel, path, process,
-    shared::{ADAPTIVE_WAKEUP, EVENTS, SCRATCH, SETTINGS, count, counted, global, on},
+    shared::{SCRATCH, SETTINGS, count, counted, global, on, output},
     storage::TaskStorage,
 };
 
@@ -244,6 +245,12 @@ pub fn send_open(event: &mut OpenRecord, filename: u64, how: u64, ret: i64, dfd:
         }
     }
 
+    // Counting mode: only the first open of a key is sent, to name it. A successful open is
+    // counted by its file, before its path is read (only a new key's is).
+    if on(WITH_COUNTS) && ret >= 0 && !first_of_key(event, ret, 0, dfd) {
+        return;
+    }
+
     let Some(path) = event.data.first_chunk_mut::<PATH_MAX>() else { return };
     // SAFETY: a probe read of user memory into this CPU's slot.
     let path_len = match unsafe { bpf_probe_read_user_str_bytes(filename as *const u8, path) } {
@@ -256,8 +263,13 @@ pub fn send_open(event: &mut OpenRecord, filename: u64, how: u64, ret: i64, dfd:
     };
     event.header.path_len = path_len as u16;
 
+    // A failed open is counted by its path and where its lookup started.
+    if on(WITH_COUNTS) && ret < 0 && !first_of_key(event, ret, path_len, dfd) {
+        return;
+    }
+
     // A successful open's file: the fd is in the task's table by now.
-    if on(WITH_FILE_ID) && ret >= 0 {
+    if on(WITH_FILE_ID) && ret >= 0 && event.header.status & STATUS_FILE_ID == 0 {
         let (file, status) = file::identity(ret);
         event.header.file = file;
         event.header.status |= status;
@@ -283,8 +295,21 @@ pub fn send_open(event: &mut OpenRecord, filename: u64, how: u64, ret: i64, dfd:
     let size = OPEN_HEADER_SIZE + (path_len as usize & (PATH_MAX - 1)) + (full_len as usize & (PATH_MAX - 1));
     // SAFETY: the header, the path and the full path are in the slot, one after the other.
     let record = unsafe { core::slice::from_raw_parts((event as *const OpenRecord).cast::<u8>(), size) };
-    if EVENTS.output::<[u8]>(record, ADAPTIVE_WAKEUP).is_err() {
-        count(Counter::LostRing);
+    if output(record).is_err() {
+        // A counted open's counts stay whole without it; only its key's name is missing.
+        count(if event.header.status & STATUS_COUNTED != 0 { Counter::NamesLost } else { Counter::LostRing });
+    }
+}
+
+/// Counting mode: counts the open; whether it is the first of its key (to be sent, marked).
+#[inline(always)]
+fn first_of_key(event: &mut OpenRecord, ret: i64, path_len: u32, dfd: i32) -> bool {
+    match count::bump(event, ret, path_len, dfd) {
+        Counted::New => {
+            event.header.status |= STATUS_COUNTED;
+            true
+        }
+        Counted::Known | Counted::Full => false,
     }
 }
 

@@ -19,7 +19,7 @@ use opentrace_common::{
 
 use crate::{
     file::{self, NoFile},
-    kernel::{self, offset, read, read_into},
+    kernel::{self, offset, read, read_into, word},
 };
 
 /// Room for the longest path, and for a name copy that starts near the end (up to NAME_MAX
@@ -143,16 +143,6 @@ fn step_once(walk: &mut Walk, first: bool) -> Result<bool, u8> {
     }
     walk.dentry = parent;
     Ok(true)
-}
-
-/// The bytes at offset `at` of a window, from there to the end of their 8-byte word (the loader
-/// checked that every offset is inside its window).
-#[inline(always)]
-fn word<const N: usize>(window: &[u64; N], at: u64) -> u64 {
-    match window.get((at / 8) as usize) {
-        Some(word) => word >> (8 * (at % 8)),
-        None => 0,
-    }
 }
 
 /// The result of a walk: the path is `WALK[start..PATH_MAX]`.

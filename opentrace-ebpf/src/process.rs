@@ -16,7 +16,7 @@ use opentrace_common::abi::{
 
 use crate::{
     kernel::{self, offset, read},
-    shared::{ADAPTIVE_WAKEUP, EVENTS, SETTINGS, count, global, on},
+    shared::{SETTINGS, count, global, on, output},
 };
 
 /// The current task's (tgid, tid) as the watcher sees them: the kernel's global ids, or, for a
@@ -103,7 +103,7 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     if TRACKED.remove(tgid).is_ok() {
         let record = ProcessExit { kind: RecordKind::ProcessExit as u8, _pad: [0; 3], tgid };
         // A lost record only delays the end: the reader also looks at the map when idle.
-        let _ = EVENTS.output::<ProcessExit>(&record, ADAPTIVE_WAKEUP);
+        let _ = output(&record);
     }
     0
 }

@@ -26,7 +26,7 @@ use opentrace_common::abi::{
 use crate::{
     filter::wanted,
     process,
-    shared::{ADAPTIVE_WAKEUP, EVENTS, count, counted},
+    shared::{count, counted, output},
 };
 
 /// The tracepoints being watched, by id; the loader sizes and fills it.
@@ -149,7 +149,7 @@ fn try_any(ctx: &TracePointContext) -> Result<u32, i64> {
     }
     // SAFETY: the header and `at` bytes of data are in the slot.
     let record = unsafe { core::slice::from_raw_parts((slot as *const Slot).cast::<u8>(), size) };
-    if EVENTS.output::<[u8]>(record, ADAPTIVE_WAKEUP).is_err() {
+    if output(record).is_err() {
         count(Counter::LostRing);
     }
     Ok(0)

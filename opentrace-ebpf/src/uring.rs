@@ -33,7 +33,7 @@ use crate::{
     kernel::{offset, read},
     open::{identify, send_open},
     path, process,
-    shared::{ADAPTIVE_WAKEUP, EVENTS, SCRATCH, count, counted, global, on},
+    shared::{SCRATCH, count, counted, global, on, output},
 };
 
 /// Where the two tracepoints pass the request and the result; the loader writes what BTF says.
@@ -161,7 +161,7 @@ fn try_submit(req: u64) -> Result<bool, i64> {
     let size = OPEN_HEADER_SIZE + (path_len as usize & (PATH_MAX - 1));
     // SAFETY: the header and the path are in the slot.
     let record = unsafe { core::slice::from_raw_parts((event as *const OpenRecord).cast::<u8>(), size) };
-    if EVENTS.output::<[u8]>(record, ADAPTIVE_WAKEUP).is_err() {
+    if output(record).is_err() {
         // The reader never sees this request: lost, counted now (once), and its completion, if
         // one comes, finds nothing to complete.
         count(Counter::LostRing);
@@ -304,6 +304,6 @@ fn try_complete(req: u64, res: u64, args: UringArgs) -> Result<u32, i64> {
     let record = unsafe { core::slice::from_raw_parts((done as *const Completed).cast::<u8>(), size) };
     // A completion that does not fit is not counted here: the reader, holding the request, counts
     // it lost when the request's address is reused or the watcher ends (once).
-    let _ = EVENTS.output::<[u8]>(record, ADAPTIVE_WAKEUP);
+    let _ = output(record);
     Ok(0)
 }

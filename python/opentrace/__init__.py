@@ -18,10 +18,12 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 if TYPE_CHECKING:
     from typing import Any
 
+    from ._counts import CountWatcher, OpenCount, watch_counts
     from ._tracepoints import Field, TracepointFormat, tracepoint_format, tracepoints, watch_tracepoints
 
 # Loaded on first use: most programs only watch, and dataclasses costs a start-up's worth of imports.
 _LAZY = {"Field", "TracepointFormat", "tracepoint_format", "tracepoints", "watch_tracepoints"}
+_LAZY_COUNTS = {"CountWatcher", "OpenCount", "watch_counts"}
 
 
 def __getattr__(name: str) -> Any:
@@ -29,11 +31,17 @@ def __getattr__(name: str) -> Any:
         from . import _tracepoints
 
         return getattr(_tracepoints, name)
+    if name in _LAZY_COUNTS:
+        from . import _counts
+
+        return getattr(_counts, name)
     raise AttributeError(f"module 'opentrace' has no attribute {name!r}")
 
 __all__ = [
     "CommandWatcher",
+    "CountWatcher",
     "Field",
+    "OpenCount",
     "OpenEvent",
     "OpentraceError",
     "PermissionDenied",
@@ -46,5 +54,6 @@ __all__ = [
     "tracepoint_format",
     "tracepoints",
     "watch",
+    "watch_counts",
     "watch_tracepoints",
 ]

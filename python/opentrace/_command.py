@@ -79,9 +79,11 @@ def run(
     failed: bool = False,
     syscalls: Iterable[str] = SYSCALLS,
     full_path: bool = False,
+    file_id: bool = True,
     comm: str | None = None,
     uid: int | None = None,
     ring_size: int = DEFAULT_RING_SIZE,
+    ring_shards: int | None = None,
     latency: float = DEFAULT_LATENCY,
 ) -> CommandWatcher:
     """Start the command ``args`` (as ``subprocess`` would, with ``cwd`` and ``env``) and watch it
@@ -94,7 +96,8 @@ def run(
     envp = _environment(env)
     where = None if cwd is None else os.fsencode(cwd)
     config = _checked(pid=None, descendants=False, tid=None, uid=uid, comm=comm, failed=failed,
-                      syscalls=syscalls, ring_size=ring_size, latency=latency, full_path=full_path)
+                      syscalls=syscalls, ring_size=ring_size, latency=latency, full_path=full_path,
+                      file_id=file_id, ring_shards=ring_shards)
     _reap_finished()
     suspended = _opentrace.Suspended(_candidates(argv[0], env), argv, envp, where)
     try:

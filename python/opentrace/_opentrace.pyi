@@ -7,6 +7,7 @@ __all__ = [
     "DEFAULT_LATENCY",
     "DEFAULT_RING_SIZE",
     "MAX_LATENCY",
+    "MAX_RING_SHARDS",
     "MAX_RING_SIZE",
     "PATH_MAX",
     "PID_MAX",
@@ -25,6 +26,7 @@ __all__ = [
     "containers_known",
     "containers_stop",
     "containers_wanted",
+    "errno_name",
     "errno_text",
     "parse_format",
     "printable",
@@ -39,6 +41,7 @@ PID_MAX: int
 COMM_MAX: int
 DEFAULT_RING_SIZE: int
 MAX_RING_SIZE: int
+MAX_RING_SHARDS: int
 DEFAULT_LATENCY: float
 MAX_LATENCY: float
 SYSCALLS: list[str]
@@ -154,6 +157,7 @@ class Session:
         syscalls: list[str],
         ring_size: int,
         latency_ns: int,
+        ring_shards: int | None = None,
         pid: int | None = None,
         descendants: bool = False,
         tid: int | None = None,
@@ -165,6 +169,8 @@ class Session:
         cgroup: str | None = None,
         tracepoints: list[tuple[str, bool]] | None = None,
         fail_every: int | None = None,
+        counts: tuple[int, int] | None = None,
+        file_id: bool = True,
     ) -> Session: ...
     def __iter__(self) -> Session: ...
     def __next__(self) -> Any: ...
@@ -181,8 +187,14 @@ class Session:
     @property
     def lost(self) -> int: ...
     @property
+    def lost_by_shard(self) -> list[int]: ...
+    @property
+    def ring_shards(self) -> int: ...
+    @property
     def attached(self) -> list[str]: ...
     def fileno(self) -> int: ...
+    def count_key(self, event: OpenEvent) -> tuple[bytes, bool]: ...
+    def counts(self) -> list[tuple[bytes, int]]: ...
 
 @final
 class Suspended:
@@ -223,6 +235,7 @@ def parse_format(text: str) -> _RawFormat: ...
 def summary(rows: list[tuple[bytes, int, int, list[tuple[int, int]]]], json: bool) -> str: ...
 def printable(raw: bytes) -> str: ...
 def errno_text(code: int) -> str: ...
+def errno_name(code: int) -> str: ...
 
 # The registry of containers' names (see opentrace/_containers.py).
 def containers_wanted(timeout: float) -> list[str] | None: ...

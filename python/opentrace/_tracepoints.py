@@ -119,6 +119,7 @@ def watch_tracepoints(
     uid: int | None = None,
     comm: str | None = None,
     ring_size: int = DEFAULT_RING_SIZE,
+    ring_shards: int | None = None,
     latency: float = DEFAULT_LATENCY,
 ) -> Watcher[TracepointEvent]:
     """Stream the records of any tracepoints, decoded from their ``format`` files; returns a
@@ -129,10 +130,10 @@ def watch_tracepoints(
     program cannot use raises ``ValueError`` saying why; one a glob matched is skipped, and said
     on the ``opentrace`` logger. The filters (``pid``: a process, and the watcher ends when it
     exits; ``tid``, ``uid``, ``comm``) are decided in the kernel, before anything is copied;
-    ``ring_size`` and ``latency`` are ``watch()``'s.
+    ``ring_size``, ``ring_shards`` and ``latency`` are ``watch()``'s.
     """
     resolved = _resolve(names)
     config = _checked(pid=pid, descendants=False, tid=tid, uid=uid, comm=comm, failed=False, syscalls=SYSCALLS,
-                      ring_size=ring_size, latency=latency, full_path=False)
+                      ring_size=ring_size, latency=latency, full_path=False, ring_shards=ring_shards)
     config["tracepoints"] = resolved
     return Watcher(_opentrace.Session(**config), tracepoints=True)

@@ -44,6 +44,7 @@ __all__ = ["SYSCALLS", "Watcher", "watch"]
 SYSCALLS = frozenset(_opentrace.SYSCALLS)
 DEFAULT_RING_SIZE = _opentrace.DEFAULT_RING_SIZE
 MAX_RING_SIZE = _opentrace.MAX_RING_SIZE
+MAX_RING_SHARDS = _opentrace.MAX_RING_SHARDS
 DEFAULT_LATENCY = _opentrace.DEFAULT_LATENCY
 MAX_LATENCY = _opentrace.MAX_LATENCY
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -136,6 +137,17 @@ def _ring_size(value: object, shown: str | None = None) -> int:
     return _int("ring_size", value, _PAGE_SIZE, MAX_RING_SIZE)
 
 
+def _ring_shards(value: object, ring_size: int) -> int:
+    """A valid shard count for ``ring_size`` bytes in all: each shard gets at least a page."""
+    shards = _int("ring_shards", value, 1, MAX_RING_SHARDS)
+    if ring_size // shards < _PAGE_SIZE:
+        raise ValueError(
+            f"ring_shards={shards} would leave less than a page ({_PAGE_SIZE} bytes) to each shard of "
+            f"ring_size={ring_size}: at most {max(1, ring_size // _PAGE_SIZE)} fit, or give a larger ring_size"
+        )
+    return shards
+
+
 def _bytes(n: int) -> str:
     """4096 as "4K", 1 << 30 as "1G" (n a power of two of 1K or more)."""
     for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
@@ -177,8 +189,10 @@ def watch(
     failed: bool = False,
     syscalls: Iterable[str] = SYSCALLS,
     ring_size: int = DEFAULT_RING_SIZE,
+    ring_shards: int | None = None,
     latency: float = DEFAULT_LATENCY,
     full_path: bool = False,
+    file_id: bool = True,
     cgroup: str | None = None,
     container: str | None = None,
 ) -> Watcher[OpenEvent]:
@@ -189,17 +203,24 @@ def watch(
     all exited), ``tid`` (thread),
     ``uid`` (real user id), ``comm`` (command name contains), ``failed`` (only failed opens),
     ``syscalls`` (subset of open/openat/openat2/creat/io_uring; io_uring: open requests submitted
-    through an io_uring). ``ring_size`` is the ring buffer's size
-    in bytes. ``latency`` bounds, in seconds, how long a busy stream may hold an event back to
+    through an io_uring). ``ring_size`` is the ring buffers' size
+    in bytes, in all; ``ring_shards`` how many rings it is split into, each written by a group of
+    CPUs (default: one per two CPUs, at most 64; one on two CPUs or fewer), whose events are merged
+    in ``timestamp_ns`` order within the ``latency`` window. ``latency`` bounds, in seconds, how
+    long a busy stream may hold an event back to
     deliver it in a batch (an event after a quiet spell arrives at once). ``full_path`` resolves
     each event's ``full_path``: the absolute path of what was opened, as the process sees it.
+    ``file_id`` reads each successful open's ``inode``, ``dev`` and ``mnt_id`` (default; False
+    saves the exit program a few reads of the kernel's structures, and leaves them None).
     ``cgroup`` (a cgroup v2 path, under the cgroup2 mount or with the mount point in front) keeps
     only the tasks in that cgroup or below it; ``container`` (a name, an id or the start of one, as
     docker, podman or containerd know it) keeps only that container's, by its cgroup.
     """
     config = _checked(pid=pid, descendants=descendants, tid=tid, uid=uid, comm=comm, failed=failed,
-                      syscalls=syscalls, ring_size=ring_size, latency=latency, full_path=full_path, cgroup=cgroup,
-                      container=container)
+                      syscalls=syscalls, ring_size=ring_size, latency=latency, full_path=full_path,
+                      file_id=file_id, cgroup=cgroup,
+                      container=container,
+                      ring_shards=ring_shards)
     return Watcher(_load(config))
 
 
@@ -215,8 +236,10 @@ def _checked(
     ring_size: int,
     latency: float,
     full_path: bool,
+    file_id: bool = True,
     cgroup: str | None = None,
     container: str | None = None,
+    ring_shards: int | None = None,
 ) -> dict[str, Any]:
     """``watch()``'s arguments checked (all of them, before anything is loaded), as ``Session`` takes them."""
     config: dict[str, Any] = {
@@ -224,6 +247,8 @@ def _checked(
         "ring_size": _ring_size(ring_size),
         "latency_ns": _latency_ns(latency),
     }
+    if ring_shards is not None:
+        config["ring_shards"] = _ring_shards(ring_shards, config["ring_size"])
     if pid is not None:
         config["pid"] = _existing_pid(_int("pid", pid, 1, _PID_MAX))
     config["descendants"] = _bool("descendants", descendants)
@@ -237,6 +262,7 @@ def _checked(
         config["comm"] = _comm(comm)
     config["failed"] = _bool("failed", failed)
     config["full_path"] = _bool("full_path", full_path)
+    config["file_id"] = _bool("file_id", file_id)
     if cgroup is not None:
         if not isinstance(cgroup, str):
             raise TypeError(f"cgroup must be a str such as '/system.slice/x.scope', not {type(cgroup).__name__}")
@@ -320,6 +346,17 @@ class Watcher(_Generic[_E]):
             finally:
                 loop.remove_reader(fd)
 
+    def batches(self) -> Iterator[list[_E]]:
+        """The events in lists, as they are read (a few thousand at most each), until the watcher
+        ends: the fastest way to take a busy stream (``for batch in w.batches(): for ev in batch``)."""
+        session = self._session
+        while True:
+            batch: list[_E] = session.poll(None)
+            if batch:
+                yield batch
+            elif session.finished():
+                return
+
     def poll(self, timeout: float | None = None) -> list[_E]:
         """All events ready within ``timeout`` seconds (``None``: wait for at least one)."""
         events: list[_E] = self._session.poll(_timeout(timeout))
@@ -355,6 +392,17 @@ class Watcher(_Generic[_E]):
         they may include opens that succeeded.
         """
         return self._session.lost
+
+    @property
+    def lost_by_shard(self) -> list[int]:
+        """Of ``lost``, the events each ring buffer shard had no room for, by shard (CPU ``c``
+        writes to shard ``c % ring_shards``): a shard whose CPUs are busier can overflow alone."""
+        return self._session.lost_by_shard
+
+    @property
+    def ring_shards(self) -> int:
+        """How many ring buffers the events are written to (``watch(ring_shards=)``)."""
+        return self._session.ring_shards
 
     @property
     def syscalls(self) -> list[str]:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from . import CommandWatcher, OpentraceError, Watcher, __version__, run, watch
 from ._opentrace import Formatter, OpenEvent, errno_text, summary
-from ._watch import DEFAULT_RING_SIZE, SYSCALLS, _ring_size, _show
+from ._watch import DEFAULT_RING_SIZE, MAX_RING_SHARDS, SYSCALLS, _ring_size, _show
 from .exceptions import TracepointNotFound
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
@@ -85,6 +85,18 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e).removeprefix("ring_size ")) from None
 
 
+def _shards(text: str) -> int:
+    """``--ring-shards``: 1 to MAX_RING_SHARDS (whether the ring size splits that far is
+    ``watch()``'s check)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {_show(text)}") from None
+    if not 1 <= value <= MAX_RING_SHARDS:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_RING_SHARDS}, not {_show(text)}")
+    return value
+
+
 def _glue_sizes(argv: list[str]) -> list[str]:
     """``--ring-size -4M`` as ``--ring-size=-4M``: argparse takes a value starting with '-' only
     when it is a plain number, and would call ``-4M`` a missing value instead of refusing it."""
@@ -94,7 +106,7 @@ def _glue_sizes(argv: list[str]) -> list[str]:
         if arg == "--":
             glued += [arg, *args]
             break
-        if len(arg) >= 3 and "--ring-size".startswith(arg):  # argparse takes abbreviations too
+        if len(arg) >= 8 and "--ring-size".startswith(arg):  # argparse takes abbreviations too
             value = next(args, None)
             if value is not None and value[:1] == "-" and value[1:2].isdigit():
                 glued.append(f"{arg}={value}")
@@ -153,6 +165,11 @@ def _trace_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ring-size", type=_size, metavar="BYTES",
         help=f"ring buffer size, a power of two, e.g. 16M (default {DEFAULT_RING_SIZE >> 20}M)",
+    )
+    p.add_argument(
+        "--ring-shards", type=_shards, metavar="N",
+        help="split the ring buffer into N, each written by a group of CPUs "
+             f"(default: one per 2 CPUs, at most {MAX_RING_SHARDS}; 1 on 2 CPUs or fewer)",
     )
     return p
 
@@ -331,7 +348,9 @@ def _open_output(path: str | None, stdout: TextIO | None) -> _Output:
 
 def _watch_options(args: argparse.Namespace) -> dict[str, object]:
     """The options ``watch()`` and ``run()`` share."""
-    options: dict[str, object] = {"failed": args.failed, "full_path": args.full_path}
+    # The text lines show no file identity: the exit program need not read it for them.
+    shows_identity = args.json or (args.output or "").endswith(".parquet")
+    options: dict[str, object] = {"failed": args.failed, "full_path": args.full_path, "file_id": shows_identity}
     if args.uid is not None:
         options["uid"] = args.uid
     if args.name is not None:
@@ -340,6 +359,8 @@ def _watch_options(args: argparse.Namespace) -> dict[str, object]:
         options["syscalls"] = args.syscall
     if args.ring_size is not None:
         options["ring_size"] = args.ring_size
+    if args.ring_shards is not None:
+        options["ring_shards"] = args.ring_shards
     return options
 
 
@@ -581,6 +602,11 @@ def _watch_parser() -> argparse.ArgumentParser:
         "--ring-size", type=_size, metavar="BYTES",
         help=f"ring buffer size, a power of two, e.g. 16M (default {DEFAULT_RING_SIZE >> 20}M)",
     )
+    p.add_argument(
+        "--ring-shards", type=_shards, metavar="N",
+        help="split the ring buffer into N, each written by a group of CPUs "
+             f"(default: one per 2 CPUs, at most {MAX_RING_SHARDS}; 1 on 2 CPUs or fewer)",
+    )
     return p
 
 
@@ -594,6 +620,8 @@ def _watch(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
     options: dict[str, Any] = {"pid": args.pid, "tid": args.tid, "uid": args.uid, "comm": args.name}
     if args.ring_size is not None:
         options["ring_size"] = args.ring_size
+    if args.ring_shards is not None:
+        options["ring_shards"] = args.ring_shards
     try:
         watcher = watch_tracepoints(*args.tracepoint, **options)
     except (ValueError, TypeError) as e:
@@ -613,7 +641,13 @@ def _watch(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
     return 0
 
 
-_COMMANDS = {"trace": _trace, "list": _list, "format": _format, "watch": _watch}
+def _top(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
+    from ._top import top
+
+    return top(argv, stdout, err)
+
+
+_COMMANDS = {"trace": _trace, "list": _list, "format": _format, "watch": _watch, "top": _top}
 
 
 def _agent(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:

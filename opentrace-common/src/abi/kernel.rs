@@ -7,6 +7,11 @@ pub const PIDNS_DEPTH: u32 = 32;
 pub const DENTRY_WINDOW: u32 = 48;
 /// Bytes of `struct mount` read in one go by the path walk, from [`KernelOffsets::mount_window`].
 pub const MOUNT_WINDOW: u32 = 32;
+/// Bytes of `struct file`, `struct inode` and `struct super_block` read in one go for an opened
+/// file's identity, from [`KernelOffsets::file_window`] and the others.
+pub const FILE_WINDOW: u32 = 48;
+pub const INODE_WINDOW: u32 = 32;
+pub const SB_WINDOW: u32 = 96;
 
 /// Where the members the programs read sit in this kernel's structs, from its BTF at load time
 /// (byte offsets). The `dentry_*` ones are relative to `dentry_window`.
@@ -58,14 +63,22 @@ pub struct KernelOffsets {
     pub fdt_max_fds: u32,
     pub fdt_fd: u32,
     pub file_path: u32,
-    /// File identity: `file.f_inode`, `inode.i_ino`, `inode.i_sb`, `super_block.s_dev` and
-    /// `s_magic`, `mount.mnt_id`.
+    /// File identity: the start of each window ([`FILE_WINDOW`] bytes of `struct file`, ...),
+    /// and relative to it `file.f_inode` and `f_path.mnt`, `inode.i_ino` and `i_sb`,
+    /// `super_block.s_dev` and `s_magic`; and `mount.mnt_id`.
+    pub file_window: u32,
+    pub inode_window: u32,
+    pub sb_window: u32,
+    pub file_mnt: u32,
     pub file_inode: u32,
     pub inode_ino: u32,
     pub inode_sb: u32,
     pub sb_dev: u32,
     pub sb_magic: u32,
     pub mount_id: u32,
+    /// `dentry.d_inode`: the start directory of a failed relative open (counting mode).
+    pub dentry_inode: u32,
+    pub _pad: u32,
     /// `struct io_kiocb`: `opcode` and its command data, which for an open request is
     /// a `struct io_open`; then, relative to that, `dfd`, `file_slot`, `filename`, `how`; and
     /// `struct filename`'s `name`.
@@ -78,4 +91,4 @@ pub struct KernelOffsets {
     pub filename_name: u32,
 }
 
-super::layouts!(KernelOffsets = 188);
+super::layouts!(KernelOffsets = 212);

@@ -105,6 +105,12 @@ pub const STATUS_FILE_ID: u8 = 1 << 3;
 /// `OpenHeader::status` bit: with `STATUS_FILE_ID`, the filesystem reports another device to
 /// `stat` than its superblock's (btrfs subvolumes): `dev` is not what `os.stat` gives.
 pub const STATUS_DEV_UNSURE: u8 = 1 << 4;
+/// `OpenHeader::status` bit, counting mode: this open is counted in the kernel's map, and sent
+/// because it is the first of its key (see `abi::count`).
+pub const STATUS_COUNTED: u8 = 1 << 5;
+/// `OpenHeader::status` bit, counting mode: `file` holds the inode and device of the directory a
+/// failed relative open started from (its counting key has them).
+pub const STATUS_START_DIR: u8 = 1 << 6;
 
 /// The identity of an opened file, read from its `struct file`: the inode number, the device of
 /// its filesystem (the kernel's `dev_t`: major << 20 | minor) and the id of the mount it was

@@ -23,6 +23,10 @@ pub struct Settings {
     /// ids are those of that namespace and tasks it cannot see are left out.
     pub pidns_dev: u64,
     pub pidns_ino: u64,
+    /// `WITH_COUNTS`: `count::BY_*` bits, what opens are counted by.
+    pub count_by: u32,
+    /// `WITH_COUNTS`: how many keys the map holds (the loader sizes it; the programs do not read it).
+    pub count_keys: u32,
 }
 
 pub const FILTER_TID: u32 = 1 << 1;
@@ -43,9 +47,11 @@ pub const WITH_FULL_PATH: u32 = 1 << 8;
 /// one open in `Settings::fail_every`, after the event passed the filters, so that the test can
 /// check that delivered + lost stays exact. Off, the verifier prunes it.
 pub const TEST_FAILURES: u32 = 1 << 10;
-/// Read each successful open's file identity (inode, device, mount id): set by the loader when
-/// this kernel's BTF has what it takes.
+/// Read each successful open's file identity (inode, device, mount id) (`file_id=True`, the
+/// default; the loader clears it when this kernel's BTF lacks what it takes).
 pub const WITH_FILE_ID: u32 = 1 << 11;
+/// Counting mode: opens are counted in the kernel (see `abi::count`), not sent one by one.
+pub const WITH_COUNTS: u32 = 1 << 12;
 
 impl Settings {
     pub const NONE: Settings = Settings {
@@ -59,7 +65,9 @@ impl Settings {
         fail_every: 0,
         pidns_dev: 0,
         pidns_ino: 0,
+        count_by: 0,
+        count_keys: 0,
     };
 }
 
-super::layouts!(Settings = 80);
+super::layouts!(Settings = 88);

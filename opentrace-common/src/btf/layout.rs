@@ -4,7 +4,7 @@ use super::{Btf, Param};
 use crate::{
     NO_FIELD,
     abi::{
-        kernel::{DENTRY_WINDOW, KernelOffsets, MOUNT_WINDOW},
+        kernel::{DENTRY_WINDOW, FILE_WINDOW, INODE_WINDOW, KernelOffsets, MOUNT_WINDOW, SB_WINDOW},
         uring::{URING_COMPLETE_ARGS, URING_COMPLETE_ARGS_6_0, UringArgs},
     },
 };
@@ -100,12 +100,17 @@ pub fn layout<D: AsRef<[u8]>>(btf: &Btf<D>) -> Result<Layout, String> {
         Ok(())
     })();
     let file_id = full_path.clone().and_then(|()| {
-        offsets.file_inode = pointer("file", "f_inode")?;
-        offsets.inode_ino = sized("inode", "i_ino", 8)?;
-        offsets.inode_sb = pointer("inode", "i_sb")?;
-        offsets.sb_dev = sized("super_block", "s_dev", 4)?;
-        offsets.sb_magic = sized("super_block", "s_magic", 8)?;
+        let file = [pointer("file", "f_inode")?, offsets.file_path + offsets.path_mnt];
+        offsets.file_window = window(&file, FILE_WINDOW, "file")?;
+        [offsets.file_inode, offsets.file_mnt] = file.map(|at| at - offsets.file_window);
+        let inode = [sized("inode", "i_ino", 8)?, pointer("inode", "i_sb")?];
+        offsets.inode_window = window(&inode, INODE_WINDOW, "inode")?;
+        [offsets.inode_ino, offsets.inode_sb] = inode.map(|at| at - offsets.inode_window);
+        let sb = [sized("super_block", "s_dev", 4)?, sized("super_block", "s_magic", 8)?];
+        offsets.sb_window = window(&sb, SB_WINDOW, "super_block")?;
+        [offsets.sb_dev, offsets.sb_magic] = sb.map(|at| at - offsets.sb_window);
         offsets.mount_id = sized("mount", "mnt_id", 4)?;
+        offsets.dentry_inode = pointer("dentry", "d_inode")?;
         Ok(())
     });
     let io_uring = (|| {
@@ -176,7 +181,7 @@ fn window(members: &[u32], size: u32, name: &str) -> Result<u32, String> {
     let start = members.iter().min().copied().unwrap_or(0) & !7;
     if members.iter().any(|&at| at + 8 > start + size) {
         return Err(format!(
-            "struct {name}'s members the path walk reads are spread over more than {size} bytes"
+            "struct {name}'s members the programs read are spread over more than {size} bytes"
         ));
     }
     Ok(start)

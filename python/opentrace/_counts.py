@@ -1,0 +1,205 @@
+"""``watch_counts()``: opens counted in the kernel, handed out as a list of ``OpenCount`` per interval.
+
+The exit programs count each open under a key (its file, or for a failed open its path, and
+what the counts are grouped by) in a per-CPU map, and send only the first open of each key, which
+names it. Every interval the reader sums the map's counters: the differences are the interval's
+opens, so the intervals add up to every open counted. Opens submitted through io_uring are paired
+with their results in user space, so they are counted here, under keys made the same way.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _opentrace
+from ._opentrace import OpenEvent
+from ._watch import DEFAULT_LATENCY, DEFAULT_RING_SIZE, SYSCALLS, Watcher, _checked, _int, _load, _seconds
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import TracebackType
+
+__all__ = ["BY", "CountWatcher", "OpenCount", "watch_counts"]
+
+# What the counts can be grouped by, and the kernel's bit for each (abi::count::BY_*).
+BY = {"pid": 1 << 0, "comm": 1 << 1, "cgroup": 1 << 2, "file": 1 << 3}
+DEFAULT_BY = ("cgroup", "comm", "file")
+DEFAULT_MAX_KEYS = 65536
+MAX_KEYS = 1 << 24
+
+# A key's bytes (abi::count::CountKey): cgroup_id, file, dir, pid, dev, errno, pad, comm.
+_KEY = struct.Struct("<QQQIIII16s")
+
+
+@dataclass(frozen=True)
+class OpenCount:
+    """The opens of one file (or, for failed opens, path) in one interval, per group.
+
+    ``comm`` and ``pid`` are None unless the counts are grouped by them, ``cgroup`` and
+    ``container_id`` unless grouped by cgroup; ``path`` is the full path (None when not grouped by
+    file, or when the record naming the file was lost: said in the log); ``inode`` and ``dev`` are
+    the file's when it was opened successfully. ``opens`` counts every open, ``failed`` those that
+    failed, ``errors`` those by errno name.
+    """
+
+    comm: str | None
+    pid: int | None
+    cgroup: str | None
+    container_id: str | None
+    path: str | None
+    inode: int | None
+    dev: int | None
+    opens: int
+    failed: int
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        """Every field, JSON-serialisable."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+def _by(value: object) -> int:
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise TypeError(f"by must be an iterable of names such as ('comm', 'file'), not {type(value).__name__}")
+    bits = 0
+    for name in value:
+        if name not in BY:
+            raise ValueError(f"by: unknown grouping {name!r}; choose from {', '.join(BY)}")
+        bits |= BY[name]
+    return bits
+
+
+# watch()'s filters, which watch_counts() takes too, with watch()'s defaults.
+_FILTERS: dict[str, Any] = {
+    "pid": None, "descendants": False, "tid": None, "uid": None, "comm": None, "failed": False,
+    "syscalls": SYSCALLS, "ring_size": DEFAULT_RING_SIZE, "latency": DEFAULT_LATENCY, "cgroup": None,
+    "container": None,
+}
+
+
+def watch_counts(
+    interval: float = 1.0, by: Iterable[str] = DEFAULT_BY, *, max_keys: int = DEFAULT_MAX_KEYS, **filters: Any
+) -> CountWatcher:
+    """Counts opens in the kernel; returns a ``CountWatcher`` that yields, every ``interval``
+    seconds, a list of ``OpenCount`` (most opens first) for that interval.
+
+    ``by`` groups the counts: any of ``"pid"``, ``"comm"``, ``"cgroup"``, ``"file"``. ``max_keys``
+    bounds the kernel's table of keys; opens of keys past it are counted in ``lost`` and said in
+    the log. ``filters`` are ``watch()``'s (``pid``, ``descendants``, ``tid``, ``uid``, ``comm``,
+    ``failed``, ``syscalls``, ``ring_size``, ``latency``, ``cgroup``, ``container``).
+    """
+    unknown = sorted(set(filters) - set(_FILTERS))
+    if unknown:
+        raise TypeError(f"watch_counts() got an unexpected keyword argument {unknown[0]!r}")
+    seconds = _seconds("interval", interval, 86400.0)
+    if seconds < 0.01:
+        raise ValueError(f"interval must be at least 0.01 seconds, not {interval!r}")
+    config = _checked(full_path=True, **(_FILTERS | filters))
+    bits = _by(by)
+    config["counts"] = (bits, _int("max_keys", max_keys, 1, MAX_KEYS))
+    return CountWatcher(Watcher(_load(config)), seconds, bits)
+
+
+class CountWatcher:
+    """Iterating it yields a ``list[OpenCount]`` per interval; ``close()`` (or leaving a ``with``
+    block) detaches everything and ends the iteration. ``lost`` counts opens not counted."""
+
+    def __init__(self, watcher: Watcher[OpenEvent], interval: float, by: int) -> None:
+        self._watcher = watcher
+        self._session = watcher._session
+        self._interval = interval
+        self._by = by
+        self._next_at = time.monotonic() + interval
+        # The first event of each key (its name), and opens counted here (io_uring's) since the
+        # last interval.
+        self._names: dict[bytes, OpenEvent] = {}
+        self._here: dict[bytes, int] = {}
+        self._done = False
+
+    def __iter__(self) -> Iterator[list[OpenCount]]:
+        return self
+
+    def __next__(self) -> list[OpenCount]:
+        if self._watcher.closed or self._done:
+            raise StopIteration
+        while (left := self._next_at - time.monotonic()) > 0 and not self._watcher._finished():
+            self._take(self._watcher.poll(left))
+        if self._watcher.closed:
+            raise StopIteration
+        self._next_at = max(self._next_at + self._interval, time.monotonic())
+        # A pid watcher whose processes have all exited: this interval is the last.
+        self._done = self._watcher._finished()
+        return self.read()
+
+    def read(self) -> list[OpenCount]:
+        """The counts since the last interval (or read), now, without waiting: for a last look
+        before closing."""
+        self._take(self._watcher.poll(0))
+        counted = self._session.counts()
+        here, self._here = self._here, {}
+        return self._rows([*counted, *here.items()])
+
+    def _take(self, events: list[OpenEvent]) -> None:
+        for ev in events:
+            key, counted = self._session.count_key(ev)
+            self._names.setdefault(key, ev)
+            if not counted:
+                self._here[key] = self._here.get(key, 0) + 1
+
+    def _rows(self, counts: list[tuple[bytes, int]]) -> list[OpenCount]:
+        rows: dict[tuple[str | None, int | None, int | None, object], list[Any]] = {}
+        for key, opens in counts:
+            cgroup_id, file, directory, pid, dev, errno, _, comm = _KEY.unpack(key)
+            name = self._names.get(key)
+            path = name.full_path if name is not None and self._by & BY["file"] else None
+            group = (
+                comm.rstrip(b"\0").decode(errors="surrogateescape") if self._by & BY["comm"] else None,
+                pid if self._by & BY["pid"] else None,
+                cgroup_id if self._by & BY["cgroup"] else None,
+                path if path is not None else (file, directory, dev),
+            )
+            row = rows.setdefault(group, [name, None, None, 0, 0, {}])
+            if row[0] is None:
+                row[0] = name
+            if errno == 0 and name is not None:
+                row[1], row[2] = name.inode, name.dev
+            row[3] += opens
+            if errno:
+                row[4] += opens
+                label = _opentrace.errno_name(errno)
+                row[5][label] = row[5].get(label, 0) + opens
+        out = []
+        for (comm, pid, cgroup_id, where), (name, inode, dev, opens, failed, errors) in rows.items():
+            by_cgroup = cgroup_id is not None and name is not None
+            out.append(OpenCount(
+                comm=comm, pid=pid,
+                cgroup=name.cgroup if by_cgroup else None,
+                container_id=name.container_id if by_cgroup else None,
+                path=where if isinstance(where, str) else None,
+                inode=inode, dev=dev, opens=opens, failed=failed, errors=errors,
+            ))
+        out.sort(key=lambda c: (-c.opens, c.path or ""))
+        return out
+
+    @property
+    def lost(self) -> int:
+        """Opens that passed the filters and were not counted (the table of keys was full)."""
+        return self._watcher.lost
+
+    def close(self) -> None:
+        self._watcher.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._watcher.closed
+
+    def __enter__(self) -> CountWatcher:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()

@@ -1,0 +1,289 @@
+//! Reading sharded ring buffers as one stream: each pass reads every shard up to where its
+//! producers were when the pass began, holds the events back (their records, copied as they are),
+//! and hands out, in `timestamp_ns` order, those no record still unread can come before; they are
+//! decoded then, as one ring's are when read.
+//!
+//! Why that is safe for one thread's events: a thread's next event starts (its `timestamp_ns` is
+//! taken) after its previous record was written. A pass that starts at `t0` (CLOCK_MONOTONIC, the
+//! clock of `bpf_ktime_get_ns`) and then reads a shard up to the producer position it saw after
+//! `t0` has read every record that shard had before `t0`; once every shard has been read that far
+//! by some pass (`cut`, the oldest such `t0`), an event stamped before `cut` has every earlier
+//! event of its thread read too, whichever CPU wrote it, and sorting by time puts those first.
+//! A shard whose reading stopped early (a record still being written by a producer, for the
+//! microsecond it takes) keeps its older `t0`, and the events after it wait one more pass.
+//! Events written long after their stamp (an io_uring open completes when it completes, a
+//! blocking open returns when it returns) come when they are read, as with one ring.
+//!
+//! An io_uring completion can be read before its submission (another shard, read later in the
+//! pass, or in the next): it waits until every shard has been read past it, when its submission
+//! has been read for certain, and is decoded then.
+use std::{collections::VecDeque, io, mem::offset_of, os::fd::AsRawFd, sync::atomic::AtomicU64};
+
+use aya::maps::{MapData, RingBuf};
+use opentrace_common::{
+    abi::{RecordKind, open::OpenHeader, tracepoint::TracepointHeader},
+    open::OwnedOpen,
+};
+use pyo3::PyResult;
+
+/// An event the merge held back, handed out (handed out one at a time: the size of the owned
+/// open does not matter).
+#[allow(clippy::large_enum_variant)]
+pub enum Held<'a> {
+    /// Its record, as read (an open, or a tracepoint's record).
+    Record(&'a [u8]),
+    /// An io_uring open, decoded when its completion was.
+    Open(OwnedOpen),
+}
+
+enum Slot {
+    /// A record in `Merge::records`.
+    Record {
+        start: usize,
+        len: usize,
+    },
+    Open(Box<OwnedOpen>),
+}
+
+/// The kernel's positions in one ring: its consumer page and its producer page, mapped read-only
+/// (the ring's own reader, aya's `RingBuf`, moves the consumer position).
+struct Positions {
+    base: *mut libc::c_void,
+    page: usize,
+}
+
+// SAFETY: the mapping is only read, through atomics, and unmapped once (on drop).
+unsafe impl Send for Positions {}
+
+impl Positions {
+    fn new(fd: i32) -> io::Result<Positions> {
+        // SAFETY: sysconf reads a constant.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        // SAFETY: a new read-only shared mapping of the ring's first two pages (consumer, producer
+        // position), which the kernel allows at offset 0; checked below.
+        let base =
+            unsafe { libc::mmap(std::ptr::null_mut(), 2 * page, libc::PROT_READ, libc::MAP_SHARED, fd, 0) };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Positions { base, page })
+    }
+
+    fn at(&self, offset: usize) -> u64 {
+        // SAFETY: the first word of a mapped page, aligned; the kernel and aya write it atomically.
+        let word = unsafe { &*self.base.cast::<u8>().add(offset).cast::<AtomicU64>() };
+        word.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn consumer(&self) -> u64 {
+        self.at(0)
+    }
+
+    fn producer(&self) -> u64 {
+        self.at(self.page)
+    }
+}
+
+impl Drop for Positions {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, of this length, unmapped once.
+        unsafe { libc::munmap(self.base, 2 * self.page) };
+    }
+}
+
+struct Shard {
+    ring: RingBuf<MapData>,
+    positions: Positions,
+    /// The start of the last pass that read this ring up to its producers' position then.
+    clean_at: u64,
+}
+
+/// Sharded rings read as one stream (see the module's comment).
+pub struct Merge {
+    shards: Vec<Shard>,
+    /// The held events' records, one after the other (and of some handed out: `handed_out`).
+    records: Vec<u8>,
+    /// Bytes of `records` handed out since it was last compacted.
+    handed_out: usize,
+    /// The held events, with their `timestamp_ns`; sorted by it when `sorted`.
+    held: VecDeque<(u64, Slot)>,
+    sorted: bool,
+    /// io_uring completions read before it was certain their submissions were, each with the
+    /// start of the pass that read it.
+    deferred: Vec<(u64, Box<[u8]>)>,
+    /// The watcher ended: everything held goes out.
+    ended: bool,
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`, so of `timestamp_ns`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is writable; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The `timestamp_ns` of an event's record (an open's or a tracepoint's header).
+fn timestamp(record: &[u8], at: usize) -> Option<u64> {
+    record.get(at..at + 8).map(|b| u64::from_ne_bytes(b.try_into().unwrap_or_default()))
+}
+
+impl Merge {
+    pub fn new(rings: Vec<RingBuf<MapData>>) -> io::Result<Merge> {
+        let shards = rings
+            .into_iter()
+            .map(|ring| Ok(Shard { positions: Positions::new(ring.as_raw_fd())?, ring, clean_at: 0 }))
+            .collect::<io::Result<_>>()?;
+        Ok(Merge {
+            shards,
+            records: Vec::new(),
+            handed_out: 0,
+            held: VecDeque::new(),
+            sorted: true,
+            deferred: Vec::new(),
+            ended: false,
+        })
+    }
+
+    pub fn fds(&self) -> impl Iterator<Item = i32> + '_ {
+        self.shards.iter().map(|s| s.ring.as_raw_fd())
+    }
+
+    /// Before this, every record of every shard has been read.
+    fn cut(&self) -> u64 {
+        if self.ended { u64::MAX } else { self.shards.iter().map(|s| s.clean_at).min().unwrap_or(0) }
+    }
+
+    /// One pass: reads each shard up to its producers' position at the start. Events are held;
+    /// io_uring completions wait for `decode_deferred`; the records that inform the reader (a
+    /// cgroup's name, an io_uring submission, a followed process's exit) go to `inform` at once.
+    /// How many records were read.
+    pub fn read(&mut self, mut inform: impl FnMut(&[u8]) -> PyResult<()>) -> PyResult<usize> {
+        const OPEN: u8 = RecordKind::Open as u8;
+        const TRACEPOINT: u8 = RecordKind::Tracepoint as u8;
+        const COMPLETE: u8 = RecordKind::UringComplete as u8;
+        let t0 = monotonic_ns();
+        let mut read = 0;
+        for shard in &mut self.shards {
+            let until = shard.positions.producer();
+            while shard.positions.consumer() < until {
+                let Some(record) = shard.ring.next() else { break };
+                read += 1;
+                let stamp = match record.first() {
+                    Some(&OPEN) => timestamp(&record, offset_of!(OpenHeader, timestamp_ns)),
+                    Some(&TRACEPOINT) => timestamp(&record, offset_of!(TracepointHeader, timestamp_ns)),
+                    Some(&COMPLETE) => {
+                        self.deferred.push((t0, record.to_vec().into()));
+                        continue;
+                    }
+                    _ => None,
+                };
+                match stamp {
+                    Some(ts) => {
+                        let start = self.records.len();
+                        self.records.extend_from_slice(&record);
+                        self.held.push_back((ts, Slot::Record { start, len: record.len() }));
+                        self.sorted = false;
+                    }
+                    // Not an event, or too short to be one (the decoder says so).
+                    None => inform(&record)?,
+                }
+            }
+            if shard.positions.consumer() >= until {
+                shard.clean_at = t0;
+            }
+        }
+        Ok(read)
+    }
+
+    /// Decodes the io_uring completions whose submissions have surely been read (see `read`).
+    pub fn decode_deferred(
+        &mut self,
+        mut decode: impl FnMut(&[u8]) -> PyResult<Option<OwnedOpen>>,
+    ) -> PyResult<()> {
+        if self.deferred.is_empty() {
+            return Ok(());
+        }
+        let cut = self.cut();
+        let (ready, waiting) = std::mem::take(&mut self.deferred).into_iter().partition(|(at, _)| *at < cut);
+        self.deferred = waiting;
+        for (_, record) in ready {
+            if let Some(open) = decode(&record)? {
+                self.held.push_back((open.head.timestamp_ns, Slot::Open(Box::new(open))));
+                self.sorted = false;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands out, oldest first, the held events no unread record can come before, while `give`
+    /// takes more (it returns false when it wants no more). How many it took.
+    pub fn release(&mut self, mut give: impl FnMut(Held<'_>) -> PyResult<bool>) -> PyResult<usize> {
+        if !self.sorted {
+            // Stable, so that events of equal time keep the order they were read in; each
+            // shard's records come mostly in time order, runs the sort finds and merges.
+            self.held.make_contiguous().sort_by_key(|(ts, _)| *ts);
+            self.sorted = true;
+        }
+        let cut = self.cut();
+        let mut given = 0;
+        while self.held.front().is_some_and(|(ts, _)| *ts < cut) {
+            let Some((_, slot)) = self.held.pop_front() else { break };
+            given += 1;
+            let held = match slot {
+                Slot::Record { start, len } => {
+                    self.handed_out += len;
+                    Held::Record(&self.records[start..start + len])
+                }
+                Slot::Open(open) => Held::Open(*open),
+            };
+            if !give(held)? {
+                break;
+            }
+        }
+        self.compact();
+        Ok(given)
+    }
+
+    /// Frees the records handed out: all of them when nothing is held; else, once they are most
+    /// of `records`, by moving those still held to the front (so each byte moves once at most
+    /// for each time it is kept).
+    fn compact(&mut self) {
+        if self.held.is_empty() {
+            self.records.clear();
+            self.handed_out = 0;
+            return;
+        }
+        if self.handed_out < (self.records.len() / 2).max(1 << 20) {
+            return;
+        }
+        let mut records = Vec::with_capacity(self.records.len() - self.handed_out);
+        for (_, slot) in &mut self.held {
+            if let Slot::Record { start, len } = slot {
+                let at = records.len();
+                records.extend_from_slice(&self.records[*start..*start + *len]);
+                *start = at;
+            }
+        }
+        self.records = records;
+        self.handed_out = 0;
+    }
+
+    /// Whether held events could be handed out now (`release` stopped early).
+    pub fn ready(&self) -> bool {
+        let cut = self.cut();
+        self.held.front().is_some_and(|(ts, _)| *ts < cut)
+    }
+
+    /// Whether anything is held back or waiting.
+    pub fn holding(&self) -> bool {
+        !self.held.is_empty() || !self.deferred.is_empty()
+    }
+
+    /// The watcher ends: no record will come that anything held waits for; io_uring completions
+    /// still waiting are decoded (their submissions have all been read), and from now on
+    /// everything held goes out.
+    pub fn end(&mut self) {
+        self.ended = true;
+    }
+}

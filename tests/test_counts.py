@@ -1,0 +1,143 @@
+"""In-kernel counting (`watch_counts`, `opentrace top`): opens counted per key in the kernel, read
+every interval; the intervals must add up to exactly the opens the workload made, failures by
+errno, relative failed paths told apart by the directory they started from, and a full table of
+keys counted as lost, never dropped silently."""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import opentrace
+
+from .conftest import Child
+
+pytestmark = pytest.mark.root
+
+
+def totals(watcher: opentrace.CountWatcher, intervals: int = 50) -> dict[str, list[object]]:
+    """Per path: [opens, failed, errors], summed over the watcher's intervals until it ends."""
+    seen: dict[str, list[object]] = {}
+    for n, rows in enumerate(watcher):
+        for row in rows:
+            if row.path is None:
+                continue
+            total = seen.setdefault(row.path, [0, 0, {}, row])
+            total[0] += row.opens  # type: ignore[operator]
+            total[1] += row.failed  # type: ignore[operator]
+            for name, count in row.errors.items():
+                total[2][name] = total[2].get(name, 0) + count  # type: ignore[index,union-attr]
+        assert n < intervals, "a pid watcher's counts end once its process has exited"
+    return seen
+
+
+def openat(path: object) -> list[object]:
+    return ["openat", None, str(path), 0, 0]
+
+
+def test_counts_add_up_to_every_open(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_text("")
+    b.write_text("")
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    ops: list[list[object]] = [["loop", str(a), 3000], ["loop", str(b), 700]]
+    ops += [["chdir", str(tmp_path / "one")], *[openat("missing")] * 40]
+    ops += [["chdir", str(tmp_path / "two")], *[openat("missing")] * 25, openat(tmp_path / "nope")]
+    child = Child(ops)
+    with opentrace.watch_counts(0.2, pid=child.pid) as w:
+        results = child.go()
+        seen = totals(w)
+        assert w.lost == 0
+    assert results[0] == 3000 and results[3] == -errno.ENOENT
+    assert seen[str(a)][:3] == [3000, 0, {}] and seen[str(b)][:3] == [700, 0, {}]
+    # The same relative path, from two directories: two files, each with its own count.
+    assert seen[str(tmp_path / "one" / "missing")][:3] == [40, 40, {"ENOENT": 40}]
+    assert seen[str(tmp_path / "two" / "missing")][:3] == [25, 25, {"ENOENT": 25}]
+    assert seen[str(tmp_path / "nope")][:3] == [1, 1, {"ENOENT": 1}]
+    row = seen[str(a)][3]
+    assert isinstance(row, opentrace.OpenCount)
+    assert (row.inode, row.dev) == (a.stat().st_ino, a.stat().st_dev)
+    assert row.comm is not None and row.pid is None  # grouped by cgroup, comm and file by default
+    assert row.cgroup is not None and json.loads(json.dumps(row.to_dict()))["path"] == str(a)
+
+
+def test_grouped_by_pid(tmp_path: Path) -> None:
+    target = tmp_path / "f"
+    target.write_text("")
+    child = Child([["loop", str(target), 100]])
+    with opentrace.watch_counts(0.2, by=("pid", "file"), pid=child.pid) as w:
+        child.go()
+        rows = [row for rows in w for row in rows if row.path == str(target)]
+    assert [(r.pid, r.comm, r.cgroup) for r in rows] == [(child.pid, None, None)] * len(rows)
+    assert sum(r.opens for r in rows) == 100
+
+
+def test_a_full_table_of_keys_is_counted_and_said(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    files = [tmp_path / f"f{i}" for i in range(40)]
+    for f in files:
+        f.write_text("")
+    child = Child([["loop", str(f), 5] for f in files])
+    with caplog.at_level(logging.WARNING, logger="opentrace"), \
+            opentrace.watch_counts(0.2, max_keys=8, pid=child.pid) as w:
+        child.go()
+        seen = totals(w)
+        lost = w.lost
+    counted = sum(t[0] for path, t in seen.items() if path.startswith(str(tmp_path)))  # type: ignore[misc]
+    assert lost > 0 and counted + lost == 200
+    assert "the table of keys full" in caplog.text
+
+
+def test_io_uring_opens_are_counted(uring_helper: Path, tmp_path: Path) -> None:
+    target = tmp_path / "data"
+    target.write_text("")
+    report = tmp_path / "report"
+    with opentrace.watch_counts(0.2, comm="uring_opener") as w:
+        subprocess.run([str(uring_helper), f"--out={report}", *[f"open:{target}"] * 30,
+                        f"open:{tmp_path}/missing"], check=True)
+        seen: dict[str, list[int]] = {}
+        for rows in w:
+            for row in rows:
+                if row.path in (str(target), f"{tmp_path}/missing"):
+                    seen.setdefault(row.path, [0, 0])
+                    seen[row.path][0] += row.opens
+                    seen[row.path][1] += row.failed
+            if seen.get(str(target), [0])[0] >= 30 and f"{tmp_path}/missing" in seen:
+                break
+    # The helper's own dynamic loading opens its file with syscalls, never this one.
+    assert seen == {str(target): [30, 0], f"{tmp_path}/missing": [1, 1]}
+
+
+def test_cli_top_json(tmp_path: Path) -> None:
+    target = tmp_path / "f"
+    target.write_text("")
+    child = Child([["loop", str(target), 250]])
+    top = subprocess.Popen([sys.executable, "-m", "opentrace", "top", "--json", "-i", "0.2", "-p", str(child.pid),
+                            "--by", "comm,file"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert top.stderr is not None and top.stderr.readline().startswith("opentrace top: counting")
+        child.go()
+        out, errors = top.communicate(timeout=30)
+    finally:
+        top.kill()
+    assert top.returncode == 0, errors
+    rows = [json.loads(line) for line in out.splitlines()]
+    mine = [r for r in rows if r["path"] == str(target)]
+    assert sum(r["opens"] for r in mine) == 250 and {r["comm"] for r in mine} == {Path(sys.executable).name[:15]}
+    assert all(r["errors"] == {} and r["failed"] == 0 and isinstance(r["interval"], int) for r in mine)
+
+
+def test_bad_groupings_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown grouping"):
+        opentrace.watch_counts(by=("inode",))
+    with pytest.raises(TypeError):
+        opentrace.watch_counts(by="comm")
+    assert subprocess.run([sys.executable, "-m", "opentrace", "top", "--by", "nope"],
+                          capture_output=True).returncode == 2
+
