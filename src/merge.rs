@@ -1,7 +1,7 @@
 //! Reading sharded ring buffers as one stream: each pass reads every shard up to where its
-//! producers were when the pass began, holds the events back (their records, copied as they are),
-//! and hands out, in `timestamp_ns` order, those no record still unread can come before; they are
-//! decoded then, as one ring's are when read.
+//! producers were when the pass began, holds the events back (made as they are read, or, for the
+//! CLI's text, their records copied as they are, decoded when handed out), and hands out, in
+//! `timestamp_ns` order, those no record still unread can come before.
 //!
 //! Why that is safe for one thread's events: a thread's next event starts (its `timestamp_ns` is
 //! taken) after its previous record was written. A pass that starts at `t0` (CLOCK_MONOTONIC, the
@@ -24,12 +24,14 @@ use opentrace_common::{
     abi::{RecordKind, open::OpenHeader, tracepoint::TracepointHeader},
     open::OwnedOpen,
 };
-use pyo3::PyResult;
+use pyo3::{Py, PyAny, PyResult};
 
 /// An event the merge held back, handed out (handed out one at a time: the size of the owned
 /// open does not matter).
 #[allow(clippy::large_enum_variant)]
 pub enum Held<'a> {
+    /// Made when read (an `OpenEvent` or a `TracepointEvent`).
+    Event(Py<PyAny>),
     /// Its record, as read (an open, or a tracepoint's record).
     Record(&'a [u8]),
     /// An io_uring open, decoded when its completion was.
@@ -37,12 +39,21 @@ pub enum Held<'a> {
 }
 
 enum Slot {
+    Event(Py<PyAny>),
     /// A record in `Merge::records`.
     Record {
         start: usize,
         len: usize,
     },
     Open(Box<OwnedOpen>),
+}
+
+/// What `Merge::read`'s `visit` did with a record.
+pub enum Read {
+    /// An event, made into what is handed out (None: nothing to hold).
+    Made(Option<Py<PyAny>>),
+    /// A record that informs the reader, taken.
+    Taken,
 }
 
 /// The kernel's positions in one ring: its consumer page and its producer page, mapped read-only
@@ -154,11 +165,12 @@ impl Merge {
         if self.ended { u64::MAX } else { self.shards.iter().map(|s| s.clean_at).min().unwrap_or(0) }
     }
 
-    /// One pass: reads each shard up to its producers' position at the start. Events are held;
+    /// One pass: reads each shard up to its producers' position at the start. Events are held:
+    /// with `make`, what `visit` makes of each (`Read::Made`), else a copy of its record;
     /// io_uring completions wait for `decode_deferred`; the records that inform the reader (a
-    /// cgroup's name, an io_uring submission, a followed process's exit) go to `inform` at once.
+    /// cgroup's name, an io_uring submission, a followed process's exit) go to `visit` at once.
     /// How many records were read.
-    pub fn read(&mut self, mut inform: impl FnMut(&[u8]) -> PyResult<()>) -> PyResult<usize> {
+    pub fn read(&mut self, make: bool, mut visit: impl FnMut(&[u8]) -> PyResult<Read>) -> PyResult<usize> {
         const OPEN: u8 = RecordKind::Open as u8;
         const TRACEPOINT: u8 = RecordKind::Tracepoint as u8;
         const COMPLETE: u8 = RecordKind::UringComplete as u8;
@@ -178,16 +190,21 @@ impl Merge {
                     }
                     _ => None,
                 };
-                match stamp {
-                    Some(ts) => {
+                let slot = match stamp {
+                    Some(_) if !make => {
                         let start = self.records.len();
                         self.records.extend_from_slice(&record);
-                        self.held.push_back((ts, Slot::Record { start, len: record.len() }));
-                        self.sorted = false;
+                        Slot::Record { start, len: record.len() }
                     }
-                    // Not an event, or too short to be one (the decoder says so).
-                    None => inform(&record)?,
-                }
+                    // An event to make, or a record that is not one (or too short to be one: the
+                    // decoder says so).
+                    _ => match visit(&record)? {
+                        Read::Made(Some(event)) => Slot::Event(event),
+                        Read::Made(None) | Read::Taken => continue,
+                    },
+                };
+                self.held.push_back((stamp.unwrap_or(0), slot));
+                self.sorted = false;
             }
             if shard.positions.consumer() >= until {
                 shard.clean_at = t0;
@@ -231,6 +248,7 @@ impl Merge {
             let Some((_, slot)) = self.held.pop_front() else { break };
             given += 1;
             let held = match slot {
+                Slot::Event(event) => Held::Event(event),
                 Slot::Record { start, len } => {
                     self.handed_out += len;
                     Held::Record(&self.records[start..start + len])
@@ -246,8 +264,8 @@ impl Merge {
     }
 
     /// Frees the records handed out: all of them when nothing is held; else, once they are most
-    /// of `records`, by moving those still held to the front (so each byte moves once at most
-    /// for each time it is kept).
+    /// of `records`, by moving those still held to the front, in place (the room stays for the
+    /// next passes: no new pages each time).
     fn compact(&mut self) {
         if self.held.is_empty() {
             self.records.clear();
@@ -257,15 +275,23 @@ impl Merge {
         if self.handed_out < (self.records.len() / 2).max(1 << 20) {
             return;
         }
-        let mut records = Vec::with_capacity(self.records.len() - self.handed_out);
-        for (_, slot) in &mut self.held {
-            if let Slot::Record { start, len } = slot {
-                let at = records.len();
-                records.extend_from_slice(&self.records[*start..*start + *len]);
-                *start = at;
-            }
+        let mut kept: Vec<(&mut usize, usize)> = self
+            .held
+            .iter_mut()
+            .filter_map(|(_, slot)| match slot {
+                Slot::Record { start, len } => Some((start, *len)),
+                _ => None,
+            })
+            .collect();
+        kept.sort_unstable_by_key(|(start, _)| **start);
+        let mut to = 0;
+        for (start, len) in kept {
+            // In the order they lie in: each moves down, over records handed out.
+            self.records.copy_within(*start..*start + len, to);
+            *start = to;
+            to += len;
         }
-        self.records = records;
+        self.records.truncate(to);
         self.handed_out = 0;
     }
 

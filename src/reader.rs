@@ -5,31 +5,25 @@
 use std::{
     collections::VecDeque,
     os::fd::AsRawFd,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
 use aya::maps::{MapData, RingBuf};
 use aya_log::EbpfLogger;
-use opentrace_common::{
-    open::OwnedOpen,
-    tracepoint::{self, Schema},
-};
+use opentrace_common::open::OwnedOpen;
 use pyo3::prelude::*;
 
 use crate::{
     attach::Attached,
-    decode::{Decoded, Decoder, Record},
+    decode::{Decoder, Record},
     detach,
     diag::{self, FromKernel},
     error::Error,
     event::OpenEvent,
     follow::{self, Tracked},
     lost::{Ledger, Reporter},
-    merge::{Held, Merge},
+    merge::{Held, Merge, Read},
     output::Formatter,
     ring::{Wait, Waiter},
     tpevent::TracepointEvent,
@@ -80,73 +74,53 @@ pub struct Out {
 }
 
 impl Out {
-    /// Takes one decoded event; returns false once the read wants no more.
-    fn take(&mut self, py: Python<'_>, want: &Want<'_>, mut decoded: Decoded<'_>) -> PyResult<bool> {
-        match want {
-            Want::Events => {
-                let cgroup = decoded.cgroup.take();
-                let event = Py::new(py, OpenEvent::new(decoded.open(), cgroup))?;
-                Ok(self.ready(event.into_any()))
-            }
-            Want::Text { formatter, limit } => {
-                formatter.write(decoded.open(), &mut self.text);
-                self.text_count += 1;
-                Ok(self.text_count < *limit)
-            }
-        }
-    }
-
-    /// As `take`, for a tracepoint's record.
-    fn take_tracepoint(
-        &mut self,
-        py: Python<'_>,
-        want: &Want<'_>,
-        event: tracepoint::Event<'_>,
-        schema: &Arc<Schema>,
-    ) -> PyResult<bool> {
-        match want {
-            Want::Events => {
-                let event = Py::new(py, TracepointEvent::new(event, schema))?;
-                Ok(self.ready(event.into_any()))
-            }
-            Want::Text { formatter, limit } => {
-                formatter.write_tracepoint(event, &mut self.text);
-                self.text_count += 1;
-                Ok(self.text_count < *limit)
-            }
-        }
-    }
-
-    /// Takes a decoded event of either kind (as `take`).
+    /// Takes one decoded event (an open or a tracepoint's record); returns false once the read
+    /// wants no more.
     fn take_record(&mut self, py: Python<'_>, want: &Want<'_>, record: Record<'_>) -> PyResult<bool> {
-        match record {
-            Record::Open(decoded) => self.take(py, want, decoded),
-            Record::Tracepoint(event, schema) => self.take_tracepoint(py, want, event, schema),
-            Record::ProcessExit | Record::Kept => Ok(true),
+        match want {
+            Want::Events => {
+                if let Some(event) = made(py, record)? {
+                    self.ready.push_back(event);
+                }
+                Ok(true)
+            }
+            Want::Text { formatter, limit } => {
+                match record {
+                    Record::Open(decoded) => formatter.write(decoded.open(), &mut self.text),
+                    Record::Tracepoint(event, _) => formatter.write_tracepoint(event, &mut self.text),
+                    Record::ProcessExit | Record::Kept => return Ok(true),
+                }
+                self.text_count += 1;
+                Ok(self.text_count < *limit)
+            }
         }
     }
 
-    /// As `take`, for an io_uring open the merge held back, decoded.
+    /// As `take_record`, for an event already made (`made`).
+    fn take_made(&mut self, py: Python<'_>, want: &Want<'_>, event: Py<PyAny>) -> bool {
+        match want {
+            Want::Events => {
+                self.ready.push_back(event);
+                true
+            }
+            Want::Text { formatter, limit } => {
+                write_made(py, formatter, &event, &mut self.text);
+                self.text_count += 1;
+                self.text_count < *limit
+            }
+        }
+    }
+
+    /// As `take_record`, for an io_uring open the merge held back, decoded.
     fn take_owned(&mut self, py: Python<'_>, want: &Want<'_>, open: OwnedOpen) -> PyResult<bool> {
         match want {
-            Want::Events => Ok(self.ready(Py::new(py, OpenEvent(open))?.into_any())),
+            Want::Events => Ok(self.take_made(py, want, untracked(Py::new(py, OpenEvent(open))?.into_any()))),
             Want::Text { formatter, limit } => {
                 formatter.write(open.view(), &mut self.text);
                 self.text_count += 1;
                 Ok(self.text_count < *limit)
             }
         }
-    }
-
-    /// Queues an event for the read; true: the read takes more.
-    fn ready(&mut self, event: Py<PyAny>) -> bool {
-        // An event cannot be part of a reference cycle (it holds no Python object), but pyo3
-        // makes every class a GC type: left tracked, each batch of thousands made the collector
-        // walk them all, a tenth of a consumer's time in a storm.
-        // SAFETY: `event` is a live object we own; untracking an object is always allowed.
-        unsafe { pyo3::ffi::PyObject_GC_UnTrack(event.as_ptr().cast()) };
-        self.ready.push_back(event);
-        true
     }
 
     /// Whether the read has something to hand back (text reads first take the events an
@@ -157,17 +131,43 @@ impl Out {
             Want::Text { formatter, limit } => {
                 while self.text_count < *limit {
                     let Some(event) = self.ready.pop_front() else { break };
-                    let event = event.bind(py);
-                    if let Ok(open) = event.cast::<OpenEvent>() {
-                        formatter.write(open.get().0.view(), &mut self.text);
-                    } else if let Ok(record) = event.cast::<TracepointEvent>() {
-                        formatter.write_tracepoint(record.get().view(), &mut self.text);
-                    }
+                    write_made(py, formatter, &event, &mut self.text);
                     self.text_count += 1;
                 }
                 self.text_count > 0
             }
         }
+    }
+}
+
+/// The `OpenEvent` or `TracepointEvent` of a decoded record (None for a record that is neither).
+fn made(py: Python<'_>, record: Record<'_>) -> PyResult<Option<Py<PyAny>>> {
+    Ok(Some(untracked(match record {
+        Record::Open(mut decoded) => {
+            let cgroup = decoded.cgroup.take();
+            Py::new(py, OpenEvent::new(decoded.open(), cgroup))?.into_any()
+        }
+        Record::Tracepoint(event, schema) => Py::new(py, TracepointEvent::new(event, schema))?.into_any(),
+        Record::ProcessExit | Record::Kept => return Ok(None),
+    })))
+}
+
+/// An event, left out of Python's cyclic collector. It cannot be part of a reference cycle (it
+/// holds no Python object), but pyo3 makes every class a GC type: left tracked, each batch of
+/// thousands made the collector walk them all, a tenth of a consumer's time in a storm.
+fn untracked(event: Py<PyAny>) -> Py<PyAny> {
+    // SAFETY: `event` is a live object we own; untracking an object is always allowed.
+    unsafe { pyo3::ffi::PyObject_GC_UnTrack(event.as_ptr().cast()) };
+    event
+}
+
+/// A made event as the CLI's text.
+fn write_made(py: Python<'_>, formatter: &Formatter, event: &Py<PyAny>, text: &mut String) {
+    let event = event.bind(py);
+    if let Ok(open) = event.cast::<OpenEvent>() {
+        formatter.write(open.get().0.view(), text);
+    } else if let Ok(record) = event.cast::<TracepointEvent>() {
+        formatter.write_tracepoint(record.get().view(), text);
     }
 }
 
@@ -347,8 +347,13 @@ impl Reader {
     ) -> PyResult<usize> {
         let Rings::Sharded(merge) = &mut self.rings else { return Ok(0) };
         let (decoder, exited, out) = (&mut self.decoder, &mut self.exited, &mut self.out);
-        let read =
-            merge.read(|record| decode(decoder, record, name_cgroups, shared, exited, |_| Ok(()), ()))?;
+        // An iteration's events are made as they are read (one ring's are); the CLI's text is
+        // written from the records when they go out.
+        let make = matches!(want, Want::Events);
+        let read = merge.read(make, |record| {
+            let event = |record: Record<'_>| made(py, record).map(Read::Made);
+            decode(decoder, record, name_cgroups, shared, exited, event, Read::Taken)
+        })?;
         merge.decode_deferred(|record| {
             let open = |record: Record<'_>| {
                 Ok(match record {
@@ -375,6 +380,7 @@ impl Reader {
                     true,
                 )?,
                 Held::Open(open) => out.take_owned(py, want, open)?,
+                Held::Event(event) => out.take_made(py, want, event),
             };
             Ok(more && budget > 0)
         })?;
