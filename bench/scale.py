@@ -5,10 +5,12 @@ the CLI capturing everything, and under the library's Python loop; x = wall time
 untraced at the same thread count, in the same round.
 
     sudo .venv/bin/python bench/scale.py [--threads 1,2,4,8,16] [--ops 200000] [--rounds 1]
-                                         [--single] [--workload PATH] [--row-timeout 300]
+                                         [--single] [--ring-shards N] [--workload PATH]
+                                         [--row-timeout 300]
 
 --single adds the CLI and library rows with one ring buffer (--ring-shards 1 / ring_shards=1), to
-compare with the default (one shard per two CPUs). --workload runs a prebuilt otbench (a statically
+compare with the default (one shard per two CPUs), or with N shards (--ring-shards N: to see
+sharding where the default is one ring, on two CPUs). --workload runs a prebuilt otbench (a statically
 linked build of bench/workload.c, for a machine without a compiler) instead of building one.
 
 Prints the table of issue 20 (each cell: x untraced, and how much of the workload's opens the
@@ -28,15 +30,25 @@ from overhead import Measurement, Prepared, Tracer, Workload, cli, library, meas
 
 WORKLOAD = Workload("open-storm", "openat+close storm, one file per thread", "openat+close")
 
-# (column, tracer): the untraced baseline first.
-COLUMNS: list[tuple[str, Tracer]] = [
-    ("untraced", Tracer("untraced", "untraced", None)),
-    ("watcher that filters the workload out",
-     library("opentrace-lib-pid-other", "opentrace library, pid filter excluding the workload",
-             lambda c: {"pid": c.bench_pid}, attached=b"ready ")),
-    ("CLI full capture", cli("opentrace-cli", "opentrace CLI > file")),
-    ("library loop", library("opentrace-lib", "opentrace library (Python loop)")),
-]
+
+
+def columns(shards: int | None, single: bool) -> list[tuple[str, Tracer]]:
+    """(column, tracer), the untraced baseline first; the capturing ones with ``shards`` ring
+    buffers (None: the default), and with ``single`` the same with one."""
+    cli_options = () if shards is None else ("--ring-shards", str(shards))
+    watch = {} if shards is None else {"ring_shards": shards}
+    shown = "" if shards is None else f", {shards} shards"
+    chosen = [
+        ("untraced", Tracer("untraced", "untraced", None)),
+        ("watcher that filters the workload out",
+         library("opentrace-lib-pid-other", "opentrace library, pid filter excluding the workload",
+                 lambda c: {"pid": c.bench_pid, **watch}, attached=b"ready ")),
+        (f"CLI full capture{shown}", cli("opentrace-cli", "opentrace CLI > file", *cli_options)),
+        (f"library loop{shown}", library("opentrace-lib", "opentrace library (Python loop)", watch)),
+    ]
+    return chosen + (SINGLE if single else [])
+
+
 SINGLE: list[tuple[str, Tracer]] = [
     ("CLI, one ring", cli("opentrace-cli-1ring", "opentrace CLI --ring-shards 1 > file", "--ring-shards", "1")),
     ("library, one ring", library("opentrace-lib-1ring", "opentrace library, ring_shards=1", {"ring_shards": 1})),
@@ -50,6 +62,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ops", type=int, default=200_000, help="ops per thread (default 200000)")
     p.add_argument("--rounds", type=int, default=1, help="rounds (default 1)")
     p.add_argument("--single", action="store_true", help="also the CLI and library with one ring buffer")
+    p.add_argument("--ring-shards", type=int, metavar="N",
+                   help="ring buffer shards of the capturing rows (default: the watchers' own)")
     p.add_argument("--workload", type=Path, metavar="PATH", help="a prebuilt otbench to run instead of building one")
     p.add_argument("--row-timeout", type=float, default=300.0, metavar="SECONDS", help="bound on one measurement")
     args = p.parse_args(argv)
@@ -62,11 +76,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def cell(row: dict[str, Any] | None) -> str:
+def cell(row: dict[str, Any] | None, capturing: bool) -> str:
+    """x untraced, and for a tracer that captures the workload how much of it it delivered."""
     if row is None or row["ratio"] is None:
         return "n/a"
     text = f"{row['ratio']:.2f}x"
-    if row["expected"] and row["captured"] is not None:
+    if capturing and row["expected"] and row["captured"] is not None:
         pct = 100 * row["captured"] / row["expected"]
         text += " (100%)" if row["captured"] == row["expected"] else f" ({pct:.1f}%, lost {row['lost']})"
     return text
@@ -80,15 +95,16 @@ def table(rows: list[dict[str, Any]], columns: list[tuple[str, Tracer]], threads
         by_tool = {r["tool"]: r for r in rows if r["threads"] == t}
         base = by_tool.get(columns[0][1].name)
         ns = "n/a" if base is None or base["ns_per_op"] is None else f"{base['ns_per_op']:.0f}"
-        lines.append(f"| {t} | {ns} | " + " | ".join(cell(by_tool.get(tr.name)) for _, tr in shown) + " |")
+        cells = [cell(by_tool.get(tr.name), tr.attached is None) for _, tr in shown]
+        lines.append(f"| {t} | {ns} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
     check_root("scale.py")
     ensure_tracefs()
-    columns = COLUMNS + (SINGLE if args.single else [])
-    tracers = [tracer for _, tracer in columns]
+    chosen = columns(args.ring_shards, args.single)
+    tracers = [tracer for _, tracer in chosen]
     binary = args.workload.resolve() if args.workload else WORKLOAD.build()
     info = machine_info()
     print(f"machine: Linux {info['kernel']}, {info['cpus']} CPUs ({info['cpu_model']}); "
@@ -118,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
                           file=sys.stderr, flush=True)
     rows = summarize(results, tracers, [WORKLOAD], args.threads)
     print()
-    print(table(rows, columns, args.threads))
+    print(table(rows, chosen, args.threads))
     print()
     for r in rows:
         if r["consumer_events_per_cpu_s"] and r["tool"] != "opentrace-lib-pid-other":
@@ -128,7 +144,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"note: {r['label']} T={r['threads']}: {note}")
     path = write_json("scale", {
         "machine": info,
-        "args": {"threads": args.threads, "ops": args.ops, "rounds": args.rounds, "single": args.single},
+        "args": {"threads": args.threads, "ops": args.ops, "rounds": args.rounds, "single": args.single,
+                 "ring_shards": args.ring_shards},
         "summary": rows,
         "measurements": [vars(m) for m in results],
     })
