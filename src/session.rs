@@ -126,6 +126,17 @@ impl Session {
         Ok(value)
     }
 
+    /// The iterator's fast path, most of its calls in a busy stream: an event a drain left,
+    /// taken without `with_live`'s bookkeeping when the lock is free at once (no Python code
+    /// runs while it is held here, so no handler can need to know who holds it).
+    fn next_drained(&self) -> Option<Py<PyAny>> {
+        if self.is_closed() || this_process() != self.owner {
+            return None;
+        }
+        let mut guard = self.live.try_lock().ok()?;
+        guard.as_mut()?.out.ready.pop_front()
+    }
+
     /// Detaches and frees everything the kernel holds for this session (once).
     fn teardown(&self, py: Python<'_>, slot: &mut Option<Reader>) -> PyResult<()> {
         let Some(mut reader) = slot.take() else { return Ok(()) };
@@ -243,6 +254,9 @@ impl Session {
 
     /// Blocks (GIL released) until the next event; `None` (StopIteration) once closed.
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        if let Some(event) = self.next_drained() {
+            return Ok(Some(event));
+        }
         self.with_live(py, |slot| {
             if let Some(reader) = slot.as_mut() {
                 reader.fill(py, &self.shared, None, &Want::Events)?;
