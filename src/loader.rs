@@ -6,7 +6,7 @@ use aya::{
     programs::{Program, ProgramError, RawTracePoint, TracePoint},
 };
 use aya_log::EbpfLogger;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use opentrace_common::abi::{
     cgroup::CgroupFields,
@@ -226,18 +226,73 @@ fn make_rings(ebpf: &mut Ebpf, rings: Rings, cpus: u32) -> Result<Vec<RingBuf<Ma
             MapData::create(def, "EVENTS", None).map_err(|e| Error::kernel("making a ring buffer", &e))
         })
         .collect::<Result<Vec<_>>>()?;
-    let mut slots: ArrayOfMaps<&mut MapData, MapData> = ArrayOfMaps::try_from(map(ebpf, "EVENTS")?)
-        .map_err(|e| Error::kernel("opening the ring buffers' array", &e))?;
-    for cpu in 0..cpus {
-        slots
-            .set(cpu, &made[(cpu % rings.shards) as usize], 0)
-            .map_err(|e| Error::kernel("giving a CPU its ring buffer", &e))?;
+    let outer = map(ebpf, "EVENTS")?;
+    let slots: Vec<u32> = (0..cpus).collect();
+    let fds: Vec<u32> =
+        slots.iter().map(|cpu| made[(cpu % rings.shards) as usize].fd().as_fd().as_raw_fd() as u32).collect();
+    let batched = match &*outer {
+        Map::ArrayOfMaps(data) => update_batch(data.fd().as_fd(), &slots, &fds),
+        _ => Err(std::io::Error::other("not an array of maps")),
+    };
+    if batched.is_err() {
+        // A kernel without batch updates of this map type (before 5.6): one at a time.
+        let mut array: ArrayOfMaps<&mut MapData, MapData> =
+            ArrayOfMaps::try_from(outer).map_err(|e| Error::kernel("opening the ring buffers' array", &e))?;
+        for cpu in slots {
+            array
+                .set(cpu, &made[(cpu % rings.shards) as usize], 0)
+                .map_err(|e| Error::kernel("giving a CPU its ring buffer", &e))?;
+        }
     }
     made.into_iter()
         .map(|data| {
             RingBuf::try_from(Map::RingBuf(data)).map_err(|e| Error::kernel("mapping a ring buffer", &e))
         })
         .collect()
+}
+
+/// Puts the maps `values` (fds) at `keys` of the array of maps `outer` with one
+/// `BPF_MAP_UPDATE_BATCH`, which aya 0.14 lacks: the kernel waits for an RCU grace period after
+/// each update of a map of maps (~10 ms here), and once for a batch; one CPU's slot at a time,
+/// `watch()` waited 10 ms per CPU.
+fn update_batch(outer: BorrowedFd<'_>, keys: &[u32], values: &[u32]) -> std::io::Result<()> {
+    const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+    /// `union bpf_attr`'s `batch`, then zeros to the size the kernel is told.
+    #[repr(C)]
+    struct Batch {
+        in_batch: u64,
+        out_batch: u64,
+        keys: u64,
+        values: u64,
+        count: u32,
+        map_fd: u32,
+        elem_flags: u64,
+        flags: u64,
+        _rest: [u64; 10],
+    }
+    let mut attr = Batch {
+        in_batch: 0,
+        out_batch: 0,
+        keys: keys.as_ptr() as u64,
+        values: values.as_ptr() as u64,
+        count: keys.len().min(values.len()) as u32,
+        map_fd: outer.as_raw_fd() as u32,
+        elem_flags: 0,
+        flags: 0,
+        _rest: [0; 10],
+    };
+    // SAFETY: bpf(2) with an attribute block of the size it is told; the kernel reads `count`
+    // keys and values from the slices, which outlive the call, and writes back `count`.
+    let rc = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_MAP_UPDATE_BATCH, &mut attr as *mut Batch, size_of::<Batch>() as u32)
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if attr.count as usize != keys.len() {
+        return Err(std::io::Error::other("the batch update stopped early"));
+    }
+    Ok(())
 }
 
 /// Takes the counters out of the object; the rest stays with the links.
