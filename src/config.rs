@@ -7,15 +7,18 @@ use opentrace_common::{
     abi::{
         open::Syscall,
         settings::{
-            FILTER_CGROUP, FILTER_COMM, FILTER_EXCLUDE_SELF, FILTER_FAILED, FILTER_TID, FILTER_UID,
-            IN_PID_NAMESPACE, Settings, TEST_FAILURES, WITH_COUNTS, WITH_FILE_ID, WITH_FULL_PATH,
+            FILTER_CGROUP, FILTER_COMM, FILTER_EXCLUDE_SELF, FILTER_FAILED, FILTER_PATHS, FILTER_TID,
+            FILTER_UID, IN_PID_NAMESPACE, Settings, TEST_FAILURES, WITH_COUNTS, WITH_FILE_ID, WITH_FULL_PATH,
         },
     },
     comm::Needle,
     tracepoint::Schema,
 };
 
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    paths::PathFilter,
+};
 
 /// The largest ring buffer a watcher may ask for (`ring_size`), in bytes.
 pub const MAX_RING_SIZE: u32 = 1 << 30;
@@ -53,6 +56,8 @@ pub struct Options {
     pub counts: Option<(u32, u32)>,
     /// Read each successful open's file identity (inode, dev, mnt_id).
     pub file_id: bool,
+    /// Only opens whose full path matches.
+    pub paths: Option<PathFilter>,
 }
 
 /// What the loader needs.
@@ -66,6 +71,8 @@ pub struct Config {
     pub rings: Rings,
     /// A pid watcher: this process, and with `descendants` every process descended from it.
     pub follow: Option<Follow>,
+    /// The path filter, whose entries the loader gives the programs.
+    pub paths: Option<PathFilter>,
 }
 
 /// The ring buffers: `shards` of `shard_size` bytes each, CPU `c`'s records going to shard
@@ -144,6 +151,8 @@ impl Options {
         on(WITH_FULL_PATH, self.full_path);
         on(WITH_FILE_ID, self.file_id);
         on(FILTER_FAILED, self.failed);
+        // Paths are matched in full.
+        on(FILTER_PATHS | WITH_FULL_PATH, self.paths.is_some());
         if let Some(tid) = self.tid.filter(|_| on(FILTER_TID, true)) {
             settings.tid = tid;
         }
@@ -204,6 +213,7 @@ impl Options {
             tracepoints,
             rings: Rings::new(self.ring_size, self.ring_shards, online_cpus(), page_size())?,
             follow: self.follow(),
+            paths: self.paths.clone(),
         })
     }
 

@@ -8,7 +8,7 @@ use opentrace_common::{
     abi::{
         RecordKind,
         cgroup::{CGROUP_NAME_SIZE, CgroupName},
-        open::{OpenHeader, STATUS_DEV_UNSURE, STATUS_FILE_ID, STATUS_PATH_FAULT, full},
+        open::{OpenHeader, STATUS_DEV_UNSURE, STATUS_FILE_ID, STATUS_PATH_FAULT, Syscall, full},
         tracepoint::{TP_RAW_MAX, TracepointHeader},
         uring::{URING_COMPLETE_SIZE, URING_PENDING_MAX, UringComplete},
     },
@@ -16,7 +16,7 @@ use opentrace_common::{
     tracepoint::{self, Schema},
 };
 
-use crate::{cgroup, diag};
+use crate::{cgroup, diag, paths::PathFilter};
 
 /// Most io_uring open requests waiting for their completion (four times what the kernel's map
 /// holds): past that, the oldest is forgotten, and counted as lost.
@@ -107,6 +107,9 @@ pub struct Decoder {
     cut_short: u64,
     /// io_uring open events whose path (or `open_how`) could not be read, since the last report.
     unread_uring_paths: u64,
+    /// The path filter, for io_uring opens: their full path is known at their completion, after
+    /// the request was sent (the syscalls' opens are matched in the kernel).
+    paths: Option<PathFilter>,
 }
 
 impl Decoder {
@@ -124,7 +127,14 @@ impl Decoder {
             unread_strings: 0,
             cut_short: 0,
             unread_uring_paths: 0,
+            paths: None,
         }
+    }
+
+    /// io_uring opens are matched against `paths` as they complete.
+    pub fn with_paths(mut self, paths: Option<PathFilter>) -> Decoder {
+        self.paths = paths;
+        self
     }
 
     /// Says, through the `opentrace` logger's notes, what was decoded incompletely since the last
@@ -263,6 +273,15 @@ impl Decoder {
         let cgroup = if name_cgroups { self.cgroups.get(head.cgroup_id) } else { None };
         let container = cgroup.as_deref().and_then(|path| self.cgroups.container(head.cgroup_id, path));
         let full = open::full_path(&head, path, walked, &mut self.scratch);
+        // A full path that could not be resolved may match: the event says why it is None.
+        if head.syscall == Syscall::IoUring as u8
+            && let (Some(paths), Some(full)) = (&self.paths, full)
+            && !paths.matches(
+                full.strip_suffix(open::DELETED).filter(|_| head.full == full::FILE_DELETED).unwrap_or(full),
+            )
+        {
+            return Ok(Record::Kept);
+        }
         Ok(Record::Open(Decoded { head, path, full, cgroup, container }))
     }
 }

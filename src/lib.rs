@@ -19,6 +19,7 @@ mod loader;
 mod lost;
 mod merge;
 mod output;
+mod paths;
 mod pidns;
 mod reader;
 mod ring;

@@ -2,7 +2,7 @@
 //! and attaching the programs.
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{ArrayOfMaps, HashMap, Map, MapData, PerCpuArray, ProgramArray, RingBuf},
+    maps::{ArrayOfMaps, HashMap, LpmTrie, Map, MapData, PerCpuArray, ProgramArray, RingBuf, lpm_trie},
     programs::{Program, ProgramError, RawTracePoint, TracePoint},
 };
 use aya_log::EbpfLogger;
@@ -11,6 +11,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use opentrace_common::abi::{
     cgroup::CgroupFields,
     open::Syscall,
+    paths::{KEY_BYTES, Suffixes},
     settings::{FILTER_TRACKED, WITH_FILE_ID, WITH_FULL_PATH},
     tracepoint::TracepointConfig,
     uring::{URING_COMPLETE_ARGS, UringArgs},
@@ -24,6 +25,7 @@ use crate::{
     follow::{self, Tracked},
     layout,
     lost::Counters,
+    paths::PathFilter,
     sys, tracefs,
 };
 
@@ -201,6 +203,10 @@ fn load_object(
         settings.enabled &= !WITH_FILE_ID;
     }
     loader.override_global("SETTINGS", &settings, true);
+    let suffixes = config.paths.as_ref().map_or(Suffixes::NONE, PathFilter::suffixes);
+    loader.override_global("PATH_SUFFIXES", &suffixes, true);
+    let keys = config.paths.as_ref().map(PathFilter::keys).unwrap_or_default();
+    loader.map_max_entries("PATH_KEYS", (keys.len() as u32).max(1));
     let cpus = aya::util::nr_cpus()
         .map_err(|(path, e)| Error::kernel(&format!("reading the possible CPUs from {path}"), &e))?
         as u32;
@@ -209,6 +215,14 @@ fn load_object(
     loader.map_max_entries("COUNTS", settings.count_keys.max(1));
     let mut ebpf = loader.load(OBJECT).map_err(|e| Error::kernel("loading the eBPF programs", &e))?;
     let rings = make_rings(&mut ebpf, config.rings, cpus)?;
+    if !keys.is_empty() {
+        let mut trie: LpmTrie<_, [u8; KEY_BYTES], u8> = LpmTrie::try_from(map(&mut ebpf, "PATH_KEYS")?)
+            .map_err(|e| Error::kernel("opening the path filter's map", &e))?;
+        for key in &keys {
+            trie.insert(&lpm_trie::Key::new(key.prefix_len, key.data), 1, 0)
+                .map_err(|e| Error::kernel("filling the path filter's map", &e))?;
+        }
+    }
     let logs = EbpfLogger::init_with_logger(&mut ebpf, FromKernel)
         .map_err(|e| Error::kernel("opening the eBPF programs' log buffer", &e))?;
     Ok((ebpf, logs, rings))

@@ -23,6 +23,7 @@ use crate::{
     loader::{self, Loaded},
     lost::Ledger,
     output::Formatter,
+    paths::PathFilter,
     pidns,
     reader::{Reader, Shared, Want},
     ring::Waiter,
@@ -165,7 +166,7 @@ impl Drop for Session {
 #[pymethods]
 impl Session {
     #[new]
-    #[pyo3(signature = (*, syscalls, ring_size, latency_ns, ring_shards=None, pid=None, descendants=false, tid=None, uid=None, comm=None, failed=false, exclude_tgid=None, full_path=false, cgroup=None, tracepoints=None, fail_every=None, counts=None, file_id=true))]
+    #[pyo3(signature = (*, syscalls, ring_size, latency_ns, ring_shards=None, pid=None, descendants=false, tid=None, uid=None, comm=None, failed=false, exclude_tgid=None, full_path=false, cgroup=None, tracepoints=None, fail_every=None, counts=None, file_id=true, paths=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -186,7 +187,16 @@ impl Session {
         fail_every: Option<u32>,
         counts: Option<(u32, u32)>,
         file_id: bool,
+        paths: Option<Vec<Vec<u8>>>,
     ) -> PyResult<Session> {
+        let paths = match paths {
+            Some(entries) => {
+                let cwd = std::env::current_dir()
+                    .map_err(|e| Error::Other(format!("the current directory, for relative paths: {e}")))?;
+                Some(PathFilter::new(&entries, &cwd)?)
+            }
+            None => None,
+        };
         let options = Options {
             syscalls,
             ring_size,
@@ -205,9 +215,10 @@ impl Session {
             fail_every,
             counts,
             file_id,
+            paths: paths.clone(),
         };
         let tracepoints = tracefs::schemas(tracepoints.unwrap_or_default())?;
-        let decoder = Decoder::new(failed, tracepoints.iter().map(|(s, _)| Arc::clone(s)));
+        let decoder = Decoder::new(failed, tracepoints.iter().map(|(s, _)| Arc::clone(s))).with_paths(paths);
         let config = options.config(tracepoints)?;
 
         let waiter = Waiter::new().map_err(|e| Error::kernel("creating the epoll set", &e))?;

@@ -18,6 +18,7 @@ pub mod cgroup;
 pub mod count;
 pub mod kernel;
 pub mod open;
+pub mod paths;
 pub mod process;
 pub mod settings;
 pub mod tracepoint;

@@ -1,7 +1,9 @@
 //! Counting mode (`watch_counts`, `opentrace top`): an open is counted under its key in a
 //! per-CPU hash map rather than sent; the first open of a key is also sent (`STATUS_COUNTED`) to
 //! name it. The reader sums the per-CPU counts each interval.
-use aya_ebpf::{bindings::BPF_NOEXIST, macros::map, maps::PerCpuHashMap};
+use core::ffi::c_void;
+
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::generated::bpf_loop, macros::map, maps::PerCpuHashMap};
 use opentrace_common::{
     AT_FDCWD, PATH_MAX,
     abi::{
@@ -100,26 +102,40 @@ fn full() -> Counted {
     Counted::Full
 }
 
+/// A path hash in progress, stepped by `bpf_loop` one word at a time (a loop the verifier would
+/// otherwise walk through up to PATH_MAX / 8 times for each state that reaches it).
+#[repr(C)]
+struct Hashing {
+    data: *const u8,
+    len: u32,
+    _pad: u32,
+    hash: u64,
+}
+
 /// The hash of the first `len` bytes of `data` (see `abi::count::hash_step`).
 #[inline(always)]
-fn path_hash(data: &[u8], len: u32) -> u64 {
-    let mut hash = HASH_START;
-    let words = len.div_ceil(8).min(PATH_MAX as u32 / 8);
-    for i in 0..PATH_MAX / 8 {
-        if i as u32 >= words {
-            break;
-        }
-        let Some(bytes) = data.get(i * 8..i * 8 + 8) else { break };
-        let mut word = u64::from_le_bytes([
-            bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
-        ]);
-        let left = len - i as u32 * 8;
-        if left < 8 {
-            word &= (1u64 << (8 * left)) - 1;
-        }
-        hash = hash_step(hash, word);
+fn path_hash(data: &[u8; 2 * PATH_MAX], len: u32) -> u64 {
+    let len = len.min(PATH_MAX as u32);
+    let mut hashing = Hashing { data: data.as_ptr(), len, _pad: 0, hash: HASH_START };
+    // SAFETY: `hash_word` has the callback signature bpf_loop expects; `hashing` outlives the call.
+    unsafe { bpf_loop(len.div_ceil(8), hash_word as *mut c_void, (&raw mut hashing).cast(), 0) };
+    hashing.hash
+}
+
+/// One word of a path into its hash.
+extern "C" fn hash_word(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `Hashing` on the stack of `path_hash`, waiting in `bpf_loop`.
+    let hashing = unsafe { &mut *ctx.cast::<Hashing>() };
+    let at = (index as u32 * 8) & (PATH_MAX as u32 - 1);
+    // SAFETY: `data` is the slot's 2 * PATH_MAX bytes; a word at a masked offset below PATH_MAX is
+    // inside them.
+    let mut word = unsafe { hashing.data.add(at as usize).cast::<u64>().read_unaligned() };
+    let left = hashing.len.saturating_sub(at);
+    if left < 8 {
+        word &= (1u64 << (8 * left)) - 1;
     }
-    hash
+    hashing.hash = hash_step(hashing.hash, word);
+    0
 }
 
 /// The (inode, device) of the directory a relative lookup starts from: the task's working

@@ -15,6 +15,7 @@ mod filter;
 mod kernel;
 mod open;
 mod path;
+mod path_filter;
 mod process;
 mod shared;
 mod storage;

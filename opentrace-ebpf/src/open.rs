@@ -21,7 +21,7 @@ use opentrace_common::{
             ArgOffsets, DEFAULT_RET_OFFSET, FileId, OPEN_HEADER_SIZE, OpenHeader, OpenRecord, Pending,
             STATUS_COUNTED, STATUS_FILE_ID, STATUS_HOW_FAULT, STATUS_PATH_FAULT, Syscall, full,
         },
-        settings::{FILTER_FAILED, TEST_FAILURES, WITH_COUNTS, WITH_FILE_ID, WITH_FULL_PATH},
+        settings::{FILTER_FAILED, FILTER_PATHS, TEST_FAILURES, WITH_COUNTS, WITH_FILE_ID, WITH_FULL_PATH},
     },
 };
 
@@ -29,7 +29,7 @@ use crate::{
     count::{self, Counted},
     file,
     filter::wanted,
-    kernel, path, process,
+    kernel, path, path_filter, process,
     shared::{SCRATCH, SETTINGS, count, counted, global, on, output},
     storage::TaskStorage,
 };
@@ -245,9 +245,11 @@ pub fn send_open(event: &mut OpenRecord, filename: u64, how: u64, ret: i64, dfd:
         }
     }
 
+    // With a path filter, an open is counted (or not) once its full path is known to match.
+    let filtered = on(FILTER_PATHS);
     // Counting mode: only the first open of a key is sent, to name it. A successful open is
     // counted by its file, before its path is read (only a new key's is).
-    if on(WITH_COUNTS) && ret >= 0 && !first_of_key(event, ret, 0, dfd) {
+    if on(WITH_COUNTS) && !filtered && ret >= 0 && !first_of_key(event, ret, 0, dfd) {
         return;
     }
 
@@ -264,15 +266,8 @@ pub fn send_open(event: &mut OpenRecord, filename: u64, how: u64, ret: i64, dfd:
     event.header.path_len = path_len as u16;
 
     // A failed open is counted by its path and where its lookup started.
-    if on(WITH_COUNTS) && ret < 0 && !first_of_key(event, ret, path_len, dfd) {
+    if on(WITH_COUNTS) && !filtered && ret < 0 && !first_of_key(event, ret, path_len, dfd) {
         return;
-    }
-
-    // A successful open's file: the fd is in the task's table by now.
-    if on(WITH_FILE_ID) && ret >= 0 && event.header.status & STATUS_FILE_ID == 0 {
-        let (file, status) = file::identity(ret);
-        event.header.file = file;
-        event.header.status |= status;
     }
 
     let mut full_len = 0;
@@ -290,6 +285,23 @@ pub fn send_open(event: &mut OpenRecord, filename: u64, how: u64, ret: i64, dfd:
         };
         event.header.full = code;
         event.header.full_len = full_len as u16;
+    }
+
+    if filtered {
+        if !path_filter::matches(event, path_len, full_len) {
+            return;
+        }
+        let counted_len = if ret >= 0 { 0 } else { path_len };
+        if on(WITH_COUNTS) && !first_of_key(event, ret, counted_len, dfd) {
+            return;
+        }
+    }
+
+    // A successful open's file: the fd is in the task's table by now.
+    if on(WITH_FILE_ID) && ret >= 0 && event.header.status & STATUS_FILE_ID == 0 {
+        let (file, status) = file::identity(ret);
+        event.header.file = file;
+        event.header.status |= status;
     }
 
     let size = OPEN_HEADER_SIZE + (path_len as usize & (PATH_MAX - 1)) + (full_len as usize & (PATH_MAX - 1));

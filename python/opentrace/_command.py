@@ -85,6 +85,7 @@ def run(
     ring_size: int = DEFAULT_RING_SIZE,
     ring_shards: int | None = None,
     latency: float = DEFAULT_LATENCY,
+    paths: Iterable[str | bytes | os.PathLike[str] | os.PathLike[bytes]] | None = None,
 ) -> CommandWatcher:
     """Start the command ``args`` (as ``subprocess`` would, with ``cwd`` and ``env``) and watch it
     and every process it starts, from its first instruction on: the programs are attached before
@@ -97,7 +98,7 @@ def run(
     where = None if cwd is None else os.fsencode(cwd)
     config = _checked(pid=None, descendants=False, tid=None, uid=uid, comm=comm, failed=failed,
                       syscalls=syscalls, ring_size=ring_size, latency=latency, full_path=full_path,
-                      file_id=file_id, ring_shards=ring_shards)
+                      file_id=file_id, ring_shards=ring_shards, paths=paths)
     _reap_finished()
     suspended = _opentrace.Suspended(_candidates(argv[0], env), argv, envp, where)
     try:

@@ -77,7 +77,7 @@ def _by(value: object) -> int:
 _FILTERS: dict[str, Any] = {
     "pid": None, "descendants": False, "tid": None, "uid": None, "comm": None, "failed": False,
     "syscalls": SYSCALLS, "ring_size": DEFAULT_RING_SIZE, "latency": DEFAULT_LATENCY, "cgroup": None,
-    "container": None,
+    "container": None, "paths": None,
 }
 
 
@@ -90,7 +90,7 @@ def watch_counts(
     ``by`` groups the counts: any of ``"pid"``, ``"comm"``, ``"cgroup"``, ``"file"``. ``max_keys``
     bounds the kernel's table of keys; opens of keys past it are counted in ``lost`` and said in
     the log. ``filters`` are ``watch()``'s (``pid``, ``descendants``, ``tid``, ``uid``, ``comm``,
-    ``failed``, ``syscalls``, ``ring_size``, ``latency``, ``cgroup``, ``container``).
+    ``failed``, ``syscalls``, ``ring_size``, ``latency``, ``cgroup``, ``container``, ``paths``).
     """
     unknown = sorted(set(filters) - set(_FILTERS))
     if unknown:

@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-x", "--failed", action="store_true", help="only failed opens")
     p.add_argument("--cgroup", metavar="PATH", help="only tasks in this cgroup v2 or below it")
     p.add_argument("--container", metavar="NAME_OR_ID", help="only this container's tasks")
+    p.add_argument("--path", dest="paths", action="append", metavar="P",
+                   help="only opens whose full path matches P (repeatable): DIR/, *SUFFIX or an exact path")
     p.add_argument("--max-keys", type=_positive_int, default=DEFAULT_MAX_KEYS, metavar="N",
                    help=f"the kernel's table of keys (default {DEFAULT_MAX_KEYS}); opens past it are counted lost")
     return p
@@ -86,7 +88,8 @@ def top(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
     out = _open_output(None, stdout)
     try:
         watcher = watch_counts(args.interval, by, max_keys=args.max_keys, pid=args.pid, uid=args.uid,
-                               comm=args.name, failed=args.failed, cgroup=args.cgroup, container=args.container)
+                               comm=args.name, failed=args.failed, cgroup=args.cgroup, container=args.container,
+                               paths=args.paths)
     except (ValueError, TypeError) as e:
         err.write(f"{PROG}: {e}\n")
         return 2

@@ -175,6 +175,20 @@ def _timeout(value: object) -> float | None:
     return _seconds("timeout", value, float("inf"))
 
 
+def _paths(value: object) -> list[bytes]:
+    """``paths``: a list of entries, each str, bytes or a path object (checked further in Rust)."""
+    if isinstance(value, (str, bytes, os.PathLike)):
+        raise TypeError(f"paths must be a list of paths, such as [{value!r}], not one path")
+    if not isinstance(value, Iterable):
+        raise TypeError(f"paths must be a list of paths, not {type(value).__name__}")
+    entries = []
+    for entry in value:
+        if not isinstance(entry, (str, bytes, os.PathLike)):
+            raise TypeError(f"each of paths must be a str, bytes or path object, not {type(entry).__name__}")
+        entries.append(os.fsencode(entry))
+    return entries
+
+
 def _is_own_thread(tid: int) -> bool:
     return os.path.exists(f"/proc/self/task/{tid}")
 
@@ -195,6 +209,7 @@ def watch(
     file_id: bool = True,
     cgroup: str | None = None,
     container: str | None = None,
+    paths: Iterable[str | bytes | os.PathLike[str] | os.PathLike[bytes]] | None = None,
 ) -> Watcher[OpenEvent]:
     """Load and attach the tracepoint programs; returns a ``Watcher`` yielding ``OpenEvent``.
 
@@ -215,11 +230,15 @@ def watch(
     ``cgroup`` (a cgroup v2 path, under the cgroup2 mount or with the mount point in front) keeps
     only the tasks in that cgroup or below it; ``container`` (a name, an id or the start of one, as
     docker, podman or containerd know it) keeps only that container's, by its cgroup.
+    ``paths`` (up to 64 entries) keeps only the opens whose full path matches one, decided in the
+    kernel: an entry ending in ``/`` matches the directory and everything under it, ``*`` in front
+    makes a suffix (``"*.so"``), any other entry is one exact path; relative entries are taken from
+    the current directory. Full paths are resolved to be matched (the events carry them).
     """
     config = _checked(pid=pid, descendants=descendants, tid=tid, uid=uid, comm=comm, failed=failed,
                       syscalls=syscalls, ring_size=ring_size, latency=latency, full_path=full_path,
                       file_id=file_id, cgroup=cgroup,
-                      container=container,
+                      container=container, paths=paths,
                       ring_shards=ring_shards)
     return Watcher(_load(config))
 
@@ -240,6 +259,7 @@ def _checked(
     cgroup: str | None = None,
     container: str | None = None,
     ring_shards: int | None = None,
+    paths: Iterable[str | bytes | os.PathLike[str] | os.PathLike[bytes]] | None = None,
 ) -> dict[str, Any]:
     """``watch()``'s arguments checked (all of them, before anything is loaded), as ``Session`` takes them."""
     config: dict[str, Any] = {
@@ -277,6 +297,8 @@ def _checked(
         from ._containers import container_cgroup
 
         config["cgroup"] = container_cgroup(container)
+    if paths is not None:
+        config["paths"] = _paths(paths)
     me = os.getpid()
     if pid != me and (tid is None or not _is_own_thread(tid)):
         config["exclude_tgid"] = me

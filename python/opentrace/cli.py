@@ -150,6 +150,10 @@ def _trace_parser() -> argparse.ArgumentParser:
         "-F", "--full-path", action="store_true",
         help="print the full path of what was opened (unresolved ones as '? PATH')",
     )
+    p.add_argument("--path", dest="paths", action="append", metavar="P",
+                   help="only opens whose full path matches P, decided in the kernel (repeatable, up to 64): "
+                        "DIR/ (ending in /) is that directory and everything under it, *SUFFIX a suffix "
+                        "('*.so'), anything else one exact path")
     p.add_argument("--json", action="store_true", help="one JSON object per line instead of columns")
     p.add_argument("-o", "--output", metavar="FILE", help="write the trace to FILE instead of standard output")
     p.add_argument("--summary", action="store_true",
@@ -361,6 +365,8 @@ def _watch_options(args: argparse.Namespace) -> dict[str, object]:
         options["ring_size"] = args.ring_size
     if args.ring_shards is not None:
         options["ring_shards"] = args.ring_shards
+    if args.paths:
+        options["paths"] = [os.fsencode(p) for p in args.paths]
     return options
 
 

@@ -52,6 +52,9 @@ pub const TEST_FAILURES: u32 = 1 << 10;
 pub const WITH_FILE_ID: u32 = 1 << 11;
 /// Counting mode: opens are counted in the kernel (see `abi::count`), not sent one by one.
 pub const WITH_COUNTS: u32 = 1 << 12;
+/// Only opens whose full path matches an entry of the path filter (see `abi::paths`); full
+/// paths are resolved (`WITH_FULL_PATH`) to be matched.
+pub const FILTER_PATHS: u32 = 1 << 13;
 
 impl Settings {
     pub const NONE: Settings = Settings {

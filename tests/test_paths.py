@@ -1,0 +1,202 @@
+"""Path filters in the kernel (``watch(paths=...)``, ``--path``): which opens come through is
+checked against what the opening process itself saw (``readlink /proc/self/fd/N``, or its start
+directory joined with the path for a failed open), matched by the entries' rules written out
+here, independently of the extension's."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import opentrace
+
+from .conftest import Child, run_child, settle
+
+pytestmark = pytest.mark.root
+
+O_RDONLY, O_CREAT, O_WRONLY = os.O_RDONLY, os.O_CREAT, os.O_WRONLY
+
+
+def resolve(where: object, path: object, flags: int = O_RDONLY, mode: int = 0o600) -> list[object]:
+    return ["resolve", where, str(path), flags, mode]
+
+
+def seen_by_process(op: list[Any], result: list[Any]) -> str | None:
+    """The full path the opening process saw: its fd's link, or start directory + path."""
+    path, (ret, link, start) = op[2], result
+    if ret >= 0:
+        return None if link is None else str(link)
+    return os.path.join(start, path) if not path.startswith("/") else path
+
+
+def matches(entries: list[str], full: str) -> bool:
+    """The documented rules: DIR/ is the directory and everything under it, *X a suffix, anything
+    else one exact path (entries here are absolute and normal)."""
+    for entry in entries:
+        if entry.startswith("*"):
+            if full.endswith(entry[1:]):
+                return True
+        elif entry.endswith("/"):
+            if full.startswith(entry) or full == entry.rstrip("/"):
+                return True
+        elif full == entry:
+            return True
+    return False
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """tmp/data/a/b/c/f, tmp/data/g.log, tmp/data2/f (a prefix of 'data' that is not under it),
+    tmp/other/x.log, tmp/other/exact, tmp/link -> data."""
+    (tmp_path / "data" / "a" / "b" / "c").mkdir(parents=True)
+    for name in ("data/a/b/c/f", "data/g.log", "data2/f", "other/x.log", "other/exact", "other/exactly"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(name)
+    (tmp_path / "link").symlink_to("data")
+    return tmp_path
+
+
+def run_filtered(tree: Path, entries: list[str], ops: list[list[object]]) -> tuple[list[Any], list[Any]]:
+    child = Child(ops)
+    with opentrace.watch(pid=child.pid, paths=entries) as w:
+        results = child.go()
+        events = settle(w)
+        assert w.lost == 0
+    return results, events
+
+
+def test_directory_exact_and_suffix_entries_against_what_the_process_saw(tree: Path) -> None:
+    entries = [f"{tree}/data/", f"{tree}/other/exact", "*.log"]
+    ops = [
+        ["chdir", str(tree / "other")],
+        resolve(None, f"{tree}/data/a/b/c/f"),
+        resolve(None, "../data/a/b/c/f"),  # relative, through ..
+        resolve(None, "../link/g.log"),  # through a symlink: the resolved path is under data/
+        resolve(None, f"{tree}/data"),  # the directory itself
+        resolve(None, f"{tree}/data2/f"),  # 'data2' starts with 'data' but is not under it
+        resolve(None, "exact"),
+        resolve(None, "exactly"),  # the exact entry is not a prefix
+        resolve(None, "x.log"),
+        resolve(None, f"{tree}/data/nope"),  # failed, absolute
+        resolve(None, "../data/a/nope"),  # failed, relative: '<tree>/other/../data/a/nope' is not under data/
+        ["chdir", str(tree / "data" / "a")],
+        resolve(None, "b/nope"),  # failed, relative, from inside data/
+        ["chdir", str(tree / "other")],
+        resolve(None, "nope.log"),  # failed, relative, suffix
+        resolve(None, "nope"),  # failed, outside
+        resolve(None, "/etc/hostname"),
+    ]
+    results, events = run_filtered(tree, entries, ops)
+    expected = []
+    for op, result in zip(ops, results, strict=True):
+        if op[0] != "resolve":
+            continue
+        full = seen_by_process(op, result)
+        assert full is not None, (op, result)
+        if matches(entries, full):
+            expected.append((op[2], result[0], full))
+    got = [(ev.path, ev.ret, ev.full_path) for ev in events]
+    assert got == expected
+    # Every kind of entry and outcome is in there, so that the comparison means something.
+    assert len(expected) == 9
+    assert not any(path == "../data/a/nope" for path, _, _ in expected)
+    assert {ret >= 0 for _, ret, _ in expected} == {True, False}
+
+
+def test_a_symlinked_directory_entry_matches_the_resolved_and_the_given_path(tree: Path) -> None:
+    entries = [f"{tree}/link/"]
+    ops = [
+        resolve(None, f"{tree}/data/a/b/c/f"),  # the resolved path of link/a/b/c/f
+        resolve(None, f"{tree}/link/nope"),  # failed: matched as passed, through the link
+        resolve(None, f"{tree}/data2/f"),
+    ]
+    results, events = run_filtered(tree, entries, ops)
+    assert [(ev.path, ev.ret) for ev in events] == [(op[2], r[0]) for op, r in zip(ops[:2], results[:2], strict=True)]
+    assert results[1][0] == -errno.ENOENT
+
+
+def test_relative_entries_are_taken_from_the_current_directory(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tree)
+    ops = [resolve(None, f"{tree}/data/g.log"), resolve(None, f"{tree}/other/x.log")]
+    results, events = run_filtered(tree, ["data/./a/../"], ops)
+    assert [(ev.full_path, ev.ret) for ev in events] == [(f"{tree}/data/g.log", results[0][0])]
+
+
+def test_opens_that_do_not_match_take_no_ring_space_and_are_not_lost(tree: Path) -> None:
+    """A storm of opens outside the filter into the smallest ring, then a few inside it: none of
+    those is lost, and nothing is counted lost."""
+    outside, inside = tree / "other" / "x.log", tree / "data" / "g.log"
+    with opentrace.watch(paths=[f"{tree}/data/"], ring_size=4096, latency=0) as w:
+        child, results = run_child([["loop", str(outside), 20000], ["loop", str(inside), 5]])
+        events = settle(w)
+        assert w.lost == 0
+    assert results == [20000, 5]
+    mine = [ev for ev in events if ev.pid == child.pid]
+    assert [ev.full_path for ev in mine] == [str(inside)] * 5
+    assert all(ev.full_path is not None and ev.full_path.startswith(f"{tree}/data/") for ev in events)
+
+
+def test_io_uring_opens_are_matched_as_they_complete(uring_helper: Path, tree: Path) -> None:
+    out = tree / "uring.out"
+    inside, outside = tree / "data" / "g.log", tree / "other" / "x.log"
+    ops = [f"open:{inside}", f"open:{outside}", f"open:{tree}/data/missing", f"open:{tree}/other/missing"]
+    with opentrace.run([str(uring_helper), f"--out={out}", *ops], syscalls=["io_uring"],
+                       paths=[f"{tree}/data/"]) as w:
+        events = list(w)
+        assert w.lost == 0
+    reports = [json.loads(line) for line in out.read_text().splitlines()]
+    assert reports[0]["res"] >= 0 and reports[1]["res"] >= 0 and reports[2]["res"] < 0
+    assert [(ev.full_path, ev.ret) for ev in events] == [
+        (str(inside), reports[0]["res"]), (f"{tree}/data/missing", reports[2]["res"]),
+    ]
+
+
+def test_watch_counts_counts_only_the_matching_opens(tree: Path) -> None:
+    inside, outside = tree / "data" / "g.log", tree / "other" / "x.log"
+    with opentrace.watch_counts(0.2, by=("file",), paths=[str(inside)]) as counts:
+        _, results = run_child([["loop", str(inside), 300], ["loop", str(outside), 300]])
+        assert results == [300, 300]
+        rows = []
+        for interval in counts:
+            rows.extend(interval)
+            if sum(r.opens for r in rows if r.path == str(inside)) >= 300:
+                break
+        assert counts.lost == 0
+    assert {r.path for r in rows} == {str(inside)}
+    assert sum(r.opens for r in rows) == 300
+
+
+@pytest.mark.parametrize(("paths", "error", "words"), [
+    ("/etc/", TypeError, "list of paths"),
+    ([], ValueError, "at least one"),
+    (["*"], ValueError, "after '*'"),
+    (["/" + "a" * 254 + "/"], ValueError, "255 bytes"),
+    (["/x"] * 65, ValueError, "at most 64"),
+    ([3], TypeError, "str, bytes or path"),
+])
+def test_bad_entries_say_what_is_wrong(paths: object, error: type[Exception], words: str) -> None:
+    with pytest.raises(error, match=words):
+        opentrace.watch(paths=paths)  # type: ignore[arg-type]
+
+
+def test_cli_path_option(tree: Path) -> None:
+    inside, outside = tree / "data" / "a" / "b" / "c" / "f", tree / "other" / "exact"
+    code = f"open({str(inside)!r}).close(); open({str(outside)!r}).close()"
+    done = subprocess.run(
+        [sys.executable, "-m", "opentrace", "--json", "--path", f"{tree}/data/", "--path", "*.nothing",
+         "--", sys.executable, "-c", code],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(ev["path"], ev["full_path"]) for ev in lines] == [(str(inside), str(inside))]
+    bad = subprocess.run([sys.executable, "-m", "opentrace", "--path", "/" + "b" * 300 + "/", "--", "true"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "255 bytes" in bad.stderr
