@@ -23,6 +23,10 @@ pub struct Attached {
     pub links: Vec<Link>,
     /// What is watched: the syscalls (and `io_uring`), or the tracepoints.
     pub names: Vec<String>,
+    /// The path filter's directories, open (`O_PATH`) while the programs compare files with
+    /// them: an open directory's dentry and mount are not freed (and their addresses not reused).
+    /// Closed after the links are dropped.
+    pub _held: Vec<OwnedFd>,
     /// The programs and the maps not taken out of it; dropped after the links.
     pub _ebpf: Ebpf,
 }

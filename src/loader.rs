@@ -2,17 +2,19 @@
 //! and attaching the programs.
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{ArrayOfMaps, HashMap, LpmTrie, Map, MapData, PerCpuArray, ProgramArray, RingBuf, lpm_trie},
+    maps::{
+        Array, ArrayOfMaps, HashMap, LpmTrie, Map, MapData, PerCpuArray, ProgramArray, RingBuf, lpm_trie,
+    },
     programs::{Program, ProgramError, RawTracePoint, TracePoint},
 };
 use aya_log::EbpfLogger;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use opentrace_common::abi::{
     cgroup::CgroupFields,
     open::Syscall,
-    paths::{KEY_BYTES, Suffixes},
-    settings::{FILTER_TRACKED, WITH_FILE_ID, WITH_FULL_PATH},
+    paths::{KEY_BYTES, Learned, Suffixes},
+    settings::{FILTER_TRACKED, PATHS_BY_DENTRY, WITH_FILE_ID, WITH_FULL_PATH},
     tracepoint::TracepointConfig,
     uring::{URING_COMPLETE_ARGS, UringArgs},
 };
@@ -131,6 +133,10 @@ pub fn load(config: &Config) -> Result<Loaded> {
         .map_err(|e| Error::kernel("opening the program array", &e))?;
     tail.set(0, &diagnose_fd, 0).map_err(|e| Error::kernel("installing diagnose", &e))?;
 
+    let held = match config.paths.as_ref().and_then(PathFilter::dirs) {
+        Some(dirs) => learn_dirs(&mut ebpf, dirs)?,
+        None => Vec::new(),
+    };
     let mut links = Vec::new();
     let tracked = match config.follow {
         Some(follow) => Some(follow_processes(&mut ebpf, follow, &mut links)?),
@@ -170,7 +176,59 @@ pub fn load(config: &Config) -> Result<Loaded> {
     }
 
     let names = attached.iter().map(|s| s.name().to_owned()).collect();
-    finish(ebpf, logs, rings, tracked, links, names)
+    finish(ebpf, logs, rings, tracked, (links, held), names)
+}
+
+/// `PATHS_BY_DENTRY`: teaches the programs the path filter's directories (`LEARNED`): each is
+/// opened `O_PATH` and named to `learn_dir` through `syncfs(fd)`, which it sees while attached
+/// (for these calls only). The fds are returned, to be held as long as the programs run: an open
+/// directory's dentry and mount stay what they are. Should a directory not be learned, the paths
+/// are compared (`ready` stays 0) and it is said.
+fn learn_dirs(ebpf: &mut Ebpf, dirs: &[Vec<u8>]) -> Result<Vec<OwnedFd>> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut held = Vec::new();
+    for dir in dirs {
+        let path =
+            std::ffi::CString::new(dir.clone()).map_err(|_| Error::Invalid("a NUL in a path".into()))?;
+        // SAFETY: open(2) of a NUL-terminated path; the fd is owned from here on.
+        let fd = unsafe { libc::open(path.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            let err = std::io::Error::last_os_error();
+            return Err(Error::Other(format!(
+                "opening {} (a directory of the path filter) failed: {err}",
+                std::ffi::OsStr::from_bytes(dir).display()
+            )));
+        }
+        // SAFETY: a new fd, owned by nothing else.
+        held.push(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+    let learner = loaded_program(ebpf, "learn_dir")?;
+    let link = attach(learner, "syscalls", "sys_enter_syncfs")?;
+    for fd in &held {
+        // SAFETY: syncfs(2) of an fd we hold; on an O_PATH fd it fails (EBADF) after its entry
+        // tracepoint ran, which is all that is wanted.
+        unsafe { libc::syncfs(fd.as_raw_fd()) };
+    }
+    drop(link);
+    let mut learned: Array<_, Learned> = Array::try_from(map(ebpf, "LEARNED")?)
+        .map_err(|e| Error::kernel("opening the path filter's directories", &e))?;
+    let mut got =
+        learned.get(&0, 0).map_err(|e| Error::kernel("reading the path filter's directories", &e))?;
+    if got.count as usize == dirs.len() && got.dirs[..dirs.len()].iter().all(|d| d[0] != 0 && d[1] != 0) {
+        got.ready = 1;
+        learned.set(0, got, 0).map_err(|e| Error::kernel("writing the path filter's directories", &e))?;
+    } else {
+        crate::diag::note(
+            crate::diag::Level::Warning,
+            format!(
+                "{} of the path filter's {} directories were learned by the kernel; paths are compared \
+                 instead (the same result, at a higher cost per open)",
+                got.count,
+                dirs.len()
+            ),
+        );
+    }
+    Ok(held)
 }
 
 /// The object loaded with this kernel's layouts and the watcher's settings (its maps made, the
@@ -195,6 +253,11 @@ fn load_object(
     );
     loader.override_global("URING_ARGS", uring.unwrap_or(&UringArgs::DEFAULT), true);
     let mut settings = config.settings;
+    let learner = std::process::id();
+    if config.paths.as_ref().is_some_and(|p| p.dirs().is_some()) {
+        settings.enabled |= PATHS_BY_DENTRY;
+        loader.override_global("LEARNER", &learner, true);
+    }
     if config.follow.is_some() {
         settings.enabled |= FILTER_TRACKED;
     }
@@ -315,18 +378,18 @@ fn finish(
     logs: EbpfLogger<FromKernel>,
     rings: Vec<RingBuf<MapData>>,
     tracked: Option<Tracked>,
-    links: Vec<Link>,
+    (links, held): (Vec<Link>, Vec<OwnedFd>),
     names: Vec<String>,
 ) -> Result<Loaded> {
     let counts = PerCpuArray::try_from(take(&mut ebpf, "COUNTERS")?)
         .map_err(|e| Error::kernel("opening the counters", &e))?;
     // The loaded programs (only attached ones are loaded) whose skipped run is a lost event.
-    // Not those that name cgroups (a name not seen is looked up in /sys/fs/cgroup), nor
-    // io_uring_complete's: a request whose completion was skipped is counted when the reader
-    // finds it never completed.
+    // Not those that name cgroups (a name not seen is looked up in /sys/fs/cgroup), nor the one
+    // that learned the path filter's directories (detached by now), nor io_uring_complete's: a
+    // request whose completion was skipped is counted when the reader finds it never completed.
     let mut programs = Vec::new();
     for (name, program) in ebpf.programs() {
-        if name == "cgroup_named" || name.starts_with("io_uring_complete") {
+        if name == "cgroup_named" || name == "learn_dir" || name.starts_with("io_uring_complete") {
             continue;
         }
         if let Ok(fd) = program.fd() {
@@ -335,7 +398,7 @@ fn finish(
         }
     }
     let counters = Counters::new(counts, programs, rings.len() as u32);
-    Ok(Loaded { rings, counters, logs, tracked, attached: Attached { links, names, _ebpf: ebpf } })
+    Ok(Loaded { rings, counters, logs, tracked, attached: Attached { links, names, _held: held, _ebpf: ebpf } })
 }
 
 /// `watch_tracepoints`: the generic program, attached to each tracepoint, told by `TP_CONFIG`
@@ -385,7 +448,7 @@ fn load_tracepoints(config: &Config, layouts: &layout::Layouts) -> Result<Loaded
     if names.is_empty() {
         return Err(Error::Other("none of the tracepoints could be attached (see the log)".into()));
     }
-    finish(ebpf, logs, rings, tracked, links, names)
+    finish(ebpf, logs, rings, tracked, (links, Vec::new()), names)
 }
 
 /// Attaches what keeps a pid watcher's followed set (the exit program; with `descendants` the

@@ -25,6 +25,8 @@ enum Entry {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PathFilter {
     entries: Vec<Entry>,
+    /// When every entry is a directory that exists: each, resolved (see `abi::paths::Learned`).
+    dirs: Option<Vec<Vec<u8>>>,
 }
 
 impl PathFilter {
@@ -40,14 +42,31 @@ impl PathFilter {
             )));
         }
         let mut entries = Vec::new();
+        let mut dirs = Some(Vec::new());
         for raw in given {
-            for entry in parse(raw, cwd)? {
+            let parsed = parse(raw, cwd)?;
+            // The resolved form comes last; a directory that does not resolve is compared by path.
+            match (parsed.last(), &mut dirs) {
+                (Some(Entry::Under(dir)), Some(known)) if is_dir(dir) => {
+                    if !known.contains(dir) {
+                        known.push(dir.clone());
+                    }
+                }
+                _ => dirs = None,
+            }
+            for entry in parsed {
                 if !entries.contains(&entry) {
                     entries.push(entry);
                 }
             }
         }
-        Ok(PathFilter { entries })
+        Ok(PathFilter { entries, dirs })
+    }
+
+    /// The directories to match successful opens by, when every entry is one that exists (their
+    /// resolved paths, with their trailing `/`).
+    pub fn dirs(&self) -> Option<&[Vec<u8>]> {
+        self.dirs.as_deref()
     }
 
     /// The trie's keys: a directory's prefix and the directory itself, an exact path with its NUL.
@@ -138,6 +157,17 @@ fn parse(raw: &[u8], cwd: &Path) -> Result<Vec<Entry>> {
     Ok(entries)
 }
 
+/// Whether `dir` (with its trailing `/`) is a directory that resolves to itself.
+fn is_dir(dir: &[u8]) -> bool {
+    let path: &Path = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(dir).as_ref();
+    std::fs::canonicalize(path).is_ok_and(|real| {
+        real.is_dir() && {
+            let real = std::os::unix::ffi::OsStrExt::as_bytes(real.as_os_str());
+            real == dir || (real.len() + 1 == dir.len() && dir.starts_with(real))
+        }
+    })
+}
+
 fn entry(normal: &[u8], under: bool, shown: &str) -> Result<Entry> {
     if under {
         let mut dir = normal.to_vec();
@@ -205,7 +235,10 @@ mod tests {
         assert_eq!(keys[0].prefix_len, 8 * 13);
         assert_eq!((keys[1].prefix_len, keys[1].data[12]), (8 * 13, 0));
         assert_eq!(&keys[1].data[..12], b"/no/such/dir");
+        assert_eq!(f.dirs(), None, "a directory that does not exist is compared by path");
         assert!(filter(&["/"]).matches(b"/anything"));
+        assert_eq!(filter(&["/"]).dirs(), Some(&[b"/".to_vec()][..]));
+        assert_eq!(filter(&["/", "*.so"]).dirs(), None);
         assert_eq!(filter(&["/"]).keys().len(), 1);
     }
 
@@ -242,6 +275,7 @@ mod tests {
         let real = std::fs::canonicalize(dir.join("real")).unwrap();
         assert!(f.matches(format!("{}/f", real.display()).as_bytes()));
         assert!(f.matches(format!("{}/f", link.display()).as_bytes()));
+        assert_eq!(f.dirs(), Some(&[format!("{}/", real.display()).into_bytes()][..]));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

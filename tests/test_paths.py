@@ -122,6 +122,50 @@ def test_a_symlinked_directory_entry_matches_the_resolved_and_the_given_path(tre
     assert results[1][0] == -errno.ENOENT
 
 
+def test_directory_entries_are_decided_by_the_kernel_across_mounts(
+    tree: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Entries that are all existing directories are decided by the opened file's ancestors
+    (dentries and mounts, learned at start), not by its path: the same answer as the path rules,
+    with a tmpfs mounted inside the directory (under it) and the directory bind-mounted elsewhere
+    (its path there is not under it)."""
+    inner, bind = tree / "data" / "a" / "mnt", tree / "bind"
+    inner.mkdir()
+    bind.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "opentrace-test", str(inner)], check=True)
+    try:
+        subprocess.run(["mount", "--bind", str(tree / "data"), str(bind)], check=True)
+        try:
+            (inner / "f").write_text("f")
+            entries = [f"{tree}/data/", f"{tree}/other/"]
+            ops = [
+                resolve(None, inner / "f"),  # on the tmpfs mounted under data/
+                resolve(None, inner),  # its mount's root
+                resolve(None, bind / "g.log"),  # data/g.log, through the bind mount
+                resolve(None, tree / "data" / "g.log"),
+                resolve(None, tree / "other" / "x.log"),
+                resolve(None, tree / "data2" / "f"),
+                resolve(None, tree / "data"),
+                resolve(None, tree),  # above both
+                resolve(None, "/etc/hostname"),
+            ]
+            with caplog.at_level("WARNING", logger="opentrace"):
+                results, events = run_filtered(tree, entries, ops)
+        finally:
+            subprocess.run(["umount", str(bind)], check=True)
+    finally:
+        subprocess.run(["umount", str(inner)], check=True)
+    assert "learned" not in caplog.text, caplog.text
+    expected = []
+    for op, result in zip(ops, results, strict=True):
+        full = seen_by_process(op, result)
+        assert full is not None and result[0] >= 0, (op, result)
+        if matches(entries, full):
+            expected.append((op[2], full))
+    assert [(ev.path, ev.full_path) for ev in events] == expected
+    assert len(expected) == 5
+
+
 def test_relative_entries_are_taken_from_the_current_directory(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tree)
     ops = [resolve(None, f"{tree}/data/g.log"), resolve(None, f"{tree}/other/x.log")]

@@ -21,7 +21,10 @@ use opentrace_common::{
             ArgOffsets, DEFAULT_RET_OFFSET, FileId, OPEN_HEADER_SIZE, OpenHeader, OpenRecord, Pending,
             STATUS_COUNTED, STATUS_FILE_ID, STATUS_HOW_FAULT, STATUS_PATH_FAULT, Syscall, full,
         },
-        settings::{FILTER_FAILED, FILTER_PATHS, TEST_FAILURES, WITH_COUNTS, WITH_FILE_ID, WITH_FULL_PATH},
+        settings::{
+            FILTER_FAILED, FILTER_PATHS, PATHS_BY_DENTRY, TEST_FAILURES, WITH_COUNTS, WITH_FILE_ID,
+            WITH_FULL_PATH,
+        },
     },
 };
 
@@ -199,6 +202,16 @@ fn try_sys_exit(ctx: &Record<'_, 1>) -> Result<u32, i64> {
     {
         return Err(-1);
     }
+    // A path filter of directories decides a successful open by its file's ancestors, before
+    // anything is read for the event.
+    let mut matched = false;
+    if on(FILTER_PATHS) && on(PATHS_BY_DENTRY) && ret >= 0 {
+        match path_filter::under_learned(ret) {
+            Some(false) => return Ok(0),
+            Some(true) => matched = true,
+            None => {}
+        }
+    }
     // The entry saw the task, so its namespace can see it.
     let (tgid, tid) = process::current_ids().unwrap_or_default();
 
@@ -216,7 +229,7 @@ fn try_sys_exit(ctx: &Record<'_, 1>) -> Result<u32, i64> {
     header.dfd = pending.dfd;
     header.syscall = pending.syscall;
 
-    send_open(event, pending.filename, pending.how, ret, pending.dfd);
+    send_open(event, pending.filename, pending.how, ret, pending.dfd, matched);
     if event.header.status & (STATUS_PATH_FAULT | STATUS_HOW_FAULT) != 0 {
         // Rare: the logging code lives in its own program, verified once, not in every exit.
         // SAFETY: `diagnose` is a tracepoint program, like this one; if the call fails we just return.
@@ -227,9 +240,10 @@ fn try_sys_exit(ctx: &Record<'_, 1>) -> Result<u32, i64> {
 
 /// Completes an open's record in this CPU's slot (its header filled in): the `struct open_how`
 /// at `how` (user memory; 0: none), the path at `filename` (user memory), and the full path when
-/// asked; then sends it. The caller looks at the status for faults to report.
+/// asked; then sends it, if it passes the path filter (`matched`: it is known to). The caller
+/// looks at the status for faults to report.
 #[inline(always)]
-pub fn send_open(event: &mut OpenRecord, filename: u64, how: u64, ret: i64, dfd: i32) {
+pub fn send_open(event: &mut OpenRecord, filename: u64, how: u64, ret: i64, dfd: i32, matched: bool) {
     if how != 0 {
         // `struct open_how` starts with `u64 flags; u64 mode;` (in the process's memory).
         // SAFETY: a probe read of user memory, which may fail but cannot fault.
@@ -288,7 +302,7 @@ pub fn send_open(event: &mut OpenRecord, filename: u64, how: u64, ret: i64, dfd:
     }
 
     if filtered {
-        if !path_filter::matches(event, path_len, full_len) {
+        if !matched && !path_filter::matches(event, path_len, full_len) {
             return;
         }
         let counted_len = if ret >= 0 { 0 } else { path_len };

@@ -30,13 +30,14 @@ const MASK: u32 = PATH_MAX as u32 - 1;
 const NAME_MAX: u32 = 255;
 /// Most steps of one walk: a component takes at least two bytes ("/a"), and mount points add
 /// a step each.
-const MAX_STEPS: u32 = PATH_MAX as u32 / 2 + 64;
+pub const MAX_STEPS: u32 = PATH_MAX as u32 / 2 + 64;
 
 /// Where each CPU writes the path it walks; the result ends at `PATH_MAX`.
 #[map]
 static WALK: PerCpuArray<[u8; BUF]> = PerCpuArray::with_max_entries(1, 0);
 
-/// A walk in progress, kept on the program's stack and stepped by `bpf_loop`.
+/// A walk in progress, stepped by `bpf_loop`; in a per-CPU map rather than on the stack, which
+/// the exit program has used up (the 512 bytes are shared with the callbacks' frames).
 #[repr(C)]
 struct Walk {
     dentry: u64,
@@ -63,10 +64,15 @@ struct Walk {
 const CONTINUE: i64 = 0;
 const STOP: i64 = 1;
 
+/// Each CPU's walk.
+#[map]
+static WALKER: PerCpuArray<Walk> = PerCpuArray::with_max_entries(1, 0);
+
 /// One step up: a mount point crossed, or one component written.
-extern "C" fn step(index: u64, ctx: *mut c_void) -> i64 {
-    // SAFETY: `ctx` is the `Walk` on the stack of `walk` below, which is waiting in `bpf_loop`.
-    let walk = unsafe { &mut *ctx.cast::<Walk>() };
+extern "C" fn step(index: u64, _: *mut c_void) -> i64 {
+    let Some(walk) = WALKER.get_ptr_mut(0) else { return STOP };
+    // SAFETY: this CPU's walk, set up by `walk` below, which is waiting in `bpf_loop`.
+    let walk = unsafe { &mut *walk };
     match step_once(walk, index == 0) {
         Ok(true) => CONTINUE,
         Ok(false) => STOP,
@@ -156,41 +162,43 @@ pub struct Walked {
 fn walk((vfsmount, dentry): (u64, u64)) -> Result<Walked, u8> {
     let (root_mnt, root_dentry) = kernel::fs_path(false);
     let mount = vfsmount - offset!(mount_mnt);
-    let mut walk = Walk {
-        dentry,
-        mount,
-        mount_window: [0; MOUNT_WINDOW as usize / 8],
-        root_dentry,
-        root_mnt,
-        start: PATH_MAX as u32,
-        code: 0,
-        unlinked: 0,
-        _pad: [0; 2],
-        window: [0; DENTRY_WINDOW as usize / 8],
-    };
+    let state = WALKER.get_ptr_mut(0).ok_or(full::FAULT)?;
+    // SAFETY: this CPU's walk; a program is not re-entered on its CPU.
+    let walk = unsafe { &mut *state };
+    (walk.dentry, walk.mount, walk.root_dentry, walk.root_mnt) = (dentry, mount, root_dentry, root_mnt);
+    (walk.start, walk.code, walk.unlinked) = (PATH_MAX as u32, 0, 0);
     if !read_into(&mut walk.mount_window, mount + offset!(mount_window)) {
         return Err(full::FAULT);
     }
-    // SAFETY: `step` is a callback of the signature bpf_loop expects; `walk` outlives the call.
-    unsafe { bpf_loop(MAX_STEPS, step as *mut c_void, (&raw mut walk).cast(), 0) };
-    match walk.code {
+    // SAFETY: `step` is a callback of the signature bpf_loop expects; it finds the walk itself.
+    unsafe { bpf_loop(MAX_STEPS, step as *mut c_void, core::ptr::null_mut(), 0) };
+    // Read anew, through the map's pointer: `step` wrote the walk behind the compiler's back.
+    // SAFETY: this CPU's walk, as above.
+    let (code, mut start, unlinked) = unsafe {
+        (
+            (&raw const (*state).code).read_volatile(),
+            (&raw const (*state).start).read_volatile(),
+            (&raw const (*state).unlinked).read_volatile(),
+        )
+    };
+    match code {
         full::FILE => {}
         0 => return Err(full::TOO_DEEP),
         code => return Err(code),
     }
-    if walk.start == PATH_MAX as u32 {
+    if start == PATH_MAX as u32 {
         // The root itself.
         let Some(buf) = WALK.get_ptr_mut(0) else { return Err(full::FAULT) };
         // SAFETY: this CPU's buffer, in bounds.
         unsafe { *buf.cast::<u8>().add(PATH_MAX - 1) = b'/' };
-        walk.start -= 1;
+        start -= 1;
     }
-    Ok(Walked { start: walk.start, unlinked: walk.unlinked != 0 })
+    Ok(Walked { start, unlinked: unlinked != 0 })
 }
 
 /// The `struct path` of the file behind `fd` in the current task, as (vfsmount, dentry).
 #[inline(always)]
-fn file_path(fd: i64) -> Result<(u64, u64), u8> {
+pub fn file_path(fd: i64) -> Result<(u64, u64), u8> {
     let fault = |_| full::FAULT;
     let file = file::lookup(fd).map_err(|why| match why {
         NoFile::Missing => full::NO_FILE,

@@ -6,16 +6,27 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    helpers::generated::{bpf_loop, bpf_probe_read_kernel},
-    macros::map,
-    maps::{LpmTrie, PerCpuArray, lpm_trie::Key},
+    helpers::{
+        bpf_get_current_pid_tgid,
+        generated::{bpf_loop, bpf_probe_read_kernel},
+    },
+    macros::{map, tracepoint},
+    maps::{Array, LpmTrie, PerCpuArray, lpm_trie::Key},
+    programs::TracePointContext,
 };
 use opentrace_common::{
     PATH_MAX,
     abi::{
+        kernel::MOUNT_WINDOW,
         open::{OpenRecord, full},
-        paths::{KEY_BYTES, MAX_ENTRIES, MAX_KEYS, SUFFIX_WORDS, Suffixes},
+        paths::{KEY_BYTES, Learned, MAX_ENTRIES, MAX_KEYS, SUFFIX_WORDS, Suffixes},
     },
+};
+
+use crate::{
+    kernel::{self, offset, read, read_into, word},
+    path,
+    shared::global,
 };
 
 /// The directory and exact entries (see `abi::paths::PathKey`); the loader fills it before
@@ -41,6 +52,10 @@ pub struct Space {
     _pad: u32,
     tail: [u64; SUFFIX_WORDS + 1],
     join: [u8; JOIN_BYTES],
+    /// The walk of `under_learned` and the comparison of `by_suffix` (here, not on the stack:
+    /// the exit program has little left).
+    ascent: Ascent,
+    compare: Compare,
 }
 
 #[map]
@@ -51,9 +66,10 @@ static SPACE: PerCpuArray<Space> = PerCpuArray::with_max_entries(1, 0);
 /// let through: it may match, and its event says why its `full_path` is None.
 #[inline(always)]
 pub fn matches(event: &OpenRecord, path_len: u32, full_len: u32) -> bool {
-    let Some(space) = SPACE.get_ptr_mut(0) else { return true };
-    // SAFETY: this CPU's space, used by this program alone until it returns.
-    let space = unsafe { &mut *space };
+    let Some(shared) = SPACE.get_ptr_mut(0) else { return true };
+    // SAFETY: this CPU's space, used by this program alone until it returns (`by_suffix` takes
+    // the pointer: its callback writes the space too).
+    let space = unsafe { &mut *shared };
     let data = event.data.as_ptr();
     let (path_len, full_len) = (path_len & MASK, full_len & MASK);
     let (at, len) = match event.header.full {
@@ -85,7 +101,7 @@ pub fn matches(event: &OpenRecord, path_len: u32, full_len: u32) -> bool {
         }
         _ => return true,
     };
-    by_key(space, at, len) || by_suffix(space, at, len)
+    by_key(space, at, len) || by_suffix(shared, at, len)
 }
 
 /// Whether the trie holds a prefix of the path (or the path itself, as an exact entry).
@@ -106,26 +122,32 @@ fn by_key(space: &mut Space, at: *const u8, len: u32) -> bool {
     PATH_KEYS.get(key).is_some()
 }
 
-/// What a suffix comparison is given by `bpf_loop`.
+/// A suffix comparison: the path and whether a suffix was found.
 #[repr(C)]
 struct Compare {
-    space: *mut Space,
     at: u64,
     len: u32,
     found: u32,
 }
 
-/// Whether the path ends with a suffix entry.
+/// Whether the path ends with a suffix entry. `space` is a pointer, not a reference, and the
+/// comparison is written and read through it as volatile: `suffix` writes it behind the
+/// compiler's back (through the map), which a `&mut` would tell it cannot happen.
 #[inline(always)]
-fn by_suffix(space: &mut Space, at: *const u8, len: u32) -> bool {
+fn by_suffix(space: *mut Space, at: *const u8, len: u32) -> bool {
     let count = read_suffixes(|s| &s.count);
     if count == 0 {
         return false;
     }
-    let mut compare = Compare { space, at: at as u64, len, found: 0 };
-    // SAFETY: `suffix` has the callback signature bpf_loop expects; `compare` outlives the call.
-    unsafe { bpf_loop(count.min(MAX_ENTRIES as u32), suffix as *mut c_void, (&raw mut compare).cast(), 0) };
-    compare.found != 0
+    // SAFETY: this CPU's space (see `matches`).
+    let compare = unsafe { &raw mut (*space).compare };
+    // SAFETY: as above.
+    unsafe { compare.write_volatile(Compare { at: at as u64, len, found: 0 }) };
+    // No context, as in `under_learned`: `suffix` finds the comparison in this CPU's space.
+    // SAFETY: `suffix` has the callback signature bpf_loop expects.
+    unsafe { bpf_loop(count.min(MAX_ENTRIES as u32), suffix as *mut c_void, core::ptr::null_mut(), 0) };
+    // SAFETY: as above.
+    unsafe { (&raw const (*compare).found).read_volatile() != 0 }
 }
 
 /// A field of `PATH_SUFFIXES`, read as the loader wrote it.
@@ -137,17 +159,17 @@ fn read_suffixes<T: Copy>(field: impl Fn(&Suffixes) -> &T) -> T {
 }
 
 /// One suffix entry: whether the path ends with it (then stop).
-extern "C" fn suffix(index: u64, ctx: *mut c_void) -> i64 {
-    // SAFETY: `ctx` is the `Compare` on the stack of `by_suffix`, waiting in `bpf_loop`.
-    let compare = unsafe { &mut *ctx.cast::<Compare>() };
+extern "C" fn suffix(index: u64, _: *mut c_void) -> i64 {
+    let Some(space) = SPACE.get_ptr_mut(0) else { return 1 };
+    // SAFETY: this CPU's space, as in `matches`, whose `by_suffix` is waiting in `bpf_loop`.
+    let space = unsafe { &mut *space };
     let i = (index as usize) & (MAX_ENTRIES - 1);
     let len = read_suffixes(|s| &s.lens[i]);
-    if len == 0 || len > compare.len || len >= KEY_BYTES as u32 {
+    let (at, path_len) = (space.compare.at, space.compare.len);
+    if len == 0 || len > path_len || len >= KEY_BYTES as u32 {
         return 0;
     }
-    // SAFETY: the CPU's space, as in `matches`.
-    let space = unsafe { &mut *compare.space };
-    let from = compare.at + u64::from(compare.len - len);
+    let from = at + u64::from(path_len - len);
     // SAFETY: the last `len` bytes of the path into this CPU's space.
     if unsafe { bpf_probe_read_kernel(space.tail.as_mut_ptr().cast(), len, from as *const c_void) } != 0 {
         return 0;
@@ -164,6 +186,128 @@ extern "C" fn suffix(index: u64, ctx: *mut c_void) -> i64 {
             return 0;
         }
     }
-    compare.found = 1;
+    space.compare.found = 1;
     1
+}
+
+/// `PATHS_BY_DENTRY`: the filter's directories as the kernel knows them (element 0).
+#[map]
+static LEARNED: Array<Learned> = Array::with_max_entries(1, 0);
+
+/// The process that teaches `learn_dir` the directories (the watcher), written before loading.
+#[unsafe(no_mangle)]
+static LEARNER: u32 = 0;
+
+/// Attached to `syscalls:sys_enter_syncfs` while the watcher starts: the watcher calls
+/// `syncfs(fd)` on an `O_PATH` fd of each directory, and this adds the directory's
+/// (vfsmount, dentry) to `LEARNED`, with the watcher's root. Other processes' calls return at once.
+#[tracepoint]
+pub fn learn_dir(ctx: TracePointContext) -> u32 {
+    if (bpf_get_current_pid_tgid() >> 32) as u32 != global!(LEARNER) {
+        return 0;
+    }
+    // `int fd`, the first argument slot (after the common fields and `__syscall_nr`).
+    // SAFETY: the record holds its argument slots; a read past it fails, it cannot fault.
+    let Ok(fd) = (unsafe { ctx.read_at::<u64>(16) }) else { return 0 };
+    let Ok((mnt, dentry)) = path::file_path(i64::from(fd as i32)) else { return 0 };
+    let Some(learned) = LEARNED.get_ptr_mut(0) else { return 0 };
+    // SAFETY: the map's one element; only the watcher's calls, one at a time, write it.
+    let learned = unsafe { &mut *learned };
+    let i = learned.count as usize;
+    if let Some(dir) = learned.dirs.get_mut(i) {
+        *dir = [mnt, dentry];
+        learned.count += 1;
+    }
+    (learned.root_mnt, learned.root_dentry) = kernel::fs_path(false);
+    0
+}
+
+/// A walk up from an opened file, looking for a learned directory, stepped by `bpf_loop`.
+#[repr(C)]
+struct Ascent {
+    dentry: u64,
+    /// The `struct mount` `dentry` is on, and its window (parent, mountpoint, root).
+    mount: u64,
+    mount_window: [u64; MOUNT_WINDOW as usize / 8],
+    /// `Some(true)` as 1, `Some(false)` as 2, undecided as 0.
+    found: u32,
+    _pad: u32,
+}
+
+const UNDECIDED: u32 = 0;
+const UNDER: u32 = 1;
+const NOT_UNDER: u32 = 2;
+
+/// `PATHS_BY_DENTRY`: whether the file the current task just opened as `fd` is under (or is) one
+/// of the learned directories, as seen from the watcher's root. None when that cannot be told
+/// this way (the task has another root, the directories are not learned yet, a read failed):
+/// its path is compared then.
+#[inline(always)]
+pub fn under_learned(fd: i64) -> Option<bool> {
+    let learned = LEARNED.get_ptr(0)?;
+    // SAFETY: the map's one element, written by `learn_dir` before the programs that read it
+    // were attached.
+    let shared = unsafe { &*learned };
+    if shared.ready == 0 || kernel::fs_path(false) != (shared.root_mnt, shared.root_dentry) {
+        return None;
+    }
+    let (vfsmount, dentry) = path::file_path(fd).ok()?;
+    let space = SPACE.get_ptr_mut(0)?;
+    // SAFETY: this CPU's space, used by this program alone until it returns.
+    let ascent = unsafe { &mut (*space).ascent };
+    let mount = vfsmount - offset!(mount_mnt);
+    (ascent.dentry, ascent.mount, ascent.found) = (dentry, mount, UNDECIDED);
+    if !read_into(&mut ascent.mount_window, mount + offset!(mount_window)) {
+        return None;
+    }
+    // No context: the exit program's stack has no room left for one (`ascend` finds its own).
+    // SAFETY: `ascend` has the callback signature bpf_loop expects.
+    unsafe { bpf_loop(path::MAX_STEPS, ascend as *mut c_void, core::ptr::null_mut(), 0) };
+    // Read anew, through the map's pointer: `ascend` wrote it behind the compiler's back.
+    // SAFETY: this CPU's space, as above.
+    match unsafe { (&raw const (*space).ascent.found).read_volatile() } {
+        UNDER => Some(true),
+        NOT_UNDER => Some(false),
+        _ => None,
+    }
+}
+
+/// One step up: whether this (mount, dentry) is a learned directory or the root; else on to the
+/// parent (across a mount point at a mount's root).
+extern "C" fn ascend(_: u64, _: *mut c_void) -> i64 {
+    let (Some(space), Some(learned)) = (SPACE.get_ptr_mut(0), LEARNED.get_ptr(0)) else { return 1 };
+    // SAFETY: this CPU's space and `LEARNED`'s element, as in `under_learned`, which is waiting
+    // in `bpf_loop`.
+    let (ascent, learned) = unsafe { (&mut (*space).ascent, &*learned) };
+    let vfsmount = ascent.mount + offset!(mount_mnt);
+    if ascent.dentry == learned.root_dentry && vfsmount == learned.root_mnt {
+        ascent.found = NOT_UNDER;
+        return 1;
+    }
+    for (i, dir) in learned.dirs.iter().enumerate() {
+        if i as u32 >= learned.count {
+            break;
+        }
+        if dir[1] == ascent.dentry && dir[0] == vfsmount {
+            ascent.found = UNDER;
+            return 1;
+        }
+    }
+    if ascent.dentry == word(&ascent.mount_window, offset!(mount_root)) {
+        let parent = word(&ascent.mount_window, offset!(mount_parent));
+        if parent == ascent.mount {
+            // Outside the watcher's root: its path is compared.
+            return 1;
+        }
+        ascent.dentry = word(&ascent.mount_window, offset!(mount_mountpoint));
+        ascent.mount = parent;
+        return i64::from(!read_into(&mut ascent.mount_window, parent + offset!(mount_window)));
+    }
+    match read::<u64>(ascent.dentry + offset!(dentry_window) + offset!(dentry_parent)) {
+        Ok(parent) if parent != ascent.dentry => {
+            ascent.dentry = parent;
+            0
+        }
+        _ => 1,
+    }
 }

@@ -206,7 +206,7 @@ fn try_failed(sqe: u64, opcode: u8, ret: i64) -> Result<u32, i64> {
     // SAFETY: this CPU's slot; tracing programs do not nest on a CPU.
     let event = unsafe { &mut *event };
     open_header(&mut event.header, RecordKind::Open, (tgid, tid), dfd, [flags, mode].map(u64::from), ret);
-    send_open(event, filename, how, ret, dfd);
+    send_open(event, filename, how, ret, dfd, false);
     Ok(0)
 }
 

@@ -43,4 +43,25 @@ impl Suffixes {
         Suffixes { count: 0, _pad: 0, lens: [0; MAX_ENTRIES], words: [[0; SUFFIX_WORDS]; MAX_ENTRIES] };
 }
 
-super::layouts!(PathKey = 260, Suffixes = 8 + 4 * MAX_ENTRIES + KEY_BYTES * MAX_ENTRIES);
+/// `PATHS_BY_DENTRY`: the directories of the filter as the kernel knows them, learned when the
+/// watcher starts (it keeps each open, so that they stay what they are): for each, its
+/// `struct vfsmount` and `struct dentry`, and the watcher's root directory. A successful open is
+/// under one when the walk up from its file meets that pair, which takes one read per level where
+/// building its path to compare takes three and a copy.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Learned {
+    /// Set by the reader once every directory is learned; until then the paths are compared.
+    pub ready: u32,
+    pub count: u32,
+    pub root_mnt: u64,
+    pub root_dentry: u64,
+    /// (vfsmount, dentry) of each directory.
+    pub dirs: [[u64; 2]; MAX_ENTRIES],
+}
+
+super::layouts!(
+    PathKey = 260,
+    Suffixes = 8 + 4 * MAX_ENTRIES + KEY_BYTES * MAX_ENTRIES,
+    Learned = 24 + 16 * MAX_ENTRIES,
+);

@@ -55,6 +55,9 @@ pub const WITH_COUNTS: u32 = 1 << 12;
 /// Only opens whose full path matches an entry of the path filter (see `abi::paths`); full
 /// paths are resolved (`WITH_FULL_PATH`) to be matched.
 pub const FILTER_PATHS: u32 = 1 << 13;
+/// With `FILTER_PATHS`, every entry is a directory that existed when the watcher started: a
+/// successful open is matched by its file's ancestors (see `abi::paths::Learned`).
+pub const PATHS_BY_DENTRY: u32 = 1 << 14;
 
 impl Settings {
     pub const NONE: Settings = Settings {
