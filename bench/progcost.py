@@ -7,7 +7,9 @@ full_path=True over paths of different depths.
 
 The workload (bench/workload.c) opens one path in a loop; every program run is timed by the
 kernel (the statistics themselves add ~20 ns per run, the same for every row). From two depths,
-the cost of one path component of the full-path walk and the walk's fixed cost follow.
+the cost of one path component of the full-path walk and the walk's fixed cost follow; the same
+for the path filter's two ways of deciding an open that it excludes (its directories' dentries
+met on the way up, or the full path built and compared).
 """
 
 from __future__ import annotations
@@ -43,9 +45,9 @@ def program_costs() -> dict[str, tuple[int, float]]:
     return {p["name"]: (p["run_cnt"], p["run_time_ns"] / p["run_cnt"]) for p in progs if p.get("run_cnt")}
 
 
-def measure(binary: Path, directory: Path, path: str, ops: int, full_path: bool) -> dict[str, float]:
+def measure(binary: Path, directory: Path, path: str, ops: int, **options: object) -> dict[str, float]:
     """Mean ns per run of the entry and exit programs while the workload opens ``path``."""
-    with opentrace.watch(comm=WORKLOAD_COMM, full_path=full_path, ring_size=64 << 20) as w:
+    with opentrace.watch(comm=WORKLOAD_COMM, ring_size=64 << 20, **options) as w:  # type: ignore[arg-type]
         workload = subprocess.Popen([str(binary), path, str(ops), "1", str(directory)],
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert workload.stdin is not None and workload.stdout is not None
@@ -75,22 +77,36 @@ def main() -> int:
         deep = work.joinpath(*"abcdefghijkl") / "f"  # twelve more
         deep.parent.mkdir(parents=True)
         depth = {shallow: len(shallow.parts) - 1, deep: len(deep.parts) - 1}
+        cases: list[tuple[str, dict[str, object]]] = [
+            ("default", {}),
+            ("full_path", {"full_path": True}),
+            # Excluding the workload: an existing directory is decided by dentries, a missing
+            # one by the built path.
+            ("paths, dentries", {"paths": ["/usr/share/"]}),
+            ("paths, strings", {"paths": ["/nonexistent-opentrace-bench/"]}),
+        ]
         rows = []
-        for full_path, target in ((False, shallow), (True, shallow), (True, deep)):
-            m = measure(binary, work, str(target), args.ops, full_path)
-            rows.append({"full_path": full_path, "components": depth[target], **m})
-            print(f"  full_path={full_path!s:5} {depth[target]:2} components: enter {m['enter_ns']:.0f} ns, "
-                  f"exit {m['exit_ns']:.0f} ns", file=sys.stderr)
-    base, short, long = rows
-    per_component = (long["exit_ns"] - short["exit_ns"]) / (long["components"] - short["components"])
-    fixed = short["exit_ns"] - base["exit_ns"] - per_component * short["components"]
-    print("| program | default | full_path, 3 components | full_path, 15 components |")
+        for label, options in cases:
+            for target in (shallow, deep):
+                if label == "default" and target is deep:
+                    continue
+                m = measure(binary, work, str(target), args.ops, **options)
+                rows.append({"case": label, "components": depth[target], **m})
+                print(f"  {label:16} {depth[target]:2} components: enter {m['enter_ns']:.0f} ns, "
+                      f"exit {m['exit_ns']:.0f} ns, {m['events']} events", file=sys.stderr)
+    base = rows[0]
+    print("| case | components | sys_enter | sys_exit |")
     print("|---|---:|---:|---:|")
-    for name in ("enter", "exit"):
-        print(f"| sys_{name} | " + " | ".join(f"{r[name + '_ns']:.0f} ns" for r in rows) + " |")
-    print(f"\nfull_path: {fixed:.0f} ns per event (fd and fs lookups, copying the result) "
-          f"+ {per_component:.0f} ns per path component (one walk step)")
-    out = write_json("progcost", {"rows": rows, "per_component_ns": per_component, "fixed_ns": fixed})
+    for r in rows:
+        print(f"| {r['case']} | {r['components']} | {r['enter_ns']:.0f} ns | {r['exit_ns']:.0f} ns |")
+    costs = {}
+    for label in ("full_path", "paths, dentries", "paths, strings"):
+        short, long = (r for r in rows if r["case"] == label)
+        per_component = (long["exit_ns"] - short["exit_ns"]) / (long["components"] - short["components"])
+        fixed = short["exit_ns"] - base["exit_ns"] - per_component * short["components"]
+        costs[label] = {"fixed_ns": fixed, "per_component_ns": per_component}
+        print(f"\n{label}: {fixed:.0f} ns per open over the default exit + {per_component:.0f} ns per path component")
+    out = write_json("progcost", {"rows": rows, "costs": costs})
     print(f"\nresults: {out}", file=sys.stderr)
     return 0
 

@@ -74,6 +74,17 @@ TRACERS: list[Tracer] = [
             lambda c: {"pid": c.bench_pid}, attached=b"ready "),
     library("opentrace-lib-cgroup-other", "opentrace library, cgroup filter excluding the workload",
             {"cgroup": IDLE_CGROUP}, attached=b"ready "),
+    # Path filters. Entries that are all existing directories are decided by the opened file's
+    # ancestors (dentries, learned at start); any other entry (here one that does not exist, or a
+    # suffix) makes the kernel build the full path and compare it: both, excluding and matching.
+    library("opentrace-lib-path-other", "opentrace library, --path DIR/ excluding the workload (dentries)",
+            {"paths": ["/usr/share/"]}, attached=b"ready "),
+    library("opentrace-lib-path-other-str", "opentrace library, --path DIR/ excluding the workload (strings)",
+            {"paths": ["/nonexistent-opentrace-bench/"]}, attached=b"ready "),
+    library("opentrace-lib-path", "opentrace library, --path DIR/ matching the workload (dentries)",
+            lambda c: {"paths": [f"{c.probe.parent}/"]}),
+    library("opentrace-lib-path-str", "opentrace library, --path DIR/ matching the workload (strings)",
+            lambda c: {"paths": [f"{c.probe.parent}/", "*.opentrace-bench-never"]}),
     Tracer("bpftrace-printf", "bpftrace printf > file", lambda c: ["bpftrace", "-e", BPFTRACE_PRINTF],
            needs=("bpftrace",)),
     Tracer("opensnoop", "opensnoop (libbpf-tools) > file", lambda c: ["stdbuf", "-oL", OPENSNOOP],
