@@ -133,11 +133,11 @@ pub fn load(config: &Config) -> Result<Loaded> {
         .map_err(|e| Error::kernel("opening the program array", &e))?;
     tail.set(0, &diagnose_fd, 0).map_err(|e| Error::kernel("installing diagnose", &e))?;
 
+    let mut links = Vec::new();
     let held = match config.paths.as_ref().and_then(PathFilter::dirs) {
-        Some(dirs) => learn_dirs(&mut ebpf, dirs)?,
+        Some(dirs) => learn_dirs(&mut ebpf, dirs, &mut links)?,
         None => Vec::new(),
     };
-    let mut links = Vec::new();
     let tracked = match config.follow {
         Some(follow) => Some(follow_processes(&mut ebpf, follow, &mut links)?),
         None => None,
@@ -180,11 +180,12 @@ pub fn load(config: &Config) -> Result<Loaded> {
 }
 
 /// `PATHS_BY_DENTRY`: teaches the programs the path filter's directories (`LEARNED`): each is
-/// opened `O_PATH` and named to `learn_dir` through `syncfs(fd)`, which it sees while attached
-/// (for these calls only). The fds are returned, to be held as long as the programs run: an open
-/// directory's dentry and mount stay what they are. Should a directory not be learned, the paths
-/// are compared (`ready` stays 0) and it is said.
-fn learn_dirs(ebpf: &mut Ebpf, dirs: &[Vec<u8>]) -> Result<Vec<OwnedFd>> {
+/// opened `O_PATH` and named to `learn_dir` through `syncfs(fd)`. The fds are returned, to be held
+/// as long as the programs run: an open directory's dentry and mount stay what they are. Should a
+/// directory not be learned (another pid namespace's pid, say), the paths are compared (`ready`
+/// stays 0) and it is said. `learn_dir` stays attached with the others (it returns at once for
+/// any other process's syncfs): detaching it now would wait for an RCU grace period, ~85 ms here.
+fn learn_dirs(ebpf: &mut Ebpf, dirs: &[Vec<u8>], links: &mut Vec<Link>) -> Result<Vec<OwnedFd>> {
     use std::os::unix::ffi::OsStrExt;
     let mut held = Vec::new();
     for dir in dirs {
@@ -209,7 +210,7 @@ fn learn_dirs(ebpf: &mut Ebpf, dirs: &[Vec<u8>]) -> Result<Vec<OwnedFd>> {
         // tracepoint ran, which is all that is wanted.
         unsafe { libc::syncfs(fd.as_raw_fd()) };
     }
-    drop(link);
+    links.push(link);
     let mut learned: Array<_, Learned> = Array::try_from(map(ebpf, "LEARNED")?)
         .map_err(|e| Error::kernel("opening the path filter's directories", &e))?;
     let mut got =
@@ -385,7 +386,7 @@ fn finish(
         .map_err(|e| Error::kernel("opening the counters", &e))?;
     // The loaded programs (only attached ones are loaded) whose skipped run is a lost event.
     // Not those that name cgroups (a name not seen is looked up in /sys/fs/cgroup), nor the one
-    // that learned the path filter's directories (detached by now), nor io_uring_complete's: a
+    // that learns the path filter's directories (from the watcher alone), nor io_uring_complete's: a
     // request whose completion was skipped is counted when the reader finds it never completed.
     let mut programs = Vec::new();
     for (name, program) in ebpf.programs() {
