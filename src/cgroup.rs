@@ -21,10 +21,13 @@ use crate::{
     error::{Error, Result},
 };
 
-/// The cgroup2 mount point, from /proc/self/mountinfo.
+/// The mount point of the cgroup2 hierarchy's root, from /proc/self/mountinfo. The root cgroup's
+/// directory is the one without `cgroup.type` (a file every other cgroup has), which tells it
+/// from a cgroup namespace's own root mounted inside it.
 pub fn mount() -> Option<PathBuf> {
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    cgroup2_mount(&mountinfo).map(|m| PathBuf::from(OsStr::from_bytes(&m)))
+    let is_root = |m: &[u8]| !Path::new(OsStr::from_bytes(m)).join("cgroup.type").exists();
+    cgroup2_mount(&mountinfo, is_root).map(|m| PathBuf::from(OsStr::from_bytes(&m)))
 }
 
 /// The id (its directory's inode) and depth (0 for the root) of the cgroup `path` names: a path

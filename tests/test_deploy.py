@@ -122,14 +122,32 @@ def test_without_bpf_or_perfmon_the_agent_says_what_it_needs(missing: str) -> No
 
 @pytest.mark.root
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="no unshare (util-linux)")
-@pytest.mark.xfail(strict=True, reason="cgroup2_mount() (opentrace-common/src/cgroup.rs) takes only a "
-                   "cgroup2 mount whose root is '/'; from a cgroup namespace the root shows as '/..': no cgroup named")
 def test_in_a_cgroup_namespace_of_its_own_the_agent_still_names_containers(container: Path) -> None:
     """As in a Kubernetes pod under cgroup v2 (a private cgroup namespace), the node's tree mounted."""
     own = container.parent / "agent"
     own.mkdir()
     try:
         prefix = ["sh", "-c", f'echo $$ > "{own}/cgroup.procs" && exec unshare --cgroup "$@"', "sh"]
+        assert containers_opens(prefix, container) == {container.name[7:71]: 3}
+    finally:
+        own.rmdir()
+
+
+@pytest.mark.root
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="no unshare (util-linux)")
+def test_a_cgroup_namespace_mounting_its_own_cgroup2_does_not_fool_it(container: Path, tmp_path: Path) -> None:
+    """In a cgroup and mount namespace of its own, cgroup2 mounted anew (the namespace's root: it
+    shows as '/' in mountinfo, listed first, but is not the hierarchy's root) and the node's tree
+    only bound elsewhere: the agent names containers from the node's tree, not the namespace's."""
+    own, mount = container.parent / "agent", cgroup2_mount()
+    ns_tree, host = tmp_path / "ns-cgroup", tmp_path / "host-cgroup"
+    for directory in (own, ns_tree, host):
+        directory.mkdir()
+    inner = (f'mount -t cgroup2 none "{ns_tree}" && mount --bind "{mount}" "{host}" && umount -l "{mount}" '
+             '&& exec "$@"')
+    try:
+        enter = f'echo $$ > "{own}/cgroup.procs" && exec unshare --cgroup --mount sh -c \'{inner}\' sh "$@"'
+        prefix = ["sh", "-c", enter, "sh"]
         assert containers_opens(prefix, container) == {container.name[7:71]: 3}
     finally:
         own.rmdir()

@@ -2,20 +2,26 @@
 //! container a cgroup path names (the layouts of the common runtimes), and what its runtime says
 //! of it ([`Container`]).
 
-/// The mount point of the cgroup2 hierarchy in a `/proc/self/mountinfo` text: `/sys/fs/cgroup`
-/// on unified hosts, `/sys/fs/cgroup/unified` on hybrid ones. Octal escapes (`\040`) undone.
-pub fn cgroup2_mount(mountinfo: &str) -> Option<Vec<u8>> {
+/// The mount point of the cgroup2 hierarchy's root in a `/proc/self/mountinfo` text:
+/// `/sys/fs/cgroup` on unified hosts, `/sys/fs/cgroup/unified` on hybrid ones. Octal escapes
+/// (`\040`) undone. Only a mount of the hierarchy's root names cgroups by their full path, and
+/// mountinfo shows a mount's root relative to the reader's cgroup namespace: from inside one
+/// (a Kubernetes pod), the node's tree mounted shows as `/..` (one `/..` per level the namespace
+/// is below the root), and a mount made inside it as `/` although it is not the hierarchy's root.
+/// So each mount whose root is `/` or only `/..`s is asked `is_root(mount point)` (is this the
+/// hierarchy's root? the caller looks at the directory), the first that is wins.
+pub fn cgroup2_mount(mountinfo: &str, is_root: impl Fn(&[u8]) -> bool) -> Option<Vec<u8>> {
     mountinfo.lines().find_map(|line| {
         // "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER"
         let (fields, rest) = line.split_once(" - ")?;
         if rest.split_whitespace().next()? != "cgroup2" {
             return None;
         }
-        // Only a mount of the hierarchy's root names cgroups by their full path.
         let mut parts = fields.split_whitespace();
         let root = parts.nth(3)?;
-        let mount = parts.next()?;
-        (root == "/").then(|| unescape(mount))
+        let mount = unescape(parts.next()?);
+        let above = root == "/" || root.strip_prefix('/')?.split('/').all(|c| c == "..");
+        (above && is_root(&mount)).then_some(mount)
     })
 }
 
@@ -97,18 +103,27 @@ mod tests {
 
     #[test]
     fn finds_the_cgroup2_mount() {
+        let any = |_: &[u8]| true;
         let hybrid = "24 1 0:22 / /sys rw - sysfs sysfs rw\n\
             30 24 0:26 / /sys/fs/cgroup ro - tmpfs tmpfs ro\n\
             31 30 0:27 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw,nsdelegate\n\
             32 30 0:28 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n";
-        assert_eq!(cgroup2_mount(hybrid), Some(b"/sys/fs/cgroup/unified".to_vec()));
+        assert_eq!(cgroup2_mount(hybrid, any), Some(b"/sys/fs/cgroup/unified".to_vec()));
         let unified = "29 23 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw\n";
-        assert_eq!(cgroup2_mount(unified), Some(b"/sys/fs/cgroup".to_vec()));
+        assert_eq!(cgroup2_mount(unified, any), Some(b"/sys/fs/cgroup".to_vec()));
         // A container's view: only its own subtree mounted (root not "/"), and an escaped name.
         let partial = "40 39 0:27 /system.slice/x.scope /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n\
             41 39 0:27 / /mnt/my\\040cgroups rw - cgroup2 cgroup2 rw\n";
-        assert_eq!(cgroup2_mount(partial), Some(b"/mnt/my cgroups".to_vec()));
-        assert_eq!(cgroup2_mount("1 0 8:1 / / rw - ext4 /dev/vda rw\n"), None);
+        assert_eq!(cgroup2_mount(partial, any), Some(b"/mnt/my cgroups".to_vec()));
+        assert_eq!(cgroup2_mount("1 0 8:1 / / rw - ext4 /dev/vda rw\n", any), None);
+        // From a cgroup namespace two levels down: its own mount ("/", not the hierarchy's root,
+        // as the directory tells) and the node's ("/../..").
+        let namespaced = "50 39 0:27 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n\
+            51 39 0:27 /../.. /host/cgroup rw - cgroup2 cgroup2 rw\n\
+            52 39 0:27 /../x /elsewhere rw - cgroup2 cgroup2 rw\n";
+        let host = |m: &[u8]| m != b"/sys/fs/cgroup";
+        assert_eq!(cgroup2_mount(namespaced, host), Some(b"/host/cgroup".to_vec()));
+        assert_eq!(cgroup2_mount(namespaced, |m: &[u8]| m == b"/elsewhere"), None);
     }
 
     #[test]
