@@ -399,7 +399,13 @@ fn finish(
         }
     }
     let counters = Counters::new(counts, programs, rings.len() as u32);
-    Ok(Loaded { rings, counters, logs, tracked, attached: Attached { links, names, _held: held, _ebpf: ebpf } })
+    Ok(Loaded {
+        rings,
+        counters,
+        logs,
+        tracked,
+        attached: Attached { links, names, _held: held, _ebpf: ebpf },
+    })
 }
 
 /// `watch_tracepoints`: the generic program, attached to each tracepoint, told by `TP_CONFIG`
