@@ -45,24 +45,37 @@ def program_costs() -> dict[str, tuple[int, float]]:
     return {p["name"]: (p["run_cnt"], p["run_time_ns"] / p["run_cnt"]) for p in progs if p.get("run_cnt")}
 
 
+def start_workload(binary: Path, directory: Path, path: str, ops: int) -> subprocess.Popen[str]:
+    """The workload, told to go once armed."""
+    workload = subprocess.Popen([str(binary), path, str(ops), "1", str(directory)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert workload.stdin is not None and workload.stdout is not None
+    if workload.stdout.readline().strip() != "armed":
+        raise RuntimeError("the workload did not start")
+    workload.stdin.write("go\n")
+    workload.stdin.flush()
+    return workload
+
+
 def measure(binary: Path, directory: Path, path: str, ops: int, **options: object) -> dict[str, float]:
-    """Mean ns per run of the entry and exit programs while the workload opens ``path``."""
-    with opentrace.watch(comm=WORKLOAD_COMM, ring_size=64 << 20, **options) as w:  # type: ignore[arg-type]
-        workload = subprocess.Popen([str(binary), path, str(ops), "1", str(directory)],
-                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        assert workload.stdin is not None and workload.stdout is not None
-        if workload.stdout.readline().strip() != "armed":
-            raise RuntimeError("the workload did not start")
-        workload.stdin.write("go\n")
-        workload.stdin.flush()
-        delivered = 0
-        while workload.poll() is None:
-            delivered += len(w.poll(0.05))
-        while batch := w.poll(0.2):
-            delivered += len(batch)
-        costs = program_costs()
-        if w.lost:
-            raise RuntimeError(f"{w.lost} events lost: raise ring_size")
+    """Mean ns per run of the entry and exit programs while the workload opens ``path``; with
+    ``counts=True`` under ``watch_counts(by=("comm", "file"))`` (``events``: the opens counted)."""
+    if options.pop("counts", False):
+        with opentrace.watch_counts(interval=0.5, by=("comm", "file"), comm=WORKLOAD_COMM) as counting:
+            start_workload(binary, directory, path, ops).wait()
+            costs = program_costs()
+            delivered = sum(c.opens for c in counting.read())
+    else:
+        with opentrace.watch(comm=WORKLOAD_COMM, ring_size=64 << 20, **options) as w:  # type: ignore[arg-type]
+            workload = start_workload(binary, directory, path, ops)
+            delivered = 0
+            while workload.poll() is None:
+                delivered += len(w.poll(0.05))
+            while batch := w.poll(0.2):
+                delivered += len(batch)
+            costs = program_costs()
+            if w.lost:
+                raise RuntimeError(f"{w.lost} events lost: raise ring_size")
     return {"enter_ns": costs["sys_enter_openat"][1], "exit_ns": costs["sys_exit"][1], "events": delivered}
 
 
@@ -84,6 +97,8 @@ def main() -> int:
             # one by the built path.
             ("paths, dentries", {"paths": ["/usr/share/"]}),
             ("paths, strings", {"paths": ["/nonexistent-opentrace-bench/"]}),
+            # Counting by comm and file (opentrace top) instead of sending each open.
+            ("counting", {"counts": True}),
         ]
         rows = []
         for label, options in cases:
