@@ -254,7 +254,9 @@ fn load_object(
     );
     loader.override_global("URING_ARGS", uring.unwrap_or(&UringArgs::DEFAULT), true);
     let mut settings = config.settings;
-    let learner = std::process::id();
+    // The thread that loads is the one that teaches `learn_dir` (see `learn_dirs`).
+    // SAFETY: gettid(2) has no arguments and cannot fail.
+    let learner = unsafe { libc::gettid() } as u32;
     if config.paths.as_ref().is_some_and(|p| p.dirs().is_some()) {
         settings.enabled |= PATHS_BY_DENTRY;
         loader.override_global("LEARNER", &learner, true);

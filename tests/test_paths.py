@@ -166,6 +166,20 @@ def test_directory_entries_are_decided_by_the_kernel_across_mounts(
     assert len(expected) == 5
 
 
+def test_two_watchers_of_one_process_keep_their_own_directories(tree: Path) -> None:
+    """Each watcher learns its directories from the thread that starts it; one started later in
+    the same process does not add its directories to the first one's."""
+    inside, outside = tree / "data" / "g.log", tree / "other" / "x.log"
+    ops = [resolve(None, inside), resolve(None, outside)]
+    child = Child(ops)
+    with opentrace.watch(pid=child.pid, paths=[f"{tree}/data/"]) as first, \
+            opentrace.watch(pid=child.pid, paths=[f"{tree}/other/"]) as second:
+        results = child.go()
+        seen = [[ev.full_path for ev in settle(w)] for w in (first, second)]
+    assert all(r[0] >= 0 for r in results), results
+    assert seen == [[str(inside)], [str(outside)]]
+
+
 def test_relative_entries_are_taken_from_the_current_directory(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tree)
     ops = [resolve(None, f"{tree}/data/g.log"), resolve(None, f"{tree}/other/x.log")]

@@ -194,25 +194,31 @@ extern "C" fn suffix(index: u64, _: *mut c_void) -> i64 {
 #[map]
 static LEARNED: Array<Learned> = Array::with_max_entries(1, 0);
 
-/// The process that teaches `learn_dir` the directories (the watcher), written before loading.
+/// The thread that teaches `learn_dir` the directories (the watcher's, while it loads), written
+/// before loading.
 #[unsafe(no_mangle)]
 static LEARNER: u32 = 0;
 
-/// Attached to `syscalls:sys_enter_syncfs` while the watcher starts: the watcher calls
+/// Attached to `syscalls:sys_enter_syncfs` while the watcher runs: the thread that loaded it calls
 /// `syncfs(fd)` on an `O_PATH` fd of each directory, and this adds the directory's
-/// (vfsmount, dentry) to `LEARNED`, with the watcher's root. Other processes' calls return at once.
+/// (vfsmount, dentry) to `LEARNED`, with the watcher's root. Other threads' calls return at once,
+/// and so does every call once the directories are learned (`ready`): another watcher loaded
+/// later by the same thread teaches its own.
 #[tracepoint]
 pub fn learn_dir(ctx: TracePointContext) -> u32 {
-    if (bpf_get_current_pid_tgid() >> 32) as u32 != global!(LEARNER) {
+    if bpf_get_current_pid_tgid() as u32 != global!(LEARNER) {
+        return 0;
+    }
+    let Some(learned) = LEARNED.get_ptr_mut(0) else { return 0 };
+    // SAFETY: the map's one element; only the loading thread's calls, one at a time, write it.
+    let learned = unsafe { &mut *learned };
+    if learned.ready != 0 {
         return 0;
     }
     // `int fd`, the first argument slot (after the common fields and `__syscall_nr`).
     // SAFETY: the record holds its argument slots; a read past it fails, it cannot fault.
     let Ok(fd) = (unsafe { ctx.read_at::<u64>(16) }) else { return 0 };
     let Ok((mnt, dentry)) = path::file_path(i64::from(fd as i32)) else { return 0 };
-    let Some(learned) = LEARNED.get_ptr_mut(0) else { return 0 };
-    // SAFETY: the map's one element; only the watcher's calls, one at a time, write it.
-    let learned = unsafe { &mut *learned };
     let i = learned.count as usize;
     if let Some(dir) = learned.dirs.get_mut(i) {
         *dir = [mnt, dentry];
