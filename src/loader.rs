@@ -211,6 +211,17 @@ fn learn_dirs(ebpf: &mut Ebpf, dirs: &[Vec<u8>], links: &mut Vec<Link>) -> Resul
         unsafe { libc::syncfs(fd.as_raw_fd()) };
     }
     links.push(link);
+    // Once `ready`, `forget_deleted` sees a learned directory deleted; one deleted before is seen
+    // below.
+    let forget = loaded_program(ebpf, "forget_deleted")?;
+    for exit in
+        ["sys_exit_rmdir", "sys_exit_unlinkat", "sys_exit_rename", "sys_exit_renameat", "sys_exit_renameat2"]
+    {
+        // A kernel without one of these syscalls has nothing to watch there.
+        if let Ok(link) = attach(forget, "syscalls", exit) {
+            links.push(link);
+        }
+    }
     let mut learned: Array<_, Learned> = Array::try_from(map(ebpf, "LEARNED")?)
         .map_err(|e| Error::kernel("opening the path filter's directories", &e))?;
     let mut got =
@@ -218,6 +229,16 @@ fn learn_dirs(ebpf: &mut Ebpf, dirs: &[Vec<u8>], links: &mut Vec<Link>) -> Resul
     if got.count as usize == dirs.len() && got.dirs[..dirs.len()].iter().all(|d| d[0] != 0 && d[1] != 0) {
         got.ready = 1;
         learned.set(0, got, 0).map_err(|e| Error::kernel("writing the path filter's directories", &e))?;
+        if held.iter().any(|fd| fstat(fd).is_ok_and(|st| st.st_nlink == 0)) {
+            got.ready = 0;
+            learned.set(0, got, 0).map_err(|e| Error::kernel("writing the path filter's directories", &e))?;
+            crate::diag::note(
+                crate::diag::Level::Warning,
+                "a directory of the path filter was deleted as the watcher started; paths are compared \
+                 instead (the same rules, at a higher cost per open)"
+                    .into(),
+            );
+        }
     } else {
         crate::diag::note(
             crate::diag::Level::Warning,
@@ -230,6 +251,17 @@ fn learn_dirs(ebpf: &mut Ebpf, dirs: &[Vec<u8>], links: &mut Vec<Link>) -> Resul
         );
     }
     Ok(held)
+}
+
+fn fstat(fd: &OwnedFd) -> std::io::Result<libc::stat> {
+    // SAFETY: an all-zero `struct stat` is a valid value, filled in by fstat(2).
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat(2) of an fd we hold, into a `struct stat` of ours.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &raw mut st) } == 0 {
+        Ok(st)
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// The object loaded with this kernel's layouts and the watcher's settings (its maps made, the
@@ -388,11 +420,13 @@ fn finish(
         .map_err(|e| Error::kernel("opening the counters", &e))?;
     // The loaded programs (only attached ones are loaded) whose skipped run is a lost event.
     // Not those that name cgroups (a name not seen is looked up in /sys/fs/cgroup), nor the one
-    // that learns the path filter's directories (from the watcher alone), nor io_uring_complete's: a
+    // that learn and forget the path filter's directories (not opens), nor io_uring_complete's: a
     // request whose completion was skipped is counted when the reader finds it never completed.
     let mut programs = Vec::new();
     for (name, program) in ebpf.programs() {
-        if name == "cgroup_named" || name == "learn_dir" || name.starts_with("io_uring_complete") {
+        if matches!(name, "cgroup_named" | "learn_dir" | "forget_deleted")
+            || name.starts_with("io_uring_complete")
+        {
             continue;
         }
         if let Ok(fd) = program.fd() {

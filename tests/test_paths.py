@@ -180,6 +180,30 @@ def test_two_watchers_of_one_process_keep_their_own_directories(tree: Path) -> N
     assert seen == [[str(inside)], [str(outside)]]
 
 
+def test_the_root_directory_as_an_entry_matches_everything(tree: Path) -> None:
+    ops = [resolve(None, "/etc/hostname"), resolve(None, tree / "other" / "x.log"), resolve(None, "/nonexistent-ot")]
+    results, events = run_filtered(tree, ["/"], ops)
+    assert [(ev.path, ev.ret) for ev in events] == [(op[2], r[0]) for op, r in zip(ops, results, strict=True)]
+
+
+def test_a_directory_deleted_and_made_again_is_still_matched_by_its_path(
+    tree: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The kernel decides by the directory it learned at start; when that one is deleted, a new one
+    made at its path is another directory, so the filter goes back to comparing paths (and says so)."""
+    data = tree / "data"
+    with caplog.at_level("WARNING", logger="opentrace"), opentrace.watch(paths=[f"{data}/"]) as w:
+        before, first = run_child([resolve(None, data / "g.log")])
+        subprocess.run(["rm", "-rf", str(data)], check=True)
+        data.mkdir()
+        (data / "new").write_text("new")
+        after, second = run_child([resolve(None, data / "new"), resolve(None, tree / "other" / "x.log")])
+        events = [ev for ev in settle(w) if ev.pid in (before.pid, after.pid)]
+    assert [r[0] >= 0 for r in first + second] == [True, True, True], (first, second)
+    assert [ev.full_path for ev in events] == [str(data / "g.log"), str(data / "new")]
+    assert "deleted or replaced" in caplog.text, caplog.text
+
+
 def test_relative_entries_are_taken_from_the_current_directory(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tree)
     ops = [resolve(None, f"{tree}/data/g.log"), resolve(None, f"{tree}/other/x.log")]

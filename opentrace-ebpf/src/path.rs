@@ -127,7 +127,8 @@ fn step_once(walk: &mut Walk, first: bool) -> Result<bool, u8> {
     if len > NAME_MAX {
         return Err(full::FAULT);
     }
-    if len + 1 > walk.start {
+    // "/" and the name, leaving at least one byte: a full path has at most PATH_MAX - 1 bytes.
+    if len + 1 >= walk.start {
         return Err(full::TOO_LONG);
     }
     let Some(buf) = WALK.get_ptr_mut(0) else { return Err(full::FAULT) };

@@ -5,6 +5,8 @@
 //! joined with the path as passed.
 use core::ffi::c_void;
 
+use aya_log_ebpf::warn;
+
 use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid,
@@ -81,6 +83,10 @@ pub fn matches(event: &OpenRecord, path_len: u32, full_len: u32) -> bool {
         full::AS_PASSED => (data, path_len),
         full::START_DIR => {
             let sep = u32::from(full_len != 1);
+            if full_len + sep + path_len >= PATH_MAX as u32 {
+                // Longer than a path can be: not compared (its event has both parts).
+                return true;
+            }
             let to = space.join.as_mut_ptr();
             // SAFETY: copies within this CPU's slot and space: `full_len` and `path_len` are
             // below PATH_MAX, and `join` has room for both and the separator.
@@ -286,10 +292,7 @@ extern "C" fn ascend(_: u64, _: *mut c_void) -> i64 {
     // in `bpf_loop`.
     let (ascent, learned) = unsafe { (&mut (*space).ascent, &*learned) };
     let vfsmount = ascent.mount + offset!(mount_mnt);
-    if ascent.dentry == learned.root_dentry && vfsmount == learned.root_mnt {
-        ascent.found = NOT_UNDER;
-        return 1;
-    }
+    // The learned directories first: the root may be one of them (an entry "/").
     for (i, dir) in learned.dirs.iter().enumerate() {
         if i as u32 >= learned.count {
             break;
@@ -298,6 +301,10 @@ extern "C" fn ascend(_: u64, _: *mut c_void) -> i64 {
             ascent.found = UNDER;
             return 1;
         }
+    }
+    if ascent.dentry == learned.root_dentry && vfsmount == learned.root_mnt {
+        ascent.found = NOT_UNDER;
+        return 1;
     }
     if ascent.dentry == word(&ascent.mount_window, offset!(mount_root)) {
         let parent = word(&ascent.mount_window, offset!(mount_parent));
@@ -316,4 +323,43 @@ extern "C" fn ascend(_: u64, _: *mut c_void) -> i64 {
         }
         _ => 1,
     }
+}
+
+/// Attached to the exits of rmdir, unlinkat, rename, renameat and renameat2 while the filter's
+/// directories are decided by their dentries: once a learned directory is deleted (or replaced by
+/// a rename over it), a directory made at its path later is another dentry, which the walk would
+/// never meet. The filter then compares paths from that moment on (before the call returns, so
+/// before anything can be made there), and says so in the log.
+#[tracepoint]
+pub fn forget_deleted(ctx: TracePointContext) -> u32 {
+    // `long ret`, the first slot after the common fields and `__syscall_nr`.
+    // SAFETY: the record holds it; a read past it fails, it cannot fault.
+    if unsafe { ctx.read_at::<i64>(16) } != Ok(0) {
+        return 0;
+    }
+    let Some(learned) = LEARNED.get_ptr_mut(0) else { return 0 };
+    // SAFETY: the map's one element; `ready` is a word, written whole.
+    let learned = unsafe { &mut *learned };
+    if learned.ready == 0 {
+        return 0;
+    }
+    for i in 0..MAX_ENTRIES {
+        if i as u32 >= learned.count {
+            break;
+        }
+        let dentry = learned.dirs[i][1];
+        let window = dentry + offset!(dentry_window);
+        // Unlinked: out of the dentry hash, and not a file system's root (which never is in it).
+        let unhashed = read::<u64>(window + offset!(dentry_hash_pprev)) == Ok(0);
+        if unhashed && read::<u64>(window + offset!(dentry_parent)).is_ok_and(|parent| parent != dentry) {
+            learned.ready = 0;
+            warn!(
+                &ctx,
+                "a directory of the path filter was deleted or replaced; from now on the filter compares \
+                 paths (the same rules, at a higher cost per open)"
+            );
+            return 0;
+        }
+    }
+    0
 }
