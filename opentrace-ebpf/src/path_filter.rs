@@ -167,20 +167,21 @@ fn read_suffixes<T: Copy>(field: impl Fn(&Suffixes) -> &T) -> T {
 /// One suffix entry: whether the path ends with it (then stop).
 extern "C" fn suffix(index: u64, _: *mut c_void) -> i64 {
     let Some(space) = SPACE.get_ptr_mut(0) else { return 1 };
-    // SAFETY: this CPU's space, as in `matches`, whose `by_suffix` is waiting in `bpf_loop`.
-    let space = unsafe { &mut *space };
+    // SAFETY: this CPU's space, as in `matches`, whose `by_suffix` is waiting in `bpf_loop`: only
+    // the comparison and the tail are borrowed (the path compared may be in `join`).
+    let (compare, tail) = unsafe { (&mut (*space).compare, &mut (*space).tail) };
     let i = (index as usize) & (MAX_ENTRIES - 1);
     let len = read_suffixes(|s| &s.lens[i]);
-    let (at, path_len) = (space.compare.at, space.compare.len);
+    let (at, path_len) = (compare.at, compare.len);
     if len == 0 || len > path_len || len >= KEY_BYTES as u32 {
         return 0;
     }
     let from = at + u64::from(path_len - len);
     // SAFETY: the last `len` bytes of the path into this CPU's space.
-    if unsafe { bpf_probe_read_kernel(space.tail.as_mut_ptr().cast(), len, from as *const c_void) } != 0 {
+    if unsafe { bpf_probe_read_kernel(tail.as_mut_ptr().cast(), len, from as *const c_void) } != 0 {
         return 0;
     }
-    for w in 0..SUFFIX_WORDS {
+    for (w, &got) in tail.iter().enumerate().take(SUFFIX_WORDS) {
         let done = 8 * w as u32;
         if done >= len {
             break;
@@ -188,11 +189,11 @@ extern "C" fn suffix(index: u64, _: *mut c_void) -> i64 {
         let left = len - done;
         let mask = if left >= 8 { u64::MAX } else { (1u64 << (8 * left)) - 1 };
         let want = read_suffixes(|s| &s.words[i][w]);
-        if (space.tail[w] ^ want) & mask != 0 {
+        if (got ^ want) & mask != 0 {
             return 0;
         }
     }
-    space.compare.found = 1;
+    compare.found = 1;
     1
 }
 
