@@ -26,7 +26,7 @@ pub struct Attached {
     /// The path filter's directories, open (`O_PATH`) while the programs compare files with
     /// them: an open directory's dentry and mount are not freed (and their addresses not reused).
     /// Closed after the links are dropped.
-    pub _held: Vec<OwnedFd>,
+    pub _held: Vec<std::fs::File>,
     /// The programs and the maps not taken out of it; dropped after the links.
     pub _ebpf: Ebpf,
 }

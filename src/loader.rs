@@ -8,7 +8,10 @@ use aya::{
     programs::{Program, ProgramError, RawTracePoint, TracePoint},
 };
 use aya_log::EbpfLogger;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::{
+    fs::File,
+    os::fd::{AsFd, AsRawFd, BorrowedFd},
+};
 
 use opentrace_common::abi::{
     cgroup::CgroupFields,
@@ -185,30 +188,29 @@ pub fn load(config: &Config) -> Result<Loaded> {
 /// directory not be learned (another pid namespace's pid, say), the paths are compared (`ready`
 /// stays 0) and it is said. `learn_dir` stays attached with the others (it returns at once for
 /// any other process's syncfs): detaching it now would wait for an RCU grace period, ~85 ms here.
-fn learn_dirs(ebpf: &mut Ebpf, dirs: &[Vec<u8>], links: &mut Vec<Link>) -> Result<Vec<OwnedFd>> {
-    use std::os::unix::ffi::OsStrExt;
+fn learn_dirs(ebpf: &mut Ebpf, dirs: &[Vec<u8>], links: &mut Vec<Link>) -> Result<Vec<File>> {
+    use std::os::unix::{ffi::OsStrExt, fs::MetadataExt, fs::OpenOptionsExt};
     let mut held = Vec::new();
     for dir in dirs {
-        let path =
-            std::ffi::CString::new(dir.clone()).map_err(|_| Error::Invalid("a NUL in a path".into()))?;
-        // SAFETY: open(2) of a NUL-terminated path; the fd is owned from here on.
-        let fd = unsafe { libc::open(path.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
-        if fd < 0 {
-            let err = std::io::Error::last_os_error();
-            return Err(Error::Other(format!(
-                "opening {} (a directory of the path filter) failed: {err}",
-                std::ffi::OsStr::from_bytes(dir).display()
-            )));
-        }
-        // SAFETY: a new fd, owned by nothing else.
-        held.push(unsafe { OwnedFd::from_raw_fd(fd) });
+        let path = std::ffi::OsStr::from_bytes(dir);
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open(path)
+            .map_err(|e| {
+                Error::Other(format!(
+                    "opening {} (a directory of the path filter) failed: {e}",
+                    path.display()
+                ))
+            })?;
+        held.push(opened);
     }
     let learner = loaded_program(ebpf, "learn_dir")?;
     let link = attach(learner, "syscalls", "sys_enter_syncfs")?;
-    for fd in &held {
+    for dir in &held {
         // SAFETY: syncfs(2) of an fd we hold; on an O_PATH fd it fails (EBADF) after its entry
         // tracepoint ran, which is all that is wanted.
-        unsafe { libc::syncfs(fd.as_raw_fd()) };
+        unsafe { libc::syncfs(dir.as_raw_fd()) };
     }
     links.push(link);
     // Once `ready`, `forget_deleted` sees a learned directory deleted; one deleted before is seen
@@ -226,42 +228,29 @@ fn learn_dirs(ebpf: &mut Ebpf, dirs: &[Vec<u8>], links: &mut Vec<Link>) -> Resul
         .map_err(|e| Error::kernel("opening the path filter's directories", &e))?;
     let mut got =
         learned.get(&0, 0).map_err(|e| Error::kernel("reading the path filter's directories", &e))?;
-    if got.count as usize == dirs.len() && got.dirs[..dirs.len()].iter().all(|d| d[0] != 0 && d[1] != 0) {
-        got.ready = 1;
-        learned.set(0, got, 0).map_err(|e| Error::kernel("writing the path filter's directories", &e))?;
-        if held.iter().any(|fd| fstat(fd).is_ok_and(|st| st.st_nlink == 0)) {
-            got.ready = 0;
-            learned.set(0, got, 0).map_err(|e| Error::kernel("writing the path filter's directories", &e))?;
-            crate::diag::note(
-                crate::diag::Level::Warning,
-                "a directory of the path filter was deleted as the watcher started; paths are compared \
-                 instead (the same rules, at a higher cost per open)"
-                    .into(),
-            );
-        }
-    } else {
-        crate::diag::note(
-            crate::diag::Level::Warning,
-            format!(
-                "{} of the path filter's {} directories were learned by the kernel; paths are compared \
-                 instead (the same result, at a higher cost per open)",
-                got.count,
-                dirs.len()
-            ),
-        );
+    let fall_back = |why: String| {
+        let compared = "paths are compared instead (the same rules, at a higher cost per open)";
+        crate::diag::note(crate::diag::Level::Warning, format!("{why}; {compared}"));
+    };
+    if got.count as usize != dirs.len() || got.dirs[..dirs.len()].iter().any(|d| d[0] == 0 || d[1] == 0) {
+        fall_back(format!(
+            "{} of the path filter's {} directories were learned by the kernel",
+            got.count,
+            dirs.len()
+        ));
+        return Ok(held);
+    }
+    let mut set_ready = |ready| {
+        got.ready = ready;
+        learned.set(0, got, 0).map_err(|e| Error::kernel("writing the path filter's directories", &e))
+    };
+    set_ready(1)?;
+    // One deleted before `forget_deleted` could see it.
+    if held.iter().any(|dir| dir.metadata().is_ok_and(|m| m.nlink() == 0)) {
+        set_ready(0)?;
+        fall_back("a directory of the path filter was deleted as the watcher started".into());
     }
     Ok(held)
-}
-
-fn fstat(fd: &OwnedFd) -> std::io::Result<libc::stat> {
-    // SAFETY: an all-zero `struct stat` is a valid value, filled in by fstat(2).
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: fstat(2) of an fd we hold, into a `struct stat` of ours.
-    if unsafe { libc::fstat(fd.as_raw_fd(), &raw mut st) } == 0 {
-        Ok(st)
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }
 
 /// The object loaded with this kernel's layouts and the watcher's settings (its maps made, the
@@ -413,7 +402,7 @@ fn finish(
     logs: EbpfLogger<FromKernel>,
     rings: Vec<RingBuf<MapData>>,
     tracked: Option<Tracked>,
-    (links, held): (Vec<Link>, Vec<OwnedFd>),
+    (links, held): (Vec<Link>, Vec<File>),
     names: Vec<String>,
 ) -> Result<Loaded> {
     let counts = PerCpuArray::try_from(take(&mut ebpf, "COUNTERS")?)

@@ -141,7 +141,7 @@ fn try_sys_enter<const N: usize>(
 
 /// Where a syscall tracepoint record's 8-byte argument slots start (`struct syscall_trace_enter`
 /// and `_exit`: common fields, `int __syscall_nr`, then `unsigned long args[]` or `long ret`).
-const FIRST_SLOT: u32 = 16;
+pub const FIRST_SLOT: u32 = 16;
 
 const EFAULT: i32 = 14;
 

@@ -27,7 +27,7 @@ use opentrace_common::{
 
 use crate::{
     kernel::{self, offset, read, read_into, word},
-    path,
+    open, path,
     shared::global,
 };
 
@@ -222,9 +222,9 @@ pub fn learn_dir(ctx: TracePointContext) -> u32 {
     if learned.ready != 0 {
         return 0;
     }
-    // `int fd`, the first argument slot (after the common fields and `__syscall_nr`).
+    // `int fd`, the first argument slot.
     // SAFETY: the record holds its argument slots; a read past it fails, it cannot fault.
-    let Ok(fd) = (unsafe { ctx.read_at::<u64>(16) }) else { return 0 };
+    let Ok(fd) = (unsafe { ctx.read_at::<u64>(open::FIRST_SLOT as usize) }) else { return 0 };
     let Ok((mnt, dentry)) = path::file_path(i64::from(fd as i32)) else { return 0 };
     let i = learned.count as usize;
     if let Some(dir) = learned.dirs.get_mut(i) {
@@ -333,9 +333,9 @@ extern "C" fn ascend(_: u64, _: *mut c_void) -> i64 {
 /// before anything can be made there), and says so in the log.
 #[tracepoint]
 pub fn forget_deleted(ctx: TracePointContext) -> u32 {
-    // `long ret`, the first slot after the common fields and `__syscall_nr`.
+    // `long ret`, in the first slot.
     // SAFETY: the record holds it; a read past it fails, it cannot fault.
-    if unsafe { ctx.read_at::<i64>(16) } != Ok(0) {
+    if unsafe { ctx.read_at::<i64>(open::FIRST_SLOT as usize) } != Ok(0) {
         return 0;
     }
     let Some(learned) = LEARNED.get_ptr_mut(0) else { return 0 };
