@@ -10,7 +10,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use pyo3::{exceptions::PyRuntimeError, prelude::*, sync::MutexExt, types::PyList};
+use pyo3::{
+    exceptions::PyRuntimeError,
+    prelude::*,
+    sync::MutexExt,
+    types::{PyList, PyTuple},
+};
 
 use crate::{
     cgroup,
@@ -292,11 +297,17 @@ impl Session {
         self.with_live(py, |slot| Ok(slot.as_ref().map_or(0.0, |r| r.pause(&self.shared).as_secs_f64())))
     }
 
-    /// All events ready within `timeout` seconds (None: wait for at least one).
-    #[pyo3(signature = (timeout=None))]
-    fn poll<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyList>> {
+    /// All events ready within `timeout` seconds (None: wait for at least one), appended to
+    /// `into` when given (see `read_text`), which is returned.
+    #[pyo3(signature = (timeout=None, into=None))]
+    fn poll<'py>(
+        &self,
+        py: Python<'py>,
+        timeout: Option<f64>,
+        into: Option<Bound<'py, PyList>>,
+    ) -> PyResult<Bound<'py, PyList>> {
         let deadline = deadline(timeout);
-        let list = PyList::empty(py);
+        let list = into.unwrap_or_else(|| PyList::empty(py));
         self.with_live(py, |slot| {
             if let Some(reader) = slot.as_mut() {
                 reader.fill(py, &self.shared, deadline, &Want::Events)?;
@@ -313,24 +324,36 @@ impl Session {
 
     /// Up to `limit` events ready within `timeout` seconds, formatted by `formatter`; returns the
     /// text and how many events it holds (the CLI's fast path: no Python object per event).
-    #[pyo3(signature = (formatter, timeout=None, limit=usize::MAX))]
-    fn read_text(
+    ///
+    /// With `into`, the pair is also appended to that list before this returns. A signal whose
+    /// handler raises (Ctrl-C's KeyboardInterrupt) as this call returns makes the interpreter drop
+    /// the return value, and with it events already taken from the ring; the caller's list keeps
+    /// them.
+    #[pyo3(signature = (formatter, timeout=None, limit=usize::MAX, into=None))]
+    fn read_text<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         formatter: &Formatter,
         timeout: Option<f64>,
         limit: usize,
-    ) -> PyResult<(String, usize)> {
+        into: Option<Bound<'py, PyList>>,
+    ) -> PyResult<Bound<'py, PyTuple>> {
         let deadline = deadline(timeout);
         let want = Want::Text { formatter, limit: limit.max(1) };
-        self.with_live(py, |slot| {
-            if let Some(reader) = slot.as_mut() {
-                reader.fill(py, &self.shared, deadline, &want)?;
-            }
-            Ok(slot.as_mut().map_or((String::new(), 0), |live| {
-                (std::mem::take(&mut live.out.text), std::mem::take(&mut live.out.text_count))
-            }))
-        })
+        let read = self
+            .with_live(py, |slot| {
+                if let Some(reader) = slot.as_mut() {
+                    reader.fill(py, &self.shared, deadline, &want)?;
+                }
+                Ok(slot.as_mut().map_or((String::new(), 0), |live| {
+                    (std::mem::take(&mut live.out.text), std::mem::take(&mut live.out.text_count))
+                }))
+            })?
+            .into_pyobject(py)?;
+        if let Some(list) = into {
+            list.append(&read)?;
+        }
+        Ok(read)
     }
 
     /// Detaches and frees everything; wakes any thread blocked in this session. Idempotent.

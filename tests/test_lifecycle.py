@@ -447,7 +447,9 @@ def test_a_logging_handler_that_raises_loses_no_drained_event(marker: Path) -> N
     lines: list[str] = []
 
     def read(w: opentrace.Watcher, timeout: float) -> int:
-        text, count = w._read_text(Formatter(), timeout, None)
+        read: list[tuple[str, int]] = []
+        w._read_text(Formatter(), timeout, None, read)
+        ((text, count),) = read
         lines.extend(line for line in text.splitlines() if line.endswith(str(marker)))
         return count
 

@@ -127,7 +127,7 @@ class CountWatcher:
         if self._watcher.closed or self._done:
             raise StopIteration
         while (left := self._next_at - time.monotonic()) > 0 and not self._watcher._finished():
-            self._take(self._watcher.poll(left))
+            self._read(left)
         if self._watcher.closed:
             raise StopIteration
         self._next_at = max(self._next_at + self._interval, time.monotonic())
@@ -138,10 +138,17 @@ class CountWatcher:
     def read(self) -> list[OpenCount]:
         """The counts since the last interval (or read), now, without waiting: for a last look
         before closing."""
-        self._take(self._watcher.poll(0))
+        self._read(0)
         counted = self._session.counts()
         here, self._here = self._here, {}
         return self._rows([*counted, *here.items()])
+
+    def _read(self, timeout: float) -> None:
+        events: list[OpenEvent] = []
+        try:
+            self._watcher._poll_into(timeout, events)
+        finally:  # counted, even when Ctrl-C interrupts the read as it returns (see Watcher._poll_into)
+            self._take(events)
 
     def _take(self, events: list[OpenEvent]) -> None:
         for ev in events:

@@ -384,11 +384,21 @@ class Watcher(_Generic[_E]):
         events: list[_E] = self._session.poll(_timeout(timeout))
         return events
 
-    def _read_text(self, formatter: _opentrace.Formatter, timeout: float | None, limit: int | None) -> tuple[str, int]:
-        """The CLI's fast path: up to ``limit`` events as formatted text, and how many."""
+    def _poll_into(self, timeout: float | None, into: list[_E]) -> None:
+        """``poll()``, its events appended to ``into`` before it returns: a KeyboardInterrupt
+        raised as the call returns (the interpreter runs signal handlers there) would drop a
+        returned list, and the events in it with it."""
+        self._session.poll(_timeout(timeout), into)
+
+    def _read_text(
+        self, formatter: _opentrace.Formatter, timeout: float | None, limit: int | None, into: list[tuple[str, int]]
+    ) -> None:
+        """The CLI's fast path: up to ``limit`` events as formatted text, and how many, appended
+        to ``into`` (as ``_poll_into`` does)."""
         if limit is None:
-            return self._session.read_text(formatter, timeout)
-        return self._session.read_text(formatter, timeout, limit)
+            self._session.read_text(formatter, timeout, into=into)
+        else:
+            self._session.read_text(formatter, timeout, limit, into)
 
     def close(self) -> None:
         """Detach and free everything; idempotent, callable from any thread."""

@@ -304,18 +304,16 @@ def _trace(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
                     # Before the line that says we are tracing: whoever stops us once they see it
                     # gets the header (and, from _stream, what was in the ring).
                     out.write(formatter.header())
-                if not args.quiet:
-                    what = ", ".join(watcher.syscalls)
-                    if isinstance(watcher, CommandWatcher):
-                        what = f"{' '.join(command or [])} (pid {watcher.pid}) and what it starts"
-                    err.write(f"{PROG}: tracing {what}; Ctrl-C to stop\n")
-                    err.flush()
+                what = ", ".join(watcher.syscalls)
+                if isinstance(watcher, CommandWatcher):
+                    what = f"{' '.join(command or [])} (pid {watcher.pid}) and what it starts"
+                announce = _announcer(err, args.quiet, f"tracing {what}")
                 if parquet is not None:
-                    _write_parquet(watcher, args, parquet)
+                    _write_parquet(watcher, args, parquet, announce)
                 elif formatter is None:
-                    _summarize(watcher, args, out)
+                    _summarize(watcher, args, out, announce)
                 else:
-                    _stream(watcher, formatter, args, out)
+                    _stream(watcher, formatter, args, out, announce)
             except (BrokenPipeError, OutputError) as e:
                 if not isinstance(watcher, CommandWatcher):
                     raise
@@ -411,31 +409,53 @@ def _terminal_sent_it() -> bool:
     return False
 
 
-def _stream(watcher: Watcher[Any], formatter: Formatter, args: argparse.Namespace, out: _Output) -> None:
-    """One line (or JSON object) per event, until the duration or count is reached, Ctrl-C, or a
-    pid watcher's processes have all exited. (The caller has written the header.)"""
+def _announcer(err: TextIO, quiet: bool, doing: str) -> Callable[[], None]:
+    """What says on stderr that the trace is on (unless ``quiet``). The read loops call it inside
+    the block that catches Ctrl-C: whoever stops us once they see the line gets what was in the
+    ring by then, however soon they stop us."""
+
+    def announce() -> None:
+        if not quiet:
+            err.write(f"{PROG}: {doing}; Ctrl-C to stop\n")
+            err.flush()
+
+    return announce
+
+
+def _stream(
+    watcher: Watcher[Any], formatter: Formatter, args: argparse.Namespace, out: _Output, announce: Callable[[], None]
+) -> None:
+    """``announce()``, then one line (or JSON object) per event, until the duration or count is
+    reached, Ctrl-C, or a pid watcher's processes have all exited. (The caller has written the
+    header.)"""
     deadline = None if args.duration is None else time.monotonic() + args.duration
     remaining = args.count
 
     def show(timeout: float) -> int:
         """Prints what arrives within ``timeout``; returns how many events."""
-        # Lines are formatted in Rust straight from the ring buffer records.
-        text, count = watcher._read_text(formatter, timeout, remaining)
-        out.write(text)
-        return count
+        nonlocal remaining
+        # Lines are formatted in Rust straight from the ring buffer records. What was read is
+        # printed even when Ctrl-C interrupts the read as it returns (see Watcher._poll_into).
+        read: list[tuple[str, int]] = []
+        try:
+            watcher._read_text(formatter, timeout, remaining, read)
+        finally:
+            for text, count in read:
+                out.write(text)
+                if remaining is not None:
+                    remaining -= count
+        return sum(count for _, count in read)
 
     try:
+        announce()
         while remaining != 0 and not watcher._finished():
             timeout = _IDLE_CHECK
             if deadline is not None:
                 timeout = min(timeout, deadline - time.monotonic())
                 if timeout <= 0:
                     break
-            count = show(timeout)
-            if not count and _reader_gone(out):
+            if not show(timeout) and _reader_gone(out):
                 return
-            if remaining is not None:
-                remaining -= count
     except KeyboardInterrupt:
         pass
     # What happened before the end (duration, Ctrl-C, SIGTERM) and is still in the ring.
@@ -443,7 +463,9 @@ def _stream(watcher: Watcher[Any], formatter: Formatter, args: argparse.Namespac
         show(0)
 
 
-def _summarize(watcher: Watcher[OpenEvent], args: argparse.Namespace, out: _Output) -> None:
+def _summarize(
+    watcher: Watcher[OpenEvent], args: argparse.Namespace, out: _Output, announce: Callable[[], None]
+) -> None:
     """One line per distinct file (the full path with -F), most opened first: opens, failures,
     and the errors seen; with --json one object per file."""
     files: dict[bytes, list[Any]] = {}
@@ -459,16 +481,19 @@ def _summarize(watcher: Watcher[OpenEvent], args: argparse.Namespace, out: _Outp
                 entry[1] += 1
                 entry[2][ev.errno] = entry[2].get(ev.errno, 0) + 1
 
-    _each_batch(watcher, args, take)
+    _each_batch(watcher, args, take, announce)
     out.write(_summary_text(files, args.json))
 
 
 def _each_batch(
-    watcher: Watcher[OpenEvent], args: argparse.Namespace, take: Callable[[list[OpenEvent]], None]
+    watcher: Watcher[OpenEvent],
+    args: argparse.Namespace,
+    take: Callable[[list[OpenEvent]], None],
+    announce: Callable[[], None],
 ) -> None:
-    """``take(events)`` for each batch until the duration or count (-c: at most that many events
-    in all) is reached, Ctrl-C (SIGTERM), or a pid watcher's processes have all exited; then for
-    what is still in the ring."""
+    """``announce()`` (as ``_stream``), then ``take(events)`` for each batch until the duration or
+    count (-c: at most that many events in all) is reached, Ctrl-C (SIGTERM), or a pid watcher's
+    processes have all exited; then for what is still in the ring."""
     deadline = None if args.duration is None else time.monotonic() + args.duration
     remaining = args.count
 
@@ -479,16 +504,24 @@ def _each_batch(
             remaining -= len(events)
         take(events)
 
+    def read(timeout: float) -> None:
+        events: list[OpenEvent] = []
+        try:
+            watcher._poll_into(timeout, events)
+        finally:  # what was read, even when Ctrl-C interrupts the read as it returns
+            cut(events)
+
     try:
+        announce()
         while remaining != 0 and not watcher._finished():
             timeout = _IDLE_CHECK if deadline is None else min(_IDLE_CHECK, deadline - time.monotonic())
             if timeout <= 0:
                 break
-            cut(watcher.poll(timeout))
+            read(timeout)
     except KeyboardInterrupt:
         pass
     if remaining != 0:
-        cut(watcher.poll(0))
+        read(0)
 
 
 def _parquet_output(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ParquetOutput | None:
@@ -508,7 +541,9 @@ def _parquet_output(args: argparse.Namespace, parser: argparse.ArgumentParser) -
         raise OutputError(f"cannot write the trace to {args.output}: {_describe(e)}") from None
 
 
-def _write_parquet(watcher: Watcher[OpenEvent], args: argparse.Namespace, output: ParquetOutput) -> None:
+def _write_parquet(
+    watcher: Watcher[OpenEvent], args: argparse.Namespace, output: ParquetOutput, announce: Callable[[], None]
+) -> None:
     """The trace into ``output``, complete (renamed into place) at the end; a write that fails
     leaves no file."""
 
@@ -519,7 +554,7 @@ def _write_parquet(watcher: Watcher[OpenEvent], args: argparse.Namespace, output
             raise OutputError(f"cannot write the trace to {args.output}: {_describe(e)}") from None
 
     try:
-        _each_batch(watcher, args, take)
+        _each_batch(watcher, args, take, announce)
         output.close()
     except OSError as e:
         output.abort()
@@ -635,12 +670,9 @@ def _watch(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
     with watcher:
         formatter = Formatter.for_tracepoints(json=args.json, start_ns=time.monotonic_ns())
         out.write(formatter.header())
-        if not args.quiet:
-            names = watcher.tracepoints
-            shown = ", ".join(names) if len(names) <= 4 else f"{len(names)} tracepoints"
-            err.write(f"{PROG}: watching {shown}; Ctrl-C to stop\n")
-            err.flush()
-        _stream(watcher, formatter, args, out)
+        names = watcher.tracepoints
+        shown = ", ".join(names) if len(names) <= 4 else f"{len(names)} tracepoints"
+        _stream(watcher, formatter, args, out, _announcer(err, args.quiet, f"watching {shown}"))
         watcher._session.close_in_background()
         if watcher.lost:
             err.write(f"{PROG}: {watcher.lost} events lost in all\n")
