@@ -181,6 +181,18 @@ def scrape_agent(err: Path) -> tuple[int, int]:
     return int(sums[b"opentrace_opens_total"]), int(sums[b"opentrace_events_lost_total"])
 
 
+def settled_scrape(err: Path) -> tuple[int, int]:
+    """``scrape_agent`` until two scrapes a counting period apart agree: with metrics alone the
+    agent reads the kernel's counts once a second."""
+    now = scrape_agent(err)
+    for _ in range(10):
+        time.sleep(1.2)
+        now, then = scrape_agent(err), now
+        if now == then:
+            break
+    return now
+
+
 def count_agent_parquet(directory: Path, err: Path) -> tuple[int, int]:
     """(rows in the Parquet files in ``directory``, events lost or dropped) once the agent stopped."""
     import pyarrow.parquet as pq
@@ -499,7 +511,7 @@ def _measure(tracer: Tracer, work: Prepared, threads: int, ops: int, rnd: int, w
         if proc.poll() is not None:
             raise BenchError(f"{tracer.label} died during the run (status {proc.returncode}):\n{tail(err)}")
         if tracer.count == "agent-metrics":  # while it runs
-            m.captured, m.lost = scrape_agent(err)
+            m.captured, m.lost = settled_scrape(err)
         t_stop = time.perf_counter()
         m.stopped_cleanly = stop(proc)
         m.stop_ms = (time.perf_counter() - t_stop) * 1e3

@@ -46,6 +46,14 @@ BPFTRACE_COUNT = (
     'else if (pid == {pid}) {{ printf("%s\\n", str(args->filename)); }} }}'
 )
 
+# Counting at the syscall's exit alone, by cgroup and result, as `opentrace agent --metrics` does
+# (comm first in the key, for the map's reading; the probe is seen at its exit).
+BPFTRACE_COUNT_EXIT = (
+    'tracepoint:syscalls:sys_exit_openat {{ if (comm == "{comm}") {{ '
+    '@[comm, cgroup, args->ret < 0 ? -args->ret : 0] = count(); }} '
+    'else if (pid == {pid}) {{ printf("probe-seen\\n"); }} }}'
+)
+
 # Counting per command and file, system-wide, as `opentrace top` does (bpftrace's keys hold the
 # path string; the else branch prints the probe path for readiness, as above).
 BPFTRACE_COUNT_PATHS = (
@@ -92,6 +100,9 @@ TRACERS: list[Tracer] = [
     Tracer("bpftrace-count", "bpftrace count-only (in-kernel floor)",
            lambda c: ["bpftrace", "-e", BPFTRACE_COUNT.format(comm=c.workload_comm, pid=c.bench_pid)],
            needs=("bpftrace",), count="bpftrace-map", show_start=False),
+    Tracer("bpftrace-count-exit", "bpftrace @[comm, cgroup, errno] = count() at sys_exit",
+           lambda c: ["bpftrace", "-e", BPFTRACE_COUNT_EXIT.format(comm=c.workload_comm, pid=c.bench_pid)],
+           needs=("bpftrace",), count="bpftrace-map", show_start=False, attached=b"probe-seen"),
     # In-kernel counting by command and file (`opentrace top`, `watch_counts`) beside bpftrace's.
     library("opentrace-top", "opentrace watch_counts by comm,file (opentrace top)",
             lambda c: {"counts": {"interval": 1.0, "by": ["comm", "file"]}, "count_comm": c.workload_comm},

@@ -5,6 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use opentrace_common::{
     abi::{
+        count::at_exit_only,
         open::Syscall,
         settings::{
             FILTER_CGROUP, FILTER_COMM, FILTER_EXCLUDE_SELF, FILTER_FAILED, FILTER_PATHS, FILTER_TID,
@@ -73,6 +74,8 @@ pub struct Config {
     pub follow: Option<Follow>,
     /// The path filter, whose entries the loader gives the programs.
     pub paths: Option<PathFilter>,
+    /// `Options::counts_at_exit`.
+    pub counts_at_exit: bool,
 }
 
 /// The ring buffers: `shards` of `shard_size` bytes each, CPU `c`'s records going to shard
@@ -201,6 +204,12 @@ impl Options {
             .collect()
     }
 
+    /// Counting mode with keys the exit programs make alone (`abi::count::at_exit_only`) and no
+    /// path filter (which needs the entry's path): only `count_exit_*` programs are attached.
+    pub fn counts_at_exit(&self) -> bool {
+        self.counts.is_some_and(|(by, _)| at_exit_only(by)) && self.paths.is_none()
+    }
+
     pub fn follow(&self) -> Option<Follow> {
         self.pid.map(|root| Follow { root, descendants: self.descendants })
     }
@@ -214,6 +223,7 @@ impl Options {
             rings: Rings::new(self.ring_size, self.ring_shards, online_cpus(), page_size())?,
             follow: self.follow(),
             paths: self.paths.clone(),
+            counts_at_exit: self.counts_at_exit(),
         })
     }
 

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use aya::maps::{Map, MapData, PerCpuHashMap};
 use opentrace_common::{
     abi::{
-        count::{BY_CGROUP, BY_COMM, BY_FILE, BY_PID, CountKey, HASH_START, hash_step},
+        count::{BY_CGROUP, BY_COMM, BY_FILE, BY_PID, BY_SYSCALL, CountKey, HASH_START, hash_step},
         open::{STATUS_COUNTED, STATUS_START_DIR},
     },
     open::Open,
@@ -42,6 +42,9 @@ impl Counting {
         }
         if self.by & BY_COMM != 0 {
             key.comm = head.comm;
+        }
+        if self.by & BY_SYSCALL != 0 {
+            key.syscall = u32::from(head.syscall);
         }
         if head.ret < 0 {
             key.errno = head.ret.unsigned_abs() as u32;

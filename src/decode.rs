@@ -113,6 +113,12 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    /// The path of cgroup `id` under the cgroup2 mount, as events name theirs (None if it is
+    /// gone and was never named).
+    pub fn cgroup_path(&mut self, id: u64) -> Option<Arc<[u8]>> {
+        self.cgroups.get(id)
+    }
+
     pub fn new(failed_only: bool, tracepoints: impl IntoIterator<Item = Arc<Schema>>) -> Decoder {
         Decoder {
             scratch: Vec::new(),

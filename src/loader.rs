@@ -169,13 +169,24 @@ pub fn load(config: &Config) -> Result<Loaded> {
             ),
         }
     }
-    let exit = loaded_program(&mut ebpf, "sys_exit")?;
-    for syscall in &wanted {
-        links.push(attach(exit, "syscalls", &format!("sys_exit_{}", syscall.name()))?);
-    }
-    for syscall in &wanted {
-        let name = format!("sys_enter_{}", syscall.name());
-        links.push(attach(loaded_program(&mut ebpf, &name)?, "syscalls", &name)?);
+    if config.counts_at_exit {
+        crate::diag::note(
+            crate::diag::Level::Debug,
+            "counting at the exits alone: no entry program, no event for the syscalls' opens".into(),
+        );
+        for syscall in &wanted {
+            let program = loaded_program(&mut ebpf, &format!("count_exit_{}", syscall.name()))?;
+            links.push(attach(program, "syscalls", &format!("sys_exit_{}", syscall.name()))?);
+        }
+    } else {
+        let exit = loaded_program(&mut ebpf, "sys_exit")?;
+        for syscall in &wanted {
+            links.push(attach(exit, "syscalls", &format!("sys_exit_{}", syscall.name()))?);
+        }
+        for syscall in &wanted {
+            let name = format!("sys_enter_{}", syscall.name());
+            links.push(attach(loaded_program(&mut ebpf, &name)?, "syscalls", &name)?);
+        }
     }
 
     let names = attached.iter().map(|s| s.name().to_owned()).collect();

@@ -5,7 +5,10 @@
 use std::{
     collections::VecDeque,
     os::fd::AsRawFd,
-    sync::atomic::{AtomicBool, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -281,6 +284,11 @@ impl Reader {
             tracked,
             exited: false,
         })
+    }
+
+    /// `Decoder::cgroup_path`.
+    pub fn cgroup_path(&mut self, id: u64) -> Option<Arc<[u8]>> {
+        self.decoder.cgroup_path(id)
     }
 
     /// The rings' fds, to wait on.

@@ -452,6 +452,15 @@ impl Session {
         Ok((counting::key_bytes(&key), counted))
     }
 
+    /// The path of cgroup `id` under the cgroup2 mount, as an event from it would name it (None
+    /// if it is gone and no event or the kernel named it before): for counts by cgroup, which no
+    /// event names when the kernel counts at the exit alone.
+    fn cgroup_path(&self, py: Python<'_>, id: u64) -> PyResult<Option<Vec<u8>>> {
+        self.with_live(py, |slot| {
+            Ok(slot.as_mut().and_then(|reader| reader.cgroup_path(id)).map(|p| p.to_vec()))
+        })
+    }
+
     /// Counting mode: the opens the kernel counted under each key since the last call, as
     /// (key bytes, opens); keys with none left out.
     fn counts(&self, py: Python<'_>) -> PyResult<Vec<(Vec<u8>, u64)>> {

@@ -106,13 +106,44 @@ def test_an_idle_containers_series_go_and_give_their_place_back(tmp_path: Path, 
         assert agent.stop() == 0
 
 
-def test_opens_and_lost_add_up_to_every_open(tmp_path: Path) -> None:
-    """A ring of one page, a storm of opens: what the ring had no room for is counted."""
+def test_each_syscall_and_result_has_its_series(tmp_path: Path) -> None:
+    """Metrics alone are counted in the kernel, at the syscalls' exits: the syscall and the errno
+    come from there, not from events."""
     comm = unique_comm()
     marker = tmp_path / "marker"
     marker.write_text("x")
-    with Agent("--metrics", "127.0.0.1:0", "--ring-size", "4K", "-n", comm) as agent:
+    ops: list[list[object]] = [
+        ["open", str(marker), os.O_RDONLY, 0], ["open", str(marker), os.O_RDONLY, 0],
+        ["creat", str(tmp_path / "made"), 0o600],
+        ["openat2", str(marker), os.O_RDONLY, 0, 0], ["openat2", str(marker / "x"), os.O_RDONLY, 0, 0],
+        *opens(tmp_path, ok=2, failed=1),
+    ]
+    with Agent("--metrics", "127.0.0.1:0", "-n", comm) as agent:
+        _, results = workload(comm, ops)
+        assert results[4] == -20  # ENOTDIR
+        until(lambda: agent.metric("opentrace_opens_total") >= 8, "the agent counting the 8 opens")
+        series = {(labels["syscall"], labels["result"], labels["errno"]): value
+                  for (name, raw), value in agent.metrics().items() if name == "opentrace_opens_total"
+                  for labels in [dict(raw)]}
+        assert series == {("open", "ok", ""): 2, ("creat", "ok", ""): 1, ("openat2", "ok", ""): 1,
+                          ("openat2", "error", "ENOTDIR"): 1, ("openat", "ok", ""): 2,
+                          ("openat", "error", "ENOENT"): 1}
+        assert agent.stop() == 0
+
+
+@pytest.mark.parametrize("also", [[], ["--json-file", "{tmp}/events.jsonl"]], ids=["metrics-alone", "with-events"])
+def test_opens_and_lost_add_up_to_every_open(tmp_path: Path, also: list[str]) -> None:
+    """A ring of one page, a storm of opens. Metrics alone are counted in the kernel, with no
+    event sent: all of them, none lost. With a sink that takes the events, the metrics count
+    them as they come, and what the ring had no room for is counted as lost."""
+    comm = unique_comm()
+    marker = tmp_path / "marker"
+    marker.write_text("x")
+    extra = [arg.format(tmp=tmp_path) for arg in also]
+    with Agent("--metrics", "127.0.0.1:0", "--ring-size", "4K", "-n", comm, *extra) as agent:
         workload(comm, [["loop", str(marker), 100_000]])
         until(lambda: agent.metric("opentrace_opens_total") + agent.metric("opentrace_events_lost_total") == 100_000,
               "opens + lost adding up to the workload's 100000")
+        if not also:
+            assert agent.metric("opentrace_events_lost_total") == 0
         assert agent.stop() == 0

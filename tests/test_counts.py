@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 
 import opentrace
 
-from .conftest import Child
+from .conftest import Child, cgroup2_mount
 
 pytestmark = pytest.mark.root
 
@@ -77,6 +78,39 @@ def test_grouped_by_pid(tmp_path: Path) -> None:
         rows = [row for rows in w for row in rows if row.path == str(target)]
     assert [(r.pid, r.comm, r.cgroup) for r in rows] == [(child.pid, None, None)] * len(rows)
     assert sum(r.opens for r in rows) == 100
+
+
+def test_counts_without_the_file_are_made_at_the_exit_alone(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Grouped by cgroup and comm, no entry program runs and no event names a key: the cgroup is
+    named by its id, and the counts are still exactly the child's opens, failures by errno."""
+    mount = cgroup2_mount()
+    if mount is None:
+        pytest.skip("no cgroup2 hierarchy mounted")
+    group = mount / f"opentrace-counts-{os.getpid()}"
+    group.mkdir()
+    try:
+        target = tmp_path / "f"
+        target.write_text("")
+        child = Child([["loop", str(target), 300], *[openat(tmp_path / "missing")] * 20, openat(target / "x")])
+        (group / "cgroup.procs").write_text(str(child.pid))
+        with caplog.at_level(logging.DEBUG, logger="opentrace"), \
+                opentrace.watch_counts(0.2, by=("cgroup", "comm"), pid=child.pid) as w:
+            results = child.go()
+            rows = [row for rows in w for row in rows]
+            assert w.lost == 0
+    finally:
+        group.rmdir()
+    assert results[-1] == -errno.ENOTDIR
+    assert "counting at the exits alone" in caplog.text
+    assert {(r.cgroup, r.container_id, r.comm, r.pid, r.path) for r in rows} == {
+        ("/" + group.relative_to(mount).as_posix(), None, "python", None, None)
+    }
+    assert sum(r.opens for r in rows) == 321 and sum(r.failed for r in rows) == 21
+    errors: dict[str, int] = {}
+    for r in rows:
+        for name, n in r.errors.items():
+            errors[name] = errors.get(name, 0) + n
+    assert errors == {"ENOENT": 20, "ENOTDIR": 1}
 
 
 def test_a_full_table_of_keys_is_counted_and_said(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -1,15 +1,24 @@
 //! Counting mode (`watch_counts`, `opentrace top`): an open is counted under its key in a
 //! per-CPU hash map rather than sent; the first open of a key is also sent (`STATUS_COUNTED`) to
-//! name it. The reader sums the per-CPU counts each interval.
+//! name it; keys without the file are counted by the exit alone (`at_exit`), with nothing sent.
+//! The reader sums the per-CPU counts each interval.
 use core::ffi::c_void;
 
-use aya_ebpf::{bindings::BPF_NOEXIST, helpers::generated::bpf_loop, macros::map, maps::PerCpuHashMap};
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::{
+        bpf_get_current_comm,
+        generated::{bpf_get_current_cgroup_id, bpf_loop},
+    },
+    macros::map,
+    maps::PerCpuHashMap,
+};
 use opentrace_common::{
     AT_FDCWD, PATH_MAX,
     abi::{
         Counter,
-        count::{BY_CGROUP, BY_COMM, BY_FILE, BY_PID, CountKey, HASH_START, hash_step},
-        open::{OpenRecord, STATUS_FILE_ID, STATUS_START_DIR},
+        count::{BY_CGROUP, BY_COMM, BY_FILE, BY_PID, BY_SYSCALL, CountKey, HASH_START, hash_step},
+        open::{OpenRecord, STATUS_FILE_ID, STATUS_START_DIR, Syscall},
     },
 };
 
@@ -75,6 +84,41 @@ pub fn bump(event: &mut OpenRecord, ret: i64, path_len: u32, dfd: i32) -> Counte
             }
         }
     }
+    if by & BY_SYSCALL != 0 {
+        key.syscall = u32::from(head.syscall);
+    }
+    add(key)
+}
+
+/// Counts an open of `syscall` that returned `ret`, by what the current task says (its `tgid`
+/// as the watcher sees it): `abi::count::at_exit_only`'s keys. Nothing names the key: a full
+/// map is counted as such.
+#[inline(always)]
+pub fn at_exit(syscall: Syscall, ret: i64, tgid: u32) {
+    let by = global!(SETTINGS.count_by);
+    let mut key = CountKey::default();
+    if by & BY_CGROUP != 0 {
+        // SAFETY: a helper with no arguments.
+        key.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    }
+    if by & BY_PID != 0 {
+        key.pid = tgid;
+    }
+    if by & BY_COMM != 0 {
+        key.comm = bpf_get_current_comm().unwrap_or_default();
+    }
+    if by & BY_SYSCALL != 0 {
+        key.syscall = syscall as u32;
+    }
+    if ret < 0 {
+        key.errno = ret.unsigned_abs() as u32;
+    }
+    let _ = add(key);
+}
+
+/// One more open of `key` on this CPU.
+#[inline(always)]
+fn add(key: CountKey) -> Counted {
     // SAFETY: this CPU's value of the key, not kept past the increment.
     if let Some(n) = COUNTS.get_ptr_mut(key) {
         // SAFETY: as above.

@@ -86,6 +86,39 @@ pub fn sys_exit(ctx: TracePointContext) -> u32 {
     counted(try_sys_exit(&Record::<1>::new(&ctx)))
 }
 
+macro_rules! count_at_exit {
+    ($($name:ident, $syscall:expr;)*) => {$(
+        /// Counting mode by keys without the file (`abi::count::at_exit_only`): attached alone,
+        /// in place of the entry program and `sys_exit`.
+        #[tracepoint]
+        pub fn $name(ctx: TracePointContext) -> u32 {
+            counted(try_count_at_exit(&Record::<1>::new(&ctx), $syscall))
+        }
+    )*};
+}
+
+count_at_exit! {
+    count_exit_open, Syscall::Open;
+    count_exit_openat, Syscall::Openat;
+    count_exit_openat2, Syscall::Openat2;
+    count_exit_creat, Syscall::Creat;
+}
+
+/// The entry's filters, decided at the exit (the task is the same), then the open counted.
+#[inline(always)]
+fn try_count_at_exit(ctx: &Record<'_, 1>, syscall: Syscall) -> Result<u32, i64> {
+    let Some((tgid, tid)) = process::current_ids() else { return Ok(0) };
+    if !wanted(tgid, tid) {
+        return Ok(0);
+    }
+    let ret = ctx.arg(global!(RET_OFFSET))? as i64;
+    if on(FILTER_FAILED) && ret >= 0 {
+        return Ok(0);
+    }
+    count::at_exit(syscall, ret, tgid);
+    Ok(0)
+}
+
 #[inline(always)]
 fn try_sys_enter<const N: usize>(
     ctx: &Record<'_, N>,

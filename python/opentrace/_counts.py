@@ -2,9 +2,11 @@
 
 The exit programs count each open under a key (its file, or for a failed open its path, and
 what the counts are grouped by) in a per-CPU map, and send only the first open of each key, which
-names it. Every interval the reader sums the map's counters: the differences are the interval's
-opens, so the intervals add up to every open counted. Opens submitted through io_uring are paired
-with their results in user space, so they are counted here, under keys made the same way.
+names it. Counts not grouped by file are made by the exit programs alone (no entry program, no
+event: the cheapest way to count), their cgroups named here by id. Every interval the reader sums
+the map's counters: the differences are the interval's opens, so the intervals add up to every
+open counted. Opens submitted through io_uring are paired with their results in user space, so
+they are counted here, under keys made the same way.
 """
 
 from __future__ import annotations
@@ -27,12 +29,21 @@ __all__ = ["BY", "CountWatcher", "OpenCount", "watch_counts"]
 
 # What the counts can be grouped by, and the kernel's bit for each (abi::count::BY_*).
 BY = {"pid": 1 << 0, "comm": 1 << 1, "cgroup": 1 << 2, "file": 1 << 3}
+# By syscall too (the agent's metrics; OpenCount has no field for it): read with ``_by_syscall()``.
+_BY_SYSCALL = 1 << 4
 DEFAULT_BY = ("cgroup", "comm", "file")
 DEFAULT_MAX_KEYS = 65536
+_MAX_CGROUPS = 65536  # cgroup names remembered
 MAX_KEYS = 1 << 24
 
-# A key's bytes (abi::count::CountKey): cgroup_id, file, dir, pid, dev, errno, pad, comm.
+# A key's bytes (abi::count::CountKey): cgroup_id, file, dir, pid, dev, errno, syscall, comm.
 _KEY = struct.Struct("<QQQIIII16s")
+
+
+@dataclass(frozen=True)
+class _Cgroup:
+    cgroup: str
+    container_id: str | None
 
 
 @dataclass(frozen=True)
@@ -98,10 +109,14 @@ def watch_counts(
     seconds = _seconds("interval", interval, 86400.0)
     if seconds < 0.01:
         raise ValueError(f"interval must be at least 0.01 seconds, not {interval!r}")
+    return _counting(seconds, _by(by), max_keys, filters)
+
+
+def _counting(interval: float, by: int, max_keys: int, filters: dict[str, Any]) -> CountWatcher:
+    """``watch_counts()`` by ``by`` (``BY``'s bits, and ``_BY_SYSCALL``)."""
     config = _checked(full_path=True, **(_FILTERS | filters))
-    bits = _by(by)
-    config["counts"] = (bits, _int("max_keys", max_keys, 1, MAX_KEYS))
-    return CountWatcher(Watcher(_load(config)), seconds, bits)
+    config["counts"] = (by, _int("max_keys", max_keys, 1, MAX_KEYS))
+    return CountWatcher(Watcher(_load(config)), interval, by)
 
 
 class CountWatcher:
@@ -117,6 +132,8 @@ class CountWatcher:
         # The first event of each key (its name), and opens counted here (io_uring's) since the
         # last interval.
         self._names: dict[bytes, OpenEvent] = {}
+        # cgroup id -> what names it (an event from it, or its path looked up by id).
+        self._cgroups: dict[int, _Cgroup | OpenEvent | None] = {}
         self._here: dict[bytes, int] = {}
         self._done = False
 
@@ -142,6 +159,40 @@ class CountWatcher:
         counted = self._session.counts()
         here, self._here = self._here, {}
         return self._rows([*counted, *here.items()])
+
+    def _cgroup_named(self, cgroup_id: int) -> _Cgroup | None:
+        raw = self._session.cgroup_path(cgroup_id)
+        if raw is None:
+            return None
+        return _Cgroup(raw.decode(errors="surrogateescape"), _opentrace.cgroup_container_id(raw))
+
+    def _by_syscall(self) -> list[tuple[int, str, int, int]]:
+        """For the agent (counts by cgroup and syscall, counted at the exit alone): (cgroup id,
+        syscall, errno or 0, opens) since the last call, io_uring's opens (counted here) with
+        them."""
+        self._read(0)
+        here, self._here = self._here, {}
+        out = []
+        for key, opens in [*self._session.counts(), *here.items()]:
+            cgroup_id, _, _, _, _, errno, syscall, _ = _KEY.unpack(key)
+            out.append((cgroup_id, _opentrace.SYSCALLS[syscall], errno, opens))
+        return out
+
+    def _cgroup_of(self, cgroup_id: int, event: OpenEvent | None = None) -> _Cgroup | OpenEvent | None:
+        """What names a cgroup: an event from it, else its path looked up by id (None: gone, and
+        never named)."""
+        named = self._cgroups.get(cgroup_id)
+        if named is None:
+            named = event if event is not None else self._cgroup_named(cgroup_id)
+            if len(self._cgroups) >= _MAX_CGROUPS:  # ids are never reused: a long run piles them up
+                self._cgroups.clear()
+            self._cgroups[cgroup_id] = named
+        return named
+
+    def _cgroup_names(self, cgroup_id: int) -> tuple[str | None, str | None]:
+        """A cgroup's path and container id, as its opens' events would name them."""
+        named = self._cgroup_of(cgroup_id)
+        return (named.cgroup, named.container_id) if named is not None else (None, None)
 
     def _read(self, timeout: float) -> None:
         events: list[OpenEvent] = []
@@ -181,11 +232,11 @@ class CountWatcher:
                 row[5][label] = row[5].get(label, 0) + opens
         out = []
         for (comm, pid, cgroup_id, where), (name, inode, dev, opens, failed, errors) in rows.items():
-            by_cgroup = cgroup_id is not None and name is not None
+            cgroup = self._cgroup_of(cgroup_id, name) if cgroup_id is not None else None
             out.append(OpenCount(
                 comm=comm, pid=pid,
-                cgroup=name.cgroup if by_cgroup else None,
-                container_id=name.container_id if by_cgroup else None,
+                cgroup=cgroup.cgroup if cgroup is not None else None,
+                container_id=cgroup.container_id if cgroup is not None else None,
                 path=where if isinstance(where, str) else None,
                 inode=inode, dev=dev, opens=opens, failed=failed, errors=errors,
             ))

@@ -1,7 +1,9 @@
 //! In-kernel counting (`watch_counts`, `opentrace top`): the exit programs count opens per key in
 //! a per-CPU hash map instead of sending an event each; the first open of a key is sent as usual,
-//! marked `STATUS_COUNTED`, to name it (the reader makes the same key from the event). The reader
-//! sums the per-CPU counters every interval: the differences are the interval's opens.
+//! marked `STATUS_COUNTED`, to name it (the reader makes the same key from the event). Keys
+//! without the file are counted at the exit alone, with no entry program and nothing sent (see
+//! `at_exit_only`). The reader sums the per-CPU counters every interval: the differences are the
+//! interval's opens.
 
 /// What an open is counted under. Fields the watcher does not group by are zero.
 #[repr(C)]
@@ -19,7 +21,8 @@ pub struct CountKey {
     pub dev: u32,
     /// 0 for a successful open, else its errno.
     pub errno: u32,
-    pub _pad: u32,
+    /// `BY_SYSCALL`: the open's `Syscall`, as a number.
+    pub syscall: u32,
     /// `BY_COMM`: the task's command name.
     pub comm: [u8; crate::COMM_LEN],
 }
@@ -29,6 +32,15 @@ pub const BY_PID: u32 = 1 << 0;
 pub const BY_COMM: u32 = 1 << 1;
 pub const BY_CGROUP: u32 = 1 << 2;
 pub const BY_FILE: u32 = 1 << 3;
+pub const BY_SYSCALL: u32 = 1 << 4;
+
+/// Whether opens grouped by `by` are counted by the exit programs alone (`count_at_exit`): a key
+/// without the file needs nothing the entry has (the exit tracepoint gives the result, the task
+/// the rest), and no event names it (the reader names the cgroup by its id).
+#[inline(always)]
+pub const fn at_exit_only(by: u32) -> bool {
+    by & BY_FILE == 0
+}
 
 /// How many keys the counting map holds by default (`watch_counts(max_keys=...)`).
 pub const DEFAULT_KEYS: u32 = 65536;

@@ -2,8 +2,9 @@
 with a pid filter, until the watched processes are gone.
 
 The capture thread only counts (the metrics) and hands each batch to the other sinks' queues;
-each of those writes in its own thread (see ``_sink``). At the end: what is still in the ring is
-read and handed on, the programs are detached, every sink writes what it has and closes its file
+each of those writes in its own thread (see ``_sink``). With metrics alone there are no events:
+the kernel counts the opens, and the loop reads its counts once a second. At the end: what is
+still in the ring is read and handed on, the programs are detached, every sink writes what it has and closes its file
 (a Parquet file is completed and renamed into place), and the counts are reported.
 """
 
@@ -24,6 +25,7 @@ from ._sink import Runner, Sink, SinkView, describe
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .._watch import Watcher
+    from ._metrics import OpenCounts
 
 __all__ = ["Agent"]
 
@@ -32,6 +34,9 @@ log = logging.getLogger("opentrace")
 POLL = 0.25  # seconds the loop waits for events before it looks at the clock and the stop flag
 CLOSE_TIMEOUT = 30.0  # per sink, at the end
 _DRAIN_ROUNDS = 16  # reads of what is left in the ring at the end (it may still be filling)
+# watch()'s keywords that only shape events (the rest are watch_counts()'s too): counting in the
+# kernel has none to shape.
+_NOT_FOR_COUNTING = {"full_path", "file_id", "ring_shards"}
 
 
 class Agent:
@@ -69,6 +74,9 @@ class Agent:
                 server = MetricsServer(m, counts, lambda: self.lost, self._ring_bytes(), self.sinks, __version__)
                 stack.callback(server.close)
                 self.metrics_url = server.url
+            if counts is not None and not self._runners:
+                self._count_in_kernel(counts, ready)
+                return
             watcher = watch(**self.config.filters)
             stack.callback(watcher.close)
             if ready is not None:
@@ -85,6 +93,31 @@ class Agent:
                 self.lost = watcher.lost
             watcher.close()
             self.lost = watcher.lost  # final once closed
+
+    def _count_in_kernel(self, counts: OpenCounts, ready: Callable[[Agent], None] | None) -> None:
+        """Metrics alone: the opens are counted in the kernel by cgroup, syscall and result, at
+        the syscalls' exits alone (no event is sent; io_uring's opens still are, counted here),
+        and the counts read once a second."""
+        from .._counts import _BY_SYSCALL, BY, DEFAULT_MAX_KEYS, _counting
+
+        filters = {k: v for k, v in self.config.filters.items() if k not in _NOT_FOR_COUNTING}
+        with _counting(1.0, BY["cgroup"] | _BY_SYSCALL, DEFAULT_MAX_KEYS, filters) as watcher:
+            if ready is not None:
+                ready(self)
+
+            def take() -> None:
+                rows = watcher._by_syscall()
+                self.events += sum(row[3] for row in rows)
+                counts.add_counted(rows, time.monotonic(), watcher._cgroup_names)
+
+            while not self._stop.is_set() and not watcher._watcher._finished():
+                watcher._read(POLL)  # io_uring's opens, as events
+                if self._tick():
+                    take()
+                    counts.forget_idle(time.monotonic())
+                self.lost = watcher.lost
+            take()
+        self.lost = watcher.lost  # final once closed
 
     def _batches(self, watcher: Watcher[OpenEvent]) -> Iterator[list[OpenEvent]]:
         """Batches until stopped, then what is left in the ring; an empty list now and then so

@@ -1,4 +1,5 @@
-"""Prometheus metrics: opens counted from the event stream, with few series.
+"""Prometheus metrics: opens counted in the kernel (metrics alone) or from the event stream (with
+other sinks, which take the events anyway), with few series.
 
 ``opentrace_opens_total{syscall, result, errno, container}`` has at most 5 syscalls x (1 + the errno
 names seen) x (``max_containers`` + 2) series: the container label is the container id ("" outside
@@ -57,9 +58,29 @@ class OpenCounts:
             if label in self._last_seen:
                 self._last_seen[label] = now
 
+    def add_counted(
+        self, rows: list[tuple[int, str, int, int]], now: float, name: Callable[[int], tuple[str | None, str | None]]
+    ) -> None:
+        """Counts made in the kernel: (cgroup id, syscall, errno or 0, opens); ``name(cgroup id)``
+        gives the cgroup's path and container id. Which of the containers first seen in one
+        reading get series of their own is not in the order they opened (the kernel's counts do
+        not say it) but in their cgroups' (the order the cgroups were made in)."""
+        counts = self.counts
+        for cgroup_id, syscall, err, n in sorted(rows):
+            label = self._label_of.get(cgroup_id)
+            if label is None:
+                label = self._learn_named(cgroup_id, *name(cgroup_id))
+            key = (syscall, err or None, label)
+            counts[key] = counts.get(key, 0) + n
+            if label in self._last_seen:
+                self._last_seen[label] = now
+
     def _learn(self, cgroup_id: int, events: list[OpenEvent]) -> str:
         ev = next(ev for ev in events if ev.cgroup_id == cgroup_id)
-        value = (ev.cgroup if self._by_cgroup_path else ev.container_id) or ""
+        return self._learn_named(cgroup_id, ev.cgroup, ev.container_id)
+
+    def _learn_named(self, cgroup_id: int, cgroup: str | None, container_id: str | None) -> str:
+        value = (cgroup if self._by_cgroup_path else container_id) or ""
         if value and value not in self._last_seen:
             if len(self._last_seen) < self._max:
                 self._last_seen[value] = 0.0
