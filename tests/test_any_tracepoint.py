@@ -238,4 +238,4 @@ def test_cli_text_and_json(tmp_path: Path) -> None:
     assert set(record) == {"tracepoint", "timestamp_ns", "cpu", "pid", "tid", "uid", "comm", "fields"}
     assert record["comm"] == "opentrace-x" and record["fields"]["filename"] == str(tmp_path / "opentrace-x")
     bad = subprocess.run([sys.executable, "-m", "opentrace", "watch", "nosuch:thing"], capture_output=True, text=True)
-    assert bad.returncode == 2 and bad.stderr.startswith("opentrace: ") and "Traceback" not in bad.stderr
+    assert bad.returncode == 1 and bad.stderr.startswith("opentrace: ") and "Traceback" not in bad.stderr

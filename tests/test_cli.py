@@ -109,9 +109,10 @@ def test_list_and_format(capsys: pytest.CaptureFixture[str]) -> None:
         (["format", "syscalls:nope"], 'no tracepoint "syscalls:nope"'),
     ],
 )
-def test_nothing_matching_exits_2_with_one_line(argv: list[str], says: str, capsys: pytest.CaptureFixture[str]) -> None:
-    """Every command answers a name or pattern that matches nothing alike: bad usage, exit 2."""
-    assert main(argv) == 2
+def test_nothing_matching_exits_1_with_one_line(argv: list[str], says: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every command answers a name or pattern that matches nothing alike: a runtime error (API.md:
+    "1 on a runtime error (..., unknown tracepoint, ...)"), exit 1, one line."""
+    assert main(argv) == 1
     out, err = capsys.readouterr()
     assert out == ""
     assert err.startswith("opentrace: ") and err.count("\n") == 1 and says in err, err

@@ -712,7 +712,8 @@ def _silence_stdout() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status, the same rule for every command: 0 done, 2 bad usage
-    or a name or pattern that matches nothing, 1 a runtime error (``-- CMD``: CMD's status)."""
+    (argparse's own errors), 1 a runtime error, a tracepoint name or pattern that matches nothing
+    included (``-- CMD``: CMD's status)."""
     args = list(sys.argv[1:] if argv is None else argv)
     command = args.pop(0) if args and args[0] in _COMMANDS else "trace"
     out, err = sys.stdout, sys.stderr
@@ -726,10 +727,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _silence_stdout()
         return 0
-    except TracepointNotFound as e:  # asked for what is not there: the command line is wrong
-        err.write(f"{PROG}: {e}\n")
-        return 2
-    except OpentraceError as e:
+    except OpentraceError as e:  # an unknown tracepoint too (API.md: a runtime error, status 1)
         err.write(f"{PROG}: {e}\n")
         return 1
     finally:
