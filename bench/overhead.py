@@ -89,7 +89,7 @@ class Context:
     bench_pid: int
 
 
-Count = Literal["lines", "consumer", "bpftrace-map", "agent-metrics", "agent-parquet"]
+Count = Literal["lines", "consumer", "bpftrace-map", "agent-metrics", "agent-parquet", "parquet-file"]
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,8 @@ class Tracer:
                     scraped before it is stopped (see ``agent``);
       agent-parquet `opentrace agent --parquet DIR`: the rows of the files in DIR once it stopped;
                     lost: the events its ring lost and those its Parquet sink dropped.
+      parquet-file  the CLI's ``-o FILE.parquet`` (see ``cli_parquet``): the file's rows once it
+                    stopped; lost: "opentrace: N events lost in all" on its stderr.
     """
 
     name: str  # for --tools and the JSON
@@ -194,7 +196,8 @@ def settled_scrape(err: Path) -> tuple[int, int]:
 
 
 def count_agent_parquet(directory: Path, err: Path) -> tuple[int, int]:
-    """(rows in the Parquet files in ``directory``, events lost or dropped) once the agent stopped."""
+    """(rows in the Parquet files in ``directory``, events lost or dropped) once the agent (or the
+    CLI, into ``directory``/trace.parquet) stopped."""
     import pyarrow.parquet as pq
 
     rows = sum(pq.ParquetFile(f).metadata.num_rows for f in directory.glob("*.parquet"))
@@ -202,6 +205,18 @@ def count_agent_parquet(directory: Path, err: Path) -> tuple[int, int]:
     lost = re.search(rb"opentrace: (\d+) events lost in all", text)
     dropped = re.search(rb"parquet \d+ written, (\d+) dropped", text)
     return rows, sum(int(m.group(1)) for m in (lost, dropped) if m)
+
+
+def cli_parquet(name: str, label: str, python: str = PY) -> Tracer:
+    """A row for ``python -m opentrace -n <the workload's comm> -o DIR/trace.parquet``: the events
+    the agent's ``--parquet`` row writes, written by the CLI itself (in its read loop, one file).
+    It cannot see the probe path: attached once it says it traces."""
+
+    def argv(c: Context) -> list[str]:
+        agent_dir(c).mkdir(exist_ok=True)
+        return [python, "-m", "opentrace", "-n", c.workload_comm, "-o", str(agent_dir(c) / "trace.parquet")]
+
+    return Tracer(name, label, argv, count="parquet-file", attached=b"opentrace: tracing", attached_on_stderr=True)
 
 
 def cli(name: str, label: str, *options: str, attached: bytes | None = None, python: str = PY,
@@ -518,10 +533,10 @@ def _measure(tracer: Tracer, work: Prepared, threads: int, ops: int, rnd: int, w
         if not m.stopped_cleanly:
             m.notes.append(f"did not exit within {STOP_TIMEOUT:.0f} s of SIGINT (killed)")
 
-        if tracer.count == "agent-parquet":
+        if tracer.count in ("agent-parquet", "parquet-file"):
             m.captured, m.lost = count_agent_parquet(agent_dir(ctx), err)
             shutil.rmtree(agent_dir(ctx), ignore_errors=True)
-        if tracer.count.startswith("agent-"):
+        if tracer.count.startswith("agent-") or tracer.count == "parquet-file":
             return m
         if tracer.count == "lines":
             m.captured, m.lost = count_lines(out, err, work.target.match)

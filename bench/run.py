@@ -29,6 +29,7 @@ from overhead import (
     Workload,
     agent,
     cli,
+    cli_parquet,
     comm_target,
     library,
     parse_args,
@@ -77,6 +78,8 @@ TRACERS: list[Tracer] = [
     # The node agent, filtered to the workload's comm: counting for Prometheus only, and writing Parquet.
     agent("opentrace-agent-metrics", "opentrace agent --metrics (Prometheus)", "--metrics", "127.0.0.1:0"),
     agent("opentrace-agent-parquet", "opentrace agent --parquet DIR", "--parquet", "{dir}"),
+    # The same events written by the CLI, in its read loop (the agent's target: this row + 0.1x).
+    cli_parquet("opentrace-cli-parquet", "opentrace CLI -n COMM -o trace.parquet"),
     # Filters that leave the workload out, decided at syscall entry: what a filter costs the rest.
     library("opentrace-lib-pid-other", "opentrace library, pid filter excluding the workload",
             lambda c: {"pid": c.bench_pid}, attached=b"ready "),

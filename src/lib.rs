@@ -48,7 +48,7 @@ mod _opentrace {
             cgroup_container_id, container_cgroups, container_learn, containers_forget, containers_known,
             containers_stop, containers_wanted,
         },
-        event::{Attribute, OpenEvent},
+        event::{Attribute, OpenEvent, open_columns},
         output::{Formatter, summary},
         session::Session,
         tpevent::TracepointEvent,

@@ -233,3 +233,35 @@ def test_parquet_output_refuses_text_options(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "--json shape text output" in done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_every_parquet_column_is_the_events_field(tmp_path: Path) -> None:
+    """Row for row and field for field, what DuckDB reads of a file is the events' ``to_dict()``
+    (None where an event has no value, the extremes of each integer type, text that is not UTF-8
+    replaced in the string columns, the paths' bytes exact), across row groups."""
+    from opentrace import OpenEvent
+    from opentrace.agent._parquet import ParquetOutput
+
+    events = [
+        OpenEvent(timestamp_ns=2**63 - 1, pid=2**31 - 1, tid=1, uid=2**32 - 1, comm=b"c\xffm", syscall="openat2",
+                  path=b"/p/\xfe", dfd=-100, flags=2**64 - 1, mode=0o644, ret=7, inode=2**64 - 1, dev=0,
+                  mnt_id=2**32 - 1, ppid=2**31 - 1, ns_pid=3, cgroup_id=2**64 - 1, cgroup=b"/system.slice/docker-"
+                  + b"a" * 64 + b".scope", container_name="web", full_path=b"/full/\xfe"),
+        OpenEvent(pid=5, comm="x", syscall="creat", path="relative", ret=-13),
+        OpenEvent(),
+    ] * 3
+    out = tmp_path / "t.parquet"
+    writer = ParquetOutput(str(out), row_group_rows=4)
+    writer.write(events)
+    writer.close()
+    read = duckdb.sql(f"SELECT * FROM read_parquet('{out}')")
+    rows = [dict(zip(read.columns, row, strict=True)) for row in read.fetchall()]
+    assert len(rows) == len(events)
+    for event, row in zip(events, rows, strict=True):
+        expected = event.to_dict()
+        expected["comm"] = event.comm.encode(errors="surrogateescape").decode(errors="replace")
+        expected["path"] = event.path_bytes
+        expected["path_str"] = event.path_bytes.decode(errors="replace")
+        full = event.full_path_bytes
+        expected["full_path"], expected["full_path_str"] = full, None if full is None else full.decode(errors="replace")
+        assert {k: bytes(v) if isinstance(v, (bytearray, memoryview)) else v for k, v in row.items()} == expected

@@ -11,6 +11,8 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod abi;
+#[cfg(feature = "user")]
+pub mod arrow;
 pub mod comm;
 #[cfg(feature = "user")]
 pub mod counts;
