@@ -1,8 +1,14 @@
 //! Counting mode's reading end (`watch_counts`, `opentrace top`): the key an open event is
 //! counted under (made from the event as the kernel made it), and each interval's counts: the
 //! kernel map's per-CPU counters summed, less what they were at the last interval, so that the
-//! intervals add up to every open counted.
-use std::collections::HashMap;
+//! intervals add up to every open counted. Keys that stop counting are taken out of the kernel's
+//! table (their last counts read as they go), so that keys that come and go (containers,
+//! processes, files) never fill it.
+use std::{
+    collections::HashMap,
+    os::fd::AsFd,
+    time::{Duration, Instant},
+};
 
 use aya::maps::{Map, MapData, PerCpuHashMap};
 use opentrace_common::{
@@ -13,20 +19,38 @@ use opentrace_common::{
     open::Open,
 };
 
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    sys,
+};
+
+/// A key whose count has not changed for this long leaves the kernel's table.
+const IDLE: Duration = Duration::from_secs(60);
 
 pub struct Counting {
-    counts: PerCpuHashMap<MapData, CountKey, u64>,
+    map: Map,
     by: u32,
-    /// Each key's count at the last interval (summed over CPUs).
-    then: HashMap<CountKey, u64>,
+    /// Keys the table holds at most (`max_keys`).
+    capacity: usize,
+    /// Possible CPUs: a per-CPU value is one u64 for each.
+    cpus: usize,
+    /// Each key's count at the last interval (summed over CPUs), and when it last changed.
+    then: HashMap<CountKey, Seen>,
+}
+
+struct Seen {
+    count: u64,
+    changed: Instant,
 }
 
 impl Counting {
-    /// `map`: the programs' `COUNTS`; `by`: `abi::count::BY_*` bits.
-    pub fn new(map: Map, by: u32) -> Result<Counting> {
-        let counts = PerCpuHashMap::try_from(map).map_err(|e| Error::kernel("opening the counts", &e))?;
-        Ok(Counting { counts, by, then: HashMap::new() })
+    /// `map`: the programs' `COUNTS`, of `capacity` keys; `by`: `abi::count::BY_*` bits.
+    pub fn new(map: Map, by: u32, capacity: usize) -> Result<Counting> {
+        if !matches!(map, Map::PerCpuHashMap(_)) {
+            return Err(Error::Other("the counts map is not a per-CPU hash map".into()));
+        }
+        let cpus = aya::util::nr_cpus().map_err(|(what, e)| Error::kernel(what, &e))?;
+        Ok(Counting { map, by, capacity, cpus, then: HashMap::new() })
     }
 
     /// The key `open` is counted under, and whether the kernel counted it (else the reader
@@ -68,17 +92,54 @@ impl Counting {
     }
 
     /// The opens of each key counted by the kernel since the last call (keys with none left out).
+    /// Keys unchanged for [`IDLE`] leave the table, and with the table three quarters full,
+    /// every key unchanged since the last call: a key that counts again comes back from zero.
     pub fn interval(&mut self) -> Result<Vec<(CountKey, u64)>> {
+        let now = Instant::now();
         let mut rows = Vec::new();
-        for entry in self.counts.iter() {
+        let mut unchanged = Vec::new();
+        let mut held = 0;
+        let counts: PerCpuHashMap<&MapData, CountKey, u64> =
+            PerCpuHashMap::try_from(&self.map).map_err(|e| Error::kernel("opening the counts", &e))?;
+        for entry in counts.iter() {
             let (key, values) = entry.map_err(|e| Error::kernel("reading the counts", &e))?;
-            let now = values.iter().fold(0u64, |sum, v| sum.saturating_add(*v));
-            let then = self.then.insert(key, now).unwrap_or(0);
-            if now > then {
-                rows.push((key, now - then));
+            held += 1;
+            let count = values.iter().fold(0u64, |sum, v| sum.saturating_add(*v));
+            let seen = self.then.entry(key).or_insert(Seen { count: 0, changed: now });
+            if count > seen.count {
+                rows.push((key, count - seen.count));
+                (seen.count, seen.changed) = (count, now);
+            } else if count > 0 {
+                // (A key at 0 is one a program has just made and is about to count.)
+                unchanged.push((key, now.duration_since(seen.changed)));
+            }
+        }
+        let crowded = held * 4 >= self.capacity * 3;
+        for (key, idle) in unchanged {
+            if crowded || idle >= IDLE {
+                self.take_out(key, &mut rows)?;
             }
         }
         Ok(rows)
+    }
+
+    /// Takes `key` out of the table, its opens since the last read into `rows`.
+    fn take_out(&mut self, key: CountKey, rows: &mut Vec<(CountKey, u64)>) -> Result<()> {
+        let Map::PerCpuHashMap(data) = &self.map else { return Ok(()) };
+        let mut values = vec![0u8; self.cpus * size_of::<u64>()];
+        let found = sys::lookup_and_delete(data.fd().as_fd(), &key_bytes(&key), &mut values)
+            .map_err(|e| Error::kernel("taking an idle key out of the counts", &e))?;
+        let before = self.then.remove(&key).map_or(0, |seen| seen.count);
+        if found {
+            let last = values
+                .chunks_exact(size_of::<u64>())
+                .map(|v| u64::from_ne_bytes(v.try_into().unwrap_or_default()))
+                .fold(0u64, u64::saturating_add);
+            if last > before {
+                rows.push((key, last - before));
+            }
+        }
+        Ok(())
     }
 }
 

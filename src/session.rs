@@ -231,11 +231,12 @@ impl Session {
         diag::emit(py)?;
         let Loaded { rings, counters, logs, tracked, mut attached } = loaded?;
         let counting = match counts {
-            Some((by, _)) => Some(Counting::new(
+            Some((by, max_keys)) => Some(Counting::new(
                 attached
                     .take_map("COUNTS")
                     .ok_or_else(|| Error::Other("the counts map is missing".into()))?,
                 by,
+                max_keys as usize,
             )?),
             None => None,
         };

@@ -14,6 +14,7 @@ const PERF_TYPE_TRACEPOINT: u32 = 2;
 const PERF_ATTR_SIZE: u32 = 128;
 const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 1 << 3;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
 const BPF_LINK_CREATE: libc::c_long = 28;
 /// Where `struct bpf_prog_info` keeps `recursion_misses` (uapi; Linux 5.12+), and how much of
 /// it is read.
@@ -107,4 +108,35 @@ pub fn recursion_misses(program: BorrowedFd<'_>) -> io::Result<u64> {
     // `info_len` bytes into `info`, which has them.
     unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &attr) }?;
     Ok(info[RECURSION_MISSES / 8])
+}
+
+/// Takes `key` out of hash map `map` with its value, in one step (`BPF_MAP_LOOKUP_AND_DELETE_ELEM`,
+/// which aya 0.14 lacks; per-CPU hash maps since Linux 5.14): `value` gets what the key held (for
+/// a per-CPU map, every possible CPU's value, each padded to 8 bytes). False when the key is not
+/// there.
+pub fn lookup_and_delete(map: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> io::Result<bool> {
+    #[repr(C)]
+    struct Elem {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        value: u64,
+        flags: u64,
+        _rest: [u64; 4],
+    }
+    let attr = Elem {
+        map_fd: map.as_raw_fd() as u32,
+        _pad: 0,
+        key: key.as_ptr() as u64,
+        value: value.as_mut_ptr() as u64,
+        flags: 0,
+        _rest: [0; 4],
+    };
+    // SAFETY: `Elem` is that command's attribute block, zero-padded; the kernel reads the map's
+    // key size from `key` and writes its value size into `value`, which the caller sized so.
+    match unsafe { bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, &attr) } {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
 }

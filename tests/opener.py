@@ -19,6 +19,7 @@ syscall return value, or ``-errno``. Operations:
                                              is unmapped and a writer opens the FIFO: the open
                                              succeeds, but its arguments are gone by the syscall's exit
     ["loop", path, n]                        n x (openat + close); returns n
+    ["sleep", seconds]                       time.sleep; returns 0
     ["setuid", uid]                          drop to uid (real, effective, saved)
     ["rename", comm]                         prctl(PR_SET_NAME)
     ["rounds", path, k]                      rounds of k x (openat + close), each followed by
@@ -209,6 +210,9 @@ def run(op: list) -> object:
         for _ in range(n):
             os.close(os.open(path, os.O_RDONLY))
         return n
+    if kind == "sleep":
+        time.sleep(args[0])
+        return 0
     if kind == "setuid":
         os.setresuid(args[0], args[0], args[0])
         return 0

@@ -11,6 +11,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -126,6 +127,28 @@ def test_a_full_table_of_keys_is_counted_and_said(tmp_path: Path, caplog: pytest
     counted = sum(t[0] for path, t in seen.items() if path.startswith(str(tmp_path)))  # type: ignore[misc]
     assert lost > 0 and counted + lost == 200
     assert "the table of keys full" in caplog.text
+
+
+def test_keys_that_stop_counting_leave_room_for_new_ones(tmp_path: Path) -> None:
+    """Files come and go (as containers and processes do in an always-on agent): keys idle while
+    the table is three quarters full are taken out (their last counts read as they go), and the
+    next files are counted in full. A table of 8 keys counts 30 files, none lost."""
+    waves = [[tmp_path / f"w{wave}-{i}" for i in range(6)] for wave in range(5)]
+    ops: list[list[object]] = []
+    for files in waves:
+        for f in files:
+            f.write_text("")
+        ops += [["loop", str(f), 5] for f in files]
+        ops.append(["sleep", 0.8])  # four intervals: read, then taken out
+    child = Child(ops)
+    with opentrace.watch_counts(0.2, max_keys=8, pid=child.pid) as w:
+        worker = threading.Thread(target=child.go)  # the counts are read as the waves go
+        worker.start()
+        seen = totals(w)
+        worker.join()
+        assert w.lost == 0
+    assert {path: t[0] for path, t in seen.items() if path.startswith(str(tmp_path))} == {
+        str(f): 5 for files in waves for f in files}
 
 
 def test_io_uring_opens_are_counted(uring_helper: Path, tmp_path: Path) -> None:

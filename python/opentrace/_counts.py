@@ -100,7 +100,9 @@ def watch_counts(
 
     ``by`` groups the counts: any of ``"pid"``, ``"comm"``, ``"cgroup"``, ``"file"``. ``max_keys``
     bounds the kernel's table of keys; opens of keys past it are counted in ``lost`` and said in
-    the log. ``filters`` are ``watch()``'s (``pid``, ``descendants``, ``tid``, ``uid``, ``comm``,
+    the log. Keys that stop counting leave it (unchanged for a minute, or since the last interval
+    once it is three quarters full), their last counts read as they go. ``filters`` are
+    ``watch()``'s (``pid``, ``descendants``, ``tid``, ``uid``, ``comm``,
     ``failed``, ``syscalls``, ``ring_size``, ``latency``, ``cgroup``, ``container``, ``paths``).
     """
     unknown = sorted(set(filters) - set(_FILTERS))
