@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use opentrace_common::{
     abi::{
-        count::at_exit_only,
+        count::{BY_FILE, at_exit_only},
         open::Syscall,
         settings::{
             FILTER_CGROUP, FILTER_COMM, FILTER_EXCLUDE_SELF, FILTER_FAILED, FILTER_PATHS, FILTER_TID,
@@ -182,8 +182,9 @@ impl Options {
             if keys == 0 {
                 return Err(Error::Invalid("max_keys must be at least 1".into()));
             }
-            // The first open of a key names it by its full path.
-            on(WITH_COUNTS | WITH_FULL_PATH, true);
+            // The first open of a key grouped by file names it by its full path.
+            on(WITH_COUNTS, true);
+            on(WITH_FULL_PATH, by & BY_FILE != 0);
             (settings.count_by, settings.count_keys) = (by, keys);
         }
         if let Some(substring) = &self.comm {

@@ -116,7 +116,7 @@ def watch_counts(
 
 def _counting(interval: float, by: int, max_keys: int, filters: dict[str, Any]) -> CountWatcher:
     """``watch_counts()`` by ``by`` (``BY``'s bits, and ``_BY_SYSCALL``)."""
-    config = _checked(full_path=True, **(_FILTERS | filters))
+    config = _checked(full_path=bool(by & BY["file"]), **(_FILTERS | filters))  # names a file's key
     config["counts"] = (by, _int("max_keys", max_keys, 1, MAX_KEYS))
     return CountWatcher(Watcher(_load(config)), interval, by)
 
