@@ -9,6 +9,7 @@ import errno
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -188,6 +189,27 @@ def test_cli_top_json(tmp_path: Path) -> None:
     mine = [r for r in rows if r["path"] == str(target)]
     assert sum(r["opens"] for r in mine) == 250 and {r["comm"] for r in mine} == {Path(sys.executable).name[:15]}
     assert all(r["errors"] == {} and r["failed"] == 0 and isinstance(r["interval"], int) for r in mine)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_cli_top_stopped_mid_interval_prints_what_it_counted(tmp_path: Path, sig: int) -> None:
+    """Ctrl-C (or SIGTERM) in the middle of a long interval: the opens counted so far are the
+    last interval's rows, not lost with it."""
+    target = tmp_path / "f"
+    target.write_text("")
+    child = Child([["loop", str(target), 123]])
+    top = subprocess.Popen([sys.executable, "-m", "opentrace", "top", "--json", "-i", "600", "-p", str(child.pid),
+                            "--by", "file"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert top.stderr is not None and top.stderr.readline().startswith("opentrace top: counting")
+        child.go()
+        top.send_signal(sig)
+        out, errors = top.communicate(timeout=30)
+    finally:
+        top.kill()
+    assert top.returncode == 0, errors
+    mine = [json.loads(line) for line in out.splitlines() if json.loads(line)["path"] == str(target)]
+    assert [(r["interval"], r["opens"]) for r in mine] == [(1, 123)]
 
 
 def test_bad_groupings_are_refused() -> None:

@@ -98,17 +98,27 @@ def top(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
         err.flush()
     interactive = not args.json and out.stream.isatty()
     deadline = None if args.duration is None else time.monotonic() + args.duration
+
+    def show(n: int, rows: list[OpenCount]) -> None:
+        if args.json:
+            stamp = time.time()
+            out.write("".join(json.dumps({"interval": n, "time": stamp, **row.to_dict()}) + "\n" for row in rows))
+        else:
+            header = f"{time.strftime('%H:%M:%S')}  {sum(r.opens for r in rows)} opens, {len(rows)} rows"
+            if watcher.lost:
+                header += f", {watcher.lost} not counted"
+            out.write((CLEAR if interactive else "") + header + "\n" + _table(rows, by, args.rows)
+                      + ("" if interactive else "\n"))
+
     with watcher:
-        for n, rows in enumerate(watcher, 1):
-            if args.json:
-                stamp = time.time()
-                out.write("".join(json.dumps({"interval": n, "time": stamp, **row.to_dict()}) + "\n" for row in rows))
-            else:
-                header = f"{time.strftime('%H:%M:%S')}  {sum(r.opens for r in rows)} opens, {len(rows)} rows"
-                if watcher.lost:
-                    header += f", {watcher.lost} not counted"
-                out.write((CLEAR if interactive else "") + header + "\n" + _table(rows, by, args.rows)
-                          + ("" if interactive else "\n"))
-            if (args.count is not None and n >= args.count) or (deadline is not None and time.monotonic() >= deadline):
-                break
+        n = 0
+        try:
+            for n, rows in enumerate(watcher, 1):
+                show(n, rows)
+                if args.count is not None and n >= args.count:
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the interval under way, counted so far, is the last
+            show(n + 1, watcher.read())
     return 0
