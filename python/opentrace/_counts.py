@@ -19,7 +19,7 @@ from typing import Any
 
 from . import _opentrace
 from ._opentrace import OpenEvent
-from ._watch import DEFAULT_LATENCY, DEFAULT_RING_SIZE, SYSCALLS, Watcher, _checked, _int, _load, _seconds
+from ._watch import DEFAULT_LATENCY, DEFAULT_RING_SIZE, DRAIN_ROUNDS, SYSCALLS, Watcher, _checked, _int, _load, _seconds
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -157,10 +157,17 @@ class CountWatcher:
     def read(self) -> list[OpenCount]:
         """The counts since the last interval (or read), now, without waiting: for a last look
         before closing."""
-        self._read(0)
+        return self._rows(self._counted_since())
+
+    def _counted_since(self) -> list[tuple[bytes, int]]:
+        """(key, opens) since the last call: the kernel's counts, and the opens counted here
+        (io_uring's) from what the ring holds now."""
+        for _ in range(DRAIN_ROUNDS):
+            if not self._read(0):
+                break
         counted = self._session.counts()
         here, self._here = self._here, {}
-        return self._rows([*counted, *here.items()])
+        return [*counted, *here.items()]
 
     def _cgroup_named(self, cgroup_id: int) -> _Cgroup | None:
         raw = self._session.cgroup_path(cgroup_id)
@@ -172,10 +179,8 @@ class CountWatcher:
         """For the agent (counts by cgroup and syscall, counted at the exit alone): (cgroup id,
         syscall, errno or 0, opens) since the last call, io_uring's opens (counted here) with
         them."""
-        self._read(0)
-        here, self._here = self._here, {}
         out = []
-        for key, opens in [*self._session.counts(), *here.items()]:
+        for key, opens in self._counted_since():
             cgroup_id, _, _, _, _, errno, syscall, _ = _KEY.unpack(key)
             out.append((cgroup_id, _opentrace.SYSCALLS[syscall], errno, opens))
         return out
@@ -196,12 +201,14 @@ class CountWatcher:
         named = self._cgroup_of(cgroup_id)
         return (named.cgroup, named.container_id) if named is not None else (None, None)
 
-    def _read(self, timeout: float) -> None:
+    def _read(self, timeout: float) -> int:
+        """Reads the ring (io_uring's opens, and the events that name keys); how many events."""
         events: list[OpenEvent] = []
         try:
             self._watcher._poll_into(timeout, events)
         finally:  # counted, even when Ctrl-C interrupts the read as it returns (see Watcher._poll_into)
             self._take(events)
+        return len(events)
 
     def _take(self, events: list[OpenEvent]) -> None:
         for ev in events:

@@ -43,6 +43,8 @@ __all__ = ["SYSCALLS", "Watcher", "watch"]
 # kernel side shares them.
 SYSCALLS = frozenset(_opentrace.SYSCALLS)
 DEFAULT_RING_SIZE = _opentrace.DEFAULT_RING_SIZE
+# Reads of what the ring holds at the end of a run (or of a count): it may still be filling.
+DRAIN_ROUNDS = 16
 MAX_RING_SIZE = _opentrace.MAX_RING_SIZE
 MAX_RING_SHARDS = _opentrace.MAX_RING_SHARDS
 DEFAULT_LATENCY = _opentrace.DEFAULT_LATENCY

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from .._opentrace import OpenEvent, __version__
-from .._watch import DEFAULT_RING_SIZE, watch
+from .._watch import DEFAULT_RING_SIZE, DRAIN_ROUNDS, watch
 from ..exceptions import OpentraceError
 from ._config import AgentConfig
 from ._sink import Runner, Sink, SinkView, describe
@@ -33,7 +33,6 @@ log = logging.getLogger("opentrace")
 
 POLL = 0.25  # seconds the loop waits for events before it looks at the clock and the stop flag
 CLOSE_TIMEOUT = 30.0  # per sink, at the end
-_DRAIN_ROUNDS = 16  # reads of what is left in the ring at the end (it may still be filling)
 # watch()'s keywords that only shape events (the rest are watch_counts()'s too): counting in the
 # kernel has none to shape.
 _NOT_FOR_COUNTING = {"full_path", "file_id", "ring_shards"}
@@ -124,7 +123,7 @@ class Agent:
         that the clock-driven work runs on a quiet machine too."""
         while not self._stop.is_set() and not watcher._finished():
             yield watcher.poll(POLL)
-        for _ in range(_DRAIN_ROUNDS):
+        for _ in range(DRAIN_ROUNDS):
             batch = watcher.poll(0)
             if not batch:
                 break
