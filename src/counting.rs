@@ -13,7 +13,7 @@ use std::{
 use aya::maps::{Map, MapData, PerCpuHashMap};
 use opentrace_common::{
     abi::{
-        count::{BY_CGROUP, BY_COMM, BY_FILE, BY_PID, BY_SYSCALL, CountKey, HASH_START, hash_step},
+        count::{BY_FILE, CountKey, HASH_START, hash_step},
         open::{STATUS_COUNTED, STATUS_START_DIR},
     },
     open::Open,
@@ -57,22 +57,8 @@ impl Counting {
     /// counts it: an io_uring open, which the kernel pairs with its result in user space).
     pub fn key_of(&self, open: Open<'_>) -> (CountKey, bool) {
         let head = open.head;
-        let mut key = CountKey::default();
-        if self.by & BY_CGROUP != 0 {
-            key.cgroup_id = head.cgroup_id;
-        }
-        if self.by & BY_PID != 0 {
-            key.pid = head.pid;
-        }
-        if self.by & BY_COMM != 0 {
-            key.comm = head.comm;
-        }
-        if self.by & BY_SYSCALL != 0 {
-            key.syscall = u32::from(head.syscall);
-        }
-        if head.ret < 0 {
-            key.errno = head.ret.unsigned_abs() as u32;
-        }
+        let mut key =
+            CountKey::of_task(self.by, head.syscall, head.ret, || head.cgroup_id, head.pid, || head.comm);
         let counted = head.status & STATUS_COUNTED != 0;
         if self.by & BY_FILE != 0 {
             if let Some(file) = open.file() {

@@ -17,7 +17,7 @@ use opentrace_common::{
     AT_FDCWD, PATH_MAX,
     abi::{
         Counter,
-        count::{BY_CGROUP, BY_COMM, BY_FILE, BY_PID, BY_SYSCALL, CountKey, HASH_START, hash_step},
+        count::{BY_FILE, CountKey, HASH_START, hash_step},
         open::{OpenRecord, STATUS_FILE_ID, STATUS_START_DIR, Syscall},
     },
 };
@@ -53,19 +53,7 @@ pub enum Counted {
 pub fn bump(event: &mut OpenRecord, ret: i64, path_len: u32, dfd: i32) -> Counted {
     let by = global!(SETTINGS.count_by);
     let head = &mut event.header;
-    let mut key = CountKey::default();
-    if by & BY_CGROUP != 0 {
-        key.cgroup_id = head.cgroup_id;
-    }
-    if by & BY_PID != 0 {
-        key.pid = head.pid;
-    }
-    if by & BY_COMM != 0 {
-        key.comm = head.comm;
-    }
-    if ret < 0 {
-        key.errno = ret.unsigned_abs() as u32;
-    }
+    let mut key = CountKey::of_task(by, head.syscall, ret, || head.cgroup_id, head.pid, || head.comm);
     if by & BY_FILE != 0 {
         if ret >= 0 {
             let (id, status) = file::identity(ret);
@@ -84,9 +72,6 @@ pub fn bump(event: &mut OpenRecord, ret: i64, path_len: u32, dfd: i32) -> Counte
             }
         }
     }
-    if by & BY_SYSCALL != 0 {
-        key.syscall = u32::from(head.syscall);
-    }
     add(key)
 }
 
@@ -96,24 +81,10 @@ pub fn bump(event: &mut OpenRecord, ret: i64, path_len: u32, dfd: i32) -> Counte
 #[inline(always)]
 pub fn at_exit(syscall: Syscall, ret: i64, tgid: u32) {
     let by = global!(SETTINGS.count_by);
-    let mut key = CountKey::default();
-    if by & BY_CGROUP != 0 {
-        // SAFETY: a helper with no arguments.
-        key.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    }
-    if by & BY_PID != 0 {
-        key.pid = tgid;
-    }
-    if by & BY_COMM != 0 {
-        key.comm = bpf_get_current_comm().unwrap_or_default();
-    }
-    if by & BY_SYSCALL != 0 {
-        key.syscall = syscall as u32;
-    }
-    if ret < 0 {
-        key.errno = ret.unsigned_abs() as u32;
-    }
-    let _ = add(key);
+    // SAFETY: a helper with no arguments.
+    let cgroup_id = || unsafe { bpf_get_current_cgroup_id() };
+    let comm = || bpf_get_current_comm().unwrap_or_default();
+    let _ = add(CountKey::of_task(by, syscall as u8, ret, cgroup_id, tgid, comm));
 }
 
 /// One more open of `key` on this CPU.

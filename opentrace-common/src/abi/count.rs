@@ -27,6 +27,39 @@ pub struct CountKey {
     pub comm: [u8; crate::COMM_LEN],
 }
 
+impl CountKey {
+    /// The key of an open as far as who made it and its result go (the file is the caller's):
+    /// the fields `by` groups by, each asked for only then (in the kernel some are helper
+    /// calls), and the errno of a failed open.
+    #[inline(always)]
+    pub fn of_task(
+        by: u32,
+        syscall: u8,
+        ret: i64,
+        cgroup_id: impl FnOnce() -> u64,
+        pid: u32,
+        comm: impl FnOnce() -> [u8; crate::COMM_LEN],
+    ) -> CountKey {
+        let mut key = CountKey::default();
+        if by & BY_CGROUP != 0 {
+            key.cgroup_id = cgroup_id();
+        }
+        if by & BY_PID != 0 {
+            key.pid = pid;
+        }
+        if by & BY_COMM != 0 {
+            key.comm = comm();
+        }
+        if by & BY_SYSCALL != 0 {
+            key.syscall = u32::from(syscall);
+        }
+        if ret < 0 {
+            key.errno = ret.unsigned_abs() as u32;
+        }
+        key
+    }
+}
+
 /// `Settings::count_by` bits: what the counts are grouped by.
 pub const BY_PID: u32 = 1 << 0;
 pub const BY_COMM: u32 = 1 << 1;
