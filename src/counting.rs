@@ -20,12 +20,15 @@ use opentrace_common::{
 };
 
 use crate::{
+    diag,
     error::{Error, Result},
     sys,
 };
 
 /// A key whose count has not changed for this long leaves the kernel's table.
 const IDLE: Duration = Duration::from_secs(60);
+/// The kernel's own "operation not supported" (not in libc: not meant for user space).
+const ENOTSUPP: i32 = 524;
 
 pub struct Counting {
     map: Map,
@@ -34,6 +37,8 @@ pub struct Counting {
     capacity: usize,
     /// Possible CPUs: a per-CPU value is one u64 for each.
     cpus: usize,
+    /// Whether idle keys can be taken out (not before Linux 5.14; see `take_out`).
+    prunes: bool,
     /// Each key's count at the last interval (summed over CPUs), and when it last changed.
     then: HashMap<CountKey, Seen>,
 }
@@ -50,7 +55,7 @@ impl Counting {
             return Err(Error::Other("the counts map is not a per-CPU hash map".into()));
         }
         let cpus = aya::util::nr_cpus().map_err(|(what, e)| Error::kernel(what, &e))?;
-        Ok(Counting { map, by, capacity, cpus, then: HashMap::new() })
+        Ok(Counting { map, by, capacity, cpus, prunes: true, then: HashMap::new() })
     }
 
     /// The key `open` is counted under, and whether the kernel counted it (else the reader
@@ -102,7 +107,7 @@ impl Counting {
         }
         let crowded = held * 4 >= self.capacity * 3;
         for (key, idle) in unchanged {
-            if crowded || idle >= IDLE {
+            if self.prunes && (crowded || idle >= IDLE) {
                 self.take_out(key, &mut rows)?;
             }
         }
@@ -113,8 +118,18 @@ impl Counting {
     fn take_out(&mut self, key: CountKey, rows: &mut Vec<(CountKey, u64)>) -> Result<()> {
         let Map::PerCpuHashMap(data) = &self.map else { return Ok(()) };
         let mut values = vec![0u8; self.cpus * size_of::<u64>()];
-        let found = sys::lookup_and_delete(data.fd().as_fd(), &key_bytes(&key), &mut values)
-            .map_err(|e| Error::kernel("taking an idle key out of the counts", &e))?;
+        let found = match sys::lookup_and_delete(data.fd().as_fd(), &key_bytes(&key), &mut values) {
+            Ok(found) => found,
+            // A kernel before 5.14 cannot take a key out of a per-CPU hash map with its value:
+            // the keys stay (a full table is counted lost, as it always is).
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOTSUP | ENOTSUPP)) => {
+                let message = format!("this kernel cannot take idle keys out of the counts ({e}): they stay");
+                diag::note(diag::Level::Info, message);
+                self.prunes = false;
+                return Ok(());
+            }
+            Err(e) => return Err(Error::kernel("taking an idle key out of the counts", &e)),
+        };
         let before = self.then.remove(&key).map_or(0, |seen| seen.count);
         if found {
             let last = values

@@ -467,7 +467,9 @@ impl Session {
     fn counts(&self, py: Python<'_>) -> PyResult<Vec<(Vec<u8>, u64)>> {
         let mut counting = self.counting.lock_py_attached(py).unwrap_or_else(|p| p.into_inner());
         let counting = counting.as_mut().ok_or_else(|| PyRuntimeError::new_err("not a counting watcher"))?;
-        let rows = py.detach(|| counting.interval())?;
+        let rows = py.detach(|| counting.interval());
+        diag::emit(py)?;
+        let rows = rows?;
         Ok(rows.into_iter().map(|(key, opens)| (counting::key_bytes(&key), opens)).collect())
     }
 }
