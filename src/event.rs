@@ -172,7 +172,7 @@ pub fn add_attributes(py: Python<'_>) -> PyResult<()> {
 
 /// One column's Arrow buffers: (kind: "null", "int", "uint" or "bytes", validity bitmap or None,
 /// data, offsets or None); see `opentrace_common::arrow`.
-type RawColumn<'py> =
+pub type RawColumn<'py> =
     (&'static str, Option<Bound<'py, PyBytes>>, Bound<'py, PyBytes>, Option<Bound<'py, PyBytes>>);
 
 /// The named fields of `events` as Arrow columns' buffers (what the Parquet writers make their
@@ -183,7 +183,14 @@ pub fn open_columns<'py>(
     events: Vec<PyRef<'py, OpenEvent>>,
     names: Vec<String>,
 ) -> PyResult<Vec<RawColumn<'py>>> {
-    let fields = names
+    let fields = fields_named(&names)?;
+    let views: Vec<Open<'_>> = events.iter().map(|e| e.0.view()).collect();
+    raw_columns(py, &views, &fields)
+}
+
+/// The fields of `FIELDS` of these names, in this order.
+pub fn fields_named(names: &[String]) -> PyResult<Vec<&'static Field<Get, Set>>> {
+    names
         .iter()
         .map(|name| {
             FIELDS
@@ -191,9 +198,16 @@ pub fn open_columns<'py>(
                 .find(|f| f.name == name)
                 .ok_or_else(|| PyValueError::new_err(format!("OpenEvent has no field {name:?}")))
         })
-        .collect::<PyResult<Vec<_>>>()?;
-    let views: Vec<Open<'_>> = events.iter().map(|e| e.0.view()).collect();
-    let columns = py.detach(|| fields_as_columns(&views, &fields));
+        .collect()
+}
+
+/// `fields` of the events `views` as Arrow columns' buffers (see `open_columns`).
+pub fn raw_columns<'py>(
+    py: Python<'py>,
+    views: &[Open<'_>],
+    fields: &[&Field<Get, Set>],
+) -> PyResult<Vec<RawColumn<'py>>> {
+    let columns = py.detach(|| fields_as_columns(views, fields));
     let columns =
         columns.map_err(|e| PyValueError::new_err(format!("the events do not make Arrow columns: {e}")))?;
     let bytes = |b: Option<Vec<u8>>| b.map(|b| PyBytes::new(py, &b));

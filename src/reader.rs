@@ -47,6 +47,9 @@ pub enum Want<'f> {
     Events,
     /// CLI lines in `Out::text`, at most `limit` of them.
     Text { formatter: &'f Formatter, limit: usize },
+    /// Open events as they are, in `Out::owned`, at most `limit` of them (no Python object each:
+    /// Parquet's columns are made from them).
+    Owned { limit: usize },
 }
 
 /// What a watcher's readers and its `close()` share, whichever thread they run on.
@@ -74,6 +77,7 @@ pub struct Out {
     pub ready: VecDeque<Py<PyAny>>,
     pub text: String,
     pub text_count: usize,
+    pub owned: Vec<OwnedOpen>,
 }
 
 impl Out {
@@ -96,6 +100,13 @@ impl Out {
                 self.text_count += 1;
                 Ok(self.text_count < *limit)
             }
+            Want::Owned { limit } => {
+                if let Record::Open(mut decoded) = record {
+                    let cgroup = decoded.cgroup.take();
+                    self.owned.push(OwnedOpen::new(decoded.open(), cgroup));
+                }
+                Ok(self.owned.len() < *limit)
+            }
         }
     }
 
@@ -111,6 +122,10 @@ impl Out {
                 self.text_count += 1;
                 self.text_count < *limit
             }
+            Want::Owned { limit } => {
+                own_made(py, &event, &mut self.owned);
+                self.owned.len() < *limit
+            }
         }
     }
 
@@ -122,6 +137,10 @@ impl Out {
                 formatter.write(open.view(), &mut self.text);
                 self.text_count += 1;
                 Ok(self.text_count < *limit)
+            }
+            Want::Owned { limit } => {
+                self.owned.push(open);
+                Ok(self.owned.len() < *limit)
             }
         }
     }
@@ -138,6 +157,13 @@ impl Out {
                     self.text_count += 1;
                 }
                 self.text_count > 0
+            }
+            Want::Owned { limit } => {
+                while self.owned.len() < *limit {
+                    let Some(event) = self.ready.pop_front() else { break };
+                    own_made(py, &event, &mut self.owned);
+                }
+                !self.owned.is_empty()
             }
         }
     }
@@ -171,6 +197,13 @@ fn write_made(py: Python<'_>, formatter: &Formatter, event: &Py<PyAny>, text: &m
         formatter.write(open.get().0.view(), text);
     } else if let Ok(record) = event.cast::<TracepointEvent>() {
         formatter.write_tracepoint(record.get().view(), text);
+    }
+}
+
+/// A made open event, as it is (a tracepoint's record is not an open: left out).
+fn own_made(py: Python<'_>, event: &Py<PyAny>, owned: &mut Vec<OwnedOpen>) {
+    if let Ok(open) = event.bind(py).cast::<OpenEvent>() {
+        owned.push(open.get().0.clone());
     }
 }
 
@@ -316,7 +349,7 @@ impl Reader {
         let _gc = GcPause::new(py);
         let name_cgroups = match want {
             Want::Text { formatter, .. } => formatter.shows_cgroup(),
-            Want::Events => true,
+            Want::Events | Want::Owned { .. } => true,
         };
         let Rings::One(ring) = &mut self.rings else {
             return self.drain_shards(py, shared, want, name_cgroups);

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -226,6 +227,29 @@ def test_the_cli_writes_a_trace_as_parquet(tmp_path: Path) -> None:
 
     assert [c for c in columns if not c.endswith("_str")] == list(OPEN_EVENT_DICT_KEYS)
     assert "path_str" in columns and "full_path_str" in columns
+
+
+def test_the_cli_writes_every_event_of_a_storm_and_stops_at_a_count(tmp_path: Path) -> None:
+    """-o FILE.parquet reads the ring as columns and encodes row groups in a thread of its own:
+    100,000 opens of a child (two full row groups and a rest) are all in the file, in order, or
+    counted lost; with -c 7, exactly the first 7."""
+    target = tmp_path / "f"
+    target.write_text("")
+    for count, opens in ((None, 100_000), (7, 50)):
+        child = Child([["loop", str(target), opens]])
+        out = tmp_path / f"t-{opens}.parquet"
+        argv = [sys.executable, "-m", "opentrace", "-p", str(child.pid), "-o", str(out)]
+        trace = subprocess.Popen(argv + ([] if count is None else ["-c", str(count)]),
+                                 stderr=subprocess.PIPE, text=True)
+        assert trace.stderr is not None and trace.stderr.readline().startswith("opentrace: tracing")
+        child.go()
+        errors = trace.communicate(timeout=60)[1]
+        assert trace.returncode == 0, errors
+        lost = sum(int(n) for n in re.findall(r"opentrace: (\d+) events lost in all", errors))
+        rows = duckdb.sql(f"SELECT timestamp_ns, path_str, fd FROM read_parquet('{out}')").fetchall()
+        assert len(rows) + lost == (opens if count is None else count), errors
+        assert {(path, fd is not None) for _, path, fd in rows} == {(str(target), True)}
+        assert [t for t, _, _ in rows] == sorted(t for t, _, _ in rows)
 
 
 def test_parquet_output_refuses_text_options(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     # (mypy's own dependency, and in its bundled stubs), never imported at run time.
     from typing_extensions import TypeVar as _TypeVarWithDefault
 
-    from ._opentrace import OpenEvent, TracepointEvent
+    from ._opentrace import OpenEvent, TracepointEvent, _RawColumn
 
     _Self = TypeVar("_Self", bound="Watcher[Any]")
     # What a watcher yields: OpenEvent (watch(), run()) or TracepointEvent (watch_tracepoints()).
@@ -401,6 +401,17 @@ class Watcher(_Generic[_E]):
             self._session.read_text(formatter, timeout, into=into)
         else:
             self._session.read_text(formatter, timeout, limit, into)
+
+    def _read_columns(
+        self, names: list[str], timeout: float | None, limit: int | None, into: list[tuple[int, list[_RawColumn]]]
+    ) -> None:
+        """The Parquet writers' fast path: up to ``limit`` open events as the Arrow buffers of
+        the fields ``names`` (see ``_opentrace.open_columns``), and how many, appended to
+        ``into`` (as ``_poll_into`` does)."""
+        if limit is None:
+            self._session.read_columns(names, timeout, into=into)
+        else:
+            self._session.read_columns(names, timeout, limit, into)
 
     def close(self) -> None:
         """Detach and free everything; idempotent, callable from any thread."""

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, TextIO
 
+    from ._opentrace import _RawColumn as RawColumn
     from .agent._parquet import ParquetOutput
 
 
@@ -491,25 +492,38 @@ def _each_batch(
     take: Callable[[list[OpenEvent]], None],
     announce: Callable[[], None],
 ) -> None:
-    """``announce()`` (as ``_stream``), then ``take(events)`` for each batch until the duration or
-    count (-c: at most that many events in all) is reached, Ctrl-C (SIGTERM), or a pid watcher's
-    processes have all exited; then for what is still in the ring."""
-    deadline = None if args.duration is None else time.monotonic() + args.duration
-    remaining = args.count
+    """``take(events)`` for each batch, as ``_read_loop`` reads them."""
 
-    def cut(events: list[OpenEvent]) -> None:
-        nonlocal remaining
-        if remaining is not None:
-            events = events[:remaining]
-            remaining -= len(events)
-        take(events)
-
-    def read(timeout: float) -> None:
+    def read(timeout: float, limit: int | None, took: Callable[[int], None]) -> None:
         events: list[OpenEvent] = []
         try:
             watcher._poll_into(timeout, events)
         finally:  # what was read, even when Ctrl-C interrupts the read as it returns
-            cut(events)
+            if limit is not None:
+                events = events[:limit]
+            took(len(events))
+            take(events)
+
+    _read_loop(watcher, args, read, announce)
+
+
+def _read_loop(
+    watcher: Watcher[OpenEvent],
+    args: argparse.Namespace,
+    read: Callable[[float, int | None, Callable[[int], None]], None],
+    announce: Callable[[], None],
+) -> None:
+    """``announce()`` (as ``_stream``), then ``read(timeout, limit, took)`` (it takes at most
+    ``limit`` events, None: any number, and says how many to ``took`` whatever happens) until the
+    duration or count (-c: at most that many events in all) is reached, Ctrl-C (SIGTERM), or a pid
+    watcher's processes have all exited; then once more for what is still in the ring."""
+    deadline = None if args.duration is None else time.monotonic() + args.duration
+    remaining = args.count
+
+    def took(n: int) -> None:
+        nonlocal remaining
+        if remaining is not None:
+            remaining -= n
 
     try:
         announce()
@@ -517,11 +531,11 @@ def _each_batch(
             timeout = _IDLE_CHECK if deadline is None else min(_IDLE_CHECK, deadline - time.monotonic())
             if timeout <= 0:
                 break
-            read(timeout)
+            read(timeout, remaining, took)
     except KeyboardInterrupt:
         pass
     if remaining != 0:
-        read(0)
+        read(0, remaining, took)
 
 
 def _parquet_output(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ParquetOutput | None:
@@ -547,14 +561,20 @@ def _write_parquet(
     """The trace into ``output``, complete (renamed into place) at the end; a write that fails
     leaves no file."""
 
-    def take(events: list[OpenEvent]) -> None:
+    def read(timeout: float, limit: int | None, took: Callable[[int], None]) -> None:
+        got: list[tuple[int, list[RawColumn]]] = []
         try:
-            output.write(events)
-        except OSError as e:
-            raise OutputError(f"cannot write the trace to {args.output}: {_describe(e)}") from None
+            watcher._read_columns(output.names, timeout, limit, got)
+        finally:  # what was read, even when Ctrl-C interrupts the read as it returns
+            for rows, columns in got:
+                took(rows)
+                try:
+                    output.write_columns(rows, columns)
+                except OSError as e:
+                    raise OutputError(f"cannot write the trace to {args.output}: {_describe(e)}") from None
 
     try:
-        _each_batch(watcher, args, take, announce)
+        _read_loop(watcher, args, read, announce)
         output.close()
     except OSError as e:
         output.abort()

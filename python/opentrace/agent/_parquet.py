@@ -18,7 +18,9 @@ import fcntl
 import os
 import re
 import socket
+import threading
 import time
+from collections import deque
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -27,6 +29,10 @@ from .._opentrace import OpenEvent, __version__, open_columns
 from ._config import ParquetConfig
 from ._extras import need
 from ._sink import Sink, SinkFailed
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .._opentrace import _RawColumn
 
 __all__ = ["Columns", "ParquetFile", "ParquetOutput", "ParquetSink"]
 
@@ -69,11 +75,18 @@ class Columns:
         self.schema = pa.schema(fields)
         self._raw = {"int": pa.int64(), "uint": pa.uint64(), "bytes": pa.binary()}
 
+    @property
+    def names(self) -> list[str]:
+        """The fields, in the columns' order (what ``open_columns`` is asked for)."""
+        return self._names
+
     def table(self, events: list[OpenEvent]) -> Any:
+        return self.table_of(len(events), open_columns(events, self._names))
+
+    def table_of(self, rows: int, raws: list[_RawColumn]) -> Any:
+        """The table of ``rows`` events whose fields ``names`` are the buffers ``raws``."""
         pa = self._pa
         arrays = []
-        rows = len(events)
-        raws = open_columns(events, self._names)
         for (kind, view), (raw, validity, data, offsets) in zip(self._columns, raws, strict=True):
             if raw == "null":
                 array = pa.nulls(rows, kind)
@@ -281,33 +294,125 @@ class ParquetSink(Sink):
         self._began = None
 
 
+class _Encoder:
+    """Row groups encoded into a file by a thread of their own (pyarrow releases the GIL while it
+    encodes), at most ``depth`` waiting: the reader goes on reading the ring meanwhile. The first
+    error stops it and is raised by the next ``put`` or by ``finish``."""
+
+    def __init__(self, file: ParquetFile, depth: int = 2) -> None:
+        self._file = file
+        self._depth = depth
+        self._groups: deque[Any] = deque()
+        self._cond = threading.Condition()
+        self._closing = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="opentrace-parquet", daemon=True)
+        self._thread.start()
+
+    def put(self, group: Any) -> None:
+        """Queues ``group``, once there is room (a signal's exception while waiting leaves it
+        not queued)."""
+        with self._cond:
+            while len(self._groups) >= self._depth and self._error is None:
+                self._cond.wait()
+            self._raise()
+            self._groups.append(group)
+            self._cond.notify_all()
+
+    def finish(self) -> None:
+        """Waits until every queued group is written."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join()
+        self._raise()
+
+    def stop(self) -> None:
+        """Gives up what is queued (the file is being abandoned)."""
+        with self._cond:
+            self._groups.clear()
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._groups and not self._closing:
+                    self._cond.wait()
+                if not self._groups:
+                    return
+                group = self._groups[0]
+            try:
+                self._file.write(group)
+            except BaseException as e:  # raised in the reader's thread (put, finish)
+                with self._cond:
+                    self._error = e
+                    self._groups.clear()
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                if self._groups:
+                    self._groups.popleft()
+                self._cond.notify_all()
+
+
 class ParquetOutput:
-    """The CLI's ``-o FILE.parquet``: one file, complete (renamed into place) at ``close()``."""
+    """The CLI's ``-o FILE.parquet``: one file, complete (renamed into place) at ``close()``. Its
+    row groups are encoded by a thread of their own (``_Encoder``) while the CLI reads on."""
 
     def __init__(self, path: str, row_group_rows: int = 65_536) -> None:
         self._columns = Columns("-o FILE.parquet")
         self._file = ParquetFile(Path(path), self._columns, "zstd")
-        self._pending: list[OpenEvent] = []
+        self._encoder = _Encoder(self._file)
+        self._pending: list[Any] = []  # tables
+        self._pending_rows = 0
         self._rows = row_group_rows
 
+    @property
+    def names(self) -> list[str]:
+        """The fields ``write_columns`` takes, in this order."""
+        return self._columns.names
+
     def write(self, events: list[OpenEvent]) -> None:
-        self._pending.extend(events)
-        while len(self._pending) >= self._rows:
+        self._add(self._columns.table(events))
+
+    def write_columns(self, rows: int, raws: list[_RawColumn]) -> None:
+        """``rows`` events as the buffers of the fields ``names`` (``Watcher._read_columns``)."""
+        self._add(self._columns.table_of(rows, raws))
+
+    def _add(self, table: Any) -> None:
+        if table.num_rows:
+            self._pending.append(table)
+            self._pending_rows += table.num_rows
+        while self._pending_rows >= self._rows:
             self._flush(self._rows)
 
     def _flush(self, rows: int | None = None) -> None:
-        if self._pending:
-            self._file.write(self._columns.table(self._pending[:rows]))
-            del self._pending[:rows]
+        """The first ``rows`` waiting events (all by default) as a row group, handed to the
+        encoder (they stay waiting until it takes them)."""
+        if not self._pending_rows:
+            return
+        waiting = self._columns._pa.concat_tables(self._pending)
+        group = waiting if rows is None else waiting.slice(0, rows)
+        self._encoder.put(group)
+        rest = waiting.slice(group.num_rows)
+        self._pending, self._pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
 
     def close(self) -> None:
         """Writes the rest and puts the file in place (with no events: a file with the schema)."""
         try:
             self._flush()
+            self._encoder.finish()
         except BaseException:
-            self._file.abort()
+            self.abort()
             raise
         self._file.commit()
 
     def abort(self) -> None:
+        self._encoder.stop()
         self._file.abort()
