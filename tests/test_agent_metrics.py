@@ -131,11 +131,13 @@ def test_each_syscall_and_result_has_its_series(tmp_path: Path) -> None:
         assert agent.stop() == 0
 
 
-@pytest.mark.parametrize("also", [[], ["--json-file", "{tmp}/events.jsonl"]], ids=["metrics-alone", "with-events"])
+@pytest.mark.parametrize("also", [[], ["--json-file", "{tmp}/events.jsonl"], ["--parquet", "{tmp}/parquet"]],
+                         ids=["metrics-alone", "with-events", "with-parquet-columns"])
 def test_opens_and_lost_add_up_to_every_open(tmp_path: Path, also: list[str]) -> None:
     """A ring of one page, a storm of opens. Metrics alone are counted in the kernel, with no
     event sent: all of them, none lost. With a sink that takes the events, the metrics count
-    them as they come, and what the ring had no room for is counted as lost."""
+    them as they come (with Parquet alone, from the columns the ring is read as), and what the
+    ring had no room for is counted as lost."""
     comm = unique_comm()
     marker = tmp_path / "marker"
     marker.write_text("x")

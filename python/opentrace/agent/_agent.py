@@ -20,10 +20,11 @@ from .._opentrace import OpenEvent, __version__
 from .._watch import DEFAULT_RING_SIZE, DRAIN_ROUNDS, watch
 from ..exceptions import OpentraceError
 from ._config import AgentConfig
-from ._sink import Runner, Sink, SinkView, describe
+from ._sink import Batch, Runner, Sink, SinkView, describe
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from .._opentrace import _RawColumn
     from .._watch import Watcher
     from ._metrics import OpenCounts
 
@@ -80,11 +81,12 @@ class Agent:
             stack.callback(watcher.close)
             if ready is not None:
                 ready(self)
-            for batch in self._batches(watcher):
-                if batch:
+            read, count = self._reading(watcher, counts)
+            for batch in self._batches(watcher, read):
+                if len(batch):
                     self.events += len(batch)
-                    if counts is not None:
-                        counts.add(batch, time.monotonic())
+                    if count is not None:
+                        count(batch, time.monotonic())
                     for runner in self._runners:
                         runner.put(batch)
                 if counts is not None and self._tick():
@@ -92,6 +94,25 @@ class Agent:
                 self.lost = watcher.lost
             watcher.close()
             self.lost = watcher.lost  # final once closed
+
+    def _reading(
+        self, watcher: Watcher[OpenEvent], counts: OpenCounts | None
+    ) -> tuple[Callable[[float], Batch], Callable[[Batch, float], None] | None]:
+        """How the ring is read, and the batches counted: as events, or, when Parquet is the
+        only output besides metrics, as columns (no Python object per event: a pyarrow table,
+        which the metrics count grouped by cgroup, syscall and errno)."""
+        if not all(runner.sink.name == "parquet" for runner in self._runners):
+            return watcher.poll, None if counts is None else counts.add
+        from ._parquet import Columns
+
+        columns = Columns("--parquet")
+
+        def read(timeout: float) -> Batch:
+            got: list[tuple[int, list[_RawColumn]]] = []
+            watcher._read_columns(columns.names, timeout, None, got)
+            return columns.table_of(*got[0])
+
+        return read, None if counts is None else counts.add_table
 
     def _count_in_kernel(self, counts: OpenCounts, ready: Callable[[Agent], None] | None) -> None:
         """Metrics alone: the opens are counted in the kernel by cgroup, syscall and result, at
@@ -118,14 +139,14 @@ class Agent:
             take()
         self.lost = watcher.lost  # final once closed
 
-    def _batches(self, watcher: Watcher[OpenEvent]) -> Iterator[list[OpenEvent]]:
-        """Batches until stopped, then what is left in the ring; an empty list now and then so
-        that the clock-driven work runs on a quiet machine too."""
+    def _batches(self, watcher: Watcher[OpenEvent], read: Callable[[float], Batch]) -> Iterator[Batch]:
+        """Batches (``read(timeout)``) until stopped, then what is left in the ring; an empty one
+        now and then so that the clock-driven work runs on a quiet machine too."""
         while not self._stop.is_set() and not watcher._finished():
-            yield watcher.poll(POLL)
+            yield read(POLL)
         for _ in range(DRAIN_ROUNDS):
-            batch = watcher.poll(0)
-            if not batch:
+            batch = read(0)
+            if not len(batch):
                 break
             yield batch
 

@@ -58,6 +58,16 @@ class OpenCounts:
             if label in self._last_seen:
                 self._last_seen[label] = now
 
+    def add_table(self, table: Any, now: float) -> None:
+        """A pyarrow table of events (``Columns.table_of``), counted grouped by cgroup, syscall
+        and errno (as ``add_counted`` counts the kernel's counts)."""
+        grouped = table.group_by(["cgroup_id", "syscall", "errno"], use_threads=False).aggregate(
+            [("timestamp_ns", "count"), ("cgroup", "first"), ("container_id", "first")])
+        rows = grouped.to_pylist()
+        names = {row["cgroup_id"]: (row["cgroup_first"], row["container_id_first"]) for row in rows}
+        self.add_counted([(row["cgroup_id"], row["syscall"], row["errno"] or 0, row["timestamp_ns_count"])
+                          for row in rows], now, names.__getitem__)
+
     def add_counted(
         self, rows: list[tuple[int, str, int, int]], now: float, name: Callable[[int], tuple[str | None, str | None]]
     ) -> None:

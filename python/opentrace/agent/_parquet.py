@@ -116,6 +116,33 @@ class Columns:
                             pa.string())
 
 
+class _Waiting:
+    """Rows waiting for their row group: tables, taken from the front ``rows`` at a time."""
+
+    def __init__(self, pa: ModuleType) -> None:
+        self._pa = pa
+        self._tables: list[Any] = []
+        self.rows = 0
+
+    def add(self, table: Any) -> None:
+        if table.num_rows:
+            self._tables.append(table)
+            self.rows += table.num_rows
+
+    def first(self, rows: int | None = None) -> Any:
+        """The first ``rows`` (all by default) as one table; they stay until ``drop``."""
+        waiting = self._pa.concat_tables(self._tables)
+        return waiting if rows is None else waiting.slice(0, rows)
+
+    def drop(self, rows: int) -> None:
+        """Forgets the first ``rows``."""
+        rest = self._pa.concat_tables(self._tables).slice(rows)
+        self._tables, self.rows = ([rest] if rest.num_rows else []), rest.num_rows
+
+    def clear(self) -> None:
+        self._tables, self.rows = [], 0
+
+
 def _metadata() -> dict[str, str]:
     """What a reader needs to place the events in time and on a machine."""
     meta = {
@@ -229,21 +256,23 @@ class ParquetSink(Sink):
 
             logging.getLogger("opentrace").info("parquet: removed %d incomplete files of a writer that was killed",
                                                 stale)
-        self._pending: list[OpenEvent] = []
+        self._pending = _Waiting(self._columns._pa)
         self._file: ParquetFile | None = None
         self._began: float | None = None  # when the current file's first event came
         self._prefix = f"opentrace-{re.sub(r'[^A-Za-z0-9_.-]', '_', socket.gethostname())}"
         self._seq = 0
         self.files = 0
 
-    def _write(self, events: list[OpenEvent]) -> None:
-        if not events:
+    def _write(self, events: list[OpenEvent] | Any) -> None:
+        """``events``: a list of them, or already a table (``Columns.table_of``: the agent reads
+        the ring as columns when this is its only output besides metrics)."""
+        if not len(events):
             return
         if self._began is None:
             self._began = time.monotonic()
-        self._pending.extend(events)
         try:
-            while len(self._pending) >= self._config.row_group_rows:
+            self._pending.add(self._columns.table(events) if isinstance(events, list) else events)
+            while self._pending.rows >= self._config.row_group_rows:
                 self._flush(self._config.row_group_rows)
         except Exception as e:
             raise SinkFailed(e, 0) from e  # the events are among those _discard() counts
@@ -258,7 +287,7 @@ class ParquetSink(Sink):
         self._commit()
 
     def _discard(self) -> int:
-        lost = len(self._pending) + (self._file.rows if self._file else 0)
+        lost = self._pending.rows + (self._file.rows if self._file else 0)
         self._pending.clear()
         if self._file is not None:
             self._file.abort()
@@ -269,16 +298,16 @@ class ParquetSink(Sink):
     def _flush(self, rows: int | None = None) -> None:
         """The first ``rows`` waiting events (all by default) as a row group, kept waiting until
         written (a failure counts them lost); the file is completed once it is big enough."""
-        if not self._pending:
+        if not self._pending.rows:
             return
-        table = self._columns.table(self._pending[:rows])
+        table = self._pending.first(rows)
         if self._file is None:
             self._seq += 1
             stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
             name = f"{self._prefix}-{stamp}-{os.getpid()}-{self._seq:06d}.parquet"
             self._file = ParquetFile(self._config.dir / name, self._columns, self._config.compression)
         self._file.write(table)
-        del self._pending[:rows]
+        self._pending.drop(table.num_rows)
         if self._file.size >= self._config.max_file_bytes:
             self._commit()
 
@@ -369,8 +398,7 @@ class ParquetOutput:
         self._columns = Columns("-o FILE.parquet")
         self._file = ParquetFile(Path(path), self._columns, "zstd")
         self._encoder = _Encoder(self._file)
-        self._pending: list[Any] = []  # tables
-        self._pending_rows = 0
+        self._pending = _Waiting(self._columns._pa)
         self._rows = row_group_rows
 
     @property
@@ -386,22 +414,18 @@ class ParquetOutput:
         self._add(self._columns.table_of(rows, raws))
 
     def _add(self, table: Any) -> None:
-        if table.num_rows:
-            self._pending.append(table)
-            self._pending_rows += table.num_rows
-        while self._pending_rows >= self._rows:
+        self._pending.add(table)
+        while self._pending.rows >= self._rows:
             self._flush(self._rows)
 
     def _flush(self, rows: int | None = None) -> None:
         """The first ``rows`` waiting events (all by default) as a row group, handed to the
         encoder (they stay waiting until it takes them)."""
-        if not self._pending_rows:
+        if not self._pending.rows:
             return
-        waiting = self._columns._pa.concat_tables(self._pending)
-        group = waiting if rows is None else waiting.slice(0, rows)
+        group = self._pending.first(rows)
         self._encoder.put(group)
-        rest = waiting.slice(group.num_rows)
-        self._pending, self._pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
+        self._pending.drop(group.num_rows)
 
     def close(self) -> None:
         """Writes the rest and puts the file in place (with no events: a file with the schema)."""

@@ -16,10 +16,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from .._opentrace import OpenEvent
 
-__all__ = ["Runner", "Sink", "SinkFailed", "SinkView"]
+__all__ = ["Batch", "Runner", "Sink", "SinkFailed", "SinkView"]
+
+# What a sink is given at a time: events, or (the Parquet sink alone) a pyarrow table of them.
+Batch = list[OpenEvent] | Any
 
 log = logging.getLogger("opentrace")
 
@@ -95,7 +99,7 @@ class Sink:
         if n:
             self.dropped[reason] = self.dropped.get(reason, 0) + n
 
-    def write(self, events: list[OpenEvent], now: float) -> None:
+    def write(self, events: Batch, now: float) -> None:
         if now < self._retry_at:
             self._lose(len(events))
             return
@@ -146,14 +150,14 @@ class Runner:
         self.sink = sink
         self.queue_full = 0  # counted by the capture thread (the sink's own counts are its thread's)
         self._max = max_events
-        self._queue: deque[list[OpenEvent]] = deque()
+        self._queue: deque[Batch] = deque()
         self._queued = 0
         self._cond = threading.Condition()
         self._closing = False
         self._thread = threading.Thread(target=self._run, name=f"opentrace-{sink.name}", daemon=True)
         self._thread.start()
 
-    def put(self, events: list[OpenEvent]) -> None:
+    def put(self, events: Batch) -> None:
         with self._cond:
             if self._queued + len(events) > self._max:
                 self.queue_full += len(events)
@@ -178,8 +182,10 @@ class Runner:
                 self._queued = 0
                 closing = self._closing
             now = time.monotonic()
-            if batches:
-                self.sink.write(batches[0] if len(batches) == 1 else [ev for b in batches for ev in b], now)
+            if all(isinstance(b, list) for b in batches):  # events: one write
+                batches = [[ev for b in batches for ev in b]] if len(batches) > 1 else batches
+            for batch in batches:
+                self.sink.write(batch, now)
             self.sink.tick(now)
             if closing:
                 break
