@@ -31,8 +31,6 @@ from hypothesis import strategies as st
 import opentrace
 from opentrace import _watch, cli
 
-from .conftest import IS_ROOT
-
 PAGE = os.sysconf("SC_PAGE_SIZE")
 PID_MAX = (1 << 22) - 1  # PID_MAX_LIMIT - 1 on 64-bit: the largest pid the kernel hands out
 MAX_RING = 1 << 30
