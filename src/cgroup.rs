@@ -96,6 +96,9 @@ struct KernfsHandle {
 
 const FILEID_KERNFS: i32 = 0xfe;
 
+/// Cgroups `Names::learn_existing` learns at most.
+const MAX_WALKED: usize = 65_536;
+
 impl Names {
     pub fn new() -> Names {
         let mount = mount().and_then(|path| {
@@ -137,6 +140,35 @@ impl Names {
     /// known now (never waits: see `containers`).
     pub fn container(&mut self, id: u64, path: &[u8]) -> Option<Arc<Container>> {
         self.containers.get(id, path)
+    }
+
+    /// Learns every cgroup there is now, by walking the mount (a cgroup's id is its directory's
+    /// inode), at most [`MAX_WALKED`] of them: one removed before it is first asked for is still
+    /// named. For counts read once a second, called once the programs are attached (cgroups made
+    /// after that are learned from the kernel's record of each).
+    pub fn learn_existing(&mut self) {
+        let Some((_, mount)) = &self.mount else { return };
+        let root = PathBuf::from(OsStr::from_bytes(mount));
+        let mut dirs = vec![root.clone()];
+        let mut walked = 0;
+        while let Some(dir) = dirs.pop() {
+            let Ok(entries) = fs::read_dir(&dir) else { continue };
+            for entry in entries.flatten() {
+                if !entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                    continue;
+                }
+                let Ok(meta) = entry.metadata() else { continue };
+                let path = entry.path();
+                let Ok(under) = path.strip_prefix(&root) else { continue };
+                let name = [b"/", under.as_os_str().as_bytes()].concat();
+                self.known.entry(meta.ino()).or_insert_with(|| Some(Arc::from(name)));
+                dirs.push(path);
+                walked += 1;
+                if walked >= MAX_WALKED {
+                    return;
+                }
+            }
+        }
     }
 
     /// Learns a cgroup's path (from the kernel, as it is made or renamed).

@@ -119,6 +119,11 @@ impl Decoder {
         self.cgroups.get(id)
     }
 
+    /// `cgroup::Names::learn_existing`.
+    pub fn learn_existing_cgroups(&mut self) {
+        self.cgroups.learn_existing();
+    }
+
     pub fn new(failed_only: bool, tracepoints: impl IntoIterator<Item = Arc<Schema>>) -> Decoder {
         Decoder {
             scratch: Vec::new(),

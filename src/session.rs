@@ -223,13 +223,18 @@ impl Session {
             paths: paths.clone(),
         };
         let tracepoints = tracefs::schemas(tracepoints.unwrap_or_default())?;
-        let decoder = Decoder::new(failed, tracepoints.iter().map(|(s, _)| Arc::clone(s))).with_paths(paths);
+        let mut decoder =
+            Decoder::new(failed, tracepoints.iter().map(|(s, _)| Arc::clone(s))).with_paths(paths);
         let config = options.config(tracepoints)?;
 
         let waiter = Waiter::new().map_err(|e| Error::kernel("creating the epoll set", &e))?;
         let loaded = py.detach(|| loader::load(&config));
         diag::emit(py)?;
         let Loaded { rings, counters, logs, tracked, mut attached } = loaded?;
+        if config.counts_at_exit {
+            // Named once a second, by id: a cgroup there now and gone by then is still named.
+            py.detach(|| decoder.learn_existing_cgroups());
+        }
         let counting = match counts {
             Some((by, max_keys)) => Some(Counting::new(
                 attached

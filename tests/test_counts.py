@@ -115,6 +115,35 @@ def test_counts_without_the_file_are_made_at_the_exit_alone(tmp_path: Path, capl
     assert errors == {"ENOENT": 20, "ENOTDIR": 1}
 
 
+def test_a_cgroup_removed_before_its_counts_are_read_is_still_named(tmp_path: Path) -> None:
+    """Counted at the exits alone, cgroups are named when the counts are read: a container's
+    cgroup that was there at the start and is gone by then is still named, and its container id
+    found (it was learned at the start), not counted as outside any container."""
+    mount = cgroup2_mount()
+    if mount is None:
+        pytest.skip("no cgroup2 hierarchy mounted")
+    cid = os.urandom(32).hex()
+    group = mount / f"opentrace-gone-{os.getpid()}"
+    scope = group / f"docker-{cid}.scope"
+    scope.mkdir(parents=True)
+    try:
+        target = tmp_path / "f"
+        target.write_text("")
+        child = Child([["loop", str(target), 25]])
+        (scope / "cgroup.procs").write_text(str(child.pid))
+        with opentrace.watch_counts(600, by=("cgroup", "comm"), pid=child.pid) as w:
+            child.go()
+            scope.rmdir()
+            group.rmdir()
+            rows = [row for rows in w for row in rows]
+    finally:
+        for directory in (scope, group):
+            if directory.exists():
+                directory.rmdir()
+    assert [(r.cgroup, r.container_id, r.opens) for r in rows] == [
+        ("/" + scope.relative_to(mount).as_posix(), cid, 25)]
+
+
 def test_a_full_table_of_keys_is_counted_and_said(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     files = [tmp_path / f"f{i}" for i in range(40)]
     for f in files:
