@@ -209,8 +209,9 @@ def count_agent_parquet(directory: Path, err: Path) -> tuple[int, int]:
 
 def cli_parquet(name: str, label: str, python: str = PY) -> Tracer:
     """A row for ``python -m opentrace -n <the workload's comm> -o DIR/trace.parquet``: the events
-    the agent's ``--parquet`` row writes, written by the CLI itself (in its read loop, one file).
-    It cannot see the probe path: attached once it says it traces."""
+    the agent's ``--parquet`` row writes, written by the CLI itself (one file, its row groups
+    encoded by a thread of the CLI's). It cannot see the probe path: attached once it says it
+    traces."""
 
     def argv(c: Context) -> list[str]:
         agent_dir(c).mkdir(exist_ok=True)

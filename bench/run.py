@@ -78,7 +78,7 @@ TRACERS: list[Tracer] = [
     # The node agent, filtered to the workload's comm: counting for Prometheus only, and writing Parquet.
     agent("opentrace-agent-metrics", "opentrace agent --metrics (Prometheus)", "--metrics", "127.0.0.1:0"),
     agent("opentrace-agent-parquet", "opentrace agent --parquet DIR", "--parquet", "{dir}"),
-    # The same events written by the CLI, in its read loop (the agent's target: this row + 0.1x).
+    # The same events written by the CLI's -o FILE.parquet (the agent's target: this row + 0.1x).
     cli_parquet("opentrace-cli-parquet", "opentrace CLI -n COMM -o trace.parquet"),
     # Filters that leave the workload out, decided at syscall entry: what a filter costs the rest.
     library("opentrace-lib-pid-other", "opentrace library, pid filter excluding the workload",
