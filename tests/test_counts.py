@@ -169,7 +169,7 @@ def test_keys_that_stop_counting_leave_room_for_new_ones(tmp_path: Path) -> None
         for f in files:
             f.write_text("")
         ops += [["loop", str(f), 5] for f in files]
-        ops.append(["sleep", 0.8])  # four intervals: read, then taken out
+        ops.append(["sleep", 1.5])  # seven intervals: read, then taken out (with room for a slow reader)
     child = Child(ops)
     with opentrace.watch_counts(0.2, max_keys=8, pid=child.pid) as w:
         worker = threading.Thread(target=child.go)  # the counts are read as the waves go
