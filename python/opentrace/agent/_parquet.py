@@ -131,12 +131,14 @@ class _Waiting:
 
     def first(self, rows: int | None = None) -> Any:
         """The first ``rows`` (all by default) as one table; they stay until ``drop``."""
-        waiting = self._pa.concat_tables(self._tables)
+        if len(self._tables) != 1:  # concatenated once: ``drop`` slices the same table
+            self._tables = [self._pa.concat_tables(self._tables)]
+        waiting = self._tables[0]
         return waiting if rows is None else waiting.slice(0, rows)
 
     def drop(self, rows: int) -> None:
         """Forgets the first ``rows``."""
-        rest = self._pa.concat_tables(self._tables).slice(rows)
+        rest = self.first().slice(rows)
         self._tables, self.rows = ([rest] if rest.num_rows else []), rest.num_rows
 
     def clear(self) -> None:
