@@ -201,14 +201,20 @@ def test_io_uring_opens_are_counted(uring_helper: Path, tmp_path: Path) -> None:
     assert seen == {str(target): [30, 0], f"{tmp_path}/missing": [1, 1]}
 
 
+def start_top(child: Child, *options: str) -> subprocess.Popen[str]:
+    """``opentrace top --json -p CHILD OPTIONS...``, once it says it counts."""
+    top = subprocess.Popen([sys.executable, "-m", "opentrace", "top", "--json", "-p", str(child.pid), *options],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert top.stderr is not None and top.stderr.readline().startswith("opentrace top: counting")
+    return top
+
+
 def test_cli_top_json(tmp_path: Path) -> None:
     target = tmp_path / "f"
     target.write_text("")
     child = Child([["loop", str(target), 250]])
-    top = subprocess.Popen([sys.executable, "-m", "opentrace", "top", "--json", "-i", "0.2", "-p", str(child.pid),
-                            "--by", "comm,file"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    top = start_top(child, "-i", "0.2", "--by", "comm,file")
     try:
-        assert top.stderr is not None and top.stderr.readline().startswith("opentrace top: counting")
         child.go()
         out, errors = top.communicate(timeout=30)
     finally:
@@ -227,10 +233,8 @@ def test_cli_top_stopped_mid_interval_prints_what_it_counted(tmp_path: Path, sig
     target = tmp_path / "f"
     target.write_text("")
     child = Child([["loop", str(target), 123]])
-    top = subprocess.Popen([sys.executable, "-m", "opentrace", "top", "--json", "-i", "600", "-p", str(child.pid),
-                            "--by", "file"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    top = start_top(child, "-i", "600", "--by", "file")
     try:
-        assert top.stderr is not None and top.stderr.readline().startswith("opentrace top: counting")
         child.go()
         top.send_signal(sig)
         out, errors = top.communicate(timeout=30)
