@@ -254,25 +254,37 @@ def workspace(prefix: str = "otbench-") -> Iterator[Path]:
 
 
 IDLE_CGROUP = "/opentrace-bench-idle"  # an empty cgroup v2, for filters that exclude everything
+# The workload's cgroup for a system-wide tracer whose counts are told apart by cgroup (the agent's
+# `container` label): `Tracer.workload_cgroup`.
+WORKLOAD_CGROUP = "/opentrace-bench-workload"
 
 
-@contextlib.contextmanager
-def idle_cgroup() -> Iterator[str]:
-    """An empty cgroup under the cgroup2 mount (made, then removed): its path under the mount."""
-    mount = None
+def cgroup2_mount() -> Path:
+    """Where the cgroup v2 hierarchy is mounted."""
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         fields, _, rest = line.partition(" - ")
         if rest.split()[:1] == ["cgroup2"] and fields.split()[3] == "/":
-            mount = Path(fields.split()[4])
-    if mount is None:
-        raise BenchError("no cgroup2 hierarchy is mounted (mount -t cgroup2 none /sys/fs/cgroup)")
-    directory = mount / IDLE_CGROUP.lstrip("/")
-    directory.mkdir(exist_ok=True)
+            return Path(fields.split()[4])
+    raise BenchError("no cgroup2 hierarchy is mounted (mount -t cgroup2 none /sys/fs/cgroup)")
+
+
+@contextlib.contextmanager
+def bench_cgroups() -> Iterator[None]:
+    """IDLE_CGROUP and WORKLOAD_CGROUP under the cgroup2 mount (made, then removed)."""
+    directories = [cgroup2_mount() / name.lstrip("/") for name in (IDLE_CGROUP, WORKLOAD_CGROUP)]
+    for directory in directories:
+        directory.mkdir(exist_ok=True)
     try:
-        yield IDLE_CGROUP
+        yield
     finally:
-        with contextlib.suppress(OSError):
-            directory.rmdir()
+        for directory in directories:
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+
+
+def move_to_cgroup(pid: int, cgroup: str) -> None:
+    """Moves process ``pid`` (all its threads) into ``cgroup`` (a path under the cgroup2 mount)."""
+    (cgroup2_mount() / cgroup.lstrip("/") / "cgroup.procs").write_text(f"{pid}\n")
 
 
 # ---------------------------------------------------------------------------------------------

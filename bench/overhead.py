@@ -39,6 +39,7 @@ from common import (
     CONSUMER,
     PY,
     STOP_TIMEOUT,
+    WORKLOAD_CGROUP,
     WORKLOAD_COMM,
     WORKLOAD_SRC,
     BenchError,
@@ -51,6 +52,7 @@ from common import (
     ensure_tracefs,
     foreign_tracers,
     machine_info,
+    move_to_cgroup,
     proc_status_kb,
     rel,
     require,
@@ -102,7 +104,8 @@ class Tracer:
       consumer      the final JSON line of bench/consumer.py (see ``library``);
       bpftrace-map  the "@c: N" map bpftrace prints on exit;
       agent-metrics `opentrace agent --metrics`: its opentrace_opens_total and _events_lost_total,
-                    scraped before it is stopped (see ``agent``);
+                    scraped before it is stopped (see ``agent``); with ``workload_cgroup``, only
+                    the series of the workload's cgroup (``container="/opentrace-bench-workload"``);
       agent-parquet `opentrace agent --parquet DIR`: the rows of the files in DIR once it stopped;
                     lost: the events its ring lost and those its Parquet sink dropped.
       parquet-file  the CLI's ``-o FILE.parquet`` (see ``cli_parquet``): the file's rows once it
@@ -121,6 +124,9 @@ class Tracer:
     attached_on_stderr: bool = False  # `attached` shows on its stderr (it writes nothing to stdout)
     # The workloads it runs on (None: every workload that is not `only_listed`).
     workloads: tuple[str, ...] | None = None
+    # The workload runs in WORKLOAD_CGROUP (moved there before the tracer starts): a system-wide
+    # tracer's counts of it are those of that cgroup.
+    workload_cgroup: bool = False
 
     def runs_on(self, workload: Workload) -> bool:
         if self.argv is None:
@@ -148,48 +154,62 @@ def library(name: str, label: str, watch: Watch | None = None, attached: bytes |
     return Tracer(name, label, argv, count="consumer", attached=attached, workloads=workloads)
 
 
-def agent(name: str, label: str, *options: str, python: str = PY) -> Tracer:
+def agent(name: str, label: str, *options: str, python: str = PY, system_wide: bool = False) -> Tracer:
     """A row for ``python -m opentrace agent OPTIONS... -n <the workload's comm>``: only the
     workload's opens pass its filter, so its counts are the workload's; it cannot see the probe
     path, so it is attached once it says it runs. ``{dir}`` in OPTIONS is a directory of its own in
     the work directory (``--parquet {dir}``); with ``--parquet`` its files' rows are counted, else
-    its metrics (OPTIONS must then serve them: ``--metrics 127.0.0.1:0``)."""
+    its metrics (OPTIONS must then serve them: ``--metrics 127.0.0.1:0``).
+
+    ``system_wide``: no filter, as a fleet runs it; the workload runs in a cgroup of its own and
+    the agent labels series by cgroup path (a config file in its directory says so), so its counts
+    are the series of that cgroup."""
 
     def argv(c: Context) -> list[str]:
         given = [o.replace("{dir}", str(agent_dir(c))) for o in options]
-        return [python, "-m", "opentrace", "agent", *given, "-n", c.workload_comm]
+        if not system_wide:
+            return [python, "-m", "opentrace", "agent", *given, "-n", c.workload_comm]
+        agent_dir(c).mkdir(exist_ok=True)
+        config = agent_dir(c) / "agent.toml"
+        config.write_text('[metrics]\ncontainer_label = "cgroup"\n')
+        return [python, "-m", "opentrace", "agent", "--config", str(config), *given]
 
     count: Count = "agent-parquet" if "--parquet" in options else "agent-metrics"
-    return Tracer(name, label, argv, count=count, attached=b"agent running", attached_on_stderr=True)
+    return Tracer(name, label, argv, count=count, attached=b"agent running", attached_on_stderr=True,
+                  workload_cgroup=system_wide)
 
 
 def agent_dir(c: Context) -> Path:
     return c.probe.with_name(f"agent-{c.probe.name}")
 
 
-_METRIC = re.compile(rb"^(opentrace_opens_total|opentrace_events_lost_total)(?:\{[^}]*\})? (\S+)$", re.M)
+_METRIC = re.compile(rb"^(opentrace_opens_total|opentrace_events_lost_total)(\{[^}]*\})? (\S+)$", re.M)
 
 
-def scrape_agent(err: Path) -> tuple[int, int]:
-    """(opens, lost) from the metrics of the agent whose stderr is ``err``, as it runs."""
+def scrape_agent(err: Path, container: str | None = None) -> tuple[int, int]:
+    """(opens, lost) from the metrics of the agent whose stderr is ``err``, as it runs; the opens
+    of the series whose ``container`` label is ``container`` alone, if given."""
     found = re.search(rb"metrics on (http://\S+/metrics)", err.read_bytes())
     if not found:
         raise BenchError(f"the agent said nowhere where its metrics are:\n{tail(err)}")
     with urllib.request.urlopen(found.group(1).decode(), timeout=30) as reply:
         text = reply.read()
     sums = {b"opentrace_opens_total": 0.0, b"opentrace_events_lost_total": 0.0}
-    for name, value in _METRIC.findall(text):
+    wanted = None if container is None else f'container="{container}"'.encode()
+    for name, labels, value in _METRIC.findall(text):
+        if name == b"opentrace_opens_total" and wanted is not None and wanted not in labels:
+            continue
         sums[name] += float(value)
     return int(sums[b"opentrace_opens_total"]), int(sums[b"opentrace_events_lost_total"])
 
 
-def settled_scrape(err: Path) -> tuple[int, int]:
+def settled_scrape(err: Path, container: str | None = None) -> tuple[int, int]:
     """``scrape_agent`` until two scrapes a counting period apart agree: with metrics alone the
     agent reads the kernel's counts once a second."""
-    now = scrape_agent(err)
+    now = scrape_agent(err, container)
     for _ in range(10):
         time.sleep(1.2)
-        now, then = scrape_agent(err), now
+        now, then = scrape_agent(err, container), now
         if now == then:
             break
     return now
@@ -487,6 +507,8 @@ def _measure(tracer: Tracer, work: Prepared, threads: int, ops: int, rnd: int, w
         lines = LineReader(workload, "workload")
         if (armed := lines.readline(10)) != "armed":
             raise BenchError(f"workload said {armed!r} instead of 'armed'")
+        if tracer.workload_cgroup:
+            move_to_cgroup(workload.pid, WORKLOAD_CGROUP)
 
         if tracer.argv is not None:
             probe = workdir / f"probe-{tag}"
@@ -527,7 +549,7 @@ def _measure(tracer: Tracer, work: Prepared, threads: int, ops: int, rnd: int, w
         if proc.poll() is not None:
             raise BenchError(f"{tracer.label} died during the run (status {proc.returncode}):\n{tail(err)}")
         if tracer.count == "agent-metrics":  # while it runs
-            m.captured, m.lost = settled_scrape(err)
+            m.captured, m.lost = settled_scrape(err, WORKLOAD_CGROUP if tracer.workload_cgroup else None)
         t_stop = time.perf_counter()
         m.stopped_cleanly = stop(proc)
         m.stop_ms = (time.perf_counter() - t_stop) * 1e3

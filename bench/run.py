@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import sys
 
-from common import BENCH, IDLE_CGROUP, OPENSNOOP, entry, idle_cgroup
+from common import BENCH, IDLE_CGROUP, OPENSNOOP, bench_cgroups, entry
 from overhead import (
     Tracer,
     Workload,
@@ -77,6 +77,9 @@ TRACERS: list[Tracer] = [
     cli("opentrace-cli-F", "opentrace CLI -F > file", "-F"),
     # The node agent, filtered to the workload's comm: counting for Prometheus only, and writing Parquet.
     agent("opentrace-agent-metrics", "opentrace agent --metrics (Prometheus)", "--metrics", "127.0.0.1:0"),
+    # As a fleet runs it: no filter, every open on the machine counted (the workload's by its cgroup).
+    agent("opentrace-agent-metrics-all", "opentrace agent --metrics, system-wide (no filter)",
+          "--metrics", "127.0.0.1:0", system_wide=True),
     agent("opentrace-agent-parquet", "opentrace agent --parquet DIR", "--parquet", "{dir}"),
     # The same events written by the CLI's -o FILE.parquet (the agent's target: this row + 0.1x).
     cli_parquet("opentrace-cli-parquet", "opentrace CLI -n COMM -o trace.parquet"),
@@ -182,7 +185,7 @@ WORKLOADS: list[Workload] = [
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv, TRACERS, WORKLOADS, __doc__ or "")
     def body() -> int:
-        with idle_cgroup():
+        with bench_cgroups():
             return run(args, TRACERS, WORKLOADS)
 
     return entry("bench", body)
