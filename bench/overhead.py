@@ -25,6 +25,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -700,10 +701,13 @@ def table(rows: list[dict[str, Any]], tracers: Mapping[str, Tracer]) -> str:
 
 
 def describe(tracer: Tracer, comm: str) -> str:
-    """A tracer's command line for the JSON, with placeholders for the probe and the workload's pid."""
+    """A tracer's command line for the JSON, with placeholders for the probe and the workload's pid.
+    The probe lies in a scratch directory (an argv may write files beside it: the agent's config)."""
     assert tracer.argv is not None
-    argv = tracer.argv(Context(Path("PROBE"), 0, comm, os.getpid()))
-    return " ".join(argv).replace(PY, "python").replace(str(BENCH.parent) + "/", "")
+    with tempfile.TemporaryDirectory(prefix="opentrace-describe-") as scratch:
+        argv = tracer.argv(Context(Path(scratch) / "PROBE", 0, comm, os.getpid()))
+        line = " ".join(argv).replace(scratch + "/", "")
+    return line.replace(PY, "python").replace(str(BENCH.parent) + "/", "")
 
 
 # ---------------------------------------------------------------------------------------------
