@@ -75,11 +75,13 @@ impl Registry {
 }
 
 /// One reader's view of the registry, by cgroup id: each cgroup's path is parsed for a container
-/// id once (until the registry changes), and most events cost one map lookup.
+/// id once (until the registry changes), and most events cost one map lookup, or none when they
+/// come from the cgroup of the event before (a storm's do).
 #[derive(Default)]
 pub struct Lookup {
     generation: u64,
     by_cgroup: HashMap<u64, Option<Arc<Container>>>,
+    last: Option<(u64, Option<Arc<Container>>)>,
 }
 
 impl Lookup {
@@ -88,13 +90,23 @@ impl Lookup {
         let now = REGISTRY.generation.load(Ordering::Acquire);
         if now != self.generation || self.by_cgroup.len() >= MAX_CACHED {
             self.by_cgroup.clear();
+            self.last = None;
             self.generation = now;
         }
-        if let Some(found) = self.by_cgroup.get(&cgroup_id) {
+        if let Some((last, found)) = &self.last
+            && *last == cgroup_id
+        {
             return found.clone();
         }
-        let found = container_id(path).and_then(|id| REGISTRY.find_or_ask(id));
-        self.by_cgroup.insert(cgroup_id, found.clone());
+        let found = match self.by_cgroup.get(&cgroup_id) {
+            Some(found) => found.clone(),
+            None => {
+                let found = container_id(path).and_then(|id| REGISTRY.find_or_ask(id));
+                self.by_cgroup.insert(cgroup_id, found.clone());
+                found
+            }
+        };
+        self.last = Some((cgroup_id, found.clone()));
         found
     }
 }
