@@ -332,6 +332,13 @@ impl Reader {
         }
     }
 
+    /// See `Session::end_reading`.
+    pub fn end_reading(&mut self) {
+        if let Rings::Sharded(merge) = &mut self.rings {
+            merge.end();
+        }
+    }
+
     /// Whether events drained from the rings are still held back (sharded rings), to be handed
     /// out at a later read.
     pub fn holding(&self) -> bool {

@@ -405,6 +405,18 @@ impl Session {
         self.with_live(py, |_| Ok(()))
     }
 
+    /// The reading is about to end (Ctrl-C, a duration): nothing drained is held back for records
+    /// still to come any more (sharded rings' merge), so that reads until one finds nothing hand
+    /// out everything the rings hold now.
+    fn end_reading(&self, py: Python<'_>) -> PyResult<()> {
+        self.with_live(py, |slot| {
+            if let Some(reader) = slot.as_mut() {
+                reader.end_reading();
+            }
+            Ok(())
+        })
+    }
+
     /// As `close()`, for a process about to exit (the CLI, the interpreter's exit): the kernel
     /// waits for an RCU grace period whenever a watcher was the last to use a tracepoint (~40 ms
     /// each, one tracepoint after the other: a third of a second for a pid watcher). A process of

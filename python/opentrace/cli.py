@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from . import CommandWatcher, OpentraceError, Watcher, __version__, run, watch
 from ._opentrace import Formatter, OpenEvent, errno_text, summary
-from ._watch import DEFAULT_RING_SIZE, MAX_RING_SHARDS, SYSCALLS, _ring_size, _show
+from ._watch import DEFAULT_RING_SIZE, MAX_RING_SHARDS, SYSCALLS, _last_reads, _ring_size, _show
 from .exceptions import TracepointNotFound
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
@@ -293,8 +293,12 @@ def _trace(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
 
     forwarding = _forward_signals(watcher.pid) if isinstance(watcher, CommandWatcher) else None
     unwritable = False
+    what = ", ".join(watcher.syscalls)
+    if isinstance(watcher, CommandWatcher):
+        what = f"{' '.join(command or [])} (pid {watcher.pid}) and what it starts"
     try:
-        with watcher:
+        # (_Run: a second Ctrl-C does not cut the end of the trace short, its "lost" line included.)
+        with watcher, _Run(err, args.quiet, f"tracing {what}") as run_:
             try:
                 formatter = None
                 if not args.summary and parquet is None:
@@ -305,16 +309,12 @@ def _trace(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
                     # Before the line that says we are tracing: whoever stops us once they see it
                     # gets the header (and, from _stream, what was in the ring).
                     out.write(formatter.header())
-                what = ", ".join(watcher.syscalls)
-                if isinstance(watcher, CommandWatcher):
-                    what = f"{' '.join(command or [])} (pid {watcher.pid}) and what it starts"
-                announce = _announcer(err, args.quiet, f"tracing {what}")
                 if parquet is not None:
-                    _write_parquet(watcher, args, parquet, announce)
+                    _write_parquet(watcher, args, parquet, run_)
                 elif formatter is None:
-                    _summarize(watcher, args, out, announce)
+                    _summarize(watcher, args, out, run_)
                 else:
-                    _stream(watcher, formatter, args, out, announce)
+                    _stream(watcher, formatter, args, out, run_)
             except (BrokenPipeError, OutputError) as e:
                 if not isinstance(watcher, CommandWatcher):
                     raise
@@ -410,23 +410,73 @@ def _terminal_sent_it() -> bool:
     return False
 
 
-def _announcer(err: TextIO, quiet: bool, doing: str) -> Callable[[], None]:
-    """What says on stderr that the trace is on (unless ``quiet``). The read loops call it inside
-    the block that catches Ctrl-C: whoever stops us once they see the line gets what was in the
-    ring by then, however soon they stop us."""
+class _Run:
+    """A trace's start and end as its user sees them.
 
-    def announce() -> None:
-        if not quiet:
-            err.write(f"{PROG}: {doing}; Ctrl-C to stop\n")
-            err.flush()
+    ``announce()`` says on stderr that the trace is on (unless quiet). The read loops call it
+    inside the block that catches Ctrl-C: whoever stops us once they see the line gets what was in
+    the ring by then, however soon they stop us.
 
-    return announce
+    Entered, it keeps the end of a trace whole. The first Ctrl-C or SIGTERM stops the reading: a
+    KeyboardInterrupt if it comes during a read of the ring (``reading()``: the read keeps what it
+    drained for the next one), else ``stopped`` for the read loop to see; never while what was read
+    is being written, which a KeyboardInterrupt would cut short. After that, and from ``last()`` on
+    (the last read has begun: a duration or count reached), these signals only say once on stderr
+    that the trace is being finished: a second Ctrl-C does not drop the events still in the ring,
+    or a Parquet file being closed. Ctrl-\\ (SIGQUIT) still quits at once. Handlers other than
+    Python's default one (with ``-- CMD``: forwarded to the command) are left as they are."""
+
+    _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, err: TextIO, quiet: bool, doing: str) -> None:
+        self._err, self._quiet, self._doing = err, quiet, doing
+        self.stopped = self._reading = self._said = False
+        self._previous: dict[int, Any] = {}
+
+    def announce(self) -> None:
+        if not self._quiet:
+            self._err.write(f"{PROG}: {self._doing}; Ctrl-C to stop\n")
+            self._err.flush()
+
+    def last(self) -> None:
+        self.stopped = True
+
+    def reading(self, read: Callable[[], object]) -> None:
+        """``read()``, a read of the ring: the one place where a stop is a KeyboardInterrupt."""
+        self._reading = True
+        try:
+            read()
+        finally:
+            self._reading = False
+
+    def __enter__(self) -> _Run:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self._SIGNALS:
+                if signal.getsignal(sig) is signal.default_int_handler:
+                    self._previous[sig] = signal.signal(sig, self._signal)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _signal(self, signum: int, frame: object) -> None:
+        if not self.stopped:
+            self.stopped = True
+            if self._reading:
+                raise KeyboardInterrupt
+            return
+        if not self._said:
+            self._said = True
+            try:
+                self._err.write(f"{PROG}: stopping: writing what the trace read first (Ctrl-\\ quits at once)\n")
+                self._err.flush()
+            except (OSError, RuntimeError):  # (RuntimeError: a write to err under way, reentered)
+                pass
 
 
-def _stream(
-    watcher: Watcher[Any], formatter: Formatter, args: argparse.Namespace, out: _Output, announce: Callable[[], None]
-) -> None:
-    """``announce()``, then one line (or JSON object) per event, until the duration or count is
+def _stream(watcher: Watcher[Any], formatter: Formatter, args: argparse.Namespace, out: _Output, run_: _Run) -> None:
+    """``run_.announce()``, then one line (or JSON object) per event, until the duration or count is
     reached, Ctrl-C, or a pid watcher's processes have all exited. (The caller has written the
     header.)"""
     deadline = None if args.duration is None else time.monotonic() + args.duration
@@ -439,7 +489,7 @@ def _stream(
         # printed even when Ctrl-C interrupts the read as it returns (see Watcher._poll_into).
         read: list[tuple[str, int]] = []
         try:
-            watcher._read_text(formatter, timeout, remaining, read)
+            run_.reading(lambda: watcher._read_text(formatter, timeout, remaining, read))
         finally:
             for text, count in read:
                 out.write(text)
@@ -448,8 +498,8 @@ def _stream(
         return sum(count for _, count in read)
 
     try:
-        announce()
-        while remaining != 0 and not watcher._finished():
+        run_.announce()
+        while remaining != 0 and not watcher._finished() and not run_.stopped:
             timeout = _IDLE_CHECK
             if deadline is not None:
                 timeout = min(timeout, deadline - time.monotonic())
@@ -460,13 +510,15 @@ def _stream(
     except KeyboardInterrupt:
         pass
     # What happened before the end (duration, Ctrl-C, SIGTERM) and is still in the ring.
-    if remaining != 0:
-        show(0)
+    left = _finishing(watcher, args, run_)
+    while remaining != 0 and left > 0:
+        shown = show(0)
+        if not shown:
+            break
+        left -= shown
 
 
-def _summarize(
-    watcher: Watcher[OpenEvent], args: argparse.Namespace, out: _Output, announce: Callable[[], None]
-) -> None:
+def _summarize(watcher: Watcher[OpenEvent], args: argparse.Namespace, out: _Output, run_: _Run) -> None:
     """One line per distinct file (the full path with -F), most opened first: opens, failures,
     and the errors seen; with --json one object per file."""
     files: dict[bytes, list[Any]] = {}
@@ -482,7 +534,7 @@ def _summarize(
                 entry[1] += 1
                 entry[2][ev.errno] = entry[2].get(ev.errno, 0) + 1
 
-    _each_batch(watcher, args, take, announce)
+    _each_batch(watcher, args, take, run_)
     out.write(_summary_text(files, args.json))
 
 
@@ -490,52 +542,69 @@ def _each_batch(
     watcher: Watcher[OpenEvent],
     args: argparse.Namespace,
     take: Callable[[list[OpenEvent]], None],
-    announce: Callable[[], None],
+    run_: _Run,
 ) -> None:
     """``take(events)`` for each batch, as ``_read_loop`` reads them."""
 
     def read(timeout: float, limit: int | None, took: Callable[[int], None]) -> None:
         events: list[OpenEvent] = []
         try:
-            watcher._poll_into(timeout, events)
+            run_.reading(lambda: watcher._poll_into(timeout, events))
         finally:  # what was read, even when Ctrl-C interrupts the read as it returns
             if limit is not None:
                 events = events[:limit]
             took(len(events))
             take(events)
 
-    _read_loop(watcher, args, read, announce)
+    _read_loop(watcher, args, read, run_)
 
 
 def _read_loop(
     watcher: Watcher[OpenEvent],
     args: argparse.Namespace,
     read: Callable[[float, int | None, Callable[[int], None]], None],
-    announce: Callable[[], None],
+    run_: _Run,
 ) -> None:
-    """``announce()`` (as ``_stream``), then ``read(timeout, limit, took)`` (it takes at most
+    """``run_.announce()`` (as ``_stream``), then ``read(timeout, limit, took)`` (it takes at most
     ``limit`` events, None: any number, and says how many to ``took`` whatever happens) until the
     duration or count (-c: at most that many events in all) is reached, Ctrl-C (SIGTERM), or a pid
-    watcher's processes have all exited; then once more for what is still in the ring."""
+    watcher's processes have all exited; then until the ring is empty (see ``_finishing``)."""
     deadline = None if args.duration is None else time.monotonic() + args.duration
     remaining = args.count
 
+    taken = 0
+
     def took(n: int) -> None:
-        nonlocal remaining
+        nonlocal remaining, taken
+        taken += n
         if remaining is not None:
             remaining -= n
 
     try:
-        announce()
-        while remaining != 0 and not watcher._finished():
+        run_.announce()
+        while remaining != 0 and not watcher._finished() and not run_.stopped:
             timeout = _IDLE_CHECK if deadline is None else min(_IDLE_CHECK, deadline - time.monotonic())
             if timeout <= 0:
                 break
             read(timeout, remaining, took)
     except KeyboardInterrupt:
         pass
-    if remaining != 0:
+    left = _finishing(watcher, args, run_)
+    while remaining != 0 and left > 0:
+        before = taken
         read(0, remaining, took)
+        if taken == before:
+            break
+        left -= taken - before
+
+
+def _finishing(watcher: Watcher[Any], args: argparse.Namespace, run_: _Run) -> int:
+    """The read is ending: from now on a second Ctrl-C does not cut it short (see ``_Run``), and
+    nothing is held back for later records. Returns how many events the last reads, until the
+    ring is empty, may take at most."""
+    run_.last()
+    watcher._session.end_reading()
+    return _last_reads(args.ring_size)
 
 
 def _parquet_output(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ParquetOutput | None:
@@ -555,16 +624,14 @@ def _parquet_output(args: argparse.Namespace, parser: argparse.ArgumentParser) -
         raise OutputError(f"cannot write the trace to {args.output}: {_describe(e)}") from None
 
 
-def _write_parquet(
-    watcher: Watcher[OpenEvent], args: argparse.Namespace, output: ParquetOutput, announce: Callable[[], None]
-) -> None:
+def _write_parquet(watcher: Watcher[OpenEvent], args: argparse.Namespace, output: ParquetOutput, run_: _Run) -> None:
     """The trace into ``output``, complete (renamed into place) at the end; a write that fails
     leaves no file."""
 
     def read(timeout: float, limit: int | None, took: Callable[[int], None]) -> None:
         got: list[tuple[int, list[RawColumn]]] = []
         try:
-            watcher._read_columns(output.names, timeout, limit, got)
+            run_.reading(lambda: watcher._read_columns(output.names, timeout, limit, got))
         finally:  # what was read, even when Ctrl-C interrupts the read as it returns
             for rows, columns in got:
                 took(rows)
@@ -574,8 +641,8 @@ def _write_parquet(
                     raise OutputError(f"cannot write the trace to {args.output}: {_describe(e)}") from None
 
     try:
-        _read_loop(watcher, args, read, announce)
-        output.close()
+        _read_loop(watcher, args, read, run_)
+        output.close()  # (a second Ctrl-C does not abandon it: see _Run)
     except OSError as e:
         output.abort()
         raise OutputError(f"cannot write the trace to {args.output}: {_describe(e)}") from None
@@ -687,12 +754,12 @@ def _watch(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
         watcher = watch_tracepoints(*args.tracepoint, **options)
     except (ValueError, TypeError) as e:
         parser.error(str(e))
-    with watcher:
+    names = watcher.tracepoints
+    shown = ", ".join(names) if len(names) <= 4 else f"{len(names)} tracepoints"
+    with watcher, _Run(err, args.quiet, f"watching {shown}") as run_:
         formatter = Formatter.for_tracepoints(json=args.json, start_ns=time.monotonic_ns())
         out.write(formatter.header())
-        names = watcher.tracepoints
-        shown = ", ".join(names) if len(names) <= 4 else f"{len(names)} tracepoints"
-        _stream(watcher, formatter, args, out, _announcer(err, args.quiet, f"watching {shown}"))
+        _stream(watcher, formatter, args, out, run_)
         watcher._session.close_in_background()
         if watcher.lost:
             err.write(f"{PROG}: {watcher.lost} events lost in all\n")

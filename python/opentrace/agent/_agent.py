@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from .._opentrace import OpenEvent, __version__
-from .._watch import DEFAULT_RING_SIZE, DRAIN_ROUNDS, watch
+from .._watch import DEFAULT_RING_SIZE, _last_reads, watch
 from ..exceptions import OpentraceError
 from ._config import AgentConfig
 from ._sink import Batch, Runner, Sink, SinkView, describe
@@ -144,10 +144,15 @@ class Agent:
         now and then so that the clock-driven work runs on a quiet machine too."""
         while not self._stop.is_set() and not watcher._finished():
             yield read(POLL)
-        for _ in range(DRAIN_ROUNDS):
+        # Until the ring is empty (nothing held back for later records any more), at most what
+        # it can hold.
+        watcher._session.end_reading()
+        left = _last_reads(self._ring_bytes())
+        while left > 0:
             batch = read(0)
             if not len(batch):
                 break
+            left -= len(batch)
             yield batch
 
     def _tick(self) -> bool:
