@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""What the Python loop costs per event, apart from the capture: a ring big enough to hold the
+whole open storm is filled first (nothing reads it meanwhile), then read in a plain loop, timed
+by the reader's CPU time alone. run.py's library rows measure the loop while the workload runs
+beside it (on a 2-vCPU machine, on the sibling vCPU, which slows both); this measures it alone.
+
+    sudo .venv/bin/python bench/consumer_cost.py [--ops 400000] [--rounds 5]
+
+Each round, each way of reading: ``for ev in w`` and ``for batch in w.batches(): for ev in batch``,
+both reading ``ev.pid`` (as bench/consumer.py counts the workload's events), and ``for ev in w``
+reading nothing. Prints M events per CPU-second (median of the rounds, and the range) and the CPU
+time per event; everything measured goes to bench/out/consumer-cost-<timestamp>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from common import BenchError, build_workload, check_root, ensure_tracefs, entry, machine_info, workspace, write_json
+
+# Room for 400,000 records of ~200 bytes with no loss (the largest ring there is: 1 GiB).
+RING_SIZE = 256 << 20
+
+
+def by_event(w: Any, pid: int, want: int) -> int:
+    """``for ev in w``, reading ``ev.pid``, until ``want`` events of ``pid``; returns events read."""
+    seen = mine = 0
+    for ev in w:
+        seen += 1
+        if ev.pid == pid:
+            mine += 1
+            if mine == want:
+                break
+    return seen
+
+
+def by_batch(w: Any, pid: int, want: int) -> int:
+    """``for batch in w.batches(): for ev in batch``, reading ``ev.pid``."""
+    seen = mine = 0
+    for batch in w.batches():
+        for ev in batch:
+            seen += 1
+            if ev.pid == pid:
+                mine += 1
+        if mine >= want:
+            break
+    return seen
+
+
+def untouched(w: Any, pid: int, want: int) -> int:
+    """``for ev in w`` reading nothing, until it read as many events as the workload made (any
+    process's: the rate is of events read)."""
+    seen = 0
+    for _ in w:
+        seen += 1
+        if seen == want:
+            break
+    return seen
+
+
+LOOPS: dict[str, Callable[[Any, int, int], int]] = {
+    "for ev in w (ev.pid)": by_event,
+    "w.batches() (ev.pid)": by_batch,
+    "for ev in w (no attribute)": untouched,
+}
+
+
+def one(loop: Callable[[Any, int, int], int], workload: str, target: str, ops: int) -> float:
+    """Fills a ring with the storm's ``ops`` opens, then reads them; events per CPU-second."""
+    import opentrace
+
+    with opentrace.watch(ring_size=RING_SIZE) as w:
+        proc = subprocess.Popen([workload, target, str(ops), "1"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        assert proc.stdin is not None
+        proc.stdin.write(b"go\n")
+        proc.stdin.close()
+        if proc.wait(timeout=300) != 0:
+            raise BenchError(f"the workload failed with status {proc.returncode}")
+        cpu = time.process_time()
+        seen = loop(w, proc.pid, ops)
+        cpu = time.process_time() - cpu
+        if w.lost:
+            raise BenchError(f"{w.lost} events lost: the ring ({RING_SIZE >> 20} MiB) did not hold the storm")
+    return seen / cpu
+
+
+def spread(values: Iterable[float]) -> dict[str, float]:
+    v = sorted(values)
+    return {"median": statistics.median(v), "min": v[0], "max": v[-1]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ops", type=int, default=400_000, help="opens in the storm (default 400000)")
+    p.add_argument("--rounds", type=int, default=5, help="rounds (default 5)")
+    args = p.parse_args(argv)
+    check_root("consumer_cost.py")
+    ensure_tracefs()
+    workload = str(build_workload())
+    rates: dict[str, list[float]] = {name: [] for name in LOOPS}
+    with workspace("otconsumer-") as work:
+        target = work / "f"
+        target.write_text("")
+        for rnd in range(1, args.rounds + 1):
+            for name, loop in LOOPS.items():
+                rate = one(loop, workload, str(target), args.ops)
+                rates[name].append(rate)
+                shown = f"{rate / 1e6:5.2f} M events per CPU-second"
+                print(f"  round {rnd} {name:<28} {shown}", file=sys.stderr, flush=True)
+    info = machine_info()
+    print(f"machine: Linux {info['kernel']}, {info['cpus']} CPUs ({info['cpu_model']}); "
+          f"python {info['python']}, opentrace {info['opentrace']}")
+    print(f"{args.ops} opens read from a ring filled beforehand, {args.rounds} rounds\n")
+    print("| loop | M events per CPU-second | range | CPU ns per event |")
+    print("|---|---:|---:|---:|")
+    summary = {}
+    for name, values in rates.items():
+        s = summary[name] = spread(values)
+        print(f"| {name} | {s['median'] / 1e6:.2f} | {s['min'] / 1e6:.2f}-{s['max'] / 1e6:.2f} | "
+              f"{1e9 / s['median']:.0f} |")
+    path = write_json("consumer-cost", {"machine": info, "ops": args.ops, "rounds": args.rounds,
+                                        "ring_size": RING_SIZE, "rates": rates, "summary": summary})
+    print(f"\nresults: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(entry("bench/consumer_cost.py", main))
