@@ -23,9 +23,10 @@ run: build  ## trace file opens live (as root); ARGS="-x -T" passes options
 test: build  ## everything CI checks: lint, types, Rust unit tests, pytest (root tests need root)
 	@scripts/test
 
-bench: build  ## overhead/start/RSS of opentrace vs bpftrace vs opensnoop (ARGS go to bench/run.py), then a command's tree vs strace -f (installs the peers)
+bench: build  ## overhead/start/RSS of opentrace vs bpftrace vs opensnoop (ARGS go to bench/run.py), the Python loop's cost per event, then a command's tree vs strace -f (installs the peers)
 	@scripts/bootstrap bench
 	@$(PY) bench/run.py $(ARGS)
+	@$(PY) bench/consumer_cost.py
 	@$(PY) bench/build.py
 
 soak: build  ## trace an open storm for 10 minutes, report rate, lost and RSS over time

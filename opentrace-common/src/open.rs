@@ -186,15 +186,19 @@ pub enum SmallBytes {
 }
 
 impl SmallBytes {
-    const INLINE: usize = 80;
+    /// With its length and the variant's tag, 96 bytes.
+    const INLINE: usize = 94;
 
-    pub fn new(bytes: &[u8]) -> SmallBytes {
-        if bytes.len() <= Self::INLINE {
+    /// `first` followed by `second`.
+    pub fn pair(first: &[u8], second: &[u8]) -> SmallBytes {
+        let len = first.len() + second.len();
+        if len <= Self::INLINE {
             let mut inline = [0; Self::INLINE];
-            inline[..bytes.len()].copy_from_slice(bytes);
-            SmallBytes::Inline { len: bytes.len() as u8, bytes: inline }
+            inline[..first.len()].copy_from_slice(first);
+            inline[first.len()..len].copy_from_slice(second);
+            SmallBytes::Inline { len: len as u8, bytes: inline }
         } else {
-            SmallBytes::Heap(bytes.into())
+            SmallBytes::Heap([first, second].concat().into())
         }
     }
 
@@ -225,8 +229,10 @@ impl core::hash::Hash for SmallBytes {
 #[derive(Clone)]
 pub struct OwnedOpen {
     pub head: OpenHeader,
-    pub path: SmallBytes,
-    pub full: Option<SmallBytes>,
+    /// The path (`head.path_len` bytes), then the full path if there is one (`has_full`): one
+    /// buffer, the event the smaller for it (a Python loop makes and drops one per open).
+    text: SmallBytes,
+    has_full: bool,
     /// Shared by the events of one cgroup.
     pub cgroup: Option<std::sync::Arc<[u8]>>,
     /// Shared by the events of one container.
@@ -240,8 +246,8 @@ impl OwnedOpen {
         head.path_len = open.path.len() as u16;
         OwnedOpen {
             head,
-            path: SmallBytes::new(open.path),
-            full: open.full.map(SmallBytes::new),
+            text: SmallBytes::pair(open.path, open.full.unwrap_or_default()),
+            has_full: open.full.is_some(),
             cgroup,
             container: open.container.cloned(),
         }
@@ -250,11 +256,31 @@ impl OwnedOpen {
     pub fn view(&self) -> Open<'_> {
         Open {
             head: &self.head,
-            path: self.path.as_bytes(),
-            full: self.full.as_ref().map(SmallBytes::as_bytes),
+            path: self.path(),
+            full: self.full(),
             cgroup: self.cgroup.as_deref(),
             container: self.container.as_ref(),
         }
+    }
+
+    pub fn path(&self) -> &[u8] {
+        &self.text.as_bytes()[..usize::from(self.head.path_len)]
+    }
+
+    pub fn full(&self) -> Option<&[u8]> {
+        self.has_full.then(|| &self.text.as_bytes()[usize::from(self.head.path_len)..])
+    }
+
+    /// A new path (at most `u16::MAX` bytes, which the caller checks), the full path kept.
+    pub fn set_path(&mut self, path: &[u8]) {
+        self.text = SmallBytes::pair(path, self.full().unwrap_or_default());
+        self.head.path_len = path.len() as u16;
+    }
+
+    /// A new full path, or none, the path kept.
+    pub fn set_full(&mut self, full: Option<&[u8]>) {
+        self.text = SmallBytes::pair(self.path(), full.unwrap_or_default());
+        self.has_full = full.is_some();
     }
 
     /// The header as the fields show it, without what only the reader used (the record kind,
@@ -285,8 +311,8 @@ impl OwnedOpen {
 impl PartialEq for OwnedOpen {
     fn eq(&self, other: &Self) -> bool {
         self.canonical() == other.canonical()
-            && self.path == other.path
-            && self.full == other.full
+            && self.path() == other.path()
+            && self.full() == other.full()
             && self.cgroup == other.cgroup
             && self.container == other.container
     }
@@ -296,7 +322,7 @@ impl Eq for OwnedOpen {}
 
 impl core::hash::Hash for OwnedOpen {
     fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
-        (self.canonical(), &self.path, &self.full, &self.cgroup, &self.container).hash(state);
+        (self.canonical(), self.path(), self.full(), &self.cgroup, &self.container).hash(state);
     }
 }
 
@@ -304,7 +330,7 @@ impl Default for OwnedOpen {
     /// All zero but what zero would misstate: the record kind, and `dfd` (AT_FDCWD).
     fn default() -> Self {
         let head = OpenHeader { kind: RecordKind::Open as u8, dfd: AT_FDCWD, ..OpenHeader::default() };
-        OwnedOpen { head, path: SmallBytes::new(b""), full: None, cgroup: None, container: None }
+        OwnedOpen { head, text: SmallBytes::pair(b"", b""), has_full: false, cgroup: None, container: None }
     }
 }
 

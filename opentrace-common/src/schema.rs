@@ -106,6 +106,50 @@ pub struct Field<G, S> {
     pub get: G,
     pub set: Option<S>,
     pub show: Show,
+    /// For a plain integer of the kind's header, shown as it is: where it lies there (its
+    /// attribute is then read by Python straight from the event, `get` serving the rest).
+    pub member: Option<Member>,
+}
+
+/// A plain integer field's place in its event kind's header: its offset there, and its type.
+#[derive(Clone, Copy, Debug)]
+pub struct Member {
+    pub offset: usize,
+    pub kind: MemberKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberKind {
+    I32,
+    U32,
+    I64,
+    U64,
+}
+
+/// The integer types a [`Member`] can be.
+pub trait MemberInt {
+    const KIND: MemberKind;
+}
+
+impl MemberInt for i32 {
+    const KIND: MemberKind = MemberKind::I32;
+}
+
+impl MemberInt for u32 {
+    const KIND: MemberKind = MemberKind::U32;
+}
+
+impl MemberInt for i64 {
+    const KIND: MemberKind = MemberKind::I64;
+}
+
+impl MemberInt for u64 {
+    const KIND: MemberKind = MemberKind::U64;
+}
+
+/// The [`MemberKind`] of the header field that `field` reaches (the field's type decides it).
+pub const fn member_kind<H, T: MemberInt>(_field: fn(&H) -> &T) -> MemberKind {
+    T::KIND
 }
 
 /// The index of the field called `name`.

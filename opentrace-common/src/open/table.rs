@@ -3,13 +3,13 @@
 //! them, and the CLI's columns over them.
 use std::sync::Arc;
 
-use super::{Open, OwnedOpen, SmallBytes};
+use super::{Open, OwnedOpen};
 use crate::{
     AT_FDCWD, COMM_LEN,
-    abi::open::{FileId, STATUS_DEV_UNSURE, STATUS_FILE_ID, STATUS_FIXED_SLOT, Syscall},
+    abi::open::{FileId, OpenHeader, STATUS_DEV_UNSURE, STATUS_FILE_ID, STATUS_FIXED_SLOT, Syscall},
     cgroup::Container,
     comm::COMM_MAX,
-    schema::{DICT, Field, Input, REPR, SetError, Value, table},
+    schema::{DICT, Field, Input, Member, REPR, SetError, Value, member_kind, table},
     text::{Align, Column, Columns, Fallback, Render},
 };
 
@@ -24,6 +24,10 @@ macro_rules! int {
             get: |e| Value::from(e.head.$name),
             set: Some(|o, v| Ok(o.head.$name = v.int(stringify!($name))?)),
             show: $show,
+            member: Some(Member {
+                offset: core::mem::offset_of!(OpenHeader, $name),
+                kind: member_kind(|h: &OpenHeader| &h.$name),
+            }),
         }
     };
 }
@@ -41,39 +45,39 @@ table! {
             name: "comm",
             get: |e| Value::Text(e.comm()),
             set: Some(set_comm),
-            show: DICT | REPR,
+            member: None, show: DICT | REPR,
         },
         Syscall => Field {
             name: "syscall",
             get: |e| Value::Name(e.syscall()),
             set: Some(set_syscall),
-            show: DICT | REPR,
+            member: None, show: DICT | REPR,
         },
-        Path => Field { name: "path", get: |e| Value::Text(e.path), set: Some(set_path), show: DICT | REPR },
-        PathBytes => Field { name: "path_bytes", get: |e| Value::Bytes(e.path), set: None, show: 0 },
+        Path => Field { name: "path", get: |e| Value::Text(e.path), set: Some(set_path), member: None, show: DICT | REPR },
+        PathBytes => Field { name: "path_bytes", get: |e| Value::Bytes(e.path), set: None, member: None, show: 0 },
         Dfd => int!(dfd, DICT),
         Flags => int!(flags, DICT),
         Mode => int!(mode, DICT),
         Ret => int!(ret, DICT),
-        Fd => Field { name: "fd", get: |e| Value::from(e.fd()), set: Some(set_fd), show: DICT | REPR },
+        Fd => Field { name: "fd", get: |e| Value::from(e.fd()), set: Some(set_fd), member: None, show: DICT | REPR },
         Errno => Field {
             name: "errno",
             get: |e| Value::from((e.head.ret < 0).then(|| e.head.ret.saturating_neg())),
             set: None,
-            show: DICT | REPR,
+            member: None, show: DICT | REPR,
         },
         Inode => Field {
             name: "inode",
             get: |e| Value::from(e.file().map(|f| f.inode)),
             set: Some(set_inode),
-            show: DICT,
+            member: None, show: DICT,
         },
-        Dev => Field { name: "dev", get: |e| Value::from(e.dev()), set: Some(set_dev), show: DICT },
+        Dev => Field { name: "dev", get: |e| Value::from(e.dev()), set: Some(set_dev), member: None, show: DICT },
         MntId => Field {
             name: "mnt_id",
             get: |e| Value::from(e.file().map(|f| f.mnt_id)),
             set: Some(set_mnt_id),
-            show: DICT,
+            member: None, show: DICT,
         },
         Ppid => int!(ppid, DICT),
         NsPid => int!(ns_pid, DICT),
@@ -82,50 +86,50 @@ table! {
             name: "cgroup",
             get: |e| e.cgroup.map_or(Value::None, Value::Text),
             set: Some(set_cgroup),
-            show: DICT,
+            member: None, show: DICT,
         },
         ContainerId => Field {
             name: "container_id",
             get: |e| e.cgroup.and_then(crate::cgroup::container_id).map_or(Value::None, Value::Text),
             set: None,
-            show: DICT,
+            member: None, show: DICT,
         },
         ContainerName => Field {
             name: "container_name",
             get: |e| text(e.container.and_then(|c| c.name.as_deref())),
             set: Some(|o, v| set_container(o, v, "container_name", |c| &mut c.name)),
-            show: DICT,
+            member: None, show: DICT,
         },
         ContainerImage => Field {
             name: "container_image",
             get: |e| text(e.container.and_then(|c| c.image.as_deref())),
             set: Some(|o, v| set_container(o, v, "container_image", |c| &mut c.image)),
-            show: DICT,
+            member: None, show: DICT,
         },
         Pod => Field {
             name: "pod",
             get: |e| text(e.container.and_then(|c| c.pod.as_deref())),
             set: Some(|o, v| set_container(o, v, "pod", |c| &mut c.pod)),
-            show: DICT,
+            member: None, show: DICT,
         },
         Namespace => Field {
             name: "namespace",
             get: |e| text(e.container.and_then(|c| c.namespace.as_deref())),
             set: Some(|o, v| set_container(o, v, "namespace", |c| &mut c.namespace)),
-            show: DICT,
+            member: None, show: DICT,
         },
         FullPath => Field {
             name: "full_path",
             get: |e| e.full.map_or(Value::None, Value::Text),
             set: Some(set_full_path),
-            show: DICT,
+            member: None, show: DICT,
         },
         FullPathBytes => Field {
             name: "full_path_bytes",
             get: |e| e.full.map_or(Value::None,
             Value::Bytes),
             set: None,
-            show: 0,
+            member: None, show: 0,
         },
     }
 }
@@ -227,10 +231,10 @@ fn set_cgroup(o: &mut OwnedOpen, v: Input<'_>) -> Result<(), SetError> {
 }
 
 fn set_full_path(o: &mut OwnedOpen, v: Input<'_>) -> Result<(), SetError> {
-    o.full = match v {
-        Input::None => None,
-        v => Some(SmallBytes::new(v.bytes("full_path")?)),
-    };
+    match v {
+        Input::None => o.set_full(None),
+        v => o.set_full(Some(v.bytes("full_path")?)),
+    }
     Ok(())
 }
 
@@ -272,8 +276,7 @@ fn set_path(o: &mut OwnedOpen, v: Input<'_>) -> Result<(), SetError> {
     if path.len() > u16::MAX as usize {
         return Err(SetError::Value("path is longer than any the kernel reports".into()));
     }
-    o.path = SmallBytes::new(path);
-    o.head.path_len = path.len() as u16;
+    o.set_path(path);
     Ok(())
 }
 
@@ -361,7 +364,7 @@ mod tests {
         owned.head.timestamp_ns = 1_500_000_000;
         (owned.head.pid, owned.head.uid, owned.head.ret, owned.head.flags) = (42, 1000, 3, 0o100101);
         owned.head.comm[..3].copy_from_slice(b"cat");
-        owned.path = SmallBytes::new(b"/etc/passwd");
+        owned.set_path(b"/etc/passwd");
         let columns = columns(ColumnOptions {
             timestamp_from: Some(500_000_000),
             uid: true,
@@ -376,7 +379,7 @@ mod tests {
         let mut out = String::new();
         columns.write(|i| (FIELDS[i].get)(owned.view()), &mut out);
         owned.head.ret = -2;
-        owned.path = SmallBytes::new(b"/nope");
+        owned.set_path(b"/nope");
         columns.write(|i| (FIELDS[i].get)(owned.view()), &mut out);
         assert_eq!(
             out,
@@ -390,10 +393,11 @@ mod tests {
     #[test]
     fn the_full_path_column_marks_what_is_unresolved() {
         let columns = columns(ColumnOptions { full_path: true, ..ColumnOptions::default() });
-        let mut owned = OwnedOpen { path: SmallBytes::new(b"rel"), ..OwnedOpen::default() };
+        let mut owned = OwnedOpen::default();
+        owned.set_path(b"rel");
         let mut out = String::new();
         columns.write(|i| (FIELDS[i].get)(owned.view()), &mut out);
-        owned.full = Some(SmallBytes::new(b"/abs/rel"));
+        owned.set_full(Some(b"/abs/rel"));
         columns.write(|i| (FIELDS[i].get)(owned.view()), &mut out);
         let lines: Vec<_> = out.lines().collect();
         assert!(lines[0].ends_with("   0 ? rel") && lines[1].ends_with("   0 /abs/rel"), "{lines:?}");
