@@ -76,7 +76,7 @@ def _table(rows: list[OpenCount], by: list[str], limit: int) -> str:
 
 
 def top(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
-    from .cli import _log_to, _open_output
+    from .cli import _log_to, _open_output, _Run
 
     args = _parser().parse_args(argv)
     by = [name.strip() for name in args.by.split(",") if name.strip()]
@@ -110,15 +110,24 @@ def top(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
             out.write((CLEAR if interactive else "") + header + "\n" + _table(rows, by, args.rows)
                       + ("" if interactive else "\n"))
 
-    with watcher:
-        n = 0
+    # (_Run: Ctrl-C or SIGTERM stops the counting while it waits for an interval, or once an
+    # interval is shown; a second one does not cut the last interval short.)
+    with watcher, _Run(err, True, "counting") as run_:
+        n, intervals = 0, iter(watcher)
         try:
-            for n, rows in enumerate(watcher, 1):
+            while not run_.stopped:
+                rows = run_.reading(lambda: next(intervals))
+                n += 1
                 show(n, rows)
                 if args.count is not None and n >= args.count:
                     break
                 if deadline is not None and time.monotonic() >= deadline:
                     break
-        except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the interval under way, counted so far, is the last
+        except StopIteration:  # the processes counted are gone
+            pass
+        except KeyboardInterrupt:
+            run_.last()
+        if run_.stopped:  # Ctrl-C, SIGTERM: the interval under way, counted so far, is the last
+            run_.last()
             show(n + 1, watcher.read())
     return 0

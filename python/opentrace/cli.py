@@ -18,7 +18,9 @@ from .exceptions import TracepointNotFound
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms)
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Any, TextIO
+    from typing import Any, TextIO, TypeVar
+
+    _T = TypeVar("_T")
 
     from ._opentrace import _RawColumn as RawColumn
     from .agent._parquet import ParquetOutput
@@ -441,11 +443,11 @@ class _Run:
     def last(self) -> None:
         self.stopped = True
 
-    def reading(self, read: Callable[[], object]) -> None:
+    def reading(self, read: Callable[[], _T]) -> _T:
         """``read()``, a read of the ring: the one place where a stop is a KeyboardInterrupt."""
         self._reading = True
         try:
-            read()
+            return read()
         finally:
             self._reading = False
 
