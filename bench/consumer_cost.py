@@ -4,7 +4,7 @@ whole open storm is filled first (nothing reads it meanwhile), then read in a pl
 by the reader's CPU time alone. run.py's library rows measure the loop while the workload runs
 beside it (on a 2-vCPU machine, on the sibling vCPU, which slows both); this measures it alone.
 
-    sudo .venv/bin/python bench/consumer_cost.py [--ops 400000] [--rounds 5]
+    sudo .venv/bin/python bench/consumer_cost.py [--ops 400000] [--rounds 5] [--ring-shards N]
 
 Each round, each way of reading: ``for ev in w`` and ``for batch in w.batches(): for ev in batch``,
 both reading ``ev.pid`` (as bench/consumer.py counts the workload's events), and ``for ev in w``
@@ -71,11 +71,12 @@ LOOPS: dict[str, Callable[[Any, int, int], int]] = {
 }
 
 
-def one(loop: Callable[[Any, int, int], int], workload: str, target: str, ops: int) -> float:
-    """Fills a ring with the storm's ``ops`` opens, then reads them; events per CPU-second."""
+def one(loop: Callable[[Any, int, int], int], workload: str, target: str, ops: int, shards: int | None) -> float:
+    """Fills a ring (``shards`` of them: None, the default) with the storm's ``ops`` opens, then
+    reads them; events per CPU-second."""
     import opentrace
 
-    with opentrace.watch(ring_size=RING_SIZE) as w:
+    with opentrace.watch(ring_size=RING_SIZE, **({} if shards is None else {"ring_shards": shards})) as w:
         proc = subprocess.Popen([workload, target, str(ops), "1"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
         assert proc.stdin is not None
         proc.stdin.write(b"go\n")
@@ -99,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ops", type=int, default=400_000, help="opens in the storm (default 400000)")
     p.add_argument("--rounds", type=int, default=5, help="rounds (default 5)")
+    p.add_argument("--ring-shards", type=int, help="ring buffers (default: the library's, one per 2 CPUs)")
     args = p.parse_args(argv)
     check_root("consumer_cost.py")
     ensure_tracefs()
@@ -109,14 +111,15 @@ def main(argv: list[str] | None = None) -> int:
         target.write_text("")
         for rnd in range(1, args.rounds + 1):
             for name, loop in LOOPS.items():
-                rate = one(loop, workload, str(target), args.ops)
+                rate = one(loop, workload, str(target), args.ops, args.ring_shards)
                 rates[name].append(rate)
                 shown = f"{rate / 1e6:5.2f} M events per CPU-second"
                 print(f"  round {rnd} {name:<28} {shown}", file=sys.stderr, flush=True)
     info = machine_info()
     print(f"machine: Linux {info['kernel']}, {info['cpus']} CPUs ({info['cpu_model']}); "
           f"python {info['python']}, opentrace {info['opentrace']}")
-    print(f"{args.ops} opens read from a ring filled beforehand, {args.rounds} rounds\n")
+    shards = "the default ring shards" if args.ring_shards is None else f"{args.ring_shards} ring shards"
+    print(f"{args.ops} opens read from a ring filled beforehand ({shards}), {args.rounds} rounds\n")
     print("| loop | M events per CPU-second | range | CPU ns per event |")
     print("|---|---:|---:|---:|")
     summary = {}
@@ -125,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name} | {s['median'] / 1e6:.2f} | {s['min'] / 1e6:.2f}-{s['max'] / 1e6:.2f} | "
               f"{1e9 / s['median']:.0f} |")
     path = write_json("consumer-cost", {"machine": info, "ops": args.ops, "rounds": args.rounds,
+                                        "ring_shards": args.ring_shards,
                                         "ring_size": RING_SIZE, "rates": rates, "summary": summary})
     print(f"\nresults: {path}")
     return 0

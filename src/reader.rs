@@ -396,7 +396,7 @@ impl Reader {
     }
 
     /// `drain` for sharded rings: one pass of `Merge::read` (every shard, up to where its
-    /// producers were), then up to `batch(want)` events (or the read's limit) handed out in time order,
+    /// producers were), then up to `BATCH` events (or the read's limit) handed out in time order,
     /// decoded as one ring's records are.
     fn drain_shards(
         &mut self,
@@ -426,7 +426,9 @@ impl Reader {
             };
             decode(decoder, record, name_cgroups, shared, exited, open, None)
         })?;
-        let mut budget = batch(want);
+        // (Not `batch(want)`: the events were made as they were read, and each release sorts
+        // what is held, which a smaller budget would make more often.)
+        let mut budget = BATCH;
         let given = merge.release(|held| {
             budget -= 1;
             let more = match held {
