@@ -46,6 +46,7 @@ fn batch(want: &Want<'_>) -> usize {
         Want::Text { .. } | Want::Owned { .. } => BATCH,
     }
 }
+
 /// Watchers with more links than this leave detaching to a process of their own (see `release`).
 const DETACH_INLINE: usize = 16;
 /// Longest uninterrupted block: a safety net for a signal that lands just before the wait.

@@ -352,14 +352,15 @@ table! {
             name: "tracepoint",
             get: |e| Value::Text(e.schema.name.as_bytes()),
             set: None,
-            member: None, show: DICT | REPR,
+            show: DICT | REPR,
+            member: None,
         },
-        TimestampNs => schema::Field { name: "timestamp_ns", get: |e| Value::UInt(e.head.timestamp_ns), set: None, member: None, show: DICT },
-        Cpu => schema::Field { name: "cpu", get: |e| Value::from(e.head.cpu), set: None, member: None, show: DICT },
-        Pid => schema::Field { name: "pid", get: |e| Value::from(e.head.pid), set: None, member: None, show: DICT | REPR },
-        Tid => schema::Field { name: "tid", get: |e| Value::from(e.head.tid), set: None, member: None, show: DICT | REPR },
-        Uid => schema::Field { name: "uid", get: |e| Value::from(e.head.uid), set: None, member: None, show: DICT },
-        Comm => schema::Field { name: "comm", get: |e| Value::Text(e.comm()), set: None, member: None, show: DICT | REPR },
+        TimestampNs => schema::Field { name: "timestamp_ns", get: |e| Value::UInt(e.head.timestamp_ns), set: None, show: DICT, member: None },
+        Cpu => schema::Field { name: "cpu", get: |e| Value::from(e.head.cpu), set: None, show: DICT, member: None },
+        Pid => schema::Field { name: "pid", get: |e| Value::from(e.head.pid), set: None, show: DICT | REPR, member: None },
+        Tid => schema::Field { name: "tid", get: |e| Value::from(e.head.tid), set: None, show: DICT | REPR, member: None },
+        Uid => schema::Field { name: "uid", get: |e| Value::from(e.head.uid), set: None, show: DICT, member: None },
+        Comm => schema::Field { name: "comm", get: |e| Value::Text(e.comm()), set: None, show: DICT | REPR, member: None },
     }
 }
 

@@ -128,6 +128,5 @@ def top(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
         except KeyboardInterrupt:
             run_.last()
         if run_.stopped:  # Ctrl-C, SIGTERM: the interval under way, counted so far, is the last
-            run_.last()
             show(n + 1, watcher.read())
     return 0

@@ -48,12 +48,6 @@ DRAIN_ROUNDS = 16
 # The smallest record a ring holds is larger: the reads that empty a ring at the end of a trace
 # take at most its size over this many events (a storm that goes on never lets it be empty).
 _SMALLEST_RECORD = 32
-
-
-def _last_reads(ring_size: int | None) -> int:
-    """How many events the reads that empty a ring of ``ring_size`` bytes (None: the default) at
-    the end of a trace may take at most: what it can hold."""
-    return (ring_size or DEFAULT_RING_SIZE) // _SMALLEST_RECORD
 MAX_RING_SIZE = _opentrace.MAX_RING_SIZE
 MAX_RING_SHARDS = _opentrace.MAX_RING_SHARDS
 DEFAULT_LATENCY = _opentrace.DEFAULT_LATENCY
@@ -63,6 +57,12 @@ _PID_MAX = _opentrace.PID_MAX
 _COMM_MAX = _opentrace.COMM_MAX
 
 _live: weakref.WeakSet[Watcher[Any]] = weakref.WeakSet()
+
+
+def _last_reads(ring_size: int | None) -> int:
+    """How many events the reads that empty a ring of ``ring_size`` bytes (None: the default) at
+    the end of a trace may take at most: what it can hold."""
+    return (ring_size or DEFAULT_RING_SIZE) // _SMALLEST_RECORD
 
 
 def _show(value: object) -> str:
