@@ -512,12 +512,7 @@ def _stream(watcher: Watcher[Any], formatter: Formatter, args: argparse.Namespac
     except KeyboardInterrupt:
         pass
     # What happened before the end (duration, Ctrl-C, SIGTERM) and is still in the ring.
-    left = _finishing(watcher, args, run_)
-    while remaining != 0 and left > 0:
-        shown = show(0)
-        if not shown:
-            break
-        left -= shown
+    _finish(watcher, args, run_, lambda: show(0) if remaining != 0 else 0)
 
 
 def _summarize(watcher: Watcher[OpenEvent], args: argparse.Namespace, out: _Output, run_: _Run) -> None:
@@ -570,15 +565,12 @@ def _read_loop(
     """``run_.announce()`` (as ``_stream``), then ``read(timeout, limit, took)`` (it takes at most
     ``limit`` events, None: any number, and says how many to ``took`` whatever happens) until the
     duration or count (-c: at most that many events in all) is reached, Ctrl-C (SIGTERM), or a pid
-    watcher's processes have all exited; then until the ring is empty (see ``_finishing``)."""
+    watcher's processes have all exited; then until the ring is empty (see ``_finish``)."""
     deadline = None if args.duration is None else time.monotonic() + args.duration
     remaining = args.count
 
-    taken = 0
-
     def took(n: int) -> None:
-        nonlocal remaining, taken
-        taken += n
+        nonlocal remaining
         if remaining is not None:
             remaining -= n
 
@@ -591,22 +583,33 @@ def _read_loop(
             read(timeout, remaining, took)
     except KeyboardInterrupt:
         pass
-    left = _finishing(watcher, args, run_)
-    while remaining != 0 and left > 0:
-        before = taken
-        read(0, remaining, took)
-        if taken == before:
-            break
-        left -= taken - before
+    def read_rest() -> int:
+        taken = 0
+
+        def count(n: int) -> None:
+            nonlocal taken
+            taken += n
+            took(n)
+
+        if remaining != 0:
+            read(0, remaining, count)
+        return taken
+
+    _finish(watcher, args, run_, read_rest)
 
 
-def _finishing(watcher: Watcher[Any], args: argparse.Namespace, run_: _Run) -> int:
+def _finish(watcher: Watcher[Any], args: argparse.Namespace, run_: _Run, read_rest: Callable[[], int]) -> None:
     """The read is ending: from now on a second Ctrl-C does not cut it short (see ``_Run``), and
-    nothing is held back for later records. Returns how many events the last reads, until the
-    ring is empty, may take at most."""
+    nothing is held back for later records. Then ``read_rest()`` (how many events it took, 0 when
+    it wants no more) until the ring is empty, and no further than the ring can hold."""
     run_.last()
     watcher._session.end_reading()
-    return _last_reads(args.ring_size)
+    left = _last_reads(args.ring_size)
+    while left > 0:
+        taken = read_rest()
+        if not taken:
+            break
+        left -= taken
 
 
 def _parquet_output(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ParquetOutput | None:
