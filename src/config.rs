@@ -74,8 +74,8 @@ pub struct Config {
     pub follow: Option<Follow>,
     /// The path filter, whose entries the loader gives the programs.
     pub paths: Option<PathFilter>,
-    /// `Options::counts_at_exit`.
-    pub counts_at_exit: bool,
+    /// `Options::counts_unnamed`.
+    pub counts_unnamed: bool,
 }
 
 /// The ring buffers: `shards` of `shard_size` bytes each, CPU `c`'s records going to shard
@@ -206,8 +206,9 @@ impl Options {
     }
 
     /// Counting mode with keys the exit programs make alone (`abi::count::at_exit_only`) and no
-    /// path filter (which needs the entry's path): only `count_exit_*` programs are attached.
-    pub fn counts_at_exit(&self) -> bool {
+    /// path filter (which needs the full path): no event names a key (the reader names cgroups
+    /// by id).
+    pub fn counts_unnamed(&self) -> bool {
         self.counts.is_some_and(|(by, _)| at_exit_only(by)) && self.paths.is_none()
     }
 
@@ -224,7 +225,7 @@ impl Options {
             rings: Rings::new(self.ring_size, self.ring_shards, online_cpus(), page_size())?,
             follow: self.follow(),
             paths: self.paths.clone(),
-            counts_at_exit: self.counts_at_exit(),
+            counts_unnamed: self.counts_unnamed(),
         })
     }
 

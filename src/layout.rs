@@ -36,6 +36,9 @@ pub struct Layouts {
     pub full_path: std::result::Result<(), String>,
     /// Whether opened files' identity can be read here, or why not.
     pub file_id: std::result::Result<(), String>,
+    /// Whether a syscall's arguments can be read at its exit here (counting by file with no
+    /// entry program), or why not.
+    pub syscall_regs: std::result::Result<(), String>,
     /// Where `cgroup:cgroup_mkdir`/`cgroup_rename` keep their fields (None: no such tracepoints).
     pub cgroup_fields: Option<CgroupFields>,
     /// Where the io_uring tracepoints pass the request and its result (None: io_uring open
@@ -57,7 +60,8 @@ pub fn get() -> Result<&'static Layouts> {
         return Ok(layouts);
     }
     let (syscalls, ret_offset) = syscall_layouts()?;
-    let btf::Layout { offsets: kernel, full_path, file_id, io_uring: uring_args } = kernel_layout()?;
+    let btf::Layout { offsets: kernel, full_path, file_id, syscall_regs, io_uring: uring_args } =
+        kernel_layout()?;
     if let Err(why) = &file_id {
         crate::diag::note(
             crate::diag::Level::Info,
@@ -74,6 +78,7 @@ pub fn get() -> Result<&'static Layouts> {
         kernel,
         full_path,
         file_id,
+        syscall_regs,
         cgroup_fields,
         uring_args,
     }));

@@ -15,9 +15,10 @@ use std::{
 
 use opentrace_common::abi::{
     cgroup::CgroupFields,
+    count::at_exit_only,
     open::Syscall,
     paths::{KEY_BYTES, Learned, Suffixes},
-    settings::{FILTER_TRACKED, PATHS_BY_DENTRY, WITH_FILE_ID, WITH_FULL_PATH},
+    settings::{FILTER_TRACKED, PATHS_BY_DENTRY, WITH_COUNTS, WITH_FILE_ID, WITH_FULL_PATH},
     tracepoint::TracepointConfig,
     uring::{URING_COMPLETE_ARGS, UringArgs},
 };
@@ -28,7 +29,7 @@ use crate::{
     diag::FromKernel,
     error::{Error, Result},
     follow::{self, Tracked},
-    layout,
+    layout::{self, Layouts},
     lost::Counters,
     paths::PathFilter,
     sys, tracefs,
@@ -169,10 +170,10 @@ pub fn load(config: &Config) -> Result<Loaded> {
             ),
         }
     }
-    if config.counts_at_exit {
+    if counts_at_exit(config, layouts) {
         crate::diag::note(
             crate::diag::Level::Debug,
-            "counting at the exits alone: no entry program, no event for the syscalls' opens".into(),
+            "counting at the exits alone: no entry program; an event only names a new key".into(),
         );
         for syscall in &wanted {
             let program = loaded_program(&mut ebpf, &format!("count_exit_{}", syscall.name()))?;
@@ -191,6 +192,16 @@ pub fn load(config: &Config) -> Result<Loaded> {
 
     let names = attached.iter().map(|s| s.name().to_owned()).collect();
     finish(ebpf, logs, rings, tracked, (links, held), names)
+}
+
+/// Whether counting mode counts at the syscalls' exits alone (`count_exit_*`, no entry
+/// program): always for keys without the file (`abi::count::at_exit_only`); by file, where the
+/// syscall's path and start directory can be read from the task's saved registers. A path filter
+/// needs the entry's path before the exit decides anything.
+fn counts_at_exit(config: &Config, layouts: &Layouts) -> bool {
+    config.settings.enabled & WITH_COUNTS != 0
+        && config.paths.is_none()
+        && (at_exit_only(config.settings.count_by) || layouts.syscall_regs.is_ok())
 }
 
 /// `PATHS_BY_DENTRY`: teaches the programs the path filter's directories (`LEARNED`): each is
@@ -269,7 +280,7 @@ fn learn_dirs(ebpf: &mut Ebpf, dirs: &[Vec<u8>], links: &mut Vec<Link>) -> Resul
 /// `TP_CONFIG`.
 fn load_object(
     config: &Config,
-    layouts: &layout::Layouts,
+    layouts: &Layouts,
     uring: Option<&UringArgs>,
     tracepoints: u32,
 ) -> Result<(Ebpf, EbpfLogger<FromKernel>, Vec<RingBuf<MapData>>)> {
@@ -447,7 +458,7 @@ fn finish(
 /// `watch_tracepoints`: the generic program, attached to each tracepoint, told by `TP_CONFIG`
 /// how to copy each one's records. A tracepoint that cannot be attached is an error if it was
 /// named, and skipped (said on the log) if a glob matched it.
-fn load_tracepoints(config: &Config, layouts: &layout::Layouts) -> Result<Loaded> {
+fn load_tracepoints(config: &Config, layouts: &Layouts) -> Result<Loaded> {
     let (mut ebpf, logs, rings) = load_object(config, layouts, None, config.tracepoints.len() as u32)?;
     let mut table: HashMap<_, u32, TracepointConfig> = HashMap::try_from(map(&mut ebpf, "TP_CONFIG")?)
         .map_err(|e| Error::kernel("opening the tracepoint table", &e))?;

@@ -231,7 +231,7 @@ impl Session {
         let loaded = py.detach(|| loader::load(&config));
         diag::emit(py)?;
         let Loaded { rings, counters, logs, tracked, mut attached } = loaded?;
-        if config.counts_at_exit {
+        if config.counts_unnamed {
             // Named once a second, by id: a cgroup there now and gone by then is still named.
             py.detach(|| decoder.learn_existing_cgroups());
         }

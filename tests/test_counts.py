@@ -71,6 +71,39 @@ def test_counts_add_up_to_every_open(tmp_path: Path) -> None:
     assert row.cgroup is not None and json.loads(json.dumps(row.to_dict()))["path"] == str(a)
 
 
+def test_counts_by_file_are_made_at_the_exit_alone_for_every_syscall(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """By file too, no entry program runs: the exit reads the path and the directory the lookup
+    started from in the task's saved registers. Every syscall of the family, absolute and
+    relative (to the working directory and to a directory fd), succeeding and failing: each
+    path's counts are what the child's calls returned."""
+    d = tmp_path / "d"
+    d.mkdir()
+    f = d / "f"
+    f.write_text("")
+    ops: list[list[object]] = [["open", str(f), os.O_RDONLY, 0]] * 3 + [["open", str(d / "missing"), 0, 0]] * 2
+    ops += [["creat", str(d / "new"), 0o600]] * 2 + [["openat2", str(f), 0, 0, 0]] * 4
+    ops += [["openat2", str(tmp_path / "gone"), 0, 0, 0]]
+    # Each of these opens d first (as a dfd): 11 more opens of d.
+    ops += [["openat", str(d), "f", 0, 0]] * 5 + [["openat", str(d), "missing", 0, 0]] * 6
+    ops += [["chdir", str(d)], ["open", "missing", 0, 0], ["creat", "new", 0o600]]
+    child = Child(ops)
+    with caplog.at_level(logging.DEBUG, logger="opentrace"), opentrace.watch_counts(0.2, pid=child.pid) as w:
+        results = child.go()
+        seen = totals(w)
+        assert w.lost == 0
+    assert "counting at the exits alone" in caplog.text
+    ok = [r for r in results if isinstance(r, int) and r > 0]
+    assert len(ok) == 3 + 2 + 4 + 5 + 1 and results.count(-errno.ENOENT) == 2 + 1 + 6 + 1
+    assert seen[str(f)][:3] == [12, 0, {}]
+    assert seen[str(d / "new")][:3] == [3, 0, {}]
+    assert seen[str(d)][:3] == [11, 0, {}]
+    assert seen[str(tmp_path / "gone")][:3] == [1, 1, {"ENOENT": 1}]
+    # Absolute (by its path) and relative (by "missing" and d): two keys, one path.
+    assert seen[str(d / "missing")][:3] == [9, 9, {"ENOENT": 9}]
+
+
 def test_grouped_by_pid(tmp_path: Path) -> None:
     target = tmp_path / "f"
     target.write_text("")

@@ -1,6 +1,7 @@
 //! Counting mode (`watch_counts`, `opentrace top`): an open is counted under its key in a
 //! per-CPU hash map rather than sent; the first open of a key is also sent (`STATUS_COUNTED`) to
-//! name it; keys without the file are counted by the exit alone (`at_exit`), with nothing sent.
+//! name it. Where the loader found no entry program needed, the exit alone counts (`at_exit`,
+//! `at_exit_by_file`).
 //! The reader sums the per-CPU counts each interval.
 use core::ffi::c_void;
 
@@ -18,7 +19,7 @@ use opentrace_common::{
     abi::{
         Counter,
         count::{BY_FILE, CountKey, HASH_START, hash_step},
-        open::{OpenRecord, STATUS_FILE_ID, STATUS_START_DIR, Syscall},
+        open::{FileId, OpenRecord, STATUS_START_DIR, Syscall},
     },
 };
 
@@ -47,32 +48,76 @@ pub enum Counted {
 }
 
 /// Counts the open whose record's header (and, for a failed one, path of `path_len` bytes) is
-/// in `event`: a successful open by its file (read here into the header), a failed one by its
-/// path and the directory it started from.
+/// in `event`: a successful open by its file, a failed one by its path and the directory it
+/// started from. A new key's file goes into the header, for the record that names it.
 #[inline(always)]
 pub fn bump(event: &mut OpenRecord, ret: i64, path_len: u32, dfd: i32) -> Counted {
     let by = global!(SETTINGS.count_by);
-    let head = &mut event.header;
+    let head = &event.header;
     let mut key = CountKey::of_task(by, head.syscall, ret, || head.cgroup_id, head.pid, || head.comm);
-    if by & BY_FILE != 0 {
-        if ret >= 0 {
-            let (id, status) = file::identity(ret);
-            head.file = id;
-            head.status |= status;
-            if status & STATUS_FILE_ID != 0 {
-                (key.file, key.dev) = (id.inode, id.dev);
-            }
-        } else {
-            key.file = path_hash(&event.data, path_len);
-            if path_len > 0 && event.data[0] != b'/' {
-                (key.dir, key.dev) = start_dir(dfd);
-                // For the reader to make the same key from the event.
-                (head.file.inode, head.file.dev) = (key.dir, key.dev);
-                head.status |= STATUS_START_DIR;
-            }
+    let failed = file_key(&mut key, event, ret, path_len, dfd);
+    let counted = add(&key);
+    if matches!(counted, Counted::New) {
+        let (file, status) = named_file(ret, failed);
+        if status != 0 {
+            event.header.file = file;
+            event.header.status |= status;
         }
     }
-    add(key)
+    counted
+}
+
+/// Counts an open of `syscall` that returned `ret` by what the current task says (its `tgid` as
+/// the watcher sees it) and, when the counts are by file, by the file: a failed open by its path
+/// of `path_len` bytes in `event` and where its lookup started (`dfd`). With the result, what
+/// the header of the record that names a new key says of its file (see `file_key`).
+#[inline(always)]
+pub fn at_exit_by_file(
+    event: &OpenRecord,
+    syscall: Syscall,
+    ret: i64,
+    tgid: u32,
+    path_len: u32,
+    dfd: i32,
+) -> (Counted, FileId, u8) {
+    let mut key = task_key(syscall, ret, tgid);
+    let failed = file_key(&mut key, event, ret, path_len, dfd);
+    match add(&key) {
+        Counted::New => {
+            let (file, status) = named_file(ret, failed);
+            (Counted::New, file, status)
+        }
+        counted => (counted, FileId::default(), 0),
+    }
+}
+
+/// Fills in `key`'s file when the counts are by file: a successful open's (inode, device), a
+/// failed one's path hash and start directory. Returns what the header of a failed open's record
+/// says of its key: the start directory (`STATUS_START_DIR`), for the reader to make the same key.
+#[inline(always)]
+fn file_key(key: &mut CountKey, event: &OpenRecord, ret: i64, path_len: u32, dfd: i32) -> (FileId, u8) {
+    if global!(SETTINGS.count_by) & BY_FILE == 0 {
+        return (FileId::default(), 0);
+    }
+    if ret >= 0 {
+        if let Some((inode, dev)) = file::inode_key(ret) {
+            (key.file, key.dev) = (inode, dev);
+        }
+        return (FileId::default(), 0);
+    }
+    key.file = path_hash(&event.data, path_len);
+    if path_len > 0 && event.data[0] != b'/' {
+        (key.dir, key.dev) = start_dir(dfd);
+        return (FileId { inode: key.dir, dev: key.dev, mnt_id: 0 }, STATUS_START_DIR);
+    }
+    (FileId::default(), 0)
+}
+
+/// What the header of a new key's record says of its file: a successful open's whole identity
+/// (read only now: every open reads just the key's part), else what `file_key` said of it.
+#[inline(always)]
+fn named_file(ret: i64, failed: (FileId, u8)) -> (FileId, u8) {
+    if ret >= 0 && global!(SETTINGS.count_by) & BY_FILE != 0 { file::identity(ret) } else { failed }
 }
 
 /// Counts an open of `syscall` that returned `ret`, by what the current task says (its `tgid`
@@ -80,16 +125,22 @@ pub fn bump(event: &mut OpenRecord, ret: i64, path_len: u32, dfd: i32) -> Counte
 /// map is counted as such.
 #[inline(always)]
 pub fn at_exit(syscall: Syscall, ret: i64, tgid: u32) {
+    let _ = add(&task_key(syscall, ret, tgid));
+}
+
+/// The key of an open of `syscall` that returned `ret` as far as the current task goes.
+#[inline(always)]
+fn task_key(syscall: Syscall, ret: i64, tgid: u32) -> CountKey {
     let by = global!(SETTINGS.count_by);
     // SAFETY: a helper with no arguments.
     let cgroup_id = || unsafe { bpf_get_current_cgroup_id() };
     let comm = || bpf_get_current_comm().unwrap_or_default();
-    let _ = add(CountKey::of_task(by, syscall as u8, ret, cgroup_id, tgid, comm));
+    CountKey::of_task(by, syscall as u8, ret, cgroup_id, tgid, comm)
 }
 
 /// One more open of `key` on this CPU.
 #[inline(always)]
-fn add(key: CountKey) -> Counted {
+fn add(key: &CountKey) -> Counted {
     // SAFETY: this CPU's value of the key, not kept past the increment.
     if let Some(n) = COUNTS.get_ptr_mut(key) {
         // SAFETY: as above.

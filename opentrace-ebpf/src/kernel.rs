@@ -51,7 +51,8 @@ pub static KERNEL: KernelOffsets = KernelOffsets {
     sb_magic: 0,
     mount_id: 0,
     dentry_inode: 0,
-    _pad: 0,
+    regs_arg0: 0,
+    regs_arg1: 0,
     req_opcode: 0,
     req_cmd: 0,
     open_dfd: 0,
@@ -205,6 +206,20 @@ pub fn fd_table() -> (u32, u64) {
         let files = *task.add(files_at).cast::<*const u8>();
         let fdt = *files.add(fdt_at).cast::<*const u8>();
         (*fdt.add(max_at).cast::<u32>(), *fdt.add(fd_at).cast::<u64>())
+    }
+}
+
+/// The first two arguments of the current task's syscall, from its saved user registers: the
+/// syscall reads its arguments from them and leaves them as they were, so at its exit they are
+/// still what it was called with.
+#[inline(always)]
+pub fn syscall_args() -> (u64, u64) {
+    let (arg0_at, arg1_at) = (offset!(regs_arg0) as usize, offset!(regs_arg1) as usize);
+    // SAFETY: `bpf_task_pt_regs` returns the task's `struct pt_regs`, typed for the verifier,
+    // which makes the loads fault-safe; the task is the current one, valid while the program runs.
+    unsafe {
+        let regs = generated::bpf_task_pt_regs(bpf_get_current_task_btf().cast()) as *const u8;
+        (*regs.add(arg0_at).cast::<u64>(), *regs.add(arg1_at).cast::<u64>())
     }
 }
 

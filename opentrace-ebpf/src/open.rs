@@ -17,6 +17,7 @@ use opentrace_common::{
     AT_FDCWD, NO_FIELD, PATH_MAX,
     abi::{
         Counter, RecordKind,
+        count::at_exit_only,
         open::{
             ArgOffsets, DEFAULT_RET_OFFSET, FileId, OPEN_HEADER_SIZE, OpenHeader, OpenRecord, Pending,
             STATUS_COUNTED, STATUS_FILE_ID, STATUS_HOW_FAULT, STATUS_PATH_FAULT, Syscall, full,
@@ -88,8 +89,8 @@ pub fn sys_exit(ctx: TracePointContext) -> u32 {
 
 macro_rules! count_at_exit {
     ($($name:ident, $syscall:expr;)*) => {$(
-        /// Counting mode by keys without the file (`abi::count::at_exit_only`): attached alone,
-        /// in place of the entry program and `sys_exit`.
+        /// Counting mode where the loader found no entry program needed: attached alone, in
+        /// place of the entry program and `sys_exit`.
         #[tracepoint]
         pub fn $name(ctx: TracePointContext) -> u32 {
             counted(try_count_at_exit(&Record::<1>::new(&ctx), $syscall))
@@ -115,7 +116,59 @@ fn try_count_at_exit(ctx: &Record<'_, 1>, syscall: Syscall) -> Result<u32, i64> 
     if on(FILTER_FAILED) && ret >= 0 {
         return Ok(0);
     }
-    count::at_exit(syscall, ret, tgid);
+    if at_exit_only(global!(SETTINGS.count_by)) {
+        count::at_exit(syscall, ret, tgid);
+        return Ok(0);
+    }
+    count_by_file_at_exit(ctx, syscall, ret, (tgid, tid))
+}
+
+/// Counting by file at the exit alone: the path and the directory the lookup started from are
+/// the syscall's arguments, still in the task's saved user registers. A successful open is
+/// counted by its file without reading the path; a failed one reads it to hash it. Only the
+/// first open of a key goes on to fill in and send its record, which names the key (its flags
+/// and mode are left 0: no reader of a naming record looks at them).
+#[inline(always)]
+fn count_by_file_at_exit(
+    ctx: &Record<'_, 1>,
+    syscall: Syscall,
+    ret: i64,
+    (tgid, tid): (u32, u32),
+) -> Result<u32, i64> {
+    let (dfd, filename) = match syscall {
+        Syscall::Openat | Syscall::Openat2 => {
+            let (dfd, filename) = kernel::syscall_args();
+            // `int dfd`: the upper half of the register is not part of the argument.
+            (dfd as i32, filename)
+        }
+        _ => (AT_FDCWD, kernel::syscall_args().0),
+    };
+    let Some(event) = SCRATCH.get_ptr_mut(0) else { return Err(-1) };
+    // SAFETY: as in `try_sys_exit`.
+    let event = unsafe { &mut *event };
+    let path_len = if ret < 0 { read_path(event, filename) } else { 0 };
+    let (counted, file, status) = count::at_exit_by_file(event, syscall, ret, tgid, path_len, dfd);
+    if !matches!(counted, Counted::New) {
+        return Ok(0);
+    }
+    let header = &mut event.header;
+    identify(header, RecordKind::Open, tgid, tid);
+    // SAFETY: a helper with no arguments.
+    header.timestamp_ns = unsafe { bpf_ktime_get_ns() };
+    header.ret = ret;
+    header.flags = 0;
+    header.mode = 0;
+    header.dfd = dfd;
+    header.syscall = syscall as u8;
+    header.file = file;
+    header.status = status | STATUS_COUNTED;
+    let path_len = read_path(event, filename);
+    let full_len = resolve_full(event, path_len, ret, dfd);
+    output_open(event, path_len, full_len);
+    if event.header.status & (STATUS_PATH_FAULT | STATUS_HOW_FAULT) != 0 {
+        // SAFETY: as in `try_sys_exit`.
+        unsafe { DIAGNOSE.tail_call(ctx.ctx, 0) };
+    }
     Ok(0)
 }
 
@@ -296,43 +349,19 @@ pub fn send_open(event: &mut OpenRecord, filename: u64, how: u64, ret: i64, dfd:
     let filtered = on(FILTER_PATHS);
     // Counting mode: only the first open of a key is sent, to name it. A successful open is
     // counted by its file, before its path is read (only a new key's is).
-    if on(WITH_COUNTS) && !filtered && ret >= 0 && !first_of_key(event, ret, 0, dfd) {
+    let count_here = on(WITH_COUNTS) && !filtered;
+    if count_here && ret >= 0 && !first_of_key(event, ret, 0, dfd) {
         return;
     }
 
-    let Some(path) = event.data.first_chunk_mut::<PATH_MAX>() else { return };
-    // SAFETY: a probe read of user memory into this CPU's slot.
-    let path_len = match unsafe { bpf_probe_read_user_str_bytes(filename as *const u8, path) } {
-        Ok(path) => path.len() as u32,
-        Err(err) => {
-            event.header.status |= STATUS_PATH_FAULT;
-            event.header.fault = err;
-            0
-        }
-    };
-    event.header.path_len = path_len as u16;
+    let path_len = read_path(event, filename);
 
     // A failed open is counted by its path and where its lookup started.
-    if on(WITH_COUNTS) && !filtered && ret < 0 && !first_of_key(event, ret, path_len, dfd) {
+    if count_here && ret < 0 && !first_of_key(event, ret, path_len, dfd) {
         return;
     }
 
-    let mut full_len = 0;
-    if on(WITH_FULL_PATH) {
-        let absolute = path_len > 0 && event.data[0] == b'/';
-        let code = if event.header.status & STATUS_PATH_FAULT != 0 && ret < 0 {
-            full::FAULT
-        } else {
-            // SAFETY: the path ends before PATH_MAX; the full path (at most PATH_MAX - 1 bytes)
-            // goes right after it, inside the slot's 2 * PATH_MAX bytes.
-            let to = unsafe { event.data.as_mut_ptr().add((path_len & (PATH_MAX as u32 - 1)) as usize) };
-            let (code, len) = path::resolve_into(to, ret, absolute, dfd);
-            full_len = len;
-            code
-        };
-        event.header.full = code;
-        event.header.full_len = full_len as u16;
-    }
+    let full_len = resolve_full(event, path_len, ret, dfd);
 
     if filtered {
         if !matched && !path_filter::matches(event, path_len, full_len) {
@@ -351,6 +380,33 @@ pub fn send_open(event: &mut OpenRecord, filename: u64, how: u64, ret: i64, dfd:
         event.header.status |= status;
     }
 
+    output_open(event, path_len, full_len);
+}
+
+/// The full path of the open whose path of `path_len` bytes is in the record, resolved right
+/// after it when asked (`WITH_FULL_PATH`; the header says how it went); its length.
+#[inline(always)]
+fn resolve_full(event: &mut OpenRecord, path_len: u32, ret: i64, dfd: i32) -> u32 {
+    if !on(WITH_FULL_PATH) {
+        return 0;
+    }
+    let absolute = path_len > 0 && event.data[0] == b'/';
+    let (code, full_len) = if event.header.status & STATUS_PATH_FAULT != 0 && ret < 0 {
+        (full::FAULT, 0)
+    } else {
+        // SAFETY: the path ends before PATH_MAX; the full path (at most PATH_MAX - 1 bytes)
+        // goes right after it, inside the slot's 2 * PATH_MAX bytes.
+        let to = unsafe { event.data.as_mut_ptr().add((path_len & (PATH_MAX as u32 - 1)) as usize) };
+        path::resolve_into(to, ret, absolute, dfd)
+    };
+    event.header.full = code;
+    event.header.full_len = full_len as u16;
+    full_len
+}
+
+/// Sends the record: its header, then the path and the full path of the lengths given.
+#[inline(always)]
+fn output_open(event: &OpenRecord, path_len: u32, full_len: u32) {
     let size = OPEN_HEADER_SIZE + (path_len as usize & (PATH_MAX - 1)) + (full_len as usize & (PATH_MAX - 1));
     // SAFETY: the header, the path and the full path are in the slot, one after the other.
     let record = unsafe { core::slice::from_raw_parts((event as *const OpenRecord).cast::<u8>(), size) };
@@ -358,6 +414,24 @@ pub fn send_open(event: &mut OpenRecord, filename: u64, how: u64, ret: i64, dfd:
         // A counted open's counts stay whole without it; only its key's name is missing.
         count(if event.header.status & STATUS_COUNTED != 0 { Counter::NamesLost } else { Counter::LostRing });
     }
+}
+
+/// Copies the path at `filename` (user memory) to the start of the record's data; its length
+/// (0, with the fault in the header, when it cannot be read).
+#[inline(always)]
+fn read_path(event: &mut OpenRecord, filename: u64) -> u32 {
+    let Some(path) = event.data.first_chunk_mut::<PATH_MAX>() else { return 0 };
+    // SAFETY: a probe read of user memory into this CPU's slot.
+    let path_len = match unsafe { bpf_probe_read_user_str_bytes(filename as *const u8, path) } {
+        Ok(path) => path.len() as u32,
+        Err(err) => {
+            event.header.status |= STATUS_PATH_FAULT;
+            event.header.fault = err;
+            0
+        }
+    };
+    event.header.path_len = path_len as u16;
+    path_len
 }
 
 /// Counting mode: counts the open; whether it is the first of its key (to be sent, marked).

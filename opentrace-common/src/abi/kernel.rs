@@ -78,7 +78,10 @@ pub struct KernelOffsets {
     pub mount_id: u32,
     /// `dentry.d_inode`: the start directory of a failed relative open (counting mode).
     pub dentry_inode: u32,
-    pub _pad: u32,
+    /// `struct pt_regs`: where a syscall's first two arguments are among the task's saved user
+    /// registers (x86-64: `di`, `si`), which still hold them at the syscall's exit.
+    pub regs_arg0: u32,
+    pub regs_arg1: u32,
     /// `struct io_kiocb`: `opcode` and its command data, which for an open request is
     /// a `struct io_open`; then, relative to that, `dfd`, `file_slot`, `filename`, `how`; and
     /// `struct filename`'s `name`.
@@ -91,4 +94,4 @@ pub struct KernelOffsets {
     pub filename_name: u32,
 }
 
-super::layouts!(KernelOffsets = 212);
+super::layouts!(KernelOffsets = 216);

@@ -16,6 +16,9 @@ pub struct Layout {
     pub full_path: Result<(), String>,
     /// Whether opened files' identity (inode, device, mount id) can be read, or why not.
     pub file_id: Result<(), String>,
+    /// Whether a syscall's arguments can be read at its exit from the task's saved registers
+    /// (`regs_arg0`, `regs_arg1`), or why not.
+    pub syscall_regs: Result<(), String>,
     /// Where the io_uring tracepoints pass what the programs read, or why io_uring open
     /// requests cannot be read here.
     pub io_uring: Result<UringArgs, String>,
@@ -113,6 +116,12 @@ pub fn layout<D: AsRef<[u8]>>(btf: &Btf<D>) -> Result<Layout, String> {
         offsets.dentry_inode = pointer("dentry", "d_inode")?;
         Ok(())
     });
+    // Only x86-64's names are known here; elsewhere the entry program keeps the arguments.
+    let syscall_regs = (|| {
+        offsets.regs_arg0 = sized("pt_regs", "di", 8)?;
+        offsets.regs_arg1 = sized("pt_regs", "si", 8)?;
+        Ok(())
+    })();
     let io_uring = (|| {
         offsets.req_opcode = sized("io_kiocb", "opcode", 1)?;
         offsets.req_cmd = btf.member("io_kiocb", "cmd")?.offset;
@@ -126,7 +135,7 @@ pub fn layout<D: AsRef<[u8]>>(btf: &Btf<D>) -> Result<Layout, String> {
         }
         uring_args(btf)
     })();
-    Ok(Layout { offsets, full_path, file_id, io_uring })
+    Ok(Layout { offsets, full_path, file_id, syscall_regs, io_uring })
 }
 
 /// Where the request and the result are among the io_uring tracepoints' arguments: the request
