@@ -25,6 +25,7 @@ import sys
 
 from common import BENCH, IDLE_CGROUP, OPENSNOOP, bench_cgroups, entry
 from overhead import (
+    Context,
     Tracer,
     Workload,
     agent,
@@ -61,6 +62,12 @@ BPFTRACE_COUNT_PATHS = (
     'tracepoint:syscalls:sys_enter_openat {{ if (pid != {pid}) {{ @[comm, str(args->filename)] = count(); }} '
     'else {{ printf("%s\\n", str(args->filename)); }} }}'
 )
+
+
+def top_watch(c: Context) -> dict[str, object]:
+    """`opentrace top`'s counting (by comm and file) of the workload's command."""
+    return {"counts": {"interval": 1.0, "by": ["comm", "file"]}, "count_comm": c.workload_comm}
+
 
 # One row per workload and thread count, in this order; the first is the baseline the others are
 # compared with. ``argv`` gets a Context (probe path, workload pid and comm, this script's pid).
@@ -110,8 +117,7 @@ TRACERS: list[Tracer] = [
            lambda c: ["bpftrace", "-e", BPFTRACE_COUNT_EXIT.format(comm=c.workload_comm, pid=c.bench_pid)],
            needs=("bpftrace",), count="bpftrace-map", show_start=False, attached=b"probe-seen"),
     # In-kernel counting by command and file (`opentrace top`, `watch_counts`) beside bpftrace's.
-    library("opentrace-top", "opentrace watch_counts by comm,file (opentrace top)",
-            lambda c: {"counts": {"interval": 1.0, "by": ["comm", "file"]}, "count_comm": c.workload_comm},
+    library("opentrace-top", "opentrace watch_counts by comm,file (opentrace top)", top_watch,
             attached=b"ready "),
     Tracer("bpftrace-count-paths", "bpftrace @[comm, str(filename)] = count()",
            lambda c: ["bpftrace", "-e", BPFTRACE_COUNT_PATHS.format(pid=c.bench_pid)],
@@ -154,6 +160,8 @@ if BASELINE:
         library("baseline-lib", "baseline: opentrace library (Python loop)", python=BASELINE),
         cli("baseline-cli", "baseline: opentrace CLI > file", python=BASELINE),
     ]
+    TRACERS.append(library("baseline-top", "baseline: opentrace watch_counts by comm,file", top_watch,
+                           attached=b"ready ", python=BASELINE))
 
 # Each is a C program in bench/ speaking otbench's protocol (see overhead.Workload); every tracer
 # above runs on each. A new one is one more entry, with ``setup`` / ``args`` when it needs more
