@@ -41,6 +41,8 @@ pub struct Counting {
     prunes: bool,
     /// Each key's count at the last interval (summed over CPUs), and when it last changed.
     then: HashMap<CountKey, Seen>,
+    /// The opens read from the kernel and not yet handed out (see [`Counting::told`]).
+    untold: HashMap<CountKey, u64>,
 }
 
 struct Seen {
@@ -55,7 +57,7 @@ impl Counting {
             return Err(Error::Other("the counts map is not a per-CPU hash map".into()));
         }
         let cpus = aya::util::nr_cpus().map_err(|(what, e)| Error::kernel(what, &e))?;
-        Ok(Counting { map, by, capacity, cpus, prunes: true, then: HashMap::new() })
+        Ok(Counting { map, by, capacity, cpus, prunes: true, then: HashMap::new(), untold: HashMap::new() })
     }
 
     /// The key `open` is counted under, and whether the kernel counted it (else the reader
@@ -82,12 +84,15 @@ impl Counting {
         (key, counted)
     }
 
-    /// The opens of each key counted by the kernel since the last call (keys with none left out).
-    /// Keys unchanged for [`IDLE`] leave the table, and with the table three quarters full,
-    /// every key unchanged since the last call: a key that counts again comes back from zero.
+    /// The opens of each key counted by the kernel and not yet handed out (keys with none left
+    /// out): what this read found since the last one, added to what earlier reads found and the
+    /// caller has not said it handed out ([`told`](Self::told)). A caller interrupted between
+    /// this read and handing its counts out (a Ctrl-C raised as the call returns) loses none:
+    /// the kernel's counters are taken once, and kept here until told. Keys unchanged for
+    /// [`IDLE`] leave the table, and with the table three quarters full, every key unchanged
+    /// since the last call: a key that counts again comes back from zero.
     pub fn interval(&mut self) -> Result<Vec<(CountKey, u64)>> {
         let now = Instant::now();
-        let mut rows = Vec::new();
         let mut unchanged = Vec::new();
         let mut held = 0;
         let counts: PerCpuHashMap<&MapData, CountKey, u64> =
@@ -98,7 +103,7 @@ impl Counting {
             let count = values.iter().fold(0u64, |sum, v| sum.saturating_add(*v));
             let seen = self.then.entry(key).or_insert(Seen { count: 0, changed: now });
             if count > seen.count {
-                rows.push((key, count - seen.count));
+                *self.untold.entry(key).or_default() += count - seen.count;
                 (seen.count, seen.changed) = (count, now);
             } else if count > 0 {
                 // (A key at 0 is one a program has just made and is about to count.)
@@ -108,14 +113,20 @@ impl Counting {
         let crowded = held * 4 >= self.capacity * 3;
         for (key, idle) in unchanged {
             if self.prunes && (crowded || idle >= IDLE) {
-                self.take_out(key, &mut rows)?;
+                self.take_out(key)?;
             }
         }
-        Ok(rows)
+        Ok(self.untold.iter().map(|(key, opens)| (*key, *opens)).collect())
     }
 
-    /// Takes `key` out of the table, its opens since the last read into `rows`.
-    fn take_out(&mut self, key: CountKey, rows: &mut Vec<(CountKey, u64)>) -> Result<()> {
+    /// The counts the last [`interval`](Self::interval) gave are handed out: the next starts
+    /// from none.
+    pub fn told(&mut self) {
+        self.untold.clear();
+    }
+
+    /// Takes `key` out of the table, its opens since the last read into the untold ones.
+    fn take_out(&mut self, key: CountKey) -> Result<()> {
         let Map::PerCpuHashMap(data) = &self.map else { return Ok(()) };
         let mut values = vec![0u8; self.cpus * size_of::<u64>()];
         let found = match sys::lookup_and_delete(data.fd().as_fd(), &key_bytes(&key), &mut values) {
@@ -137,7 +148,7 @@ impl Counting {
                 .map(|v| u64::from_ne_bytes(v.try_into().unwrap_or_default()))
                 .fold(0u64, u64::saturating_add);
             if last > before {
-                rows.push((key, last - before));
+                *self.untold.entry(key).or_default() += last - before;
             }
         }
         Ok(())

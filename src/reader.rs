@@ -501,6 +501,22 @@ impl Reader {
         diag::emit(py)
     }
 
+    /// Reads the ring until a drain empties it (at most `limit` events), without the pause a read
+    /// takes after a drain: counting mode, whose events name keys, reads them all before it
+    /// hands the counts out, however recent. (Counting mode has one ring: with shards, events
+    /// the merge holds back for order would stay held.)
+    pub fn drain_now(&mut self, py: Python<'_>, shared: &Shared, limit: usize) -> PyResult<()> {
+        let mut read = 0;
+        while read < limit {
+            let drained = self.drain(py, shared, &Want::Events)?;
+            read += drained;
+            if drained < EVENT_BATCH {
+                break;
+            }
+        }
+        self.housekeeping(py, shared)
+    }
+
     /// `next_ready()`: one event if one is ready now, without blocking; within the pause after a
     /// drain the ring is not touched.
     /// A drain that finds nothing may find a pid watcher's processes all gone: it ends then.

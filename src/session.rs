@@ -328,6 +328,22 @@ impl Session {
         Ok(list)
     }
 
+    /// Counting mode: every event the ring holds now (at most `limit`), appended to `into`,
+    /// without the pause a read takes after a drain (see `Reader::drain_now`).
+    fn poll_now(&self, py: Python<'_>, limit: usize, into: Bound<'_, PyList>) -> PyResult<()> {
+        self.with_live(py, |slot| {
+            if let Some(reader) = slot.as_mut() {
+                reader.drain_now(py, &self.shared, limit)?;
+            }
+            if let Some(live) = slot.as_mut().filter(|_| !self.is_closed()) {
+                for event in live.out.ready.drain(..) {
+                    into.append(event)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
     /// Up to `limit` events ready within `timeout` seconds, formatted by `formatter`; returns the
     /// text and how many events it holds (the CLI's fast path: no Python object per event).
     ///
@@ -508,8 +524,8 @@ impl Session {
         })
     }
 
-    /// Counting mode: the opens the kernel counted under each key since the last call, as
-    /// (key bytes, opens); keys with none left out.
+    /// Counting mode: the opens the kernel counted under each key and not yet handed out (see
+    /// `counts_told`), as (key bytes, opens); keys with none left out.
     fn counts(&self, py: Python<'_>) -> PyResult<Vec<(Vec<u8>, u64)>> {
         let mut counting = self.counting.lock_py_attached(py).unwrap_or_else(|p| p.into_inner());
         let counting = counting.as_mut().ok_or_else(|| PyRuntimeError::new_err("not a counting watcher"))?;
@@ -517,5 +533,14 @@ impl Session {
         diag::emit(py)?;
         let rows = rows?;
         Ok(rows.into_iter().map(|(key, opens)| (counting::key_bytes(&key), opens)).collect())
+    }
+
+    /// The counts the last `counts()` gave are handed out: until this is said, each `counts()`
+    /// gives them again, with what was counted since (a read interrupted after it took the
+    /// kernel's counters loses none).
+    fn counts_told(&self, py: Python<'_>) -> PyResult<()> {
+        let mut counting = self.counting.lock_py_attached(py).unwrap_or_else(|p| p.into_inner());
+        counting.as_mut().ok_or_else(|| PyRuntimeError::new_err("not a counting watcher"))?.told();
+        Ok(())
     }
 }

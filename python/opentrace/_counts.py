@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from . import _opentrace
 from ._opentrace import OpenEvent
-from ._watch import DEFAULT_LATENCY, DEFAULT_RING_SIZE, DRAIN_ROUNDS, SYSCALLS, Watcher, _checked, _int, _load, _seconds
+from ._watch import DEFAULT_LATENCY, DEFAULT_RING_SIZE, SYSCALLS, Watcher, _checked, _int, _last_reads, _load, _seconds
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -116,19 +116,30 @@ def watch_counts(
 
 def _counting(interval: float, by: int, max_keys: int, filters: dict[str, Any]) -> CountWatcher:
     """``watch_counts()`` by ``by`` (``BY``'s bits, and ``_BY_SYSCALL``)."""
-    config = _checked(full_path=bool(by & BY["file"]), **(_FILTERS | filters))  # names a file's key
+    # A file's key is named by its full path. One ring: the events are one per new key (and per
+    # io_uring open), and all of them are read before counts are handed out, in no order.
+    config = _checked(full_path=bool(by & BY["file"]), ring_shards=1, **(_FILTERS | filters))
     config["counts"] = (by, _int("max_keys", max_keys, 1, MAX_KEYS))
-    return CountWatcher(Watcher(_load(config)), interval, by)
+    return CountWatcher(Watcher(_load(config)), interval, by, _last_reads(config["ring_size"]))
+
+
+_T = TypeVar("_T")
+# How long a read waits for the event naming a key the kernel has just counted (`_await_names`),
+# and how many keys whose name never came it remembers not to wait for again.
+_NAME_WAIT = 0.02
+_MAX_UNNAMED = 65536
 
 
 class CountWatcher:
     """Iterating it yields a ``list[OpenCount]`` per interval; ``close()`` (or leaving a ``with``
     block) detaches everything and ends the iteration. ``lost`` counts opens not counted."""
 
-    def __init__(self, watcher: Watcher[OpenEvent], interval: float, by: int) -> None:
+    def __init__(self, watcher: Watcher[OpenEvent], interval: float, by: int, most_held: int) -> None:
         self._watcher = watcher
         self._session = watcher._session
         self._interval = interval
+        # The most events the ring can hold: a read before counts are handed out takes no more.
+        self._most_held = most_held
         self._by = by
         self._next_at = time.monotonic() + interval
         # The first event of each key (its name), and opens counted here (io_uring's) since the
@@ -137,6 +148,13 @@ class CountWatcher:
         # cgroup id -> what names it (an event from it, or its path looked up by id).
         self._cgroups: dict[int, _Cgroup | OpenEvent | None] = {}
         self._here: dict[bytes, int] = {}
+        # Counts taken from the session and not handed out (a KeyboardInterrupt as they were).
+        self._held: list[tuple[bytes, int]] = []
+        # Keys whose name was waited for and did not come (see `_await_names`).
+        self._unnamed: set[bytes] = set()
+        # Events read from the ring; those before `_next` are taken in (see `_take`).
+        self._unread: list[OpenEvent] = []
+        self._next = 0
         self._done = False
 
     def __iter__(self) -> Iterator[list[OpenCount]]:
@@ -157,17 +175,53 @@ class CountWatcher:
     def read(self) -> list[OpenCount]:
         """The counts since the last interval (or read), now, without waiting: for a last look
         before closing."""
-        return self._rows(self._counted_since())
+        return self._handed_out(self._rows)
 
-    def _counted_since(self) -> list[tuple[bytes, int]]:
-        """(key, opens) since the last call: the kernel's counts, and the opens counted here
-        (io_uring's) from what the ring holds now."""
-        for _ in range(DRAIN_ROUNDS):
-            if not self._read(0):
-                break
+    def _handed_out(self, convert: Callable[[list[tuple[bytes, int]]], _T]) -> _T:
+        """``convert`` of the (key, opens) since the last call: the kernel's counts, and the
+        opens counted here (io_uring's) from what the ring holds now. A KeyboardInterrupt can be
+        raised anywhere in here, even as a call returns (the interpreter runs signal handlers
+        there): the counts taken stay held, by the session until told and then here, and the
+        next call hands them out."""
+        # Every event that names a key counted by now, however recent, read first.
+        try:
+            self._session.poll_now(self._most_held, self._unread)
+        finally:
+            self._take()
         counted = self._session.counts()
-        here, self._here = self._here, {}
-        return [*counted, *here.items()]
+        self._await_names(counted)  # (may count more io_uring opens here: `_here` is read after it)
+        counts = [*self._held, *counted, *self._here.items()]
+        out = convert(counts)
+        try:
+            self._session.counts_told()
+            self._here = {}
+            self._held = []
+        except BaseException:
+            # Raised as one of these returned: the session has let go of its counts.
+            self._held, self._here = counts, {}
+            raise
+        return out
+
+    def _await_names(self, counts: list[tuple[bytes, int]]) -> None:
+        """Reads the events naming the keys in ``counts`` that have none yet. The program that
+        counts a new key sends its name right after, but a program preempted in between (a busy
+        machine) leaves the count readable first, for as long as 150 µs here. Waits up to
+        ``_NAME_WAIT`` for them, once per key: a name lost to a full ring (counted, and said in
+        the log) is not waited for again, and its key's rows have no path."""
+        if not self._by & BY["file"]:
+            return
+        missing = [key for key, _ in counts if key not in self._names and key not in self._unnamed]
+        deadline = time.monotonic() + _NAME_WAIT
+        while missing and time.monotonic() < deadline:
+            time.sleep(_NAME_WAIT / 20)
+            try:
+                self._session.poll_now(self._most_held, self._unread)
+            finally:
+                self._take()
+            missing = [key for key in missing if key not in self._names]
+        if len(self._unnamed) + len(missing) > _MAX_UNNAMED:
+            self._unnamed.clear()
+        self._unnamed.update(missing)
 
     def _cgroup_named(self, cgroup_id: int) -> _Cgroup | None:
         raw = self._session.cgroup_path(cgroup_id)
@@ -179,11 +233,14 @@ class CountWatcher:
         """For the agent (counts by cgroup and syscall, counted at the exit alone): (cgroup id,
         syscall, errno or 0, opens) since the last call, io_uring's opens (counted here) with
         them."""
-        out = []
-        for key, opens in self._counted_since():
-            cgroup_id, _, _, _, _, errno, syscall, _ = _KEY.unpack(key)
-            out.append((cgroup_id, _opentrace.SYSCALLS[syscall], errno, opens))
-        return out
+        def by_syscall(counts: list[tuple[bytes, int]]) -> list[tuple[int, str, int, int]]:
+            out = []
+            for key, opens in counts:
+                cgroup_id, _, _, _, _, errno, syscall, _ = _KEY.unpack(key)
+                out.append((cgroup_id, _opentrace.SYSCALLS[syscall], errno, opens))
+            return out
+
+        return self._handed_out(by_syscall)
 
     def _cgroup_of(self, cgroup_id: int, event: OpenEvent | None = None) -> _Cgroup | OpenEvent | None:
         """What names a cgroup: an event from it, else its path looked up by id (None: gone, and
@@ -203,19 +260,33 @@ class CountWatcher:
 
     def _read(self, timeout: float) -> int:
         """Reads the ring (io_uring's opens, and the events that name keys); how many events."""
-        events: list[OpenEvent] = []
+        before = len(self._unread)
         try:
-            self._watcher._poll_into(timeout, events)
-        finally:  # counted, even when Ctrl-C interrupts the read as it returns (see Watcher._poll_into)
-            self._take(events)
-        return len(events)
+            self._watcher._poll_into(timeout, self._unread)
+        finally:  # taken in, even when Ctrl-C interrupts the read as it returns (see Watcher._poll_into)
+            read = len(self._unread) - before
+            self._take()
+        return read
 
-    def _take(self, events: list[OpenEvent]) -> None:
-        for ev in events:
+    def _take(self) -> None:
+        """Takes in the events read and not yet taken in, in order (the first of a key names it).
+        A KeyboardInterrupt can be raised between any two calls in here; the next call goes on
+        from where this one stopped, and takes no event in twice."""
+        unread = self._unread
+        while self._next < len(unread):
+            ev = unread[self._next]
             key, counted = self._session.count_key(ev)
             self._names.setdefault(key, ev)
-            if not counted:
-                self._here[key] = self._here.get(key, 0) + 1
+            if counted:
+                self._next += 1
+            else:
+                opens = self._here.get(key, 0) + 1
+                # No call between these stores, and the interpreter raises KeyboardInterrupt
+                # only at calls and loops: an io_uring open is counted here exactly once.
+                self._here[key] = opens
+                self._next += 1
+        del unread[:]
+        self._next = 0
 
     def _rows(self, counts: list[tuple[bytes, int]]) -> list[OpenCount]:
         rows: dict[tuple[str | None, int | None, int | None, object], list[Any]] = {}

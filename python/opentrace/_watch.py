@@ -43,8 +43,6 @@ __all__ = ["SYSCALLS", "Watcher", "watch"]
 # kernel side shares them.
 SYSCALLS = frozenset(_opentrace.SYSCALLS)
 DEFAULT_RING_SIZE = _opentrace.DEFAULT_RING_SIZE
-# Reads of what the ring holds at the end of a count's interval: it may still be filling.
-DRAIN_ROUNDS = 16
 # The smallest record a ring holds is larger: the reads that empty a ring at the end of a trace
 # take at most its size over this many events (a storm that goes on never lets it be empty).
 _SMALLEST_RECORD = 32
