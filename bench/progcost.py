@@ -78,7 +78,7 @@ def measure(binary: Path, directory: Path, path: str, ops: int, **options: objec
             if w.lost:
                 raise RuntimeError(f"{w.lost} events lost: raise ring_size")
     # Counting at the exit alone runs no entry program, and its own exit program.
-    exit_ns = costs["sys_exit"][1] if "sys_exit" in costs else costs["count_exit_openat"][1]
+    exit_ns = costs["sys_exit"][1] if "sys_exit" in costs else costs["count_exit"][1]
     return {"enter_ns": costs.get("sys_enter_openat", (0, 0.0))[1], "exit_ns": exit_ns, "events": delivered}
 
 

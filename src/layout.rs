@@ -31,6 +31,8 @@ pub struct Layouts {
     /// The syscalls that have both tracepoints, with their entry layouts.
     pub syscalls: Vec<(Syscall, ArgOffsets)>,
     pub ret_offset: u32,
+    /// The syscall numbers of the family (`__syscall_nr`), by `Syscall` number (0: none).
+    pub numbers: [u32; 4],
     pub kernel: KernelOffsets,
     /// Whether full paths can be resolved here, or why not.
     pub full_path: std::result::Result<(), String>,
@@ -75,6 +77,7 @@ pub fn get() -> Result<&'static Layouts> {
     let layouts = Box::leak(Box::new(Layouts {
         syscalls,
         ret_offset,
+        numbers: syscall_numbers(),
         kernel,
         full_path,
         file_id,
@@ -122,6 +125,13 @@ fn syscall_layouts() -> Result<(Vec<(Syscall, ArgOffsets)>, u32)> {
         let ret = exit.field("ret").map(|f| f.offset).ok_or_else(|| {
             Error::Other(format!("the tracepoint syscalls:{} has no `ret` field", exit.name))
         })?;
+        // `count_exit` tells the syscall by it (see opentrace-ebpf's open.rs).
+        if exit.field("__syscall_nr").map(|f| (f.offset, f.size)) != Some((8, 4)) {
+            return Err(Error::Other(format!(
+                "the tracepoint syscalls:{} has no 4-byte `__syscall_nr` at offset 8",
+                exit.name
+            )));
+        }
         if ret_offset.is_some_and(|r| r != ret) {
             return Err(Error::Other("the sys_exit_* tracepoints disagree on where `ret` is".into()));
         }
@@ -137,6 +147,20 @@ fn syscall_layouts() -> Result<(Vec<(Syscall, ArgOffsets)>, u32)> {
         ))
     })?;
     Ok((present, ret_offset))
+}
+
+/// The open family's syscall numbers on this architecture, by `Syscall` number (0: it has no
+/// such syscall, as aarch64 has no `open` or `creat`).
+fn syscall_numbers() -> [u32; 4] {
+    let mut numbers = [0; 4];
+    numbers[Syscall::Openat as usize] = libc::SYS_openat as u32;
+    numbers[Syscall::Openat2 as usize] = libc::SYS_openat2 as u32;
+    #[cfg(target_arch = "x86_64")]
+    {
+        numbers[Syscall::Open as usize] = libc::SYS_open as u32;
+        numbers[Syscall::Creat as usize] = libc::SYS_creat as u32;
+    }
+    numbers
 }
 
 /// The fields of `cgroup:cgroup_mkdir`, if it and `cgroup_rename` are there with the same layout.

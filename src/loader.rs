@@ -175,8 +175,8 @@ pub fn load(config: &Config) -> Result<Loaded> {
             crate::diag::Level::Debug,
             "counting at the exits alone: no entry program; an event only names a new key".into(),
         );
+        let program = loaded_program(&mut ebpf, "count_exit")?;
         for syscall in &wanted {
-            let program = loaded_program(&mut ebpf, &format!("count_exit_{}", syscall.name()))?;
             links.push(attach(program, "syscalls", &format!("sys_exit_{}", syscall.name()))?);
         }
     } else {
@@ -194,7 +194,7 @@ pub fn load(config: &Config) -> Result<Loaded> {
     finish(ebpf, logs, rings, tracked, (links, held), names)
 }
 
-/// Whether counting mode counts at the syscalls' exits alone (`count_exit_*`, no entry
+/// Whether counting mode counts at the syscalls' exits alone (`count_exit`, no entry
 /// program): always for keys without the file (`abi::count::at_exit_only`); by file, where the
 /// syscall's path and start directory can be read from the task's saved registers. A path filter
 /// needs the entry's path before the exit decides anything.
@@ -289,6 +289,7 @@ fn load_object(
         loader.override_global(global_name(*syscall), offsets, true);
     }
     loader.override_global("RET_OFFSET", &layouts.ret_offset, true);
+    loader.override_global("SYSCALL_NUMBERS", &layouts.numbers, true);
     loader.override_global("KERNEL", &layouts.kernel, true);
     loader.override_global(
         "CGROUP_FIELDS",

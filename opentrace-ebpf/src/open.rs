@@ -87,22 +87,37 @@ pub fn sys_exit(ctx: TracePointContext) -> u32 {
     counted(try_sys_exit(&Record::<1>::new(&ctx)))
 }
 
-macro_rules! count_at_exit {
-    ($($name:ident, $syscall:expr;)*) => {$(
-        /// Counting mode where the loader found no entry program needed: attached alone, in
-        /// place of the entry program and `sys_exit`.
-        #[tracepoint]
-        pub fn $name(ctx: TracePointContext) -> u32 {
-            counted(try_count_at_exit(&Record::<1>::new(&ctx), $syscall))
-        }
-    )*};
-}
+/// The syscall numbers of `open`, `openat`, `openat2` and `creat`, by `Syscall` number (0: none
+/// on this architecture); the loader writes them.
+#[unsafe(no_mangle)]
+static SYSCALL_NUMBERS: [u32; 4] = [0; 4];
 
-count_at_exit! {
-    count_exit_open, Syscall::Open;
-    count_exit_openat, Syscall::Openat;
-    count_exit_openat2, Syscall::Openat2;
-    count_exit_creat, Syscall::Creat;
+/// x32's syscalls have this bit set in their number; they run the same `sys_exit_*`.
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+/// Counting mode where the loader found no entry program needed: attached alone to every
+/// `sys_exit_*` of the family, in place of the entry programs and `sys_exit`; it tells the
+/// syscall by the record's `__syscall_nr` (a tracepoint program may not read the event id).
+/// One program verified instead of four (with the naming record's full-path walk, the counting
+/// exit is as costly to verify as `sys_exit`).
+#[tracepoint]
+pub fn count_exit(ctx: TracePointContext) -> u32 {
+    let record = Record::<1>::new(&ctx);
+    // SAFETY: `int __syscall_nr` follows the 8 bytes of common fields in every syscall record.
+    let nr = unsafe { *ctx.as_ptr().cast::<u8>().add(SYSCALL_NR).cast::<u32>() } & !X32_SYSCALL_BIT;
+    let numbers = global!(SYSCALL_NUMBERS);
+    let syscall = if nr == numbers[Syscall::Openat as usize] {
+        Syscall::Openat
+    } else if nr == numbers[Syscall::Open as usize] {
+        Syscall::Open
+    } else if nr == numbers[Syscall::Openat2 as usize] {
+        Syscall::Openat2
+    } else if nr == numbers[Syscall::Creat as usize] {
+        Syscall::Creat
+    } else {
+        return 0;
+    };
+    counted(try_count_at_exit(&record, syscall))
 }
 
 /// The entry's filters, decided at the exit (the task is the same), then the open counted.
@@ -228,6 +243,8 @@ fn try_sys_enter<const N: usize>(
 /// Where a syscall tracepoint record's 8-byte argument slots start (`struct syscall_trace_enter`
 /// and `_exit`: common fields, `int __syscall_nr`, then `unsigned long args[]` or `long ret`).
 pub const FIRST_SLOT: u32 = 16;
+/// Where its `int __syscall_nr` is.
+const SYSCALL_NR: usize = 8;
 
 const EFAULT: i32 = 14;
 
