@@ -2,7 +2,7 @@
 //! from `struct file` at the offsets BTF gave: the fd table's entries are not typed for the
 //! verifier, so these are probe reads.
 use opentrace_common::abi::{
-    kernel::{FILE_WINDOW, INODE_WINDOW, SB_WINDOW},
+    kernel::INODE_WINDOW,
     open::{FileId, STATUS_DEV_UNSURE, STATUS_FILE_ID},
 };
 
@@ -40,25 +40,21 @@ pub fn identity(fd: i64) -> (FileId, u8) {
     read_identity(fd).unwrap_or_default()
 }
 
-/// The (inode, device) of the file behind `fd`: what a count's key needs, in as few probe reads
-/// as can give it (each costs ~25-40 ns here, more the more it reads): the fd's file, its inode
-/// pointer alone, the inode's number and superblock, the superblock's device alone.
+/// The (inode, device) of the file behind `fd`: what a count's key needs, in the fewest probe
+/// reads that give it (the fd's file, its inode, the inode's number and superblock, the
+/// superblock's device).
 #[inline(always)]
 pub fn inode_key(fd: i64) -> Option<(u64, u32)> {
-    let file = lookup(fd).ok()?;
-    let inode = read::<u64>(file + offset!(file_window) + offset!(file_inode)).ok()?;
-    let window: [u64; INODE_WINDOW as usize / 8] = read_window(inode + offset!(inode_window)).ok()?;
-    let (ino, sb) = (word(&window, offset!(inode_ino)), word(&window, offset!(inode_sb)));
-    let dev = read::<u32>(sb + offset!(sb_window) + offset!(sb_dev)).ok()?;
-    Some((ino, dev))
+    let inode = lookup(fd).ok().and_then(|file| file_inode(file).ok())?;
+    let (ino, sb) = ino_and_sb(inode).ok()?;
+    Some((ino, sb_dev(sb).ok()?))
 }
 
 #[inline(always)]
 fn read_identity(fd: i64) -> Result<(FileId, u8), i32> {
     let file = lookup(fd).map_err(|_| 0)?;
-    let window: [u64; FILE_WINDOW as usize / 8] = read_window(file + offset!(file_window))?;
-    let (inode, mnt) = (word(&window, offset!(file_inode)), word(&window, offset!(file_mnt)));
-    let (ino, dev, magic) = inode_words(inode)?;
+    let (ino, dev, magic) = inode_words(file_inode(file)?)?;
+    let mnt: u64 = member(file, offset!(file_window) + offset!(file_mnt))?;
     // The `struct vfsmount` is embedded in its `struct mount`.
     let mnt_id: u32 = read(mnt.wrapping_sub(offset!(mount_mnt)) + offset!(mount_id))?;
     let unsure = if magic == BTRFS_SUPER_MAGIC { STATUS_DEV_UNSURE } else { 0 };
@@ -68,23 +64,42 @@ fn read_identity(fd: i64) -> Result<(FileId, u8), i32> {
 /// An inode's number, its filesystem's device (the kernel's `dev_t`) and that filesystem's magic.
 #[inline(always)]
 fn inode_words(inode: u64) -> Result<(u64, u32, u64), i32> {
-    let window: [u64; INODE_WINDOW as usize / 8] = read_window(inode + offset!(inode_window))?;
-    let (ino, sb) = (word(&window, offset!(inode_ino)), word(&window, offset!(inode_sb)));
-    let window: [u64; SB_WINDOW as usize / 8] = read_window(sb + offset!(sb_window))?;
-    Ok((ino, word(&window, offset!(sb_dev)) as u32, word(&window, offset!(sb_magic))))
+    let (ino, sb) = ino_and_sb(inode)?;
+    Ok((ino, sb_dev(sb)?, member(sb, offset!(sb_window) + offset!(sb_magic))?))
 }
 
 /// An inode's number and its filesystem's device (the kernel's `dev_t`).
 #[inline(always)]
 pub fn inode_id(inode: u64) -> Result<(u64, u32), i32> {
-    inode_words(inode).map(|(ino, dev, _)| (ino, dev))
+    let (ino, sb) = ino_and_sb(inode)?;
+    Ok((ino, sb_dev(sb)?))
 }
 
 /// The inode of the file behind `file` (a `struct file *`).
 #[inline(always)]
 pub fn file_inode(file: u64) -> Result<u64, i32> {
-    let window: [u64; FILE_WINDOW as usize / 8] = read_window(file + offset!(file_window))?;
-    Ok(word(&window, offset!(file_inode)))
+    member(file, offset!(file_window) + offset!(file_inode))
+}
+
+/// An inode's number and its `struct super_block *`.
+#[inline(always)]
+fn ino_and_sb(inode: u64) -> Result<(u64, u64), i32> {
+    let window: [u64; INODE_WINDOW as usize / 8] = read_window(inode + offset!(inode_window))?;
+    Ok((word(&window, offset!(inode_ino)), word(&window, offset!(inode_sb))))
+}
+
+/// A superblock's device (the kernel's `dev_t`).
+#[inline(always)]
+fn sb_dev(sb: u64) -> Result<u32, i32> {
+    member(sb, offset!(sb_window) + offset!(sb_dev))
+}
+
+/// The member at offset `at` of the struct at `base`, read alone: a probe read costs more the
+/// more it copies (~40 ns for the superblock's 96 bytes here, against ~10 for 8), so members
+/// far apart are read one by one rather than in one window.
+#[inline(always)]
+fn member<T>(base: u64, at: u64) -> Result<T, i32> {
+    read(base + at)
 }
 
 /// The `N` words at kernel address `at`, read in place (through a `Result` they would take the

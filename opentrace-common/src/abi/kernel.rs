@@ -7,8 +7,10 @@ pub const PIDNS_DEPTH: u32 = 32;
 pub const DENTRY_WINDOW: u32 = 48;
 /// Bytes of `struct mount` read in one go by the path walk, from [`KernelOffsets::mount_window`].
 pub const MOUNT_WINDOW: u32 = 32;
-/// Bytes of `struct file`, `struct inode` and `struct super_block` read in one go for an opened
-/// file's identity, from [`KernelOffsets::file_window`] and the others.
+/// Bytes of `struct file`, `struct inode` and `struct super_block` that hold the members an
+/// opened file's identity is read from, from [`KernelOffsets::file_window`] and the others. The
+/// inode's are read in one go; the file's and the superblock's, far apart, one by one (a probe
+/// read costs more the more it copies).
 pub const FILE_WINDOW: u32 = 48;
 pub const INODE_WINDOW: u32 = 32;
 pub const SB_WINDOW: u32 = 96;
