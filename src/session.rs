@@ -94,6 +94,16 @@ fn deadline(timeout: Option<f64>) -> Option<Instant> {
 }
 
 impl Session {
+    /// Moves the events the reader has ready into `list` (none once the watcher is closed).
+    fn hand_ready(&self, slot: &mut Option<Reader>, list: &Bound<'_, PyList>) -> PyResult<()> {
+        if let Some(live) = slot.as_mut().filter(|_| !self.is_closed()) {
+            for event in live.out.ready.drain(..) {
+                list.append(event)?;
+            }
+        }
+        Ok(())
+    }
+
     fn is_closed(&self) -> bool {
         self.shared.closed.load(Ordering::Acquire)
     }
@@ -318,12 +328,7 @@ impl Session {
             if let Some(reader) = slot.as_mut() {
                 reader.fill(py, &self.shared, deadline, &Want::Events)?;
             }
-            if let Some(live) = slot.as_mut().filter(|_| !self.is_closed()) {
-                for event in live.out.ready.drain(..) {
-                    list.append(event)?;
-                }
-            }
-            Ok(())
+            self.hand_ready(slot, &list)
         })?;
         Ok(list)
     }
@@ -335,12 +340,7 @@ impl Session {
             if let Some(reader) = slot.as_mut() {
                 reader.drain_now(py, &self.shared, limit)?;
             }
-            if let Some(live) = slot.as_mut().filter(|_| !self.is_closed()) {
-                for event in live.out.ready.drain(..) {
-                    into.append(event)?;
-                }
-            }
-            Ok(())
+            self.hand_ready(slot, &into)
         })
     }
 

@@ -54,15 +54,11 @@ pub enum Counted {
 pub fn bump(event: &mut OpenRecord, ret: i64, path_len: u32, dfd: i32) -> Counted {
     let by = global!(SETTINGS.count_by);
     let head = &event.header;
-    let mut key = CountKey::of_task(by, head.syscall, ret, || head.cgroup_id, head.pid, || head.comm);
-    let failed = file_key(&mut key, event, ret, path_len, dfd);
-    let counted = add(&key);
-    if matches!(counted, Counted::New) {
-        let (file, status) = named_file(ret, failed);
-        if status != 0 {
-            event.header.file = file;
-            event.header.status |= status;
-        }
+    let key = CountKey::of_task(by, head.syscall, ret, || head.cgroup_id, head.pid, || head.comm);
+    let (counted, file, status) = with_file(key, event, ret, path_len, dfd);
+    if status != 0 {
+        event.header.file = file;
+        event.header.status |= status;
     }
     counted
 }
@@ -80,7 +76,19 @@ pub fn at_exit_by_file(
     path_len: u32,
     dfd: i32,
 ) -> (Counted, FileId, u8) {
-    let mut key = task_key(syscall, ret, tgid);
+    with_file(task_key(syscall, ret, tgid), event, ret, path_len, dfd)
+}
+
+/// Counts an open under `key` with its file filled in (see `file_key`); with the result, what the
+/// header of the record that names a new key says of its file (nothing for a known key).
+#[inline(always)]
+fn with_file(
+    mut key: CountKey,
+    event: &OpenRecord,
+    ret: i64,
+    path_len: u32,
+    dfd: i32,
+) -> (Counted, FileId, u8) {
     let failed = file_key(&mut key, event, ret, path_len, dfd);
     match add(&key) {
         Counted::New => {

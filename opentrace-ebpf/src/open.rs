@@ -439,15 +439,23 @@ fn output_open(event: &OpenRecord, path_len: u32, full_len: u32) {
 fn read_path(event: &mut OpenRecord, filename: u64) -> u32 {
     let Some(path) = event.data.first_chunk_mut::<PATH_MAX>() else { return 0 };
     // SAFETY: a probe read of user memory into this CPU's slot.
-    let path_len = match unsafe { bpf_probe_read_user_str_bytes(filename as *const u8, path) } {
-        Ok(path) => path.len() as u32,
+    let copied = unsafe { bpf_probe_read_user_str_bytes(filename as *const u8, path) }.map(|p| p.len());
+    path_copied(&mut event.header, copied)
+}
+
+/// Notes in the header how copying a path into the record's data went: its length, or the
+/// fault. Returns the length (0 on a fault).
+#[inline(always)]
+pub fn path_copied(header: &mut OpenHeader, copied: Result<usize, i32>) -> u32 {
+    let path_len = match copied {
+        Ok(len) => len as u32,
         Err(err) => {
-            event.header.status |= STATUS_PATH_FAULT;
-            event.header.fault = err;
+            header.status |= STATUS_PATH_FAULT;
+            header.fault = err;
             0
         }
     };
-    event.header.path_len = path_len as u16;
+    header.path_len = path_len as u16;
     path_len
 }
 

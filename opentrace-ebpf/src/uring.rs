@@ -15,10 +15,7 @@ use opentrace_common::{
     NO_FIELD, PATH_MAX,
     abi::{
         Counter, RecordKind,
-        open::{
-            FileId, OPEN_HEADER_SIZE, OpenHeader, OpenRecord, STATUS_FIXED_SLOT, STATUS_PATH_FAULT, Syscall,
-            full,
-        },
+        open::{FileId, OPEN_HEADER_SIZE, OpenHeader, OpenRecord, STATUS_FIXED_SLOT, Syscall, full},
         settings::{WITH_FILE_ID, WITH_FULL_PATH},
         uring::{
             IORING_OP_OPENAT, IORING_OP_OPENAT2, URING_COMPLETE_ARGS, URING_COMPLETE_ARGS_6_0,
@@ -31,7 +28,7 @@ use crate::{
     file,
     filter::wanted,
     kernel::{offset, read},
-    open::{identify, send_open},
+    open::{identify, path_copied, send_open},
     path, process,
     shared::{SCRATCH, count, counted, global, on, output},
 };
@@ -135,15 +132,8 @@ fn try_submit(req: u64) -> Result<bool, i64> {
     }
     let path = event.data.first_chunk_mut::<PATH_MAX>().ok_or(0)?;
     // SAFETY: a probe read of the kernel's copy of the path into this CPU's slot.
-    let path_len = match unsafe { bpf_probe_read_kernel_str_bytes(name as *const u8, path) } {
-        Ok(path) => path.len() as u32,
-        Err(err) => {
-            event.header.status |= STATUS_PATH_FAULT;
-            event.header.fault = err;
-            0
-        }
-    };
-    event.header.path_len = path_len as u16;
+    let copied = unsafe { bpf_probe_read_kernel_str_bytes(name as *const u8, path) }.map(|p| p.len());
+    let path_len = path_copied(&mut event.header, copied);
     // The entry first: without it the completion cannot be matched, and the event is lost
     // (counted here, once: no record is sent).
     let pending = UringPending {
