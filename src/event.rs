@@ -1,7 +1,10 @@
 //! `OpenEvent`: one open, immutable. Its attributes, `to_dict()`, `repr()`, pickling and the
 //! keyword constructor all come from the one table of fields, `opentrace_common::open::FIELDS`;
 //! [`Attribute`], the descriptor behind each attribute, serves `TracepointEvent`'s table too.
-use std::sync::Arc;
+use std::{
+    hash::{Hash as _, Hasher as _},
+    sync::Arc,
+};
 
 use opentrace_common::{
     arrow,
@@ -21,12 +24,18 @@ use crate::{
     value::{from_py, to_py, to_py_exact},
 };
 
-#[pyclass(module = "opentrace", name = "OpenEvent", frozen, eq, hash)]
-#[derive(PartialEq, Eq, Hash)]
+// `freelist`: a storm makes and drops an event per open; the objects of one drain are reused by
+// the next instead of going back to the allocator. Equality and hashing are methods, not the
+// `eq`/`hash` options: pyo3 0.30.1 generates invalid code for those beside `freelist`.
+#[pyclass(module = "opentrace", name = "OpenEvent", frozen, freelist = FREE_EVENTS)]
 pub struct OpenEvent(pub OwnedOpen);
+
+/// Events kept for reuse: two drains' worth (`reader::EVENT_BATCH`).
+const FREE_EVENTS: usize = 1024;
 
 impl OpenEvent {
     /// `cgroup` is `open.cgroup`, already shared (the events of one cgroup share its name).
+    #[inline(always)]
     pub fn new(open: Open<'_>, cgroup: Option<Arc<[u8]>>) -> OpenEvent {
         OpenEvent(OwnedOpen::new(open, cgroup))
     }
@@ -73,6 +82,16 @@ impl OpenEvent {
             )));
         }
         Ok(OpenEvent(owned))
+    }
+
+    fn __eq__(&self, other: PyRef<'_, Self>) -> bool {
+        self.0 == other.0
+    }
+
+    fn __hash__(&self) -> u64 {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.0.hash(&mut hasher);
+        hasher.finish()
     }
 
     /// Every field except the raw bytes, JSON-serialisable.

@@ -190,6 +190,7 @@ impl SmallBytes {
     const INLINE: usize = 94;
 
     /// `first` followed by `second`.
+    #[inline(always)]
     pub fn pair(first: &[u8], second: &[u8]) -> SmallBytes {
         let len = first.len() + second.len();
         if len <= Self::INLINE {
@@ -241,6 +242,7 @@ pub struct OwnedOpen {
 
 impl OwnedOpen {
     /// `cgroup` is `open.cgroup`, already shared.
+    #[inline(always)]
     pub fn new(open: Open<'_>, cgroup: Option<std::sync::Arc<[u8]>>) -> OwnedOpen {
         let mut head = *open.head;
         head.path_len = open.path.len() as u16;
