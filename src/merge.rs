@@ -1,7 +1,12 @@
 //! Reading sharded ring buffers as one stream: each pass reads every shard up to where its
-//! producers were when the pass began, holds the events back (made as they are read, or, for the
-//! CLI's text, their records copied as they are, decoded when handed out), and hands out, in
-//! `timestamp_ns` order, those no record still unread can come before.
+//! producers were when the pass began, holds the events back (their records copied as they are,
+//! decoded when handed out), and hands out, in `timestamp_ns` order, those no record still unread
+//! can come before.
+//!
+//! Events are made when they go out, not when they are read: a pass after a burst reads
+//! everything the shards hold, and the Python objects of all of it at once took twice the memory
+//! of the records and fell out of the CPU's cache before they were handed out (a loop took 2.9 M
+//! events per CPU-second from two shards against 4.6 M now; bench/consumer_cost.py).
 //!
 //! Why that is safe for one thread's events: a thread's next event starts (its `timestamp_ns` is
 //! taken) after its previous record was written. A pass that starts at `t0` (CLOCK_MONOTONIC, the
@@ -24,14 +29,12 @@ use opentrace_common::{
     abi::{RecordKind, open::OpenHeader, tracepoint::TracepointHeader},
     open::OwnedOpen,
 };
-use pyo3::{Py, PyAny, PyResult};
+use pyo3::PyResult;
 
 /// An event the merge held back, handed out (handed out one at a time: the size of the owned
 /// open does not matter).
 #[allow(clippy::large_enum_variant)]
 pub enum Held<'a> {
-    /// Made when read (an `OpenEvent` or a `TracepointEvent`).
-    Event(Py<PyAny>),
     /// Its record, as read (an open, or a tracepoint's record).
     Record(&'a [u8]),
     /// An io_uring open, decoded when its completion was.
@@ -39,21 +42,12 @@ pub enum Held<'a> {
 }
 
 enum Slot {
-    Event(Py<PyAny>),
     /// A record in `Merge::records`.
     Record {
         start: usize,
         len: usize,
     },
     Open(Box<OwnedOpen>),
-}
-
-/// What `Merge::read`'s `visit` did with a record.
-pub enum Read {
-    /// An event, made into what is handed out (None: nothing to hold).
-    Made(Option<Py<PyAny>>),
-    /// A record that informs the reader, taken.
-    Taken,
 }
 
 /// The kernel's positions in one ring: its consumer page and its producer page, mapped read-only
@@ -165,12 +159,12 @@ impl Merge {
         if self.ended { u64::MAX } else { self.shards.iter().map(|s| s.clean_at).min().unwrap_or(0) }
     }
 
-    /// One pass: reads each shard up to its producers' position at the start. Events are held:
-    /// with `make`, what `visit` makes of each (`Read::Made`), else a copy of its record;
-    /// io_uring completions wait for `decode_deferred`; the records that inform the reader (a
-    /// cgroup's name, an io_uring submission, a followed process's exit) go to `visit` at once.
-    /// How many records were read.
-    pub fn read(&mut self, make: bool, mut visit: impl FnMut(&[u8]) -> PyResult<Read>) -> PyResult<usize> {
+    /// One pass: reads each shard up to its producers' position at the start. Events are held,
+    /// as copies of their records; io_uring completions wait for `decode_deferred`; the records
+    /// that inform the reader (a cgroup's name, an io_uring submission, a followed process's
+    /// exit), and any too short to be an event (the decoder says so), go to `visit` at once. How
+    /// many records were read.
+    pub fn read(&mut self, mut visit: impl FnMut(&[u8]) -> PyResult<()>) -> PyResult<usize> {
         const OPEN: u8 = RecordKind::Open as u8;
         const TRACEPOINT: u8 = RecordKind::Tracepoint as u8;
         const COMPLETE: u8 = RecordKind::UringComplete as u8;
@@ -190,20 +184,13 @@ impl Merge {
                     }
                     _ => None,
                 };
-                let slot = match stamp {
-                    Some(_) if !make => {
-                        let start = self.records.len();
-                        self.records.extend_from_slice(&record);
-                        Slot::Record { start, len: record.len() }
-                    }
-                    // An event to make, or a record that is not one (or too short to be one: the
-                    // decoder says so).
-                    _ => match visit(&record)? {
-                        Read::Made(Some(event)) => Slot::Event(event),
-                        Read::Made(None) | Read::Taken => continue,
-                    },
+                let Some(stamp) = stamp else {
+                    visit(&record)?;
+                    continue;
                 };
-                self.held.push_back((stamp.unwrap_or(0), slot));
+                let start = self.records.len();
+                self.records.extend_from_slice(&record);
+                self.held.push_back((stamp, Slot::Record { start, len: record.len() }));
                 self.sorted = false;
             }
             if shard.positions.consumer() >= until {
@@ -248,7 +235,6 @@ impl Merge {
             let Some((_, slot)) = self.held.pop_front() else { break };
             given += 1;
             let held = match slot {
-                Slot::Event(event) => Held::Event(event),
                 Slot::Record { start, len } => {
                     self.handed_out += len;
                     Held::Record(&self.records[start..start + len])

@@ -26,7 +26,7 @@ use crate::{
     event::OpenEvent,
     follow::{self, Tracked},
     lost::{Ledger, Reporter},
-    merge::{Held, Merge, Read},
+    merge::{Held, Merge},
     output::Formatter,
     ring::{Wait, Waiter},
     tpevent::TracepointEvent,
@@ -397,8 +397,8 @@ impl Reader {
     }
 
     /// `drain` for sharded rings: one pass of `Merge::read` (every shard, up to where its
-    /// producers were), then up to `BATCH` events (or the read's limit) handed out in time order,
-    /// decoded as one ring's records are.
+    /// producers were), then up to `batch(want)` events (or the read's limit) handed out in time
+    /// order, decoded as one ring's records are.
     fn drain_shards(
         &mut self,
         py: Python<'_>,
@@ -408,13 +408,10 @@ impl Reader {
     ) -> PyResult<usize> {
         let Rings::Sharded(merge) = &mut self.rings else { return Ok(0) };
         let (decoder, exited, out) = (&mut self.decoder, &mut self.exited, &mut self.out);
-        // An iteration's events are made as they are read (one ring's are); the CLI's text is
-        // written from the records when they go out.
-        let make = matches!(want, Want::Events);
-        let read = merge.read(make, |record| {
-            let event = |record: Record<'_>| made(py, record).map(Read::Made);
-            decode(decoder, record, name_cgroups, shared, exited, event, Read::Taken)
-        })?;
+        // Only the records that inform the reader are decoded here (a cgroup's name before the
+        // events that need it); events are decoded as they go out.
+        let read =
+            merge.read(|record| decode(decoder, record, name_cgroups, shared, exited, |_| Ok(()), ()))?;
         merge.decode_deferred(|record| {
             let open = |record: Record<'_>| {
                 Ok(match record {
@@ -427,9 +424,7 @@ impl Reader {
             };
             decode(decoder, record, name_cgroups, shared, exited, open, None)
         })?;
-        // (Not `batch(want)`: the events were made as they were read, and each release sorts
-        // what is held, which a smaller budget would make more often.)
-        let mut budget = BATCH;
+        let mut budget = batch(want);
         let given = merge.release(|held| {
             budget -= 1;
             let more = match held {
@@ -443,7 +438,6 @@ impl Reader {
                     true,
                 )?,
                 Held::Open(open) => out.take_owned(py, want, open)?,
-                Held::Event(event) => out.take_made(py, want, event),
             };
             Ok(more && budget > 0)
         })?;
