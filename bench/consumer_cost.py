@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """What the Python loop costs per event, apart from the capture: a ring big enough to hold the
 whole open storm is filled first (nothing reads it meanwhile), then read in a plain loop, timed
-by the reader's CPU time alone. run.py's library rows measure the loop while the workload runs
+by the reader's CPU time alone; twice per watcher, as a new watcher's first burst and as a warm
+one's (the reader's memory, and Python's, already grown). run.py's library rows measure the loop while the workload runs
 beside it (on a 2-vCPU machine, on the sibling vCPU, which slows both); this measures it alone.
 
     sudo .venv/bin/python bench/consumer_cost.py [--ops 400000] [--rounds 5] [--ring-shards N]
@@ -71,24 +72,30 @@ LOOPS: dict[str, Callable[[Any, int, int], int]] = {
 }
 
 
-def one(loop: Callable[[Any, int, int], int], workload: str, target: str, ops: int, shards: int | None) -> float:
+def one(
+    loop: Callable[[Any, int, int], int], workload: str, target: str, ops: int, shards: int | None
+) -> tuple[float, float]:
     """Fills a ring (``shards`` of them: None, the default) with the storm's ``ops`` opens, then
-    reads them; events per CPU-second."""
+    reads them, twice with one watcher; events per CPU-second, the first time and the second."""
     import opentrace
 
+    rates = []
     with opentrace.watch(ring_size=RING_SIZE, **({} if shards is None else {"ring_shards": shards})) as w:
-        proc = subprocess.Popen([workload, target, str(ops), "1"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
-        assert proc.stdin is not None
-        proc.stdin.write(b"go\n")
-        proc.stdin.close()
-        if proc.wait(timeout=300) != 0:
-            raise BenchError(f"the workload failed with status {proc.returncode}")
-        cpu = time.process_time()
-        seen = loop(w, proc.pid, ops)
-        cpu = time.process_time() - cpu
-        if w.lost:
-            raise BenchError(f"{w.lost} events lost: the ring ({RING_SIZE >> 20} MiB) did not hold the storm")
-    return seen / cpu
+        for _ in range(2):
+            proc = subprocess.Popen([workload, target, str(ops), "1"], stdin=subprocess.PIPE,
+                                    stdout=subprocess.DEVNULL)
+            assert proc.stdin is not None
+            proc.stdin.write(b"go\n")
+            proc.stdin.close()
+            if proc.wait(timeout=300) != 0:
+                raise BenchError(f"the workload failed with status {proc.returncode}")
+            cpu = time.process_time()
+            seen = loop(w, proc.pid, ops)
+            cpu = time.process_time() - cpu
+            if w.lost:
+                raise BenchError(f"{w.lost} events lost: the ring ({RING_SIZE >> 20} MiB) did not hold the storm")
+            rates.append(seen / cpu)
+    return rates[0], rates[1]
 
 
 def spread(values: Iterable[float]) -> dict[str, float]:
@@ -105,31 +112,37 @@ def main(argv: list[str] | None = None) -> int:
     check_root("consumer_cost.py")
     ensure_tracefs()
     workload = str(build_workload())
-    rates: dict[str, list[float]] = {name: [] for name in LOOPS}
+    first: dict[str, list[float]] = {name: [] for name in LOOPS}
+    warm: dict[str, list[float]] = {name: [] for name in LOOPS}
     with workspace("otconsumer-") as work:
         target = work / "f"
         target.write_text("")
         for rnd in range(1, args.rounds + 1):
             for name, loop in LOOPS.items():
-                rate = one(loop, workload, str(target), args.ops, args.ring_shards)
-                rates[name].append(rate)
-                shown = f"{rate / 1e6:5.2f} M events per CPU-second"
-                print(f"  round {rnd} {name:<28} {shown}", file=sys.stderr, flush=True)
+                cold, hot = one(loop, workload, str(target), args.ops, args.ring_shards)
+                first[name].append(cold)
+                warm[name].append(hot)
+                print(f"  round {rnd} {name:<28} {cold / 1e6:5.2f} M events per CPU-second, then {hot / 1e6:5.2f} M",
+                      file=sys.stderr, flush=True)
     info = machine_info()
     print(f"machine: Linux {info['kernel']}, {info['cpus']} CPUs ({info['cpu_model']}); "
           f"python {info['python']}, opentrace {info['opentrace']}")
     shards = "the default ring shards" if args.ring_shards is None else f"{args.ring_shards} ring shards"
-    print(f"{args.ops} opens read from a ring filled beforehand ({shards}), {args.rounds} rounds\n")
-    print("| loop | M events per CPU-second | range | CPU ns per event |")
-    print("|---|---:|---:|---:|")
+    print(f"{args.ops} opens read from a ring filled beforehand ({shards}), {args.rounds} rounds; a watcher's "
+          "first burst, then its second (warm)\n")
+    print("| loop | M events per CPU-second, first burst | range | warm | range | CPU ns per event, warm |")
+    print("|---|---:|---:|---:|---:|---:|")
     summary = {}
-    for name, values in rates.items():
-        s = summary[name] = spread(values)
-        print(f"| {name} | {s['median'] / 1e6:.2f} | {s['min'] / 1e6:.2f}-{s['max'] / 1e6:.2f} | "
-              f"{1e9 / s['median']:.0f} |")
+    for name in LOOPS:
+        c = spread(first[name])
+        h = spread(warm[name])
+        summary[name] = {"first": c, "warm": h}
+        print(f"| {name} | {c['median'] / 1e6:.2f} | {c['min'] / 1e6:.2f}-{c['max'] / 1e6:.2f} | "
+              f"{h['median'] / 1e6:.2f} | {h['min'] / 1e6:.2f}-{h['max'] / 1e6:.2f} | {1e9 / h['median']:.0f} |")
     path = write_json("consumer-cost", {"machine": info, "ops": args.ops, "rounds": args.rounds,
                                         "ring_shards": args.ring_shards,
-                                        "ring_size": RING_SIZE, "rates": rates, "summary": summary})
+                                        "ring_size": RING_SIZE, "first": first, "warm": warm,
+                                        "summary": summary})
     print(f"\nresults: {path}")
     return 0
 
