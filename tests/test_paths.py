@@ -51,6 +51,20 @@ def matches(entries: list[str], full: str) -> bool:
     return False
 
 
+def opened_and_matching(entries: list[str], ops: list[list[Any]], results: list[Any]) -> list[tuple[str, str]]:
+    """(path as passed, full path the process saw) of the opens among ``ops`` that the rules match;
+    every open must have succeeded."""
+    expected = []
+    for op, result in zip(ops, results, strict=True):
+        if op[0] != "resolve":
+            continue
+        full = seen_by_process(op, result)
+        assert full is not None and result[0] >= 0, (op, result)
+        if matches(entries, full):
+            expected.append((op[2], full))
+    return expected
+
+
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
     """tmp/data/a/b/c/f, tmp/data/g.log, tmp/data2/f (a prefix of 'data' that is not under it),
@@ -156,14 +170,42 @@ def test_directory_entries_are_decided_by_the_kernel_across_mounts(
     finally:
         subprocess.run(["umount", str(inner)], check=True)
     assert "learned" not in caplog.text, caplog.text
-    expected = []
-    for op, result in zip(ops, results, strict=True):
-        full = seen_by_process(op, result)
-        assert full is not None and result[0] >= 0, (op, result)
-        if matches(entries, full):
-            expected.append((op[2], full))
+    expected = opened_and_matching(entries, ops, results)
     assert [(ev.path, ev.full_path) for ev in events] == expected
     assert len(expected) == 5
+
+
+@pytest.mark.parametrize("more_dirs", [0, 5], ids=["one-directory", "six-directories"])
+def test_files_many_levels_below_or_beside_a_directory_are_decided_as_their_paths_say(
+    tree: Path, more_dirs: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The walk up from a file takes its first levels in line and the rest in a loop, and compares
+    a few directories in line and more in the loop: files 14 levels below the directory, beside it
+    and above it, with one directory entry or six (the one that matches last), get the answer
+    their paths give."""
+    levels = "/".join(f"l{i}" for i in range(14))
+    for top in ("data", "other"):
+        (tree / top / levels).mkdir(parents=True)
+        (tree / top / levels / "f").write_text("f")
+    extra = [tree / f"extra{i}" for i in range(more_dirs)]
+    for directory in extra:
+        directory.mkdir()
+    entries = [f"{d}/" for d in extra] + [f"{tree}/data/"]
+    ops = [
+        resolve(None, tree / "data" / levels / "f"),  # decided after the levels taken in line
+        resolve(None, tree / "other" / levels / "f"),  # beside it: walked up to the root
+        resolve(None, tree / "data" / "l0" / "l1"),
+        resolve(None, tree / "other" / "x.log"),
+        ["chdir", str(tree / "data" / levels)],
+        resolve(None, "f"),
+        resolve(None, "../../../../../../../../../../../../../../../other/x.log"),
+    ]
+    with caplog.at_level("WARNING", logger="opentrace"):
+        results, events = run_filtered(tree, entries, ops)
+    assert "learned" not in caplog.text, caplog.text
+    expected = opened_and_matching(entries, ops, results)
+    assert [(ev.path, ev.full_path) for ev in events] == expected
+    assert len(expected) == 3
 
 
 def test_two_watchers_of_one_process_keep_their_own_directories(tree: Path) -> None:

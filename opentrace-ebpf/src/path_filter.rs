@@ -273,9 +273,23 @@ pub fn under_learned(fd: i64) -> Option<bool> {
     if !read_into(&mut ascent.mount_window, mount + offset!(mount_window)) {
         return None;
     }
-    // No context: the exit program's stack has no room left for one (`ascend` finds its own).
-    // SAFETY: `ascend` has the callback signature bpf_loop expects.
-    unsafe { bpf_loop(path::MAX_STEPS, ascend as *mut c_void, core::ptr::null_mut(), 0) };
+    // The first levels here when the filter has few directories, the rest (if any) stepped by
+    // `bpf_loop`: a callback's call costs about as much as a level's own work. (With more
+    // directories, their comparisons inline, verified level by level, make loading slow.)
+    let mut left = true;
+    if shared.count as usize <= INLINE_DIRS {
+        for _ in 0..INLINE_STEPS {
+            if ascend_once::<INLINE_DIRS>(ascent, shared) != CONTINUE {
+                left = false;
+                break;
+            }
+        }
+    }
+    if left {
+        // No context: the exit program's stack has no room left for one (`ascend` finds its own).
+        // SAFETY: `ascend` has the callback signature bpf_loop expects.
+        unsafe { bpf_loop(path::MAX_STEPS - INLINE_STEPS, ascend as *mut c_void, core::ptr::null_mut(), 0) };
+    }
     // Read anew, through the map's pointer: `ascend` wrote it behind the compiler's back.
     // SAFETY: this CPU's space, as above.
     match unsafe { (&raw const (*space).ascent.found).read_volatile() } {
@@ -285,44 +299,64 @@ pub fn under_learned(fd: i64) -> Option<bool> {
     }
 }
 
-/// One step up: whether this (mount, dentry) is a learned directory or the root; else on to the
-/// parent (across a mount point at a mount's root).
+/// Levels of the walk taken before `bpf_loop` takes over, when the filter has at most
+/// `INLINE_DIRS` directories.
+const INLINE_STEPS: u32 = 8;
+const INLINE_DIRS: usize = 4;
+
+/// What a step of the walk says: go on, or stop (decided, or cannot be told).
+const CONTINUE: i64 = 0;
+const STOP: i64 = 1;
+
+/// The walk's steps after the first `INLINE_STEPS`, called by `bpf_loop`.
 extern "C" fn ascend(_: u64, _: *mut c_void) -> i64 {
-    let (Some(space), Some(learned)) = (SPACE.get_ptr_mut(0), LEARNED.get_ptr(0)) else { return 1 };
+    let (Some(space), Some(learned)) = (SPACE.get_ptr_mut(0), LEARNED.get_ptr(0)) else { return STOP };
     // SAFETY: this CPU's space and `LEARNED`'s element, as in `under_learned`, which is waiting
     // in `bpf_loop`.
     let (ascent, learned) = unsafe { (&mut (*space).ascent, &*learned) };
+    ascend_once::<MAX_ENTRIES>(ascent, learned)
+}
+
+/// One step up: whether this (mount, dentry) is a learned directory or the root; else on to the
+/// parent (across a mount point at a mount's root). Compares the first `DIRS` learned
+/// directories (the caller knows there are no more).
+#[inline(always)]
+fn ascend_once<const DIRS: usize>(ascent: &mut Ascent, learned: &Learned) -> i64 {
     let vfsmount = ascent.mount + offset!(mount_mnt);
     // The learned directories first: the root may be one of them (an entry "/").
-    for (i, dir) in learned.dirs.iter().enumerate() {
+    for (i, dir) in learned.dirs.iter().take(DIRS).enumerate() {
         if i as u32 >= learned.count {
             break;
         }
         if dir[1] == ascent.dentry && dir[0] == vfsmount {
             ascent.found = UNDER;
-            return 1;
+            return STOP;
         }
     }
     if ascent.dentry == learned.root_dentry && vfsmount == learned.root_mnt {
         ascent.found = NOT_UNDER;
-        return 1;
+        return STOP;
     }
     if ascent.dentry == word(&ascent.mount_window, offset!(mount_root)) {
         let parent = word(&ascent.mount_window, offset!(mount_parent));
         if parent == ascent.mount {
             // Outside the watcher's root: its path is compared.
-            return 1;
+            return STOP;
         }
         ascent.dentry = word(&ascent.mount_window, offset!(mount_mountpoint));
         ascent.mount = parent;
-        return i64::from(!read_into(&mut ascent.mount_window, parent + offset!(mount_window)));
+        return if read_into(&mut ascent.mount_window, parent + offset!(mount_window)) {
+            CONTINUE
+        } else {
+            STOP
+        };
     }
     match read::<u64>(ascent.dentry + offset!(dentry_window) + offset!(dentry_parent)) {
         Ok(parent) if parent != ascent.dentry => {
             ascent.dentry = parent;
-            0
+            CONTINUE
         }
-        _ => 1,
+        _ => STOP,
     }
 }
 
