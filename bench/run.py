@@ -153,7 +153,8 @@ TRACERS += [
 ]
 
 # Before/after in one run: OPENTRACE_BASELINE_PYTHON names an interpreter with another opentrace
-# installed (e.g. a venv built from an earlier commit); its library and CLI rows are added.
+# installed (e.g. a venv built from an earlier commit); its library, CLI, top and path-filter rows
+# are added.
 BASELINE = os.environ.get("OPENTRACE_BASELINE_PYTHON")
 if BASELINE:
     TRACERS[2:2] = [
@@ -162,6 +163,8 @@ if BASELINE:
     ]
     TRACERS.append(library("baseline-top", "baseline: opentrace watch_counts by comm,file", top_watch,
                            attached=b"ready ", python=BASELINE))
+    TRACERS.append(library("baseline-path-other", "baseline: opentrace library, --path DIR/ excluding the workload "
+                           "(dentries)", {"paths": ["/usr/share/"]}, attached=b"ready ", python=BASELINE))
 
 # Each is a C program in bench/ speaking otbench's protocol (see overhead.Workload); every tracer
 # above runs on each. A new one is one more entry, with ``setup`` / ``args`` when it needs more
