@@ -15,6 +15,9 @@ use crate::event::OpenEvent;
 #[pyclass(module = "opentrace._opentrace", frozen)]
 pub struct Formatter {
     json: bool,
+    /// The JSON keys of the open's fields that `to_dict()` has, in `FIELDS`' order (as
+    /// `text::json_key` writes them).
+    json_keys: Vec<(&'static str, String)>,
     columns: Columns,
     /// Tracepoint lines show their time from here (ns, CLOCK_MONOTONIC).
     start_ns: u64,
@@ -36,8 +39,13 @@ impl Formatter {
 
     pub fn write(&self, event: Open<'_>, out: &mut String) {
         if self.json {
-            let fields = FIELDS.iter().filter(|f| f.show & DICT != 0).map(|f| (f.name, (f.get)(event)));
-            text::write_json(fields, out);
+            // Each value goes from its getter straight to the writer: through an iterator of
+            // (name, value) pairs, each was copied in pieces that waited on the getter's stores.
+            let mut object = text::JsonObject::new(out);
+            for (field, (name, key)) in FIELDS.iter().filter(|f| f.show & DICT != 0).zip(&self.json_keys) {
+                object.field_keyed(name, key, (field.get)(event));
+            }
+            object.end_line();
         } else {
             self.columns.write(|i| (FIELDS[i].get)(event), out);
         }
@@ -65,7 +73,7 @@ impl Formatter {
             full_path,
             container,
         };
-        Formatter { json, columns: open::columns(options), start_ns }
+        Formatter { json, json_keys: json_keys(), columns: open::columns(options), start_ns }
     }
 
     /// The formatter of `opentrace watch`: tracepoint records as `name=value` lines (their time
@@ -73,7 +81,7 @@ impl Formatter {
     #[staticmethod]
     #[pyo3(signature = (*, json = false, start_ns = 0))]
     fn for_tracepoints(json: bool, start_ns: u64) -> Formatter {
-        Formatter { json, columns: Columns(Vec::new()), start_ns }
+        Formatter { json, json_keys: json_keys(), columns: Columns(Vec::new()), start_ns }
     }
 
     /// The column header line (empty for JSON).
@@ -93,6 +101,11 @@ impl Formatter {
         }
         out
     }
+}
+
+/// The JSON keys of `Formatter::json_keys`.
+fn json_keys() -> Vec<(&'static str, String)> {
+    FIELDS.iter().filter(|f| f.show & DICT != 0).map(|f| (f.name, text::json_key(f.name))).collect()
 }
 
 /// One file's counts as Python passes them: (path, opens, failed, [(errno, count)]).
