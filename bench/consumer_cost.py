@@ -8,14 +8,16 @@ beside it (on a 2-vCPU machine, on the sibling vCPU, which slows both); this mea
     sudo .venv/bin/python bench/consumer_cost.py [--ops 400000] [--rounds 5] [--ring-shards N]
 
 Each round, each way of reading: ``for ev in w`` and ``for batch in w.batches(): for ev in batch``,
-both reading ``ev.pid`` (as bench/consumer.py counts the workload's events), and ``for ev in w``
-reading nothing. Prints M events per CPU-second (median of the rounds, and the range) and the CPU
-time per event; everything measured goes to bench/out/consumer-cost-<timestamp>.json.
+both reading ``ev.pid`` (as bench/consumer.py counts the workload's events), ``for ev in w``
+reading nothing, and the CLI's writer (its lines, with -T and with --json, to /dev/null). Prints
+M events per CPU-second (median of the rounds, and the range) and the CPU time per event;
+everything measured goes to bench/out/consumer-cost-<timestamp>.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -29,7 +31,7 @@ from common import BenchError, build_workload, check_root, ensure_tracefs, entry
 RING_SIZE = 256 << 20
 
 
-def by_event(w: Any, pid: int, want: int) -> int:
+def by_event(w: Any, pid: int, want: int, start_ns: int) -> int:
     """``for ev in w``, reading ``ev.pid``, until ``want`` events of ``pid``; returns events read."""
     seen = mine = 0
     for ev in w:
@@ -41,7 +43,7 @@ def by_event(w: Any, pid: int, want: int) -> int:
     return seen
 
 
-def by_batch(w: Any, pid: int, want: int) -> int:
+def by_batch(w: Any, pid: int, want: int, start_ns: int) -> int:
     """``for batch in w.batches(): for ev in batch``, reading ``ev.pid``."""
     seen = mine = 0
     for batch in w.batches():
@@ -54,7 +56,7 @@ def by_batch(w: Any, pid: int, want: int) -> int:
     return seen
 
 
-def untouched(w: Any, pid: int, want: int) -> int:
+def untouched(w: Any, pid: int, want: int, start_ns: int) -> int:
     """``for ev in w`` reading nothing, until it read as many events as the workload made (any
     process's: the rate is of events read)."""
     seen = 0
@@ -65,15 +67,40 @@ def untouched(w: Any, pid: int, want: int) -> int:
     return seen
 
 
-LOOPS: dict[str, Callable[[Any, int, int], int]] = {
+def cli_writer(**options: bool) -> Callable[[Any, int, int, int], int]:
+    """The CLI's writer with these options (``opentrace [-T] [--json] > /dev/null``): lines made
+    in Rust from the ring's records, written by Python, until it wrote as many as the workload
+    made (any process's, as ``untouched``). Its clock starts before the burst, as the CLI's does."""
+
+    def loop(w: Any, pid: int, want: int, start_ns: int) -> int:
+        from opentrace._opentrace import Formatter
+
+        formatter = Formatter(start_ns=start_ns, **options)
+        seen = 0
+        with open(os.devnull, "w") as out:
+            while seen < want:
+                read: list[tuple[str, int]] = []
+                w._read_text(formatter, 1.0, None, read)
+                for text, count in read:
+                    out.write(text)
+                    seen += count
+        return seen
+
+    return loop
+
+
+LOOPS: dict[str, Callable[[Any, int, int, int], int]] = {
     "for ev in w (ev.pid)": by_event,
     "w.batches() (ev.pid)": by_batch,
     "for ev in w (no attribute)": untouched,
+    "CLI lines > /dev/null": cli_writer(),
+    "CLI -T lines > /dev/null": cli_writer(timestamp=True),
+    "CLI --json lines > /dev/null": cli_writer(json=True),
 }
 
 
 def one(
-    loop: Callable[[Any, int, int], int], workload: str, target: str, ops: int, shards: int | None
+    loop: Callable[[Any, int, int, int], int], workload: str, target: str, ops: int, shards: int | None
 ) -> tuple[float, float]:
     """Fills a ring (``shards`` of them: None, the default) with the storm's ``ops`` opens, then
     reads them, twice with one watcher; events per CPU-second, the first time and the second."""
@@ -82,6 +109,7 @@ def one(
     rates = []
     with opentrace.watch(ring_size=RING_SIZE, **({} if shards is None else {"ring_shards": shards})) as w:
         for _ in range(2):
+            start_ns = time.monotonic_ns()
             proc = subprocess.Popen([workload, target, str(ops), "1"], stdin=subprocess.PIPE,
                                     stdout=subprocess.DEVNULL)
             assert proc.stdin is not None
@@ -90,7 +118,7 @@ def one(
             if proc.wait(timeout=300) != 0:
                 raise BenchError(f"the workload failed with status {proc.returncode}")
             cpu = time.process_time()
-            seen = loop(w, proc.pid, ops)
+            seen = loop(w, proc.pid, ops, start_ns)
             cpu = time.process_time() - cpu
             if w.lost:
                 raise BenchError(f"{w.lost} events lost: the ring ({RING_SIZE >> 20} MiB) did not hold the storm")
