@@ -140,16 +140,27 @@ pub fn push_uint(out: &mut String, n: u64, width: usize, align: Align) {
     push_digits(out, false, n, width, align);
 }
 
+/// "00", "01", ... "99": two digits per division (a timestamp has 13 or more).
+const DIGIT_PAIRS: &[u8; 200] = b"\
+    0001020304050607080910111213141516171819202122232425262728293031323334353637383940414243444546474849\
+    5051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899";
+
 fn push_digits(out: &mut String, negative: bool, mut rest: u64, width: usize, align: Align) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
-    loop {
+    while rest >= 100 {
+        let pair = 2 * (rest % 100) as usize;
+        rest /= 100;
+        at -= 2;
+        digits[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    }
+    if rest >= 10 {
+        let pair = 2 * rest as usize;
+        at -= 2;
+        digits[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    } else {
         at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
+        digits[at] = b'0' + rest as u8;
     }
     let fill = width.saturating_sub(digits.len() - at + usize::from(negative));
     if align == Align::Right {
@@ -424,6 +435,25 @@ mod tests {
 
     fn column(title: &'static str, field: usize, width: usize, align: Align, render: Render) -> Column {
         Column { title, field, width, align, render, none: "-", fallback: None }
+    }
+
+    #[test]
+    fn integers_are_written_as_format_writes_them() {
+        let mut values: Vec<i64> =
+            vec![0, 1, 9, 10, 99, 100, 101, 999, 1000, i64::MAX, i64::MIN, -1, -10, -99, -100];
+        values.extend((0..100_000i64).map(|i| i.wrapping_mul(6_364_136_223_846_793_005) >> (i % 60)));
+        for n in values {
+            for (width, align) in [(0, Align::Left), (7, Align::Left), (7, Align::Right)] {
+                let mut ours = String::new();
+                push_int(&mut ours, n, width, align);
+                let theirs =
+                    if align == Align::Left { format!("{n:<width$}") } else { format!("{n:>width$}") };
+                assert_eq!(ours, theirs);
+            }
+            let mut ours = String::new();
+            push_uint(&mut ours, n as u64, 0, Align::Left);
+            assert_eq!(ours, (n as u64).to_string());
+        }
     }
 
     #[test]
