@@ -408,10 +408,16 @@ impl Reader {
     ) -> PyResult<usize> {
         let Rings::Sharded(merge) = &mut self.rings else { return Ok(0) };
         let (decoder, exited, out) = (&mut self.decoder, &mut self.exited, &mut self.out);
-        // Only the records that inform the reader are decoded here (a cgroup's name before the
-        // events that need it); events are decoded as they go out.
-        let read =
-            merge.read(|record| decode(decoder, record, name_cgroups, shared, exited, |_| Ok(()), ()))?;
+        // A pass only once nothing read can go out: what is held is handed out first, a cache's
+        // worth per drain, and each pass sorts what is held (a pass per drain sorted it every
+        // 512 events). Meanwhile a backlog waits in the rings, as it does with one ring.
+        // Only the records that inform the reader are decoded in a pass (a cgroup's name before
+        // the events that need it); events are decoded as they go out.
+        let read = if merge.ready() {
+            0
+        } else {
+            merge.read(|record| decode(decoder, record, name_cgroups, shared, exited, |_| Ok(()), ()))?
+        };
         merge.decode_deferred(|record| {
             let open = |record: Record<'_>| {
                 Ok(match record {

@@ -276,19 +276,20 @@ pub fn under_learned(fd: i64) -> Option<bool> {
     // The first levels here when the filter has few directories, the rest (if any) stepped by
     // `bpf_loop`: a callback's call costs about as much as a level's own work. (With more
     // directories, their comparisons inline, verified level by level, make loading slow.)
-    let mut left = true;
+    let mut left = path::MAX_STEPS;
     if shared.count as usize <= INLINE_DIRS {
         for _ in 0..INLINE_STEPS {
+            left -= 1;
             if ascend_once::<INLINE_DIRS>(ascent, shared) != CONTINUE {
-                left = false;
+                left = 0;
                 break;
             }
         }
     }
-    if left {
+    if left > 0 {
         // No context: the exit program's stack has no room left for one (`ascend` finds its own).
         // SAFETY: `ascend` has the callback signature bpf_loop expects.
-        unsafe { bpf_loop(path::MAX_STEPS - INLINE_STEPS, ascend as *mut c_void, core::ptr::null_mut(), 0) };
+        unsafe { bpf_loop(left, ascend as *mut c_void, core::ptr::null_mut(), 0) };
     }
     // Read anew, through the map's pointer: `ascend` wrote it behind the compiler's back.
     // SAFETY: this CPU's space, as above.
