@@ -88,6 +88,11 @@ impl OpenEvent {
         self.0 == other.0
     }
 
+    /// (Of its own: derived from `__eq__`, `!=` with another type would ask that type's `==`.)
+    fn __ne__(&self, other: PyRef<'_, Self>) -> bool {
+        self.0 != other.0
+    }
+
     fn __hash__(&self) -> u64 {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         self.0.hash(&mut hasher);
