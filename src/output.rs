@@ -17,7 +17,7 @@ pub struct Formatter {
     json: bool,
     /// The JSON keys of the open's fields that `to_dict()` has, in `FIELDS`' order (as
     /// `text::json_key` writes them).
-    json_keys: Vec<(&'static str, String)>,
+    json_keys: Vec<String>,
     columns: Columns,
     /// Tracepoint lines show their time from here (ns, CLOCK_MONOTONIC).
     start_ns: u64,
@@ -42,8 +42,8 @@ impl Formatter {
             // Each value goes from its getter straight to the writer: through an iterator of
             // (name, value) pairs, each was copied in pieces that waited on the getter's stores.
             let mut object = text::JsonObject::new(out);
-            for (field, (name, key)) in FIELDS.iter().filter(|f| f.show & DICT != 0).zip(&self.json_keys) {
-                object.field_keyed(name, key, (field.get)(event));
+            for (field, key) in FIELDS.iter().filter(|f| f.show & DICT != 0).zip(&self.json_keys) {
+                object.field_keyed(field.name, key, (field.get)(event));
             }
             object.end_line();
         } else {
@@ -104,8 +104,8 @@ impl Formatter {
 }
 
 /// The JSON keys of `Formatter::json_keys`.
-fn json_keys() -> Vec<(&'static str, String)> {
-    FIELDS.iter().filter(|f| f.show & DICT != 0).map(|f| (f.name, text::json_key(f.name))).collect()
+fn json_keys() -> Vec<String> {
+    FIELDS.iter().filter(|f| f.show & DICT != 0).map(|f| text::json_key(f.name)).collect()
 }
 
 /// One file's counts as Python passes them: (path, opens, failed, [(errno, count)]).

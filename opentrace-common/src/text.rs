@@ -249,17 +249,8 @@ fn is_invisible(c: char) -> bool {
 /// surrogate escapes, and `jq` and most others turn those into U+FFFD.
 pub const B64_SUFFIX: &str = "_b64";
 
-/// One JSON object on one line: `json.dumps(dict(fields))` byte for byte (ASCII only, Python's
+/// A JSON object being written: `json.dumps(dict(fields))` byte for byte (ASCII only, Python's
 /// separators), plus a `<name>_b64` key after each text field whose bytes are not UTF-8.
-pub fn write_json<'a, 'n>(fields: impl IntoIterator<Item = (&'n str, Value<'a>)>, out: &mut String) {
-    let mut object = JsonObject::new(out);
-    for (name, value) in fields {
-        object.field(name, value);
-    }
-    object.end_line();
-}
-
-/// A JSON object being written, as `json.dumps` writes it (see [`write_json`]).
 pub struct JsonObject<'o> {
     out: &'o mut String,
     first: bool,
@@ -535,16 +526,18 @@ mod tests {
     #[test]
     fn json_escapes_like_python_and_keeps_the_bytes() {
         let mut out = String::new();
-        write_json(
-            [
-                ("n", Value::Int(-3)),
-                ("none", Value::None),
-                ("raw", Value::Bytes(b"skipped")),
-                ("path", Value::Text(b"q\"b\\ caf\xc3\xa9 \xf0\x9f\x98\x80 \xff\x01")),
-                ("ok", Value::Text(b"/etc")),
-            ],
-            &mut out,
-        );
+        let mut object = JsonObject::new(&mut out);
+        for (name, value) in [
+            ("n", Value::Int(-3)),
+            ("none", Value::None),
+            ("raw", Value::Bytes(b"skipped")),
+            ("path", Value::Text(b"q\"b\\ caf\xc3\xa9 \xf0\x9f\x98\x80 \xff\x01")),
+            ("ok", Value::Text(b"/etc")),
+        ] {
+            // The CLI's writer's way: each key written out beforehand.
+            object.field_keyed(name, &json_key(name), value);
+        }
+        object.end_line();
         assert_eq!(
             out,
             "{\"n\": -3, \"none\": null, \"path\": \"q\\\"b\\\\ caf\\u00e9 \\ud83d\\ude00 \\udcff\\u0001\", \
