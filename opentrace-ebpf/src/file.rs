@@ -46,8 +46,7 @@ pub fn identity(fd: i64) -> (FileId, u8) {
 #[inline(always)]
 pub fn inode_key(fd: i64) -> Option<(u64, u32)> {
     let inode = lookup(fd).ok().and_then(|file| file_inode(file).ok())?;
-    let (ino, sb) = ino_and_sb(inode).ok()?;
-    Some((ino, sb_dev(sb).ok()?))
+    inode_id(inode).ok()
 }
 
 #[inline(always)]
