@@ -123,29 +123,13 @@ impl Out {
         }
     }
 
-    /// As `take_record`, for an event already made (`made`).
-    fn take_made(&mut self, py: Python<'_>, want: &Want<'_>, event: Py<PyAny>) -> bool {
-        match want {
-            Want::Events => {
-                self.ready.push_back(event);
-                true
-            }
-            Want::Text { formatter, limit } => {
-                write_made(py, formatter, &event, &mut self.text);
-                self.text_count += 1;
-                self.text_count < *limit
-            }
-            Want::Owned { limit } => {
-                own_made(py, &event, &mut self.owned);
-                self.owned.len() < *limit
-            }
-        }
-    }
-
     /// As `take_record`, for an io_uring open the merge held back, decoded.
     fn take_owned(&mut self, py: Python<'_>, want: &Want<'_>, open: OwnedOpen) -> PyResult<bool> {
         match want {
-            Want::Events => Ok(self.take_made(py, want, untracked(Py::new(py, OpenEvent(open))?.into_any()))),
+            Want::Events => {
+                self.ready.push_back(untracked(Py::new(py, OpenEvent(open))?.into_any()));
+                Ok(true)
+            }
             Want::Text { formatter, limit } => {
                 formatter.write(open.view(), &mut self.text);
                 self.text_count += 1;
@@ -397,8 +381,8 @@ impl Reader {
     }
 
     /// `drain` for sharded rings: one pass of `Merge::read` (every shard, up to where its
-    /// producers were), then up to `batch(want)` events (or the read's limit) handed out in time
-    /// order, decoded as one ring's records are.
+    /// producers were) if nothing held can go out yet, then up to `batch(want)` events (or the
+    /// read's limit) handed out in time order, decoded as one ring's records are.
     fn drain_shards(
         &mut self,
         py: Python<'_>,
