@@ -21,12 +21,15 @@
 //!
 //! An io_uring completion can be read before its submission (another shard, read later in the
 //! pass, or in the next): it waits until every shard has been read past it, when its submission
-//! has been read for certain, and is decoded then.
+//! has been read for certain, and is decoded then. Submissions wait with it, and those decoded
+//! together go in the order their requests were made (a submission before its completion): the
+//! kernel reuses a request's address as soon as it completed, and a submission decoded ahead of
+//! the previous request's completion at that address took its place, which lost both events.
 use std::{collections::VecDeque, io, mem::offset_of, os::fd::AsRawFd, sync::atomic::AtomicU64};
 
 use aya::maps::{MapData, RingBuf};
 use opentrace_common::{
-    abi::{RecordKind, open::OpenHeader, tracepoint::TracepointHeader},
+    abi::{RecordKind, open::OpenHeader, tracepoint::TracepointHeader, uring::UringComplete},
     open::OwnedOpen,
 };
 use pyo3::PyResult;
@@ -48,6 +51,21 @@ enum Slot {
         len: usize,
     },
     Open(Box<OwnedOpen>),
+}
+
+/// An io_uring record that waits to be decoded (see the module's comment).
+struct Deferred {
+    /// The start of the pass that read it.
+    read_at: u64,
+    /// Its request's submission time, then the submission before the completion.
+    order: (u64, bool),
+    record: Box<[u8]>,
+}
+
+impl Deferred {
+    fn new(read_at: u64, submitted: Option<u64>, completion: bool, record: &[u8]) -> Deferred {
+        Deferred { read_at, order: (submitted.unwrap_or(0), completion), record: record.into() }
+    }
 }
 
 /// The kernel's positions in one ring: its consumer page and its producer page, mapped read-only
@@ -113,9 +131,8 @@ pub struct Merge {
     /// The held events, with their `timestamp_ns`; sorted by it when `sorted`.
     held: VecDeque<(u64, Slot)>,
     sorted: bool,
-    /// io_uring completions read before it was certain their submissions were, each with the
-    /// start of the pass that read it.
-    deferred: Vec<(u64, Box<[u8]>)>,
+    /// io_uring submissions and completions not decoded yet (see the module's comment).
+    deferred: Vec<Deferred>,
     /// The watcher ended: everything held goes out.
     ended: bool,
 }
@@ -160,13 +177,14 @@ impl Merge {
     }
 
     /// One pass: reads each shard up to its producers' position at the start. Events are held,
-    /// as copies of their records; io_uring completions wait for `decode_deferred`; the records
-    /// that inform the reader (a cgroup's name, an io_uring submission, a followed process's
-    /// exit), and any too short to be an event (the decoder says so), go to `visit` at once. How
-    /// many records were read.
+    /// as copies of their records; io_uring submissions and completions wait for
+    /// `decode_deferred`; the records that inform the reader (a cgroup's name, a followed
+    /// process's exit), and any too short to be an event (the decoder says so), go to `visit` at
+    /// once. How many records were read.
     pub fn read(&mut self, mut visit: impl FnMut(&[u8]) -> PyResult<()>) -> PyResult<usize> {
         const OPEN: u8 = RecordKind::Open as u8;
         const TRACEPOINT: u8 = RecordKind::Tracepoint as u8;
+        const SUBMIT: u8 = RecordKind::UringSubmit as u8;
         const COMPLETE: u8 = RecordKind::UringComplete as u8;
         let t0 = monotonic_ns();
         let mut read = 0;
@@ -178,8 +196,16 @@ impl Merge {
                 let stamp = match record.first() {
                     Some(&OPEN) => timestamp(&record, offset_of!(OpenHeader, timestamp_ns)),
                     Some(&TRACEPOINT) => timestamp(&record, offset_of!(TracepointHeader, timestamp_ns)),
+                    // A request's submission and completion are put in order by the time it was
+                    // submitted, which each carries (a short record: the decoder says so).
+                    Some(&SUBMIT) => {
+                        let submitted = timestamp(&record, offset_of!(OpenHeader, timestamp_ns));
+                        self.deferred.push(Deferred::new(t0, submitted, false, &record));
+                        continue;
+                    }
                     Some(&COMPLETE) => {
-                        self.deferred.push((t0, record.to_vec().into()));
+                        let submitted = timestamp(&record, offset_of!(UringComplete, submitted_ns));
+                        self.deferred.push(Deferred::new(t0, submitted, true, &record));
                         continue;
                     }
                     _ => None,
@@ -209,9 +235,11 @@ impl Merge {
             return Ok(());
         }
         let cut = self.cut();
-        let (ready, waiting) = std::mem::take(&mut self.deferred).into_iter().partition(|(at, _)| *at < cut);
+        let (mut ready, waiting): (Vec<_>, _) =
+            std::mem::take(&mut self.deferred).into_iter().partition(|d| d.read_at < cut);
         self.deferred = waiting;
-        for (_, record) in ready {
+        ready.sort_by_key(|d| d.order);
+        for Deferred { record, .. } in ready {
             if let Some(open) = decode(&record)? {
                 self.held.push_back((open.head.timestamp_ns, Slot::Open(Box::new(open))));
                 self.sorted = false;
@@ -285,6 +313,12 @@ impl Merge {
     pub fn ready(&self) -> bool {
         let cut = self.cut();
         self.held.front().is_some_and(|(ts, _)| *ts < cut)
+    }
+
+    /// The io_uring records not decoded yet, forgotten (the watcher ends): how many submissions,
+    /// whose events are lost.
+    pub fn forget_waiting(&mut self) -> u64 {
+        std::mem::take(&mut self.deferred).iter().filter(|d| !d.order.1).count() as u64
     }
 
     /// Whether anything is held back or waiting.

@@ -342,9 +342,14 @@ impl Reader {
         matches!(&self.rings, Rings::Sharded(merge) if merge.holding())
     }
 
-    /// Requests still waiting for their completion will not be reported now: lost.
+    /// Requests still waiting for their completion will not be reported now: lost (with sharded
+    /// rings, also those whose submission is still waiting to be decoded).
     pub fn forget_waiting(&mut self, shared: &Shared) {
-        shared.ledger.add_uring(self.decoder.forget_waiting());
+        let undecoded = match &mut self.rings {
+            Rings::Sharded(merge) => merge.forget_waiting(),
+            Rings::One(_) => 0,
+        };
+        shared.ledger.add_uring(self.decoder.forget_waiting() + undecoded);
     }
 
     /// Passes up to `batch(want)` records from the ring to the read, until it wants no more. Returns

@@ -154,15 +154,17 @@ def test_failed_only(helper: Path, tmp_path: Path) -> None:
     assert [(e.path, e.errno) for e in uring(events)] == [("gone", errno.ENOENT)]
 
 
-def test_many_requests_each_paired_with_its_own_completion(helper: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("shards", [None, 2], ids=["default-rings", "two-shards"])
+def test_many_requests_each_paired_with_its_own_completion(helper: Path, tmp_path: Path, shards: int | None) -> None:
     """200 opens of distinct files, a third of them missing, some through io-wq: each event has
-    its own request's path and its own completion's result, as the process saw them."""
+    its own request's path and its own completion's result, as the process saw them; through two
+    ring shards too, where a completion can be read before its submission and waits for it."""
     ops = []
     for i in range(200):
         if i % 3:
             (tmp_path / f"f{i}").write_bytes(b"")
         ops.append(f"open:{tmp_path}/f{i}")
-    reports, events = run(helper, tmp_path, ops, full_path=True)
+    reports, events = run(helper, tmp_path, ops, full_path=True, **({} if shards is None else {"ring_shards": shards}))
     opens = uring(events)
     assert len(opens) == len(reports) == 200
     for ev, report, op in zip(opens, reports, ops, strict=True):
