@@ -5,7 +5,11 @@ by the reader's CPU time alone; twice per watcher, as a new watcher's first burs
 one's (the reader's memory, and Python's, already grown). run.py's library rows measure the loop while the workload runs
 beside it (on a 2-vCPU machine, on the sibling vCPU, which slows both); this measures it alone.
 
-    sudo .venv/bin/python bench/consumer_cost.py [--ops 400000] [--rounds 5] [--ring-shards N]
+    sudo .venv/bin/python bench/consumer_cost.py [--ops 400000] [--rounds 5] [--ring-shards N] [--loops ...]
+
+Another build of opentrace is measured by putting its package first on PYTHONPATH (the printed
+header names the package read); older builds lack the CLI writer's entry point, so give them
+``--loops event,batches,untouched`` (or fewer).
 
 Each round, each way of reading: ``for ev in w`` and ``for batch in w.batches(): for ev in batch``,
 both reading ``ev.pid`` (as bench/consumer.py counts the workload's events), ``for ev in w``
@@ -23,6 +27,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from common import BenchError, build_workload, check_root, ensure_tracefs, entry, machine_info, workspace, write_json
@@ -89,13 +94,14 @@ def cli_writer(**options: bool) -> Callable[[Any, int, int, int], int]:
     return loop
 
 
-LOOPS: dict[str, Callable[[Any, int, int, int], int]] = {
-    "for ev in w (ev.pid)": by_event,
-    "w.batches() (ev.pid)": by_batch,
-    "for ev in w (no attribute)": untouched,
-    "CLI lines > /dev/null": cli_writer(),
-    "CLI -T lines > /dev/null": cli_writer(timestamp=True),
-    "CLI --json lines > /dev/null": cli_writer(json=True),
+# Each loop by its name for --loops, its label in the table, and the loop.
+LOOPS: dict[str, tuple[str, Callable[[Any, int, int, int], int]]] = {
+    "event": ("for ev in w (ev.pid)", by_event),
+    "batches": ("w.batches() (ev.pid)", by_batch),
+    "untouched": ("for ev in w (no attribute)", untouched),
+    "cli": ("CLI lines > /dev/null", cli_writer()),
+    "cli-T": ("CLI -T lines > /dev/null", cli_writer(timestamp=True)),
+    "cli-json": ("CLI --json lines > /dev/null", cli_writer(json=True)),
 }
 
 
@@ -136,32 +142,42 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ops", type=int, default=400_000, help="opens in the storm (default 400000)")
     p.add_argument("--rounds", type=int, default=5, help="rounds (default 5)")
     p.add_argument("--ring-shards", type=int, help="ring buffers (default: the library's, one per 2 CPUs)")
+    p.add_argument("--loops", default=",".join(LOOPS),
+                   help=f"the loops to run, comma-separated (default: all of {','.join(LOOPS)}); the "
+                        "event loops alone can read an older opentrace through PYTHONPATH")
     args = p.parse_args(argv)
+    chosen = [name.strip() for name in args.loops.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in LOOPS]
+    if unknown or not chosen:
+        p.error(f"--loops: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(LOOPS)}")
+    loops = {LOOPS[name][0]: LOOPS[name][1] for name in chosen}
     check_root("consumer_cost.py")
     ensure_tracefs()
     workload = str(build_workload())
-    first: dict[str, list[float]] = {name: [] for name in LOOPS}
-    warm: dict[str, list[float]] = {name: [] for name in LOOPS}
+    first: dict[str, list[float]] = {name: [] for name in loops}
+    warm: dict[str, list[float]] = {name: [] for name in loops}
     with workspace("otconsumer-") as work:
         target = work / "f"
         target.write_text("")
         for rnd in range(1, args.rounds + 1):
-            for name, loop in LOOPS.items():
+            for name, loop in loops.items():
                 cold, hot = one(loop, workload, str(target), args.ops, args.ring_shards)
                 first[name].append(cold)
                 warm[name].append(hot)
                 print(f"  round {rnd} {name:<28} {cold / 1e6:5.2f} M events per CPU-second, then {hot / 1e6:5.2f} M",
                       file=sys.stderr, flush=True)
     info = machine_info()
+    import opentrace
+
     print(f"machine: Linux {info['kernel']}, {info['cpus']} CPUs ({info['cpu_model']}); "
-          f"python {info['python']}, opentrace {info['opentrace']}")
+          f"python {info['python']}, opentrace {info['opentrace']} from {Path(opentrace.__file__).parent}")
     shards = "the default ring shards" if args.ring_shards is None else f"{args.ring_shards} ring shards"
     print(f"{args.ops} opens read from a ring filled beforehand ({shards}), {args.rounds} rounds; a watcher's "
           "first burst, then its second (warm)\n")
     print("| loop | M events per CPU-second, first burst | range | warm | range | CPU ns per event, warm |")
     print("|---|---:|---:|---:|---:|---:|")
     summary = {}
-    for name in LOOPS:
+    for name in loops:
         c = spread(first[name])
         h = spread(warm[name])
         summary[name] = {"first": c, "warm": h}

@@ -56,6 +56,13 @@ BPFTRACE_COUNT_EXIT = (
     'else if (pid == {pid}) {{ printf("probe-seen\\n"); }} }}'
 )
 
+# The attach floor at the exit, where `opentrace top` counts: a program on sys_exit_openat that
+# does nothing for the workload (it reads the pid and compares it with this script's, whose opens
+# print the readiness line). What any tool counting there pays before its own work.
+BPFTRACE_EXIT_EMPTY = (
+    'tracepoint:syscalls:sys_exit_openat {{ if (pid == {pid}) {{ printf("probe-seen\\n"); }} }}'
+)
+
 # Counting per command and file, system-wide, as `opentrace top` does (bpftrace's keys hold the
 # path string; the else branch prints the probe path for readiness, as above).
 BPFTRACE_COUNT_PATHS = (
@@ -119,6 +126,9 @@ TRACERS: list[Tracer] = [
     # In-kernel counting by command and file (`opentrace top`, `watch_counts`) beside bpftrace's.
     library("opentrace-top", "opentrace watch_counts by comm,file (opentrace top)", top_watch,
             attached=b"ready "),
+    Tracer("bpftrace-exit-empty", "bpftrace at sys_exit doing nothing for the workload (attach floor)",
+           lambda c: ["bpftrace", "-e", BPFTRACE_EXIT_EMPTY.format(pid=c.bench_pid)],
+           needs=("bpftrace",), show_start=False, attached=b"probe-seen"),
     Tracer("bpftrace-count-paths", "bpftrace @[comm, str(filename)] = count()",
            lambda c: ["bpftrace", "-e", BPFTRACE_COUNT_PATHS.format(pid=c.bench_pid)],
            needs=("bpftrace",), count="bpftrace-map", show_start=False),
