@@ -234,9 +234,7 @@ impl Merge {
         if self.deferred.is_empty() {
             return Ok(());
         }
-        let cut = self.cut();
-        let (mut ready, waiting): (Vec<_>, _) =
-            std::mem::take(&mut self.deferred).into_iter().partition(|d| d.read_at < cut);
+        let (mut ready, waiting) = ready_deferred(std::mem::take(&mut self.deferred), self.cut());
         self.deferred = waiting;
         ready.sort_by_key(|d| d.order);
         for Deferred { record, .. } in ready {
@@ -248,6 +246,15 @@ impl Merge {
         Ok(())
     }
 
+    /// Before this, every event has been read and decoded: `cut`, and no later than the
+    /// submission of an io_uring open whose completion has been read but not decoded yet (it
+    /// will be at the next pass, and its event goes before those submitted after it, as it does
+    /// with one ring).
+    fn release_cut(&self) -> u64 {
+        let completed = self.deferred.iter().filter(|d| d.order.1).map(|d| d.order.0).min();
+        completed.map_or(self.cut(), |submitted| submitted.min(self.cut()))
+    }
+
     /// Hands out, oldest first, the held events no unread record can come before, while `give`
     /// takes more (it returns false when it wants no more). How many it took.
     pub fn release(&mut self, mut give: impl FnMut(Held<'_>) -> PyResult<bool>) -> PyResult<usize> {
@@ -257,7 +264,7 @@ impl Merge {
             self.held.make_contiguous().sort_by_key(|(ts, _)| *ts);
             self.sorted = true;
         }
-        let cut = self.cut();
+        let cut = self.release_cut();
         let mut given = 0;
         while self.held.front().is_some_and(|(ts, _)| *ts < cut) {
             let Some((_, slot)) = self.held.pop_front() else { break };
@@ -311,7 +318,7 @@ impl Merge {
 
     /// Whether held events could be handed out now (`release` stopped early).
     pub fn ready(&self) -> bool {
-        let cut = self.cut();
+        let cut = self.release_cut();
         self.held.front().is_some_and(|(ts, _)| *ts < cut)
     }
 
@@ -331,5 +338,72 @@ impl Merge {
     /// everything held goes out.
     pub fn end(&mut self) {
         self.ended = true;
+    }
+}
+
+/// The io_uring records that can be decoded now (see `read`), and those that wait: every record
+/// a pass before `cut` read (a pass that began at `cut` or later read every record written
+/// before that pass ended, so a completion's submission has been read by then, whichever shard
+/// and pass it came in), and with them every record whose request was made no later than one of
+/// those (a submission read by the pass at `cut` itself, or the previous request's completion at
+/// an address reused since: decoded apart, the completion found no request, or the next request
+/// took its place, and the events were lost).
+fn ready_deferred(deferred: Vec<Deferred>, cut: u64) -> (Vec<Deferred>, Vec<Deferred>) {
+    let Some(last) = deferred.iter().filter(|d| d.read_at < cut).map(|d| d.order).max() else {
+        return (Vec::new(), deferred);
+    };
+    deferred.into_iter().partition(|d| d.read_at < cut || d.order <= last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn submit(read_at: u64, submitted: u64) -> Deferred {
+        Deferred::new(read_at, Some(submitted), false, &[])
+    }
+
+    fn complete(read_at: u64, submitted: u64) -> Deferred {
+        Deferred::new(read_at, Some(submitted), true, &[])
+    }
+
+    fn orders(records: &[Deferred]) -> Vec<(u64, bool)> {
+        let mut orders: Vec<_> = records.iter().map(|d| d.order).collect();
+        orders.sort();
+        orders
+    }
+
+    #[test]
+    fn nothing_is_decoded_before_a_later_pass_read_every_shard() {
+        let (ready, waiting) = ready_deferred(vec![submit(100, 90), complete(100, 90)], 100);
+        assert!(ready.is_empty());
+        assert_eq!(waiting.len(), 2);
+    }
+
+    #[test]
+    fn a_submission_read_after_its_completion_is_decoded_with_it() {
+        // The completion came from one shard in the pass at 100, its submission from another
+        // shard, written after the pass had read that shard, in the pass at 200.
+        let (ready, waiting) = ready_deferred(vec![complete(100, 90), submit(200, 90)], 200);
+        assert_eq!(orders(&ready), vec![(90, false), (90, true)]);
+        assert!(waiting.is_empty());
+    }
+
+    #[test]
+    fn a_reused_address_waits_for_the_previous_requests_completion() {
+        // Request 1 (submitted at 90) completed; request 2 (at 95) reused its address. Request
+        // 2's submission was read a pass before request 1's completion.
+        let records = vec![submit(100, 90), submit(100, 95), complete(200, 90), complete(200, 95)];
+        let (ready, waiting) = ready_deferred(records, 200);
+        assert_eq!(orders(&ready), vec![(90, false), (90, true), (95, false)]);
+        assert_eq!(orders(&waiting), vec![(95, true)]);
+    }
+
+    #[test]
+    fn later_requests_wait() {
+        let records = vec![submit(100, 90), complete(100, 90), submit(200, 150), complete(200, 150)];
+        let (ready, waiting) = ready_deferred(records, 200);
+        assert_eq!(orders(&ready), vec![(90, false), (90, true)]);
+        assert_eq!(orders(&waiting), vec![(150, false), (150, true)]);
     }
 }

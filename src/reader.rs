@@ -142,6 +142,15 @@ impl Out {
         }
     }
 
+    /// Whether a read with a limit has all it wants (a drain past it would take one more).
+    fn full(&self, want: &Want<'_>) -> bool {
+        match want {
+            Want::Events => false,
+            Want::Text { limit, .. } => self.text_count >= *limit,
+            Want::Owned { limit } => self.owned.len() >= *limit,
+        }
+    }
+
     /// Whether the read has something to hand back (text reads first take the events an
     /// iteration left behind).
     fn satisfied(&mut self, py: Python<'_>, want: &Want<'_>) -> bool {
@@ -452,10 +461,10 @@ impl Reader {
         }
         // No pause: everything up to now (a text read with a limit stops at it); nothing held
         // back waits for more.
-        while self.drain(py, shared, want)? > 0 {}
+        while !self.out.full(want) && self.drain(py, shared, want)? > 0 {}
         if let Rings::Sharded(merge) = &mut self.rings {
             merge.end();
-            while self.drain(py, shared, want)? > 0 {}
+            while !self.out.full(want) && self.drain(py, shared, want)? > 0 {}
         }
         // The processes are gone: a request still waiting will never complete for us.
         self.forget_waiting(shared);
@@ -471,6 +480,17 @@ impl Reader {
     pub fn pause(&self, shared: &Shared) -> Duration {
         self.drained_at
             .map_or(Duration::ZERO, |at| (at + shared.latency).saturating_duration_since(Instant::now()))
+    }
+
+    /// How long an event loop waits before asking again rather than waiting for the rings' fds:
+    /// the pause, or while the merge holds events back (with `latency=0` too), until a pass can
+    /// release them, as `fill` does.
+    pub fn wait_before_next(&self, shared: &Shared) -> Duration {
+        let pause = self.pause(shared);
+        if pause.is_zero() && self.out.ready.is_empty() && self.holding() {
+            return shared.latency.max(HELD_RECHECK);
+        }
+        pause
     }
 
     /// Between batches: forwards the programs' log records and what the decoder has to say and,

@@ -308,9 +308,12 @@ impl Session {
 
     /// Seconds an event loop should wait before asking `next_ready` again, rather than waiting
     /// for the ring's fd: after a drain the reader pauses (`latency`) so that a busy stream is read
-    /// in batches and the kernel does not wake it per event.
+    /// in batches and the kernel does not wake it per event; and while the merge of sharded
+    /// rings holds events back, which wait for another pass, not for the next record.
     fn pause_left(&self, py: Python<'_>) -> PyResult<f64> {
-        self.with_live(py, |slot| Ok(slot.as_ref().map_or(0.0, |r| r.pause(&self.shared).as_secs_f64())))
+        self.with_live(py, |slot| {
+            Ok(slot.as_ref().map_or(0.0, |r| r.wait_before_next(&self.shared).as_secs_f64()))
+        })
     }
 
     /// All events ready within `timeout` seconds (None: wait for at least one), appended to

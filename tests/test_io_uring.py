@@ -174,6 +174,47 @@ def test_many_requests_each_paired_with_its_own_completion(helper: Path, tmp_pat
     assert sum(e.ret < 0 for e in opens) == 67
 
 
+@pytest.mark.parametrize("shards", [None, 2], ids=["default-rings", "two-shards"])
+def test_io_uring_and_syscall_opens_of_one_thread_come_in_the_order_it_made_them(
+    helper: Path, tmp_path: Path, shards: int | None
+) -> None:
+    """The helper's one thread alternates an io_uring open with a syscall open (each `openat:`
+    op opens its directory with openat(2), then the file through io_uring): its events come in
+    that order, by time, through two ring shards too, where an io_uring open's records wait for
+    a later pass than the syscall open after it."""
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f").write_bytes(b"")
+    ops = [f"openat:{tmp_path}/d:f"] * 50
+    reports, events = run(helper, tmp_path, ops, full_path=True, **({} if shards is None else {"ring_shards": shards}))
+    pid = reports[0]["pid"]
+    mine = [e for e in events if e.pid == pid and e.full_path in (f"{tmp_path}/d", f"{tmp_path}/d/f")]
+    assert [e.syscall for e in mine] == ["openat", "io_uring"] * 50
+    assert [e.ret for e in mine if e.syscall == "io_uring"] == [r["res"] for r in reports]
+    stamps = [e.timestamp_ns for e in mine]
+    assert stamps == sorted(stamps)
+
+
+def test_async_iteration_with_no_latency_gets_an_io_uring_open_held_for_a_later_pass(
+    helper: Path, tmp_path: Path
+) -> None:
+    """With two ring shards an io_uring open's records wait for a pass after the one that read
+    them; with ``latency=0`` and nothing else coming, async iteration must still take that pass
+    (it used to wait on the rings' fds, which nothing would wake)."""
+    import asyncio
+
+    target = tmp_path / "f"
+    target.write_bytes(b"")
+
+    async def main() -> opentrace.OpenEvent:
+        with opentrace.watch(ring_shards=2, latency=0, syscalls=["io_uring"]) as w:
+            subprocess.run([str(helper), f"--out={tmp_path}/report", f"open:{target}"], check=True)
+            return await asyncio.wait_for(anext(aiter(w)), 5)
+
+    ev = asyncio.run(main())
+    [report] = [json.loads(line) for line in (tmp_path / "report").read_text().splitlines()]
+    assert (ev.syscall, ev.path, ev.ret) == ("io_uring", str(target), report["res"])
+
+
 def test_a_storm_of_opens_and_reads(helper: Path, tmp_path: Path) -> None:
     target = tmp_path / "f"
     target.write_bytes(b"0123456789")
