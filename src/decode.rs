@@ -81,6 +81,10 @@ impl Decoded<'_> {
     }
 }
 
+/// io_uring requests whose completions were read but not decoded when the watcher ended, by
+/// (address, submission time): their events were not lost, only never handed out.
+pub type Completed = std::collections::HashSet<(u64, u64)>;
+
 pub struct Decoder {
     /// Where full paths that are not one piece of a record are put together.
     scratch: Vec<u8>,
@@ -200,11 +204,14 @@ impl Decoder {
     }
 
     /// io_uring open requests still waiting for their completion, forgotten (the watcher ends):
-    /// their events are lost. How many.
-    pub fn forget_waiting(&mut self) -> u64 {
-        let waiting = self.uring.len() as u64;
+    /// their events are lost, but for those whose completion was read and not decoded
+    /// (`completed`, by address and submission time). How many.
+    pub fn forget_waiting(&mut self, completed: &Completed) -> u64 {
+        let waiting =
+            self.uring.iter().filter(|(req, (head, _))| !completed.contains(&(**req, head.timestamp_ns)));
+        let lost = waiting.count() as u64;
         self.uring.clear();
-        waiting
+        lost
     }
 
     /// Decodes one record. `name_cgroups`: whether the reader shows events' cgroups.
@@ -395,7 +402,7 @@ mod tests {
         assert_eq!(decoder.orphaned, 0);
         opened(&mut decoder, &submit(1, b"/new", u64::MAX));
         assert_eq!(decoder.orphaned, URING_WAITING as u64 / 4 + 1);
-        assert_eq!(decoder.forget_waiting(), (URING_WAITING - URING_WAITING / 4) as u64);
+        assert_eq!(decoder.forget_waiting(&Completed::new()), (URING_WAITING - URING_WAITING / 4) as u64);
     }
 
     #[test]
@@ -404,9 +411,20 @@ mod tests {
         opened(&mut decoder, &submit(0x1000, b"/a", 1));
         opened(&mut decoder, &submit(0x2000, b"/b", 2));
         opened(&mut decoder, &complete(0x1000, 1, 3));
-        assert_eq!(decoder.forget_waiting(), 1);
-        assert_eq!(decoder.forget_waiting(), 0);
+        assert_eq!(decoder.forget_waiting(&Completed::new()), 1);
+        assert_eq!(decoder.forget_waiting(&Completed::new()), 0);
         assert_eq!(opened(&mut decoder, &complete(0x2000, 2, 4)), None);
+    }
+
+    #[test]
+    fn a_request_whose_completion_was_read_is_not_lost_at_the_end() {
+        let mut decoder = Decoder::new(false, []);
+        opened(&mut decoder, &submit(0x1000, b"/a", 1));
+        opened(&mut decoder, &submit(0x2000, b"/b", 2));
+        // Another request at 0x1000, or the same one's completion for another submission time,
+        // does not count.
+        let completed = Completed::from([(0x1000, 1), (0x2000, 5)]);
+        assert_eq!(decoder.forget_waiting(&completed), 1);
     }
 
     #[test]
@@ -426,7 +444,7 @@ mod tests {
         opened(&mut decoder, &submit(0x1000, b"/old", 1));
         assert_eq!(opened(&mut decoder, &complete(0x1000, 7, 3)), None);
         assert_eq!(decoder.orphaned, 1);
-        assert_eq!(decoder.forget_waiting(), 0);
+        assert_eq!(decoder.forget_waiting(&Completed::new()), 0);
     }
 
     #[test]

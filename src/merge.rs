@@ -25,6 +25,8 @@
 //! together go in the order their requests were made (a submission before its completion): the
 //! kernel reuses a request's address as soon as it completed, and a submission decoded ahead of
 //! the previous request's completion at that address took its place, which lost both events.
+//! Events stamped after the submission of a completion that waits, wait with it (one pass): the
+//! io_uring open goes out in its place among them, as it does from one ring.
 use std::{collections::VecDeque, io, mem::offset_of, os::fd::AsRawFd, sync::atomic::AtomicU64};
 
 use aya::maps::{MapData, RingBuf};
@@ -33,6 +35,8 @@ use opentrace_common::{
     open::OwnedOpen,
 };
 use pyo3::PyResult;
+
+use crate::decode::Completed;
 
 /// An event the merge held back, handed out (handed out one at a time: the size of the owned
 /// open does not matter).
@@ -59,12 +63,21 @@ struct Deferred {
     read_at: u64,
     /// Its request's submission time, then the submission before the completion.
     order: (u64, bool),
+    /// Its request's address (0 if the record is too short to say).
+    request: u64,
     record: Box<[u8]>,
 }
 
 impl Deferred {
-    fn new(read_at: u64, submitted: Option<u64>, completion: bool, record: &[u8]) -> Deferred {
-        Deferred { read_at, order: (submitted.unwrap_or(0), completion), record: record.into() }
+    fn new(
+        read_at: u64,
+        submitted: Option<u64>,
+        completion: bool,
+        request: Option<u64>,
+        record: &[u8],
+    ) -> Deferred {
+        let order = (submitted.unwrap_or(0), completion);
+        Deferred { read_at, order, request: request.unwrap_or(0), record: record.into() }
     }
 }
 
@@ -145,8 +158,8 @@ fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// The `timestamp_ns` of an event's record (an open's or a tracepoint's header).
-fn timestamp(record: &[u8], at: usize) -> Option<u64> {
+/// The 8 bytes at `at` of a record, if it has them (a `timestamp_ns`, a request's address).
+fn u64_at(record: &[u8], at: usize) -> Option<u64> {
     record.get(at..at + 8).map(|b| u64::from_ne_bytes(b.try_into().unwrap_or_default()))
 }
 
@@ -194,18 +207,21 @@ impl Merge {
                 let Some(record) = shard.ring.next() else { break };
                 read += 1;
                 let stamp = match record.first() {
-                    Some(&OPEN) => timestamp(&record, offset_of!(OpenHeader, timestamp_ns)),
-                    Some(&TRACEPOINT) => timestamp(&record, offset_of!(TracepointHeader, timestamp_ns)),
+                    Some(&OPEN) => u64_at(&record, offset_of!(OpenHeader, timestamp_ns)),
+                    Some(&TRACEPOINT) => u64_at(&record, offset_of!(TracepointHeader, timestamp_ns)),
                     // A request's submission and completion are put in order by the time it was
                     // submitted, which each carries (a short record: the decoder says so).
                     Some(&SUBMIT) => {
-                        let submitted = timestamp(&record, offset_of!(OpenHeader, timestamp_ns));
-                        self.deferred.push(Deferred::new(t0, submitted, false, &record));
+                        let submitted = u64_at(&record, offset_of!(OpenHeader, timestamp_ns));
+                        // The submit program puts the request's address where the result goes.
+                        let request = u64_at(&record, offset_of!(OpenHeader, ret));
+                        self.deferred.push(Deferred::new(t0, submitted, false, request, &record));
                         continue;
                     }
                     Some(&COMPLETE) => {
-                        let submitted = timestamp(&record, offset_of!(UringComplete, submitted_ns));
-                        self.deferred.push(Deferred::new(t0, submitted, true, &record));
+                        let submitted = u64_at(&record, offset_of!(UringComplete, submitted_ns));
+                        let request = u64_at(&record, offset_of!(UringComplete, req));
+                        self.deferred.push(Deferred::new(t0, submitted, true, request, &record));
                         continue;
                     }
                     _ => None,
@@ -322,10 +338,12 @@ impl Merge {
         self.held.front().is_some_and(|(ts, _)| *ts < cut)
     }
 
-    /// The io_uring records not decoded yet, forgotten (the watcher ends): how many submissions,
-    /// whose events are lost.
-    pub fn forget_waiting(&mut self) -> u64 {
-        std::mem::take(&mut self.deferred).iter().filter(|d| !d.order.1).count() as u64
+    /// The io_uring records not decoded yet, forgotten (the watcher ends): how many submissions
+    /// have no completion among them (their events are lost), and the requests whose
+    /// completions are among them (a submission the decoder holds for one of those is not lost
+    /// either).
+    pub fn forget_waiting(&mut self) -> (u64, Completed) {
+        undecoded(&std::mem::take(&mut self.deferred))
     }
 
     /// Whether anything is held back or waiting.
@@ -339,6 +357,14 @@ impl Merge {
     pub fn end(&mut self) {
         self.ended = true;
     }
+}
+
+/// `Merge::forget_waiting` of these records.
+fn undecoded(deferred: &[Deferred]) -> (u64, Completed) {
+    let completed: Completed =
+        deferred.iter().filter(|d| d.order.1).map(|d| (d.request, d.order.0)).collect();
+    let lost = deferred.iter().filter(|d| !d.order.1 && !completed.contains(&(d.request, d.order.0))).count();
+    (lost as u64, completed)
 }
 
 /// The io_uring records that can be decoded now (see `read`), and those that wait: every record
@@ -360,11 +386,11 @@ mod tests {
     use super::*;
 
     fn submit(read_at: u64, submitted: u64) -> Deferred {
-        Deferred::new(read_at, Some(submitted), false, &[])
+        Deferred::new(read_at, Some(submitted), false, Some(0x1000), &[])
     }
 
     fn complete(read_at: u64, submitted: u64) -> Deferred {
-        Deferred::new(read_at, Some(submitted), true, &[])
+        Deferred::new(read_at, Some(submitted), true, Some(0x1000), &[])
     }
 
     fn orders(records: &[Deferred]) -> Vec<(u64, bool)> {
@@ -397,6 +423,14 @@ mod tests {
         let (ready, waiting) = ready_deferred(records, 200);
         assert_eq!(orders(&ready), vec![(90, false), (90, true), (95, false)]);
         assert_eq!(orders(&waiting), vec![(95, true)]);
+    }
+
+    #[test]
+    fn at_the_end_only_submissions_without_their_completion_are_lost() {
+        let records = [submit(100, 90), complete(100, 90), submit(100, 95), complete(100, 80)];
+        let (lost, completed) = undecoded(&records);
+        assert_eq!(lost, 1);
+        assert_eq!(completed, Completed::from([(0x1000, 90), (0x1000, 80)]));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use pyo3::prelude::*;
 
 use crate::{
     attach::Attached,
-    decode::{Decoder, Record},
+    decode::{Completed, Decoder, Record},
     detach,
     diag::{self, FromKernel},
     error::Error,
@@ -354,11 +354,11 @@ impl Reader {
     /// Requests still waiting for their completion will not be reported now: lost (with sharded
     /// rings, also those whose submission is still waiting to be decoded).
     pub fn forget_waiting(&mut self, shared: &Shared) {
-        let undecoded = match &mut self.rings {
+        let (undecoded, completed) = match &mut self.rings {
             Rings::Sharded(merge) => merge.forget_waiting(),
-            Rings::One(_) => 0,
+            Rings::One(_) => (0, Completed::new()),
         };
-        shared.ledger.add_uring(self.decoder.forget_waiting() + undecoded);
+        shared.ledger.add_uring(self.decoder.forget_waiting(&completed) + undecoded);
     }
 
     /// Passes up to `batch(want)` records from the ring to the read, until it wants no more. Returns
