@@ -203,6 +203,12 @@ impl Decoder {
         self.orphaned += (before - self.uring.len()) as u64;
     }
 
+    /// Whether the submission of the io_uring request at `request`, made at `submitted_ns`,
+    /// waits here for its completion.
+    pub fn is_waiting(&self, request: u64, submitted_ns: u64) -> bool {
+        self.uring.get(&request).is_some_and(|(head, _)| head.timestamp_ns == submitted_ns)
+    }
+
     /// io_uring open requests still waiting for their completion, forgotten (the watcher ends):
     /// their events are lost, but for those whose completion was read and not decoded
     /// (`completed`, by address and submission time). How many.

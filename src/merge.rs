@@ -25,8 +25,9 @@
 //! together go in the order their requests were made (a submission before its completion): the
 //! kernel reuses a request's address as soon as it completed, and a submission decoded ahead of
 //! the previous request's completion at that address took its place, which lost both events.
-//! Events stamped after the submission of a completion that waits, wait with it (one pass): the
-//! io_uring open goes out in its place among them, as it does from one ring.
+//! Held events stamped after the submission of a completion that waits (or after the cut when
+//! the pass that read it began, if that is later) wait with it, one pass: the io_uring open goes
+//! out before the events still held that were stamped after it.
 use std::{collections::VecDeque, io, mem::offset_of, os::fd::AsRawFd, sync::atomic::AtomicU64};
 
 use aya::maps::{MapData, RingBuf};
@@ -65,19 +66,28 @@ struct Deferred {
     order: (u64, bool),
     /// Its request's address (0 if the record is too short to say).
     request: u64,
+    /// A completion's: held events stamped from here on wait until it is decoded (see
+    /// `Merge::release_cut`): its submission, or if older, the cut when the pass that read it
+    /// began (events before that could go out before it was read, as from one ring).
+    holds_from: u64,
     record: Box<[u8]>,
 }
 
+/// io_uring records to decode now, in order (`Merge::take_ready`).
+pub struct Ready(Vec<Deferred>);
+
 impl Deferred {
+    /// `pass`: the start of the pass that read it, and the cut then.
     fn new(
-        read_at: u64,
+        (read_at, cut): (u64, u64),
         submitted: Option<u64>,
         completion: bool,
         request: Option<u64>,
         record: &[u8],
     ) -> Deferred {
         let order = (submitted.unwrap_or(0), completion);
-        Deferred { read_at, order, request: request.unwrap_or(0), record: record.into() }
+        let holds_from = order.0.max(cut);
+        Deferred { read_at, order, request: request.unwrap_or(0), holds_from, record: record.into() }
     }
 }
 
@@ -200,6 +210,7 @@ impl Merge {
         const SUBMIT: u8 = RecordKind::UringSubmit as u8;
         const COMPLETE: u8 = RecordKind::UringComplete as u8;
         let t0 = monotonic_ns();
+        let pass = (t0, self.cut());
         let mut read = 0;
         for shard in &mut self.shards {
             let until = shard.positions.producer();
@@ -215,13 +226,13 @@ impl Merge {
                         let submitted = u64_at(&record, offset_of!(OpenHeader, timestamp_ns));
                         // The submit program puts the request's address where the result goes.
                         let request = u64_at(&record, offset_of!(OpenHeader, ret));
-                        self.deferred.push(Deferred::new(t0, submitted, false, request, &record));
+                        self.deferred.push(Deferred::new(pass, submitted, false, request, &record));
                         continue;
                     }
                     Some(&COMPLETE) => {
                         let submitted = u64_at(&record, offset_of!(UringComplete, submitted_ns));
                         let request = u64_at(&record, offset_of!(UringComplete, req));
-                        self.deferred.push(Deferred::new(t0, submitted, true, request, &record));
+                        self.deferred.push(Deferred::new(pass, submitted, true, request, &record));
                         continue;
                     }
                     _ => None,
@@ -242,18 +253,26 @@ impl Merge {
         Ok(read)
     }
 
-    /// Decodes the io_uring completions whose submissions have surely been read (see `read`).
-    pub fn decode_deferred(
+    /// The io_uring records that can be decoded now (see `ready_deferred`), in the order their
+    /// requests were made; `waiting(address, submitted_ns)`: whether the decoder holds that
+    /// request's submission. Decoded by `hold_decoded`.
+    pub fn take_ready(&mut self, waiting: impl Fn(u64, u64) -> bool) -> Ready {
+        if self.deferred.is_empty() {
+            return Ready(Vec::new());
+        }
+        let (mut ready, left) = ready_deferred(std::mem::take(&mut self.deferred), self.cut(), waiting);
+        self.deferred = left;
+        ready.sort_by_key(|d| d.order);
+        Ready(ready)
+    }
+
+    /// Decodes `ready` in order; the opens made are held as any event.
+    pub fn hold_decoded(
         &mut self,
+        ready: Ready,
         mut decode: impl FnMut(&[u8]) -> PyResult<Option<OwnedOpen>>,
     ) -> PyResult<()> {
-        if self.deferred.is_empty() {
-            return Ok(());
-        }
-        let (mut ready, waiting) = ready_deferred(std::mem::take(&mut self.deferred), self.cut());
-        self.deferred = waiting;
-        ready.sort_by_key(|d| d.order);
-        for Deferred { record, .. } in ready {
+        for Deferred { record, .. } in ready.0 {
             if let Some(open) = decode(&record)? {
                 self.held.push_back((open.head.timestamp_ns, Slot::Open(Box::new(open))));
                 self.sorted = false;
@@ -264,11 +283,12 @@ impl Merge {
 
     /// Before this, every event has been read and decoded: `cut`, and no later than the
     /// submission of an io_uring open whose completion has been read but not decoded yet (it
-    /// will be at the next pass, and its event goes before those submitted after it, as it does
-    /// with one ring).
+    /// will be at the next pass), so that its event goes before the held events stamped after
+    /// it; but no earlier than the cut when that completion's pass began, so that a stream of
+    /// slow requests holds events back for a pass, not for as long as its requests take.
     fn release_cut(&self) -> u64 {
-        let completed = self.deferred.iter().filter(|d| d.order.1).map(|d| d.order.0).min();
-        completed.map_or(self.cut(), |submitted| submitted.min(self.cut()))
+        let completed = self.deferred.iter().filter(|d| d.order.1).map(|d| d.holds_from).min();
+        completed.map_or(self.cut(), |from| from.min(self.cut()))
     }
 
     /// Hands out, oldest first, the held events no unread record can come before, while `give`
@@ -368,29 +388,51 @@ fn undecoded(deferred: &[Deferred]) -> (u64, Completed) {
 }
 
 /// The io_uring records that can be decoded now (see `read`), and those that wait: every record
-/// a pass before `cut` read (a pass that began at `cut` or later read every record written
-/// before that pass ended, so a completion's submission has been read by then, whichever shard
-/// and pass it came in), and with them every record whose request was made no later than one of
-/// those (a submission read by the pass at `cut` itself, or the previous request's completion at
-/// an address reused since: decoded apart, the completion found no request, or the next request
-/// took its place, and the events were lost).
-fn ready_deferred(deferred: Vec<Deferred>, cut: u64) -> (Vec<Deferred>, Vec<Deferred>) {
+/// read by a pass that began before `cut` (the passes that made the cut began after that earlier
+/// pass ended, and read every shard up to where its producers were then, so a completion's
+/// submission, written before the completion was, has been read, whichever shard it went to),
+/// and with them every record whose request was made no later than one of those: a submission
+/// read by the pass at `cut` itself, or the previous request's completion at an address reused
+/// since (decoded apart, the completion found no request, or the next request took its place,
+/// and both events were lost); such a completion only with its submission.
+fn ready_deferred(
+    deferred: Vec<Deferred>,
+    cut: u64,
+    waiting: impl Fn(u64, u64) -> bool,
+) -> (Vec<Deferred>, Vec<Deferred>) {
     let Some(last) = deferred.iter().filter(|d| d.read_at < cut).map(|d| d.order).max() else {
         return (Vec::new(), deferred);
     };
-    deferred.into_iter().partition(|d| d.read_at < cut || d.order <= last)
+    // A completion goes along by its order only with its submission, here or waiting in the
+    // decoder: a submission stamped before `last` may have been written after the pass at `cut`
+    // read its shard (its program ran late), and its completion with it.
+    let submitted: std::collections::HashSet<(u64, u64)> =
+        deferred.iter().filter(|d| !d.order.1).map(|d| (d.request, d.order.0)).collect();
+    deferred.into_iter().partition(|d| {
+        d.read_at < cut
+            || (d.order <= last
+                && (!d.order.1
+                    || submitted.contains(&(d.request, d.order.0))
+                    || waiting(d.request, d.order.0)))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const REQ: u64 = 0x1000;
+
+    fn record(read_at: u64, submitted: u64, completion: bool, request: u64) -> Deferred {
+        Deferred::new((read_at, 0), Some(submitted), completion, Some(request), &[])
+    }
+
     fn submit(read_at: u64, submitted: u64) -> Deferred {
-        Deferred::new(read_at, Some(submitted), false, Some(0x1000), &[])
+        record(read_at, submitted, false, REQ)
     }
 
     fn complete(read_at: u64, submitted: u64) -> Deferred {
-        Deferred::new(read_at, Some(submitted), true, Some(0x1000), &[])
+        record(read_at, submitted, true, REQ)
     }
 
     fn orders(records: &[Deferred]) -> Vec<(u64, bool)> {
@@ -399,9 +441,16 @@ mod tests {
         orders
     }
 
+    type Orders = Vec<(u64, bool)>;
+
+    fn ready(records: Vec<Deferred>, cut: u64) -> (Orders, Orders) {
+        let (ready, waiting) = ready_deferred(records, cut, |_, _| false);
+        (orders(&ready), orders(&waiting))
+    }
+
     #[test]
     fn nothing_is_decoded_before_a_later_pass_read_every_shard() {
-        let (ready, waiting) = ready_deferred(vec![submit(100, 90), complete(100, 90)], 100);
+        let (ready, waiting) = ready(vec![submit(100, 90), complete(100, 90)], 100);
         assert!(ready.is_empty());
         assert_eq!(waiting.len(), 2);
     }
@@ -410,8 +459,8 @@ mod tests {
     fn a_submission_read_after_its_completion_is_decoded_with_it() {
         // The completion came from one shard in the pass at 100, its submission from another
         // shard, written after the pass had read that shard, in the pass at 200.
-        let (ready, waiting) = ready_deferred(vec![complete(100, 90), submit(200, 90)], 200);
-        assert_eq!(orders(&ready), vec![(90, false), (90, true)]);
+        let (ready, waiting) = ready(vec![complete(100, 90), submit(200, 90)], 200);
+        assert_eq!(ready, vec![(90, false), (90, true)]);
         assert!(waiting.is_empty());
     }
 
@@ -420,9 +469,38 @@ mod tests {
         // Request 1 (submitted at 90) completed; request 2 (at 95) reused its address. Request
         // 2's submission was read a pass before request 1's completion.
         let records = vec![submit(100, 90), submit(100, 95), complete(200, 90), complete(200, 95)];
-        let (ready, waiting) = ready_deferred(records, 200);
-        assert_eq!(orders(&ready), vec![(90, false), (90, true), (95, false)]);
-        assert_eq!(orders(&waiting), vec![(95, true)]);
+        let (ready, waiting) = ready(records, 200);
+        assert_eq!(ready, vec![(90, false), (90, true), (95, false)]);
+        assert_eq!(waiting, vec![(95, true)]);
+    }
+
+    #[test]
+    fn a_completion_goes_early_only_with_its_submission() {
+        // Request Q was stamped at 90 but its submission's record was written late, after the
+        // pass at 200 read its shard; its completion was read by that pass. Request P (95) was
+        // read a pass earlier: Q's completion is ordered before it, but must wait for Q's
+        // submission, unless the decoder already holds it.
+        let records = || vec![record(100, 95, false, 0x2000), record(200, 90, true, REQ)];
+        let (ready, waiting) = ready_deferred(records(), 200, |_, _| false);
+        assert_eq!((orders(&ready), orders(&waiting)), (vec![(95, false)], vec![(90, true)]));
+        let (ready, waiting) =
+            ready_deferred(records(), 200, |request, submitted| (request, submitted) == (REQ, 90));
+        assert_eq!((orders(&ready), orders(&waiting)), (vec![(90, true), (95, false)], vec![]));
+    }
+
+    #[test]
+    fn later_requests_wait() {
+        let records = vec![submit(100, 90), complete(100, 90), submit(200, 150), complete(200, 150)];
+        let (ready, waiting) = ready(records, 200);
+        assert_eq!(ready, vec![(90, false), (90, true)]);
+        assert_eq!(waiting, vec![(150, false), (150, true)]);
+    }
+
+    #[test]
+    fn a_completion_holds_events_back_from_its_submission_or_the_cut_its_pass_began_at() {
+        let quick = Deferred::new((200, 150), Some(180), true, Some(REQ), &[]);
+        let slow = Deferred::new((200, 150), Some(20), true, Some(REQ), &[]);
+        assert_eq!((quick.holds_from, slow.holds_from), (180, 150));
     }
 
     #[test]
@@ -430,14 +508,6 @@ mod tests {
         let records = [submit(100, 90), complete(100, 90), submit(100, 95), complete(100, 80)];
         let (lost, completed) = undecoded(&records);
         assert_eq!(lost, 1);
-        assert_eq!(completed, Completed::from([(0x1000, 90), (0x1000, 80)]));
-    }
-
-    #[test]
-    fn later_requests_wait() {
-        let records = vec![submit(100, 90), complete(100, 90), submit(200, 150), complete(200, 150)];
-        let (ready, waiting) = ready_deferred(records, 200);
-        assert_eq!(orders(&ready), vec![(90, false), (90, true)]);
-        assert_eq!(orders(&waiting), vec![(150, false), (150, true)]);
+        assert_eq!(completed, Completed::from([(REQ, 90), (REQ, 80)]));
     }
 }

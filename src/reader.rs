@@ -416,7 +416,8 @@ impl Reader {
         } else {
             merge.read(|record| decode(decoder, record, name_cgroups, shared, exited, |_| Ok(()), ()))?
         };
-        merge.decode_deferred(|record| {
+        let ready = merge.take_ready(|request, submitted| decoder.is_waiting(request, submitted));
+        merge.hold_decoded(ready, |record| {
             let open = |record: Record<'_>| {
                 Ok(match record {
                     Record::Open(mut decoded) => {
