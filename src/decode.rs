@@ -263,10 +263,16 @@ impl Decoder {
             Some(RecordKind::UringComplete) => {
                 let (done, walked) = uring_complete(record)?;
                 let Some((mut head, path)) = self.uring.remove(&done.req) else { return Ok(Record::Kept) };
+                if head.timestamp_ns > done.submitted_ns {
+                    // A later request waits at this address (from sharded rings, its submission
+                    // can be decoded first): it stays. This completion's own submission never
+                    // reached us (its program's run was skipped: counted there).
+                    self.uring.insert(done.req, (head, path));
+                    return Ok(Record::Kept);
+                }
                 if head.timestamp_ns != done.submitted_ns {
                     // The request waiting at this address is an older one that never completed
-                    // for us; this completion's own submission never reached us (its program's
-                    // run was skipped: counted there).
+                    // for us; this completion's own submission never reached us, as above.
                     self.orphaned += 1;
                     return Ok(Record::Kept);
                 }
@@ -427,8 +433,8 @@ mod tests {
         let mut decoder = Decoder::new(false, []);
         opened(&mut decoder, &submit(0x1000, b"/a", 1));
         opened(&mut decoder, &submit(0x2000, b"/b", 2));
-        // Another request at 0x1000, or the same one's completion for another submission time,
-        // does not count.
+        // /a's completion was read; the one read at 0x2000 is another request's (submitted at
+        // 5), so /b's event is lost.
         let completed = Completed::from([(0x1000, 1), (0x2000, 5)]);
         assert_eq!(decoder.forget_waiting(&completed), 1);
     }
@@ -451,6 +457,17 @@ mod tests {
         assert_eq!(opened(&mut decoder, &complete(0x1000, 7, 3)), None);
         assert_eq!(decoder.orphaned, 1);
         assert_eq!(decoder.forget_waiting(&Completed::new()), 0);
+    }
+
+    #[test]
+    fn an_older_requests_completion_leaves_a_later_request_waiting() {
+        // Request 1 at 0x1000 (submitted at 1) never reached us; request 2 reused its address
+        // and its submission was decoded first (from another shard).
+        let mut decoder = Decoder::new(false, []);
+        opened(&mut decoder, &submit(0x1000, b"/later", 5));
+        assert_eq!(opened(&mut decoder, &complete(0x1000, 1, 3)), None);
+        assert_eq!(decoder.orphaned, 0);
+        assert!(opened(&mut decoder, &complete(0x1000, 5, 6)).is_some());
     }
 
     #[test]
