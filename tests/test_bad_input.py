@@ -385,6 +385,10 @@ def test_mixed_values_fail_cleanly_or_work(kw: str, data: st.DataObject) -> None
     try:
         w = opentrace.watch(**{kw: v})  # type: ignore[arg-type]
     except BaseException as e:
+        # A pid is valid while its process lives: one that existed when drawn may have exited
+        # before watch() looked (the suite's own short-lived children take low pids on a fresh
+        # machine); watch() is then right to refuse it.
+        valid = valid and is_valid(kw, v)
         assert not valid, f"watch({kw}={safe_repr(v)}) is valid but raised {type(e).__name__}: {e}"
         check_rejected(kw, v, e)
     else:
