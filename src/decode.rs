@@ -81,9 +81,20 @@ impl Decoded<'_> {
     }
 }
 
-/// io_uring requests whose completions were read but not decoded when the watcher ended, by
-/// (address, submission time): their events were not lost, only never handed out.
+/// io_uring requests whose completions were read but not decoded when the watcher ended, or left
+/// unread in the rings, by (address, submission time): their events were not lost, only never
+/// handed out (as any event a watcher ends before reading).
 pub type Completed = std::collections::HashSet<(u64, u64)>;
+
+/// The request an io_uring completion's record completes, as `Completed` keys it; None for any
+/// other record.
+pub fn completes(record: &[u8]) -> Option<(u64, u64)> {
+    if record.first() != Some(&(RecordKind::UringComplete as u8)) {
+        return None;
+    }
+    let (done, _) = uring_complete(record).ok()?;
+    Some((done.req, done.submitted_ns))
+}
 
 pub struct Decoder {
     /// Where full paths that are not one piece of a record are put together.

@@ -37,7 +37,7 @@ use opentrace_common::{
 };
 use pyo3::PyResult;
 
-use crate::decode::Completed;
+use crate::decode::{Completed, completes};
 
 /// An event the merge held back, handed out (handed out one at a time: the size of the owned
 /// open does not matter).
@@ -88,6 +88,11 @@ impl Deferred {
         let order = (submitted.unwrap_or(0), completion);
         let holds_from = order.0.max(cut);
         Deferred { read_at, order, request: request.unwrap_or(0), holds_from, record: record.into() }
+    }
+
+    /// Its request, as `Completed` keys it: (address, submission time).
+    fn key(&self) -> (u64, u64) {
+        (self.request, self.order.0)
     }
 }
 
@@ -358,12 +363,17 @@ impl Merge {
         self.held.front().is_some_and(|(ts, _)| *ts < cut)
     }
 
-    /// The io_uring records not decoded yet, forgotten (the watcher ends): how many submissions
-    /// have no completion among them (their events are lost), and the requests whose
-    /// completions are among them (a submission the decoder holds for one of those is not lost
-    /// either).
+    /// The io_uring records not decoded yet, forgotten (the watcher ends), and what the shards
+    /// still hold, read for its completions (the watcher ends before handing those out): how
+    /// many submissions have no completion among all those (their events are lost), and the
+    /// requests whose completions are among them (a submission the decoder holds for one of
+    /// those is not lost either).
     pub fn forget_waiting(&mut self) -> (u64, Completed) {
-        undecoded(&std::mem::take(&mut self.deferred))
+        let mut unread = Completed::new();
+        for shard in &mut self.shards {
+            read_rest(&mut shard.ring, &shard.positions, |record| unread.extend(completes(record)));
+        }
+        undecoded(&std::mem::take(&mut self.deferred), unread)
     }
 
     /// Whether anything is held back or waiting.
@@ -379,11 +389,27 @@ impl Merge {
     }
 }
 
-/// `Merge::forget_waiting` of these records.
-fn undecoded(deferred: &[Deferred]) -> (u64, Completed) {
-    let completed: Completed =
-        deferred.iter().filter(|d| d.order.1).map(|d| (d.request, d.order.0)).collect();
-    let lost = deferred.iter().filter(|d| !d.order.1 && !completed.contains(&(d.request, d.order.0))).count();
+/// What a watcher that ends reads of a ring: what it holds up to its producers' position now
+/// (`positions`: its own), each record passed to `visit` (what producers write meanwhile is
+/// left).
+fn read_rest(ring: &mut RingBuf<MapData>, positions: &Positions, mut visit: impl FnMut(&[u8])) {
+    let until = positions.producer();
+    while positions.consumer() < until {
+        let Some(record) = ring.next() else { break };
+        visit(&record);
+    }
+}
+
+/// `read_rest` of a ring read as it comes (one ring, no shards).
+pub fn read_rest_of(ring: &mut RingBuf<MapData>, visit: impl FnMut(&[u8])) -> io::Result<()> {
+    read_rest(ring, &Positions::new(ring.as_raw_fd())?, visit);
+    Ok(())
+}
+
+/// `Merge::forget_waiting` of these records, with the completions read after them (`completed`).
+fn undecoded(deferred: &[Deferred], mut completed: Completed) -> (u64, Completed) {
+    completed.extend(deferred.iter().filter(|d| d.order.1).map(Deferred::key));
+    let lost = deferred.iter().filter(|d| !d.order.1 && !completed.contains(&d.key())).count();
     (lost as u64, completed)
 }
 
@@ -407,13 +433,11 @@ fn ready_deferred(
     // decoder: a submission stamped before `last` may have been written after the pass at `cut`
     // read its shard (its program ran late), and its completion with it.
     let submitted: std::collections::HashSet<(u64, u64)> =
-        deferred.iter().filter(|d| !d.order.1).map(|d| (d.request, d.order.0)).collect();
+        deferred.iter().filter(|d| !d.order.1).map(Deferred::key).collect();
     deferred.into_iter().partition(|d| {
         d.read_at < cut
             || (d.order <= last
-                && (!d.order.1
-                    || submitted.contains(&(d.request, d.order.0))
-                    || waiting(d.request, d.order.0)))
+                && (!d.order.1 || submitted.contains(&d.key()) || waiting(d.request, d.order.0)))
     })
 }
 
@@ -506,8 +530,16 @@ mod tests {
     #[test]
     fn at_the_end_only_submissions_without_their_completion_are_lost() {
         let records = [submit(100, 90), complete(100, 90), submit(100, 95), complete(100, 80)];
-        let (lost, completed) = undecoded(&records);
+        let (lost, completed) = undecoded(&records, Completed::new());
         assert_eq!(lost, 1);
         assert_eq!(completed, Completed::from([(REQ, 90), (REQ, 80)]));
+    }
+
+    #[test]
+    fn at_the_end_a_submission_whose_completion_is_still_unread_is_not_lost() {
+        let records = [submit(100, 90), submit(200, 95)];
+        let (lost, completed) = undecoded(&records, Completed::from([(REQ, 95)]));
+        assert_eq!(lost, 1);
+        assert_eq!(completed, Completed::from([(REQ, 95)]));
     }
 }

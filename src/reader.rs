@@ -19,14 +19,14 @@ use pyo3::prelude::*;
 
 use crate::{
     attach::Attached,
-    decode::{Completed, Decoder, Record},
+    decode::{Completed, Decoder, Record, completes},
     detach,
     diag::{self, FromKernel},
     error::Error,
     event::OpenEvent,
     follow::{self, Tracked},
     lost::{Ledger, Reporter},
-    merge::{Held, Merge},
+    merge::{Held, Merge, read_rest_of},
     output::Formatter,
     ring::{Wait, Waiter},
     tpevent::TracepointEvent,
@@ -352,11 +352,22 @@ impl Reader {
     }
 
     /// Requests still waiting for their completion will not be reported now: lost (with sharded
-    /// rings, also those whose submission is still waiting to be decoded).
+    /// rings, also those whose submission is still waiting to be decoded), unless their
+    /// completion is among what the rings still hold, which is read for that (the watcher ends
+    /// before handing it out, as a text read with a limit does, or `close()`).
     pub fn forget_waiting(&mut self, shared: &Shared) {
         let (undecoded, completed) = match &mut self.rings {
             Rings::Sharded(merge) => merge.forget_waiting(),
-            Rings::One(_) => (0, Completed::new()),
+            Rings::One(ring) => {
+                let mut unread = Completed::new();
+                if let Err(err) = read_rest_of(ring, |record| unread.extend(completes(record))) {
+                    diag::note(
+                        diag::Level::Debug,
+                        format!("the ring's unread io_uring completions were not looked for: {err}"),
+                    );
+                }
+                (0, unread)
+            }
         };
         shared.ledger.add_uring(self.decoder.forget_waiting(&completed) + undecoded);
     }

@@ -272,6 +272,28 @@ def test_lost_records_are_counted_exactly(helper: Path, tmp_path: Path) -> None:
     assert len(events) + lost == n
 
 
+@pytest.mark.parametrize("shards", ["1", "2"], ids=["one-ring", "two-shards"])
+def test_a_count_reached_before_completions_are_read_loses_none(helper: Path, tmp_path: Path, shards: str) -> None:
+    """``-c 1`` over eight opens submitted together (the eight submissions come before the first
+    completion): the trace stops at the first event, the other completions still in the ring.
+    Their requests were not lost, only never shown; through one ring the CLI said "7 events
+    lost" before. (Two shards' merge reads and decodes the batch together: no loss either way so
+    far; that path is checked, not shown to have been wrong.)"""
+    target = tmp_path / "batched"
+    target.write_bytes(b"")
+    out = tmp_path / "o"
+    cli = subprocess.run(
+        [sys.executable, "-m", "opentrace", "--json", "-c", "1", "--ring-shards", shards, "--syscall", "io_uring",
+         "--", str(helper), f"--out={out}", f"batch:{target}:8"],
+        capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 0, cli.stderr
+    [line] = cli.stdout.splitlines()
+    assert json.loads(line)["path"] == str(target)
+    assert "lost" not in cli.stderr
+    reports = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(reports) == 8 and all(r["res"] >= 0 for r in reports)
+
+
 def test_watch_filters_apply(helper: Path, tmp_path: Path) -> None:
     target = tmp_path / "f"
     target.write_bytes(b"")

@@ -12,6 +12,8 @@
  *                           posts no completion: res is 0 then, the fd not known; a failure
  *                           posts one, and res is its error)
  *     opens:PATH:N          N opens and closes through the ring (no output per open)
+ *     batch:PATH:N          N IORING_OP_OPENATs submitted together (all N submissions come
+ *                           before the first completion), a line for each completion
  *     reads:PATH:N          N IORING_OP_READs of PATH's first 64 bytes (no output per read)
  *   --sqpoll: a ring with a kernel submission thread; --async: requests forced to io-wq workers;
  *   --out: the lines go to FILE rather than to stdout.
@@ -161,6 +163,23 @@ int main(int argc, char **argv) {
                 io_uring_cqe_seen(&ring, cqe);
             }
             report(kind, res, 1);
+        } else if (strcmp(kind, "batch") == 0 && b) {
+            long n = strtol(b, NULL, 10);
+            for (long k = 0; k < n; k++) {
+                struct io_uring_sqe *s = sqe();
+                io_uring_prep_openat(s, AT_FDCWD, a, O_RDONLY, 0);
+                io_uring_sqe_set_flags(s, sqe_flags);
+            }
+            if ((ret = io_uring_submit(&ring)) != n)
+                die("io_uring_submit", ret < 0 ? ret : EAGAIN);
+            for (long k = 0; k < n; k++) {
+                struct io_uring_cqe *cqe;
+                if ((ret = io_uring_wait_cqe(&ring, &cqe)) < 0)
+                    die("io_uring_wait_cqe", ret);
+                int res = cqe->res;
+                io_uring_cqe_seen(&ring, cqe);
+                report(kind, res, 0);
+            }
         } else if ((strcmp(kind, "opens") == 0 || strcmp(kind, "reads") == 0) && b) {
             long n = strtol(b, NULL, 10);
             int reads = kind[0] == 'r', fd = -1;
