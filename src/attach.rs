@@ -37,11 +37,6 @@ impl Attached {
         self._ebpf.take_map(name)
     }
 
-    /// The map `name`, left in the object.
-    pub fn map(&self, name: &str) -> Option<&aya::maps::Map> {
-        self._ebpf.map(name)
-    }
-
     /// How many programs are attached (links).
     pub fn len(&self) -> usize {
         self.links.len()

@@ -81,13 +81,12 @@ impl Decoded<'_> {
     }
 }
 
-/// io_uring requests that a watcher ending with their submission decoded (or waiting to be) did
-/// not lose, by (address, submission time): those whose completions were read but not decoded,
-/// or left unread in the rings (never handed out, as any event a watcher ends before reading),
-/// and those still in flight (not events yet).
-pub type NotLost = std::collections::HashSet<(u64, u64)>;
+/// io_uring requests whose completions were read but not decoded when the watcher ended, or left
+/// unread in the rings, by (address, submission time): their events were not lost, only never
+/// handed out (as any event a watcher ends before reading).
+pub type Completed = std::collections::HashSet<(u64, u64)>;
 
-/// The request an io_uring completion's record completes, as `NotLost` keys it; None for any
+/// The request an io_uring completion's record completes, as `Completed` keys it; None for any
 /// other record.
 pub fn completes(record: &[u8]) -> Option<(u64, u64)> {
     if record.first() != Some(&(RecordKind::UringComplete as u8)) {
@@ -222,10 +221,11 @@ impl Decoder {
     }
 
     /// io_uring open requests still waiting for their completion, forgotten (the watcher ends):
-    /// their events are lost, but for those `not_lost`. How many.
-    pub fn forget_waiting(&mut self, not_lost: &NotLost) -> u64 {
+    /// their events are lost, but for those whose completion was read and not decoded
+    /// (`completed`, by address and submission time). How many.
+    pub fn forget_waiting(&mut self, completed: &Completed) -> u64 {
         let waiting =
-            self.uring.iter().filter(|(req, (head, _))| !not_lost.contains(&(**req, head.timestamp_ns)));
+            self.uring.iter().filter(|(req, (head, _))| !completed.contains(&(**req, head.timestamp_ns)));
         let lost = waiting.count() as u64;
         self.uring.clear();
         lost
@@ -425,7 +425,7 @@ mod tests {
         assert_eq!(decoder.orphaned, 0);
         opened(&mut decoder, &submit(1, b"/new", u64::MAX));
         assert_eq!(decoder.orphaned, URING_WAITING as u64 / 4 + 1);
-        assert_eq!(decoder.forget_waiting(&NotLost::new()), (URING_WAITING - URING_WAITING / 4) as u64);
+        assert_eq!(decoder.forget_waiting(&Completed::new()), (URING_WAITING - URING_WAITING / 4) as u64);
     }
 
     #[test]
@@ -434,8 +434,8 @@ mod tests {
         opened(&mut decoder, &submit(0x1000, b"/a", 1));
         opened(&mut decoder, &submit(0x2000, b"/b", 2));
         opened(&mut decoder, &complete(0x1000, 1, 3));
-        assert_eq!(decoder.forget_waiting(&NotLost::new()), 1);
-        assert_eq!(decoder.forget_waiting(&NotLost::new()), 0);
+        assert_eq!(decoder.forget_waiting(&Completed::new()), 1);
+        assert_eq!(decoder.forget_waiting(&Completed::new()), 0);
         assert_eq!(opened(&mut decoder, &complete(0x2000, 2, 4)), None);
     }
 
@@ -446,7 +446,7 @@ mod tests {
         opened(&mut decoder, &submit(0x2000, b"/b", 2));
         // /a's completion was read; the one read at 0x2000 is another request's (submitted at
         // 5), so /b's event is lost.
-        let completed = NotLost::from([(0x1000, 1), (0x2000, 5)]);
+        let completed = Completed::from([(0x1000, 1), (0x2000, 5)]);
         assert_eq!(decoder.forget_waiting(&completed), 1);
     }
 
@@ -467,7 +467,7 @@ mod tests {
         opened(&mut decoder, &submit(0x1000, b"/old", 1));
         assert_eq!(opened(&mut decoder, &complete(0x1000, 7, 3)), None);
         assert_eq!(decoder.orphaned, 1);
-        assert_eq!(decoder.forget_waiting(&NotLost::new()), 0);
+        assert_eq!(decoder.forget_waiting(&Completed::new()), 0);
     }
 
     #[test]

@@ -140,7 +140,7 @@ impl Lost {
             (
                 self.uring,
                 "io_uring result never came",
-                "no completion was traced: IOSQE_CQE_SKIP_SUCCESS, a completion queue overflow, more requests in flight than the kernel's map holds, or its completion's record lost to a full ring",
+                "no completion was traced: IOSQE_CQE_SKIP_SUCCESS, a completion queue overflow, more requests in flight than the kernel's map holds, or still in flight when the watcher ended",
             ),
             (self.undecodable, "records not decoded", "see the warnings above"),
         ]

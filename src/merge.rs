@@ -37,7 +37,7 @@ use opentrace_common::{
 };
 use pyo3::PyResult;
 
-use crate::decode::{NotLost, completes};
+use crate::decode::{Completed, completes};
 
 /// An event the merge held back, handed out (handed out one at a time: the size of the owned
 /// open does not matter).
@@ -90,7 +90,7 @@ impl Deferred {
         Deferred { read_at, order, request: request.unwrap_or(0), holds_from, record: record.into() }
     }
 
-    /// Its request, as `NotLost` keys it: (address, submission time).
+    /// Its request, as `Completed` keys it: (address, submission time).
     fn key(&self) -> (u64, u64) {
         (self.request, self.order.0)
     }
@@ -365,14 +365,15 @@ impl Merge {
 
     /// The io_uring records not decoded yet, forgotten (the watcher ends), and what the shards
     /// still hold, read for its completions (the watcher ends before handing those out): how
-    /// many submissions are lost, neither `not_lost` nor completed among all those; the
-    /// requests completed there are added to `not_lost` (a submission the decoder holds for one
-    /// of those is not lost either).
-    pub fn forget_waiting(&mut self, not_lost: &mut NotLost) -> u64 {
+    /// many submissions have no completion among all those (their events are lost), and the
+    /// requests whose completions are among them (a submission the decoder holds for one of
+    /// those is not lost either).
+    pub fn forget_waiting(&mut self) -> (u64, Completed) {
+        let mut unread = Completed::new();
         for shard in &mut self.shards {
-            read_rest(&mut shard.ring, &shard.positions, |record| not_lost.extend(completes(record)));
+            read_rest(&mut shard.ring, &shard.positions, |record| unread.extend(completes(record)));
         }
-        undecoded(&std::mem::take(&mut self.deferred), not_lost)
+        undecoded(&std::mem::take(&mut self.deferred), unread)
     }
 
     /// Whether anything is held back or waiting.
@@ -405,10 +406,11 @@ pub fn read_rest_of(ring: &mut RingBuf<MapData>, visit: impl FnMut(&[u8])) -> io
     Ok(())
 }
 
-/// `Merge::forget_waiting` of these records.
-fn undecoded(deferred: &[Deferred], not_lost: &mut NotLost) -> u64 {
-    not_lost.extend(deferred.iter().filter(|d| d.order.1).map(Deferred::key));
-    deferred.iter().filter(|d| !d.order.1 && !not_lost.contains(&d.key())).count() as u64
+/// `Merge::forget_waiting` of these records, with the completions read after them (`completed`).
+fn undecoded(deferred: &[Deferred], mut completed: Completed) -> (u64, Completed) {
+    completed.extend(deferred.iter().filter(|d| d.order.1).map(Deferred::key));
+    let lost = deferred.iter().filter(|d| !d.order.1 && !completed.contains(&d.key())).count();
+    (lost as u64, completed)
 }
 
 /// The io_uring records that can be decoded now (see `read`), and those that wait: every record
@@ -528,15 +530,16 @@ mod tests {
     #[test]
     fn at_the_end_only_submissions_without_their_completion_are_lost() {
         let records = [submit(100, 90), complete(100, 90), submit(100, 95), complete(100, 80)];
-        let mut not_lost = NotLost::new();
-        assert_eq!(undecoded(&records, &mut not_lost), 1);
-        assert_eq!(not_lost, NotLost::from([(REQ, 90), (REQ, 80)]));
+        let (lost, completed) = undecoded(&records, Completed::new());
+        assert_eq!(lost, 1);
+        assert_eq!(completed, Completed::from([(REQ, 90), (REQ, 80)]));
     }
 
     #[test]
-    fn at_the_end_a_submission_whose_completion_is_unread_or_that_is_in_flight_is_not_lost() {
-        let records = [submit(100, 90), submit(200, 95), submit(200, 97)];
-        let mut not_lost = NotLost::from([(REQ, 95), (REQ, 97)]);
-        assert_eq!(undecoded(&records, &mut not_lost), 1);
+    fn at_the_end_a_submission_whose_completion_is_still_unread_is_not_lost() {
+        let records = [submit(100, 90), submit(200, 95)];
+        let (lost, completed) = undecoded(&records, Completed::from([(REQ, 95)]));
+        assert_eq!(lost, 1);
+        assert_eq!(completed, Completed::from([(REQ, 95)]));
     }
 }

@@ -14,12 +14,12 @@ use std::{
 
 use aya::maps::{MapData, RingBuf};
 use aya_log::EbpfLogger;
-use opentrace_common::{abi::uring::UringPending, open::OwnedOpen};
+use opentrace_common::open::OwnedOpen;
 use pyo3::prelude::*;
 
 use crate::{
     attach::Attached,
-    decode::{Decoder, NotLost, Record, completes},
+    decode::{Completed, Decoder, Record, completes},
     detach,
     diag::{self, FromKernel},
     error::Error,
@@ -352,45 +352,24 @@ impl Reader {
     }
 
     /// Requests still waiting for their completion will not be reported now: lost (with sharded
-    /// rings, also those whose submission is still waiting to be decoded), unless still in
-    /// flight (not events yet), or their completion is among what the rings still hold, which
-    /// is read for that (the watcher ends before handing it out, as a text read with a limit
-    /// does, or `close()`). In flight is asked first: a request that completes meanwhile has its
-    /// completion in the rings.
+    /// rings, also those whose submission is still waiting to be decoded), unless their
+    /// completion is among what the rings still hold, which is read for that (the watcher ends
+    /// before handing it out, as a text read with a limit does, or `close()`).
     pub fn forget_waiting(&mut self, shared: &Shared) {
-        let mut not_lost = self.in_flight();
-        let undecoded = match &mut self.rings {
-            Rings::Sharded(merge) => merge.forget_waiting(&mut not_lost),
+        let (undecoded, completed) = match &mut self.rings {
+            Rings::Sharded(merge) => merge.forget_waiting(),
             Rings::One(ring) => {
-                if let Err(err) = read_rest_of(ring, |record| not_lost.extend(completes(record))) {
+                let mut unread = Completed::new();
+                if let Err(err) = read_rest_of(ring, |record| unread.extend(completes(record))) {
                     diag::note(
                         diag::Level::Debug,
                         format!("the ring's unread io_uring completions were not looked for: {err}"),
                     );
                 }
-                0
+                (0, unread)
             }
         };
-        shared.ledger.add_uring(self.decoder.forget_waiting(&not_lost) + undecoded);
-    }
-
-    /// io_uring open requests the kernel still waits on (its `URING_PENDING` map): in flight.
-    /// Those submitted with `IOSQE_CQE_SKIP_SUCCESS` are left out: one that succeeded stays
-    /// there, its completion never coming.
-    fn in_flight(&self) -> NotLost {
-        let Some(map) = self.attached.map("URING_PENDING") else { return NotLost::new() };
-        match aya::maps::HashMap::<_, u64, UringPending>::try_from(map) {
-            Ok(pending) => pending
-                .iter()
-                .filter_map(Result::ok)
-                .filter(|(_, p)| p.skip_success == 0)
-                .map(|(request, p)| (request, p.submitted_ns))
-                .collect(),
-            Err(err) => {
-                diag::note(diag::Level::Debug, format!("io_uring requests in flight not looked for: {err}"));
-                NotLost::new()
-            }
-        }
+        shared.ledger.add_uring(self.decoder.forget_waiting(&completed) + undecoded);
     }
 
     /// Passes up to `batch(want)` records from the ring to the read, until it wants no more. Returns

@@ -294,48 +294,6 @@ def test_a_count_reached_before_completions_are_read_loses_none(helper: Path, tm
     assert len(reports) == 8 and all(r["res"] >= 0 for r in reports)
 
 
-@pytest.mark.parametrize("shards", [1, 2], ids=["one-ring", "two-shards"])
-def test_an_open_still_in_flight_when_the_watcher_closes_is_not_lost(helper: Path, tmp_path: Path,
-                                                                      shards: int) -> None:
-    """An io_uring open of a FIFO (forced to an io-wq worker: the inline try opens it
-    non-blocking) waits until a writer comes. A watcher
-    closed meanwhile, its submission read, has lost nothing: the open is not an event yet (as a
-    blocking ``openat(2)`` in flight at close). Counted lost before."""
-    fifo = tmp_path / "fifo"
-    os.mkfifo(fifo)
-    out = tmp_path / "o"
-    with opentrace.watch(syscalls=["io_uring"], ring_shards=shards) as w:
-        proc = subprocess.Popen([str(helper), "--async", f"--out={out}", f"open:{fifo}"])
-        try:
-            # The open waits in an io-wq worker of the helper's, after its submission.
-            for _ in range(100):
-                if any(c.read_text().startswith("iou-wrk") for c in Path(f"/proc/{proc.pid}/task").glob("*/comm")):
-                    break
-                w.poll(0.05)
-            else:
-                pytest.fail("the helper's open did not wait in an io-wq worker")
-            assert w.poll(0.3) == []
-            w.close()
-            assert w.lost == 0
-        finally:
-            try:  # Not blocking: with no reader left, it fails (ENXIO).
-                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-            except OSError:
-                proc.kill()
-            assert proc.wait(10) == 0
-    [report] = [json.loads(line) for line in out.read_text().splitlines()]
-    assert report["res"] >= 0 and report["link"] == str(fifo)
-
-
-def test_a_success_with_no_completion_is_counted_lost_at_close(helper: Path, tmp_path: Path) -> None:
-    """IOSQE_CQE_SKIP_SUCCESS alone: the kernel keeps no completion coming for the request, which
-    the watcher cannot tell from one in flight but by its flag; at close it is counted lost."""
-    target = tmp_path / "skipped"
-    target.write_bytes(b"")
-    _, events = run(helper, tmp_path, [f"skip:{target}"], lost=1)
-    assert uring(events) == []
-
-
 def test_watch_filters_apply(helper: Path, tmp_path: Path) -> None:
     target = tmp_path / "f"
     target.write_bytes(b"")

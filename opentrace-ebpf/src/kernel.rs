@@ -54,7 +54,6 @@ pub static KERNEL: KernelOffsets = KernelOffsets {
     regs_arg0: 0,
     regs_arg1: 0,
     req_opcode: 0,
-    req_flags: 0,
     req_cmd: 0,
     open_dfd: 0,
     open_file_slot: 0,

@@ -18,9 +18,8 @@ use opentrace_common::{
         open::{FileId, OPEN_HEADER_SIZE, OpenHeader, OpenRecord, STATUS_FIXED_SLOT, Syscall, full},
         settings::{WITH_FILE_ID, WITH_FULL_PATH},
         uring::{
-            IORING_OP_OPENAT, IORING_OP_OPENAT2, REQ_F_CQE_SKIP_BIT, URING_COMPLETE_ARGS,
-            URING_COMPLETE_ARGS_6_0, URING_COMPLETE_SIZE, URING_PENDING_MAX, UringArgs, UringComplete,
-            UringPending, sqe,
+            IORING_OP_OPENAT, IORING_OP_OPENAT2, URING_COMPLETE_ARGS, URING_COMPLETE_ARGS_6_0,
+            URING_COMPLETE_SIZE, URING_PENDING_MAX, UringArgs, UringComplete, UringPending, sqe,
         },
     },
 };
@@ -106,10 +105,9 @@ fn is_open(req: u64) -> bool {
 }
 
 /// Sends the request's record and leaves what its completion needs in `URING_PENDING`. Whether
-/// it did. An open submitted with `IOSQE_CQE_SKIP_SUCCESS` is no different here (but for
-/// `skip_success`): if it fails, the kernel posts (and traces) its completion after all; if it
-/// succeeds, no completion comes, and the reader counts it lost when its address is reused or
-/// the watcher ends.
+/// it did. An open submitted with `IOSQE_CQE_SKIP_SUCCESS` is no different here: if it fails,
+/// the kernel posts (and traces) its completion after all; if it succeeds, no completion comes,
+/// and the reader counts it lost when its address is reused or the watcher ends.
 #[inline(always)]
 fn try_submit(req: u64) -> Result<bool, i64> {
     let Some((tgid, tid)) = process::current_ids() else { return Ok(false) };
@@ -121,8 +119,6 @@ fn try_submit(req: u64) -> Result<bool, i64> {
     let slot: u32 = read(open + offset!(open_file_slot))?;
     let [flags, mode]: [u64; 2] = read(open + offset!(open_how))?;
     let filename: u64 = read(open + offset!(open_filename))?;
-    // Unread, taken as set: a watcher that ends then counts the request lost if it waits.
-    let skip_success = read::<u32>(req + offset!(req_flags)).map_or(1, |f| (f >> REQ_F_CQE_SKIP_BIT) & 1);
     let name: u64 = read(filename + offset!(filename_name))?;
 
     let Some(event) = SCRATCH.get_ptr_mut(0) else { return Err(0) };
@@ -145,8 +141,7 @@ fn try_submit(req: u64) -> Result<bool, i64> {
         dfd,
         absolute: u8::from(path_len > 0 && event.data[0] == b'/'),
         fixed: u8::from(slot != 0),
-        skip_success: skip_success as u8,
-        _pad: 0,
+        _pad: [0; 2],
     };
     if URING_PENDING.insert(req, pending, 0).is_err() {
         // Lost, counted here (once); whatever the map held for this address goes (see the caller).

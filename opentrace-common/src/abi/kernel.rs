@@ -84,11 +84,10 @@ pub struct KernelOffsets {
     /// registers (x86-64: `di`, `si`), which still hold them at the syscall's exit.
     pub regs_arg0: u32,
     pub regs_arg1: u32,
-    /// `struct io_kiocb`: `opcode`, `flags` (32 or 64 bits: its low word is read) and its
-    /// command data, which for an open request is a `struct io_open`; then, relative to that,
-    /// `dfd`, `file_slot`, `filename`, `how`; and `struct filename`'s `name`.
+    /// `struct io_kiocb`: `opcode` and its command data, which for an open request is
+    /// a `struct io_open`; then, relative to that, `dfd`, `file_slot`, `filename`, `how`; and
+    /// `struct filename`'s `name`.
     pub req_opcode: u32,
-    pub req_flags: u32,
     pub req_cmd: u32,
     pub open_dfd: u32,
     pub open_file_slot: u32,
@@ -97,4 +96,4 @@ pub struct KernelOffsets {
     pub filename_name: u32,
 }
 
-super::layouts!(KernelOffsets = 220);
+super::layouts!(KernelOffsets = 216);

@@ -3,9 +3,6 @@
 /// `IORING_OP_OPENAT` and `IORING_OP_OPENAT2` (uapi values).
 pub const IORING_OP_OPENAT: u8 = 18;
 pub const IORING_OP_OPENAT2: u8 = 28;
-/// `REQ_F_CQE_SKIP`'s bit in `io_kiocb.flags`: the kernel defines it as
-/// `IOSQE_CQE_SKIP_SUCCESS_BIT` (uapi), the request's own flag.
-pub const REQ_F_CQE_SKIP_BIT: u32 = 6;
 
 /// Where `struct io_uring_sqe` (uapi, the same on every kernel) keeps what an open request
 /// carries: `opcode`, `fd` (the dfd), `addr2` (openat2's `struct open_how *`), `addr` (the path),
@@ -36,11 +33,7 @@ pub struct UringPending {
     pub absolute: u8,
     /// An open into a fixed-file slot.
     pub fixed: u8,
-    /// Submitted with `IOSQE_CQE_SKIP_SUCCESS` (or its flags could not be read): should it
-    /// succeed, no completion comes, and this entry stays until its address is reused. The
-    /// reader that ends takes an entry without it for a request still in flight.
-    pub skip_success: u8,
-    pub _pad: u8,
+    pub _pad: [u8; 2],
 }
 
 /// The result of an io_uring open request; `full_len` bytes of full path follow.

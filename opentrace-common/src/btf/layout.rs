@@ -124,8 +124,6 @@ pub fn layout<D: AsRef<[u8]>>(btf: &Btf<D>) -> Result<Layout, String> {
     })();
     let io_uring = (|| {
         offsets.req_opcode = sized("io_kiocb", "opcode", 1)?;
-        // `io_req_flags_t` (64 bits) since Linux 6.10, `unsigned int` before.
-        offsets.req_flags = sized("io_kiocb", "flags", 8).or_else(|_| sized("io_kiocb", "flags", 4))?;
         offsets.req_cmd = btf.member("io_kiocb", "cmd")?.offset;
         offsets.open_dfd = sized("io_open", "dfd", 4)?;
         offsets.open_file_slot = sized("io_open", "file_slot", 4)?;
