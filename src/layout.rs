@@ -46,6 +46,8 @@ pub struct Layouts {
     /// Where the io_uring tracepoints pass the request and its result (None: io_uring open
     /// requests cannot be seen here; the reason went to the log).
     pub uring_args: std::result::Result<UringArgs, String>,
+    /// `btf::Layout::rdonly_cast`.
+    pub rdonly_cast: std::result::Result<u32, String>,
 }
 
 /// Where the kernel's BTF is read from; `OPENTRACE_BTF` names another file (a copy, or a
@@ -62,8 +64,13 @@ pub fn get() -> Result<&'static Layouts> {
         return Ok(layouts);
     }
     let (syscalls, ret_offset) = syscall_layouts()?;
-    let btf::Layout { offsets: kernel, full_path, file_id, syscall_regs, io_uring: uring_args } =
+    let btf::Layout { offsets: kernel, full_path, file_id, syscall_regs, io_uring: uring_args, rdonly_cast } =
         kernel_layout()?;
+    // A kfunc call's ids are looked up in the running kernel's own BTF.
+    let rdonly_cast = match std::env::var_os(BTF_VAR) {
+        Some(_) => Err(format!("{BTF_VAR} names the BTF read: its type ids may not be the running kernel's")),
+        None => rdonly_cast,
+    };
     if let Err(why) = &file_id {
         crate::diag::note(
             crate::diag::Level::Info,
@@ -84,6 +91,7 @@ pub fn get() -> Result<&'static Layouts> {
         syscall_regs,
         cgroup_fields,
         uring_args,
+        rdonly_cast,
     }));
     *cached = Some(layouts);
     Ok(layouts)

@@ -94,6 +94,28 @@ pub fn load(config: &Config) -> Result<Loaded> {
     if !config.tracepoints.is_empty() {
         return load_tracepoints(config, layouts);
     }
+    // With the kfunc where the kernel has it; a kernel that refuses the programs with it (its
+    // verifier, a kernel without a JIT) is asked again without it.
+    let kfunc = kfunc_id(layouts);
+    let (loaded, kfunc) = match load_opens(config, layouts, kfunc) {
+        Err(Error::Other(err)) if kfunc.is_some() => {
+            crate::diag::note(
+                crate::diag::Level::Info,
+                format!("loading with the kfunc bpf_rdonly_cast failed ({err}); loading without it"),
+            );
+            (load_opens(config, layouts, None), None)
+        }
+        loaded => (loaded, kfunc),
+    };
+    if loaded.is_ok() {
+        let how = if kfunc.is_some() { "direct loads (bpf_rdonly_cast)" } else { "probe reads" };
+        crate::diag::note(crate::diag::Level::Debug, format!("dentries are read by {how}"));
+    }
+    loaded
+}
+
+/// `load` for the open family (and io_uring's opens).
+fn load_opens(config: &Config, layouts: &Layouts, kfunc: Option<u32>) -> Result<Loaded> {
     if config.settings.enabled & WITH_FULL_PATH != 0
         && let Err(why) = &layouts.full_path
     {
@@ -126,7 +148,7 @@ pub fn load(config: &Config) -> Result<Loaded> {
         )));
     }
 
-    let (mut ebpf, logs, rings) = load_object(config, layouts, uring.as_ref(), 1)?;
+    let (mut ebpf, logs, rings) = load_object(config, layouts, uring.as_ref(), 1, kfunc)?;
 
     let diagnose = loaded_program(&mut ebpf, "diagnose")?;
     let diagnose_fd = diagnose
@@ -275,22 +297,77 @@ fn learn_dirs(ebpf: &mut Ebpf, dirs: &[Vec<u8>], links: &mut Vec<Link>) -> Resul
     Ok(held)
 }
 
+/// `kernel::rdonly_cast`'s call instruction as built (opentrace-ebpf): `BPF_PSEUDO_KFUNC_CALL`,
+/// its function id a placeholder.
+const RDONLY_CAST_CALL: [u8; 8] = [0x85, 0x20, 0x00, 0x00, 0x11, 0xf0, 0xca, 0x7f];
+
+/// What stands in for that call where the kfunc is not used: `r0 = r1`. The programs then take
+/// probe reads (`KERNEL.btf_dentry` is 0), and the verifier prunes the direct loads.
+const MOVE_R1_TO_R0: [u8; 8] = [0xbf, 0x10, 0, 0, 0, 0, 0, 0];
+
+/// Set (to anything): the programs do not use the `bpf_rdonly_cast` kfunc, and read the kernel's
+/// structs by probe reads only, as on a kernel without it (older than 6.2).
+const NO_KFUNCS_VAR: &str = "OPENTRACE_NO_KFUNCS";
+
+/// For the tests: a function id given to the kfunc calls instead of the kernel's, which the
+/// kernel refuses (the load is then made again without them).
+const TEST_KFUNC_ID_VAR: &str = "OPENTRACE_TEST_KFUNC_ID";
+
+/// The function id the programs' calls of `bpf_rdonly_cast` get; None: the kfunc is not used.
+fn kfunc_id(layouts: &Layouts) -> Option<u32> {
+    if std::env::var_os(NO_KFUNCS_VAR).is_some() {
+        return None;
+    }
+    let id = layouts.rdonly_cast.as_ref().map_err(|why| {
+        crate::diag::note(crate::diag::Level::Debug, format!("the kfunc bpf_rdonly_cast is not used: {why}"))
+    });
+    let test = std::env::var(TEST_KFUNC_ID_VAR).ok().and_then(|v| v.parse().ok());
+    id.ok().map(|id| test.unwrap_or(*id))
+}
+
+/// The programs' object (8-byte aligned, as the ELF parser wants it), every call of
+/// `bpf_rdonly_cast` given the function id, or (None) replaced by a move.
+fn linked_object(rdonly_cast: Option<u32>) -> Vec<u64> {
+    let instruction = match rdonly_cast {
+        Some(id) => {
+            let mut call = RDONLY_CAST_CALL;
+            call[4..].copy_from_slice(&id.to_le_bytes());
+            call
+        }
+        None => MOVE_R1_TO_R0,
+    };
+    // Instructions lie at 8-byte offsets: code sections are 8-aligned in the object.
+    OBJECT
+        .chunks(8)
+        .map(|chunk| {
+            let mut word = [0; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            u64::from_ne_bytes(if word == RDONLY_CAST_CALL { instruction } else { word })
+        })
+        .collect()
+}
+
 /// The object loaded with this kernel's layouts and the watcher's settings (its maps made, the
 /// rings in place; its programs are loaded as they are attached). `tracepoints`: room in
-/// `TP_CONFIG`.
+/// `TP_CONFIG`; `kfunc`: see `kfunc_id`.
 fn load_object(
     config: &Config,
     layouts: &Layouts,
     uring: Option<&UringArgs>,
     tracepoints: u32,
+    kfunc: Option<u32>,
 ) -> Result<(Ebpf, EbpfLogger<FromKernel>, Vec<RingBuf<MapData>>)> {
+    let mut kernel = layouts.kernel;
+    if kfunc.is_none() {
+        kernel.btf_dentry = 0;
+    }
     let mut loader = new_loader();
     for (syscall, offsets) in &layouts.syscalls {
         loader.override_global(global_name(*syscall), offsets, true);
     }
     loader.override_global("RET_OFFSET", &layouts.ret_offset, true);
     loader.override_global("SYSCALL_NUMBERS", &layouts.numbers, true);
-    loader.override_global("KERNEL", &layouts.kernel, true);
+    loader.override_global("KERNEL", &kernel, true);
     loader.override_global(
         "CGROUP_FIELDS",
         layouts.cgroup_fields.as_ref().unwrap_or(&CgroupFields::DEFAULT),
@@ -323,7 +400,10 @@ fn load_object(
     loader.map_max_entries("EVENTS", cpus);
     loader.map_max_entries("TP_CONFIG", tracepoints.max(1));
     loader.map_max_entries("COUNTS", settings.count_keys.max(1));
-    let mut ebpf = loader.load(OBJECT).map_err(|e| Error::kernel("loading the eBPF programs", &e))?;
+    let object = linked_object(kfunc);
+    // SAFETY: plain words viewed as their bytes, the object's length of them.
+    let object = unsafe { std::slice::from_raw_parts(object.as_ptr().cast::<u8>(), OBJECT.len()) };
+    let mut ebpf = loader.load(object).map_err(|e| Error::kernel("loading the eBPF programs", &e))?;
     let rings = make_rings(&mut ebpf, config.rings, cpus)?;
     if !keys.is_empty() {
         let mut trie: LpmTrie<_, [u8; KEY_BYTES], u8> = LpmTrie::try_from(map(&mut ebpf, "PATH_KEYS")?)
@@ -460,7 +540,7 @@ fn finish(
 /// how to copy each one's records. A tracepoint that cannot be attached is an error if it was
 /// named, and skipped (said on the log) if a glob matched it.
 fn load_tracepoints(config: &Config, layouts: &Layouts) -> Result<Loaded> {
-    let (mut ebpf, logs, rings) = load_object(config, layouts, None, config.tracepoints.len() as u32)?;
+    let (mut ebpf, logs, rings) = load_object(config, layouts, None, config.tracepoints.len() as u32, None)?;
     let mut table: HashMap<_, u32, TracepointConfig> = HashMap::try_from(map(&mut ebpf, "TP_CONFIG")?)
         .map_err(|e| Error::kernel("opening the tracepoint table", &e))?;
     for (schema, _) in &config.tracepoints {
@@ -588,4 +668,31 @@ fn map<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::maps::Map> {
 
 fn take(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
     ebpf.take_map(name).ok_or_else(|| missing(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instructions(object: &[u8], instruction: [u8; 8]) -> usize {
+        object.chunks(8).filter(|w| *w == instruction).count()
+    }
+
+    fn linked_object(kfunc: Option<u32>) -> Vec<u8> {
+        let words = super::linked_object(kfunc);
+        words.iter().flat_map(|w| w.to_ne_bytes()).take(OBJECT.len()).collect()
+    }
+
+    #[test]
+    fn every_rdonly_cast_call_gets_the_kernels_function_id_or_becomes_a_move() {
+        let calls = instructions(OBJECT, RDONLY_CAST_CALL);
+        assert!(calls > 0, "the programs were built without a call of bpf_rdonly_cast");
+        let linked = linked_object(Some(0x1234));
+        assert_eq!(instructions(&linked, RDONLY_CAST_CALL), 0);
+        assert_eq!(instructions(&linked, [0x85, 0x20, 0, 0, 0x34, 0x12, 0, 0]), calls);
+        let moved = linked_object(None);
+        assert_eq!(instructions(&moved, RDONLY_CAST_CALL), 0);
+        assert_eq!(instructions(&moved, MOVE_R1_TO_R0), calls + instructions(OBJECT, MOVE_R1_TO_R0));
+        assert_eq!(linked.len(), OBJECT.len());
+    }
 }

@@ -23,6 +23,7 @@ const KIND_TYPEDEF: u32 = 8;
 const KIND_VOLATILE: u32 = 9;
 const KIND_CONST: u32 = 10;
 const KIND_RESTRICT: u32 = 11;
+const KIND_FUNC: u32 = 12;
 const KIND_FUNC_PROTO: u32 = 13;
 const KIND_VAR: u32 = 14;
 const KIND_DATASEC: u32 = 15;
@@ -96,6 +97,22 @@ impl<D: AsRef<[u8]>> Btf<D> {
             at += TYPE_SIZE + extra;
         }
         Ok(Btf { data: blob, types, strings: (str_off, str_len), structs })
+    }
+
+    /// The type id of struct `name`, or why there is none.
+    pub fn struct_type(&self, name: &str) -> Result<u32, String> {
+        self.struct_id(name).ok_or_else(|| format!("this kernel's BTF has no struct {name}"))
+    }
+
+    /// The type id of the kernel function `name` (a kfunc a program calls), or why there is none.
+    pub fn function(&self, name: &str) -> Result<u32, String> {
+        (1..self.types.len() as u32)
+            .find(|&id| {
+                self.header(id).is_some_and(|(kind, _, _, _, name_off)| {
+                    kind == KIND_FUNC && self.name(name_off) == name.as_bytes()
+                })
+            })
+            .ok_or_else(|| format!("this kernel's BTF has no function {name}"))
     }
 
     /// The id of the struct or union called `name`.
@@ -396,5 +413,9 @@ mod tests {
             [Param::StructPointer("task_struct".into()), Param::StructPointer("task_struct".into())]
         );
         assert!(btf.raw_tracepoint_args("no_such_tracepoint").unwrap_err().contains("no tracepoint"));
+        // Linux 6.2 and newer: the kfunc, and the type it is given.
+        assert!(layout.rdonly_cast.is_ok_and(|id| id > 0));
+        assert_eq!(Ok(layout.offsets.btf_dentry), btf.struct_type("dentry"));
+        assert!(btf.function("no_such_function").unwrap_err().contains("no function"));
     }
 }

@@ -6,6 +6,7 @@
 //! in [`path`], the opened file's identity in [`file`].
 #![no_std]
 #![no_main]
+#![feature(asm_experimental_arch)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod cgroup;

@@ -352,8 +352,8 @@ fn ascend_once<const DIRS: usize>(ascent: &mut Ascent, learned: &Learned) -> i64
             STOP
         };
     }
-    match read::<u64>(ascent.dentry + offset!(dentry_window) + offset!(dentry_parent)) {
-        Ok(parent) if parent != ascent.dentry => {
+    match kernel::dentry_word(ascent.dentry, offset!(dentry_window) + offset!(dentry_parent)) {
+        Ok(parent) if parent != 0 && parent != ascent.dentry => {
             ascent.dentry = parent;
             CONTINUE
         }

@@ -80,6 +80,9 @@ pub struct KernelOffsets {
     pub mount_id: u32,
     /// `dentry.d_inode`: the start directory of a failed relative open (counting mode).
     pub dentry_inode: u32,
+    /// The BTF type id of `struct dentry`, for `bpf_rdonly_cast` (0: the kfunc is not used, and
+    /// the programs take probe reads).
+    pub btf_dentry: u32,
     /// `struct pt_regs`: where a syscall's first two arguments are among the task's saved user
     /// registers (x86-64: `di`, `si`), which still hold them at the syscall's exit.
     pub regs_arg0: u32,
@@ -96,4 +99,4 @@ pub struct KernelOffsets {
     pub filename_name: u32,
 }
 
-super::layouts!(KernelOffsets = 216);
+super::layouts!(KernelOffsets = 220);

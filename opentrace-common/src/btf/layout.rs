@@ -22,6 +22,9 @@ pub struct Layout {
     /// Where the io_uring tracepoints pass what the programs read, or why io_uring open
     /// requests cannot be read here.
     pub io_uring: Result<UringArgs, String>,
+    /// The kernel's function id of the kfunc `bpf_rdonly_cast` (Linux 6.2 and newer), which the
+    /// loader writes into the programs' calls of it; or why there is none.
+    pub rdonly_cast: Result<u32, String>,
 }
 
 /// Reads the members the programs use. The ones every watcher needs (`ppid`) must be there;
@@ -135,7 +138,10 @@ pub fn layout<D: AsRef<[u8]>>(btf: &Btf<D>) -> Result<Layout, String> {
         }
         uring_args(btf)
     })();
-    Ok(Layout { offsets, full_path, file_id, syscall_regs, io_uring })
+    let rdonly_cast = btf.function("bpf_rdonly_cast");
+    // Typed loads at the walk's offsets: only with them.
+    offsets.btf_dentry = if full_path.is_ok() { btf.struct_type("dentry").unwrap_or(0) } else { 0 };
+    Ok(Layout { offsets, full_path, file_id, syscall_regs, io_uring, rdonly_cast })
 }
 
 /// Where the request and the result are among the io_uring tracepoints' arguments: the request
