@@ -109,7 +109,7 @@ pub fn load(config: &Config) -> Result<Loaded> {
     };
     if loaded.is_ok() {
         let how = if kfunc.is_some() { "direct loads (bpf_rdonly_cast)" } else { "probe reads" };
-        crate::diag::note(crate::diag::Level::Debug, format!("dentries are read by {how}"));
+        crate::diag::note(crate::diag::Level::Debug, format!("the programs read kernel structs by {how}"));
     }
     loaded
 }
@@ -302,7 +302,8 @@ fn learn_dirs(ebpf: &mut Ebpf, dirs: &[Vec<u8>], links: &mut Vec<Link>) -> Resul
 const RDONLY_CAST_CALL: [u8; 8] = [0x85, 0x20, 0x00, 0x00, 0x11, 0xf0, 0xca, 0x7f];
 
 /// What stands in for that call where the kfunc is not used: `r0 = r1`. The programs then take
-/// probe reads (`KERNEL.btf_dentry` is 0), and the verifier prunes the direct loads.
+/// probe reads (`KERNEL.btf_*` are 0: `KernelOffsets::untyped`), and the verifier prunes the
+/// direct loads.
 const MOVE_R1_TO_R0: [u8; 8] = [0xbf, 0x10, 0, 0, 0, 0, 0, 0];
 
 /// Set (to anything): the programs do not use the `bpf_rdonly_cast` kfunc, and read the kernel's
@@ -357,10 +358,7 @@ fn load_object(
     tracepoints: u32,
     kfunc: Option<u32>,
 ) -> Result<(Ebpf, EbpfLogger<FromKernel>, Vec<RingBuf<MapData>>)> {
-    let mut kernel = layouts.kernel;
-    if kfunc.is_none() {
-        kernel.btf_dentry = 0;
-    }
+    let kernel = if kfunc.is_some() { layouts.kernel } else { layouts.kernel.untyped() };
     let mut loader = new_loader();
     for (syscall, offsets) in &layouts.syscalls {
         loader.override_global(global_name(*syscall), offsets, true);

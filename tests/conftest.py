@@ -188,3 +188,24 @@ def uring_helper(tmp_path_factory: pytest.TempPathFactory) -> Path:
         f"building {URING_SOURCE.name} failed (liburing-dev missing? run scripts/bootstrap):\n{built.stderr}"
     )
     return binary
+
+
+@pytest.fixture(params=["kfunc", "probe-reads"])
+def struct_reads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
+                 caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """The kernel's structs (a path filter's dentries, an opened file's identity) read both ways:
+    through pointers typed by the bpf_rdonly_cast kfunc (direct loads, Linux 6.2 and newer), and
+    by probe reads (older kernels, or OPENTRACE_NO_KFUNCS set); the log says which the programs
+    were loaded with."""
+    if request.param == "probe-reads":
+        monkeypatch.setenv("OPENTRACE_NO_KFUNCS", "1")
+    else:
+        monkeypatch.delenv("OPENTRACE_NO_KFUNCS", raising=False)
+    with caplog.at_level("DEBUG", logger="opentrace"):
+        opentrace.watch(paths=["/usr/"]).close()
+    if request.param == "kfunc" and "bpf_rdonly_cast is not used" in caplog.text:
+        pytest.skip("the kernel has no bpf_rdonly_cast (Linux 6.2 and newer)")
+    how = "direct loads (bpf_rdonly_cast)" if request.param == "kfunc" else "probe reads"
+    assert f"the programs read kernel structs by {how}" in caplog.text
+    caplog.clear()
+    yield

@@ -73,7 +73,7 @@ def test_counts_add_up_to_every_open(tmp_path: Path) -> None:
 
 
 def test_counts_by_file_are_made_at_the_exit_alone_for_every_syscall(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, struct_reads: None
 ) -> None:
     """By file too, no entry program runs: the exit reads the path and the directory the lookup
     started from in the task's saved registers. Every syscall of the family, absolute and

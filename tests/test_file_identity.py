@@ -69,7 +69,7 @@ def check(pairs: list[tuple[dict[str, int], opentrace.OpenEvent]]) -> None:
         assert (ev.to_dict()["inode"], ev.to_dict()["dev"], ev.to_dict()["mnt_id"]) == (ev.inode, ev.dev, ev.mnt_id)
 
 
-def test_root_filesystem_and_tmpfs(tmp_path: Path, tmpfs: Path) -> None:
+def test_root_filesystem_and_tmpfs(tmp_path: Path, tmpfs: Path, struct_reads: None) -> None:
     on_root = tmp_path / "file"
     on_root.write_text("x")
     on_tmpfs = tmpfs / "file"
@@ -80,7 +80,8 @@ def test_root_filesystem_and_tmpfs(tmp_path: Path, tmpfs: Path) -> None:
     assert pairs[0][1].dev != pairs[1][1].dev and pairs[0][1].mnt_id != pairs[1][1].mnt_id
 
 
-def test_a_bind_mount_is_the_same_file_through_another_mount(tmp_path: Path, tmpfs: Path) -> None:
+def test_a_bind_mount_is_the_same_file_through_another_mount(tmp_path: Path, tmpfs: Path,
+                                                            struct_reads: None) -> None:
     (tmpfs / "dir").mkdir()
     (tmpfs / "dir" / "file").write_text("x")
     bound = tmp_path / "bound"

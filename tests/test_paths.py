@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,26 +63,6 @@ def opened_and_matching(entries: list[str], ops: list[list[Any]], results: list[
         if matches(entries, full):
             expected.append((op[2], full))
     return expected
-
-
-@pytest.fixture(params=["kfunc", "probe-reads"])
-def dentry_reads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
-                 caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """The walk up a file's dentries both ways: through pointers typed by the bpf_rdonly_cast
-    kfunc (direct loads, Linux 6.2 and newer), and by probe reads (older kernels, or
-    OPENTRACE_NO_KFUNCS set); the log says which the programs were loaded with."""
-    if request.param == "probe-reads":
-        monkeypatch.setenv("OPENTRACE_NO_KFUNCS", "1")
-    else:
-        monkeypatch.delenv("OPENTRACE_NO_KFUNCS", raising=False)
-    with caplog.at_level("DEBUG", logger="opentrace"):
-        opentrace.watch(paths=["/usr/"]).close()
-    if request.param == "kfunc" and "bpf_rdonly_cast is not used" in caplog.text:
-        pytest.skip("the kernel has no bpf_rdonly_cast (Linux 6.2 and newer)")
-    how = "direct loads (bpf_rdonly_cast)" if request.param == "kfunc" else "probe reads"
-    assert f"dentries are read by {how}" in caplog.text
-    caplog.clear()
-    yield
 
 
 @pytest.fixture
@@ -158,7 +137,7 @@ def test_a_symlinked_directory_entry_matches_the_resolved_and_the_given_path(tre
 
 
 def test_directory_entries_are_decided_by_the_kernel_across_mounts(
-    tree: Path, caplog: pytest.LogCaptureFixture, dentry_reads: None
+    tree: Path, caplog: pytest.LogCaptureFixture, struct_reads: None
 ) -> None:
     """Entries that are all existing directories are decided by the opened file's ancestors
     (dentries and mounts, learned at start), not by its path: the same answer as the path rules,
@@ -198,7 +177,7 @@ def test_directory_entries_are_decided_by_the_kernel_across_mounts(
 
 @pytest.mark.parametrize("more_dirs", [0, 5], ids=["one-directory", "six-directories"])
 def test_files_many_levels_below_or_beside_a_directory_are_decided_as_their_paths_say(
-    tree: Path, more_dirs: int, caplog: pytest.LogCaptureFixture, dentry_reads: None
+    tree: Path, more_dirs: int, caplog: pytest.LogCaptureFixture, struct_reads: None
 ) -> None:
     """The walk up from a file takes its first levels in line and the rest in a loop, and compares
     a few directories in line and more in the loop: files 14 levels below the directory, beside it
@@ -241,7 +220,7 @@ def test_a_kernel_refusing_the_kfunc_call_gets_the_programs_without_it(
     with caplog.at_level("DEBUG", logger="opentrace"):
         results, events = run_filtered(tree, entries, ops)
     assert "loading with the kfunc bpf_rdonly_cast failed" in caplog.text
-    assert "dentries are read by probe reads" in caplog.text
+    assert "the programs read kernel structs by probe reads" in caplog.text
     assert [(ev.path, ev.full_path) for ev in events] == opened_and_matching(entries, ops, results)
     assert len(events) == 1
 

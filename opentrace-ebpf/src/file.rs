@@ -1,12 +1,13 @@
 //! The file behind an fd of the current task, and its identity (inode, device, mount id), read
 //! from `struct file` at the offsets BTF gave: the fd table's entries are not typed for the
-//! verifier, so these are probe reads.
+//! verifier, so the entry is a probe read, and the file's members direct loads where the kernel
+//! types it for them (`kernel::typed_read`; else probe reads too).
 use opentrace_common::abi::{
     kernel::INODE_WINDOW,
     open::{FileId, STATUS_DEV_UNSURE, STATUS_FILE_ID},
 };
 
-use crate::kernel::{self, offset, read, word};
+use crate::kernel::{self, offset, read, typed_read, word};
 
 /// `BTRFS_SUPER_MAGIC`: btrfs reports each subvolume's own device to `stat`, not its superblock's.
 const BTRFS_SUPER_MAGIC: u64 = 0x9123_683e;
@@ -40,9 +41,9 @@ pub fn identity(fd: i64) -> (FileId, u8) {
     read_identity(fd).unwrap_or_default()
 }
 
-/// The (inode, device) of the file behind `fd`: what a count's key needs, in the fewest probe
-/// reads that give it (the fd's file, its inode, the inode's number and superblock, the
-/// superblock's device).
+/// The (inode, device) of the file behind `fd`: what a count's key needs, in the fewest reads
+/// that give it (the fd's file, its inode, the inode's number and superblock, the superblock's
+/// device).
 #[inline(always)]
 pub fn inode_key(fd: i64) -> Option<(u64, u32)> {
     let inode = lookup(fd).ok().and_then(|file| file_inode(file).ok())?;
@@ -53,7 +54,7 @@ pub fn inode_key(fd: i64) -> Option<(u64, u32)> {
 fn read_identity(fd: i64) -> Result<(FileId, u8), i32> {
     let file = lookup(fd).map_err(|_| 0)?;
     let (ino, dev, magic) = inode_words(file_inode(file)?)?;
-    let mnt: u64 = member(file, offset!(file_window) + offset!(file_mnt))?;
+    let mnt = nonzero(typed_read(file, offset!(btf_file) as u32, offset!(file_window) + offset!(file_mnt)))?;
     // The `struct vfsmount` is embedded in its `struct mount`.
     let mnt_id: u32 = read(mnt.wrapping_sub(offset!(mount_mnt)) + offset!(mount_id))?;
     let unsure = if magic == BTRFS_SUPER_MAGIC { STATUS_DEV_UNSURE } else { 0 };
@@ -64,7 +65,11 @@ fn read_identity(fd: i64) -> Result<(FileId, u8), i32> {
 #[inline(always)]
 fn inode_words(inode: u64) -> Result<(u64, u32, u64), i32> {
     let (ino, sb) = ino_and_sb(inode)?;
-    Ok((ino, sb_dev(sb)?, member(sb, offset!(sb_window) + offset!(sb_magic))?))
+    Ok((
+        ino,
+        sb_dev(sb)?,
+        typed_read(sb, offset!(btf_super_block) as u32, offset!(sb_window) + offset!(sb_magic))?,
+    ))
 }
 
 /// An inode's number and its filesystem's device (the kernel's `dev_t`).
@@ -77,12 +82,27 @@ pub fn inode_id(inode: u64) -> Result<(u64, u32), i32> {
 /// The inode of the file behind `file` (a `struct file *`).
 #[inline(always)]
 pub fn file_inode(file: u64) -> Result<u64, i32> {
-    member(file, offset!(file_window) + offset!(file_inode))
+    nonzero(typed_read(file, offset!(btf_file) as u32, offset!(file_window) + offset!(file_inode)))
 }
+
+/// A pointer read, refused if 0: a direct load that faults gives 0 (see `typed_read`), which
+/// must not go on to an identity of zeros.
+#[inline(always)]
+fn nonzero(pointer: Result<u64, i32>) -> Result<u64, i32> {
+    pointer.and_then(|p| if p == 0 { Err(-EFAULT) } else { Ok(p) })
+}
+
+const EFAULT: i32 = 14;
 
 /// An inode's number and its `struct super_block *`.
 #[inline(always)]
 fn ino_and_sb(inode: u64) -> Result<(u64, u64), i32> {
+    let btf_id = offset!(btf_inode) as u32;
+    if btf_id != 0 {
+        let at = offset!(inode_window);
+        let ino = typed_read(inode, btf_id, at + offset!(inode_ino))?;
+        return Ok((ino, nonzero(typed_read(inode, btf_id, at + offset!(inode_sb)))?));
+    }
     let window: [u64; INODE_WINDOW as usize / 8] = read_window(inode + offset!(inode_window))?;
     Ok((word(&window, offset!(inode_ino)), word(&window, offset!(inode_sb))))
 }
@@ -90,15 +110,9 @@ fn ino_and_sb(inode: u64) -> Result<(u64, u64), i32> {
 /// A superblock's device (the kernel's `dev_t`).
 #[inline(always)]
 fn sb_dev(sb: u64) -> Result<u32, i32> {
-    member(sb, offset!(sb_window) + offset!(sb_dev))
-}
-
-/// The member at offset `at` of the struct at `base`, read alone: a probe read costs more the
-/// more it copies (~40 ns for the superblock's 96 bytes here, against ~10 for 8), so members
-/// far apart are read one by one rather than in one window.
-#[inline(always)]
-fn member<T>(base: u64, at: u64) -> Result<T, i32> {
-    read(base + at)
+    // Read alone where it is a probe read: one costs more the more it copies (~40 ns for the
+    // superblock's 96 bytes here, against ~10 for 8), so members far apart are read one by one.
+    typed_read(sb, offset!(btf_super_block) as u32, offset!(sb_window) + offset!(sb_dev))
 }
 
 /// The `N` words at kernel address `at`, read in place (through a `Result` they would take the

@@ -52,6 +52,9 @@ pub static KERNEL: KernelOffsets = KernelOffsets {
     mount_id: 0,
     dentry_inode: 0,
     btf_dentry: 0,
+    btf_file: 0,
+    btf_inode: 0,
+    btf_super_block: 0,
     regs_arg0: 0,
     regs_arg1: 0,
     req_opcode: 0,
@@ -210,20 +213,27 @@ pub fn fd_table() -> (u32, u64) {
     }
 }
 
-/// The 8 bytes `at` bytes into the `struct dentry` at `dentry`: a direct load through a pointer
-/// typed by `bpf_rdonly_cast` where the loader found the kfunc (a few ns), else a probe read
-/// (~10 ns on a fast machine, 30-50 on a slow VM; a path filter's walk takes one per level). A
-/// direct load that faults gives 0.
+/// The `T` `at` bytes into the kernel struct at `base`, whose BTF type id is `btf_id` (one of
+/// `KERNEL.btf_*`): a direct load through a pointer typed by `bpf_rdonly_cast` where the loader
+/// found the kfunc (a few ns), else (`btf_id` 0) a probe read (~10 ns on a fast machine, 30-50
+/// on a slow VM). A direct load that faults gives 0. `T` must be the member's own size: the
+/// verifier checks a direct load against the member it falls in.
+#[inline(always)]
+pub fn typed_read<T: Copy>(base: u64, btf_id: u32, at: u64) -> Result<T, i32> {
+    if btf_id == 0 {
+        return read(base + at);
+    }
+    let typed = rdonly_cast(base, btf_id);
+    // SAFETY: a load through a pointer the verifier knows as the kernel's type `btf_id`
+    // (untrusted: it makes the load fault-safe), at a member's offset (the loader read it from
+    // BTF).
+    Ok(unsafe { typed.add(at as usize).cast::<T>().read() })
+}
+
+/// The 8 bytes `at` bytes into the `struct dentry` at `dentry` (see `typed_read`).
 #[inline(always)]
 pub fn dentry_word(dentry: u64, at: u64) -> Result<u64, i32> {
-    let btf_id = offset!(btf_dentry) as u32;
-    if btf_id == 0 {
-        return read(dentry + at);
-    }
-    let typed = rdonly_cast(dentry, btf_id);
-    // SAFETY: a load through a pointer the verifier knows as a `struct dentry` (untrusted: it
-    // makes the load fault-safe), at an offset inside it (the loader read it from BTF).
-    Ok(unsafe { typed.add(at as usize).cast::<u64>().read() })
+    typed_read(dentry, offset!(btf_dentry) as u32, at)
 }
 
 /// `bpf_rdonly_cast(ptr, btf_id)`: `ptr` typed for the verifier as the kernel's type `btf_id`
@@ -231,7 +241,7 @@ pub fn dentry_word(dentry: u64, at: u64) -> Result<u64, i32> {
 /// the pointers loaded from it, are direct. The verifier turns the call into a move. Written as
 /// the call instruction itself (aya 0.14 cannot link a kfunc): `src_reg` 2
 /// (`BPF_PSEUDO_KFUNC_CALL`) and a placeholder function id that the loader replaces with the
-/// kernel's, or the call with a move where the kfunc is not used (see `dentry_word`).
+/// kernel's, or the call with a move where the kfunc is not used (see `typed_read`).
 #[inline(always)]
 fn rdonly_cast(ptr: u64, btf_id: u32) -> *const u8 {
     let cast: u64;

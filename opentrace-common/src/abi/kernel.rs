@@ -8,9 +8,9 @@ pub const DENTRY_WINDOW: u32 = 48;
 /// Bytes of `struct mount` read in one go by the path walk, from [`KernelOffsets::mount_window`].
 pub const MOUNT_WINDOW: u32 = 32;
 /// Bytes of `struct file`, `struct inode` and `struct super_block` that hold the members an
-/// opened file's identity is read from, from [`KernelOffsets::file_window`] and the others. The
-/// inode's are read in one go; the file's and the superblock's, far apart, one by one (a probe
-/// read costs more the more it copies).
+/// opened file's identity is read from, from [`KernelOffsets::file_window`] and the others. By
+/// probe reads (without `bpf_rdonly_cast`), the inode's are read in one go; the file's and the
+/// superblock's, far apart, one by one (a probe read costs more the more it copies).
 pub const FILE_WINDOW: u32 = 48;
 pub const INODE_WINDOW: u32 = 32;
 pub const SB_WINDOW: u32 = 96;
@@ -80,9 +80,12 @@ pub struct KernelOffsets {
     pub mount_id: u32,
     /// `dentry.d_inode`: the start directory of a failed relative open (counting mode).
     pub dentry_inode: u32,
-    /// The BTF type id of `struct dentry`, for `bpf_rdonly_cast` (0: the kfunc is not used, and
-    /// the programs take probe reads).
+    /// The BTF type ids of `struct dentry`, `file`, `inode` and `super_block`, for
+    /// `bpf_rdonly_cast` (0: the kfunc is not used, and the programs take probe reads).
     pub btf_dentry: u32,
+    pub btf_file: u32,
+    pub btf_inode: u32,
+    pub btf_super_block: u32,
     /// `struct pt_regs`: where a syscall's first two arguments are among the task's saved user
     /// registers (x86-64: `di`, `si`), which still hold them at the syscall's exit.
     pub regs_arg0: u32,
@@ -99,4 +102,12 @@ pub struct KernelOffsets {
     pub filename_name: u32,
 }
 
-super::layouts!(KernelOffsets = 220);
+impl KernelOffsets {
+    /// These offsets for programs that do not use `bpf_rdonly_cast` (they take probe reads).
+    pub fn untyped(mut self) -> KernelOffsets {
+        [self.btf_dentry, self.btf_file, self.btf_inode, self.btf_super_block] = [0; 4];
+        self
+    }
+}
+
+super::layouts!(KernelOffsets = 232);

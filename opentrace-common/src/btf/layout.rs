@@ -139,8 +139,12 @@ pub fn layout<D: AsRef<[u8]>>(btf: &Btf<D>) -> Result<Layout, String> {
         uring_args(btf)
     })();
     let rdonly_cast = btf.function("bpf_rdonly_cast");
-    // Typed loads at the walk's offsets: only with them.
-    offsets.btf_dentry = if full_path.is_ok() { btf.struct_type("dentry").unwrap_or(0) } else { 0 };
+    // Typed loads at the walk's and the identity's offsets: only with them.
+    let type_id = |ok: bool, name: &str| if ok { btf.struct_type(name).unwrap_or(0) } else { 0 };
+    offsets.btf_dentry = type_id(full_path.is_ok(), "dentry");
+    offsets.btf_file = type_id(file_id.is_ok(), "file");
+    offsets.btf_inode = type_id(file_id.is_ok(), "inode");
+    offsets.btf_super_block = type_id(file_id.is_ok(), "super_block");
     Ok(Layout { offsets, full_path, file_id, syscall_regs, io_uring, rdonly_cast })
 }
 
