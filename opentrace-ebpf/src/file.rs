@@ -54,7 +54,7 @@ pub fn inode_key(fd: i64) -> Option<(u64, u32)> {
 fn read_identity(fd: i64) -> Result<(FileId, u8), i32> {
     let file = lookup(fd).map_err(|_| 0)?;
     let (ino, dev, magic) = inode_words(file_inode(file)?)?;
-    let mnt = nonzero(typed_read(file, offset!(btf_file) as u32, offset!(file_window) + offset!(file_mnt)))?;
+    let mnt = file_pointer(file, offset!(file_mnt))?;
     // The `struct vfsmount` is embedded in its `struct mount`.
     let mnt_id: u32 = read(mnt.wrapping_sub(offset!(mount_mnt)) + offset!(mount_id))?;
     let unsure = if magic == BTRFS_SUPER_MAGIC { STATUS_DEV_UNSURE } else { 0 };
@@ -65,11 +65,7 @@ fn read_identity(fd: i64) -> Result<(FileId, u8), i32> {
 #[inline(always)]
 fn inode_words(inode: u64) -> Result<(u64, u32, u64), i32> {
     let (ino, sb) = ino_and_sb(inode)?;
-    Ok((
-        ino,
-        sb_dev(sb)?,
-        typed_read(sb, offset!(btf_super_block) as u32, offset!(sb_window) + offset!(sb_magic))?,
-    ))
+    Ok((ino, sb_dev(sb)?, sb_member(sb, offset!(sb_magic))?))
 }
 
 /// An inode's number and its filesystem's device (the kernel's `dev_t`).
@@ -82,17 +78,21 @@ pub fn inode_id(inode: u64) -> Result<(u64, u32), i32> {
 /// The inode of the file behind `file` (a `struct file *`).
 #[inline(always)]
 pub fn file_inode(file: u64) -> Result<u64, i32> {
-    nonzero(typed_read(file, offset!(btf_file) as u32, offset!(file_window) + offset!(file_inode)))
+    file_pointer(file, offset!(file_inode))
+}
+
+/// The pointer `at` bytes into `struct file`'s window (see `typed_read`).
+#[inline(always)]
+fn file_pointer(file: u64, at: u64) -> Result<u64, i32> {
+    nonzero(typed_read(file, offset!(btf_file) as u32, offset!(file_window) + at))
 }
 
 /// A pointer read, refused if 0: a direct load that faults gives 0 (see `typed_read`), which
 /// must not go on to an identity of zeros.
 #[inline(always)]
 fn nonzero(pointer: Result<u64, i32>) -> Result<u64, i32> {
-    pointer.and_then(|p| if p == 0 { Err(-EFAULT) } else { Ok(p) })
+    pointer.and_then(|p| if p == 0 { Err(-kernel::EFAULT) } else { Ok(p) })
 }
-
-const EFAULT: i32 = 14;
 
 /// An inode's number and its `struct super_block *`.
 #[inline(always)]
@@ -110,9 +110,15 @@ fn ino_and_sb(inode: u64) -> Result<(u64, u64), i32> {
 /// A superblock's device (the kernel's `dev_t`).
 #[inline(always)]
 fn sb_dev(sb: u64) -> Result<u32, i32> {
-    // Read alone where it is a probe read: one costs more the more it copies (~40 ns for the
-    // superblock's 96 bytes here, against ~10 for 8), so members far apart are read one by one.
-    typed_read(sb, offset!(btf_super_block) as u32, offset!(sb_window) + offset!(sb_dev))
+    sb_member(sb, offset!(sb_dev))
+}
+
+/// The member `at` bytes into `struct super_block`'s window, read alone where it is a probe
+/// read: one costs more the more it copies (~40 ns for the superblock's 96 bytes here, against
+/// ~10 for 8), so members far apart are read one by one.
+#[inline(always)]
+fn sb_member<T: Copy>(sb: u64, at: u64) -> Result<T, i32> {
+    typed_read(sb, offset!(btf_super_block) as u32, offset!(sb_window) + at)
 }
 
 /// The `N` words at kernel address `at`, read in place (through a `Result` they would take the

@@ -213,6 +213,9 @@ pub fn fd_table() -> (u32, u64) {
     }
 }
 
+/// The kernel's `EFAULT`.
+pub const EFAULT: i32 = 14;
+
 /// The `T` `at` bytes into the kernel struct at `base`, whose BTF type id is `btf_id` (one of
 /// `KERNEL.btf_*`): a direct load through a pointer typed by `bpf_rdonly_cast` where the loader
 /// found the kfunc (a few ns), else (`btf_id` 0) a probe read (~10 ns on a fast machine, 30-50

@@ -33,7 +33,8 @@ use crate::{
     count::{self, Counted},
     file,
     filter::wanted,
-    kernel, path, path_filter, process,
+    kernel::{self, EFAULT},
+    path, path_filter, process,
     shared::{SCRATCH, SETTINGS, count, counted, global, on, output},
     storage::TaskStorage,
 };
@@ -245,8 +246,6 @@ fn try_sys_enter<const N: usize>(
 pub const FIRST_SLOT: u32 = 16;
 /// Where its `int __syscall_nr` is.
 const SYSCALL_NR: usize = 8;
-
-const EFAULT: i32 = 14;
 
 /// A syscall tracepoint record with its first `N` argument slots loaded up front, by direct
 /// context loads at constant offsets (a helper call each costs more; the verifier only allows
