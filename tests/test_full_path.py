@@ -18,7 +18,8 @@ import opentrace
 
 from .conftest import Child, settle
 
-pytestmark = pytest.mark.root
+# The walk reads each dentry and mount by direct loads (bpf_rdonly_cast) and by probe reads.
+pytestmark = [pytest.mark.root, pytest.mark.usefixtures("struct_reads")]
 
 O_RDONLY, O_CREAT, O_WRONLY = os.O_RDONLY, os.O_CREAT, os.O_WRONLY
 

@@ -1,6 +1,6 @@
 //! Reading kernel structures at the offsets the loader took from BTF (`KERNEL`).
 use aya_ebpf::helpers::{bpf_get_current_task_btf, bpf_probe_read_kernel, generated};
-use opentrace_common::abi::kernel::KernelOffsets;
+use opentrace_common::abi::kernel::{KernelOffsets, MOUNT_WINDOW};
 
 /// This kernel's struct layouts; the loader writes them before loading (the values here are
 /// placeholders). A read-only global: the verifier sees each offset as a constant.
@@ -55,6 +55,7 @@ pub static KERNEL: KernelOffsets = KernelOffsets {
     btf_file: 0,
     btf_inode: 0,
     btf_super_block: 0,
+    btf_mount: 0,
     regs_arg0: 0,
     regs_arg1: 0,
     req_opcode: 0,
@@ -213,6 +214,19 @@ pub fn fd_table() -> (u32, u64) {
     }
 }
 
+/// `value`, as a number the compiler knows nothing about: a bound checked on the result stays
+/// in the code, where the verifier sees it (the compiler would otherwise check one copy and use
+/// another).
+#[inline(always)]
+pub fn opaque(value: u32) -> u32 {
+    let mut cell = value;
+    // SAFETY: a local variable, written and read back.
+    unsafe {
+        core::ptr::write_volatile(&mut cell, value);
+        core::ptr::read_volatile(&cell)
+    }
+}
+
 /// The kernel's `EFAULT`.
 pub const EFAULT: i32 = 14;
 
@@ -233,10 +247,39 @@ pub fn typed_read<T: Copy>(base: u64, btf_id: u32, at: u64) -> Result<T, i32> {
     Ok(unsafe { typed.add(at as usize).cast::<T>().read() })
 }
 
-/// The 8 bytes `at` bytes into the `struct dentry` at `dentry` (see `typed_read`).
+/// The member `at` bytes into the window of the `struct dentry` at `dentry` that the path walk
+/// reads (`KERNEL.dentry_window`), `T` its size (see `typed_read`).
 #[inline(always)]
-pub fn dentry_word(dentry: u64, at: u64) -> Result<u64, i32> {
-    typed_read(dentry, offset!(btf_dentry) as u32, at)
+pub fn dentry_member<T: Copy>(dentry: u64, at: u64) -> Result<T, i32> {
+    typed_read(dentry, offset!(btf_dentry) as u32, offset!(dentry_window) + at)
+}
+
+/// Reads the `MOUNT_WINDOW` bytes of the `struct mount` at `mount` that the walks use (its
+/// parent, the dentry it is mounted on and its root dentry) into `window`: by direct loads of
+/// those three pointers where the kfunc is used, else in one probe read. False if they cannot
+/// be read (a mount always has a root dentry: 0 is a direct load that faulted).
+#[inline(always)]
+pub fn mount_window(window: &mut [u64; MOUNT_WINDOW as usize / 8], mount: u64) -> bool {
+    let btf_id = offset!(btf_mount) as u32;
+    if btf_id == 0 {
+        return read_into(window, mount + offset!(mount_window));
+    }
+    for at in [offset!(mount_parent), offset!(mount_mountpoint), offset!(mount_root)] {
+        // The loader checked that each is a pointer inside the window, so 8-aligned in it.
+        let (Ok(pointer), Some(slot)) =
+            (typed_read::<u64>(mount, btf_id, offset!(mount_window) + at), window.get_mut((at / 8) as usize))
+        else {
+            return false;
+        };
+        *slot = pointer;
+    }
+    word(window, offset!(mount_root)) != 0
+}
+
+/// The `T` `at` bytes into the `struct mount` at `mount` (see `typed_read`).
+#[inline(always)]
+pub fn mount_member<T: Copy>(mount: u64, at: u64) -> Result<T, i32> {
+    typed_read(mount, offset!(btf_mount) as u32, at)
 }
 
 /// `bpf_rdonly_cast(ptr, btf_id)`: `ptr` typed for the verifier as the kernel's type `btf_id`

@@ -19,7 +19,7 @@ use opentrace_common::{
 
 use crate::{
     file::{self, NoFile},
-    kernel::{self, offset, read, read_into, word},
+    kernel::{self, dentry_member, offset, read, read_into, word},
 };
 
 /// Room for the longest path, and for a name copy that starts near the end (up to NAME_MAX
@@ -101,28 +101,18 @@ fn step_once(walk: &mut Walk, first: bool) -> Result<bool, u8> {
         }
         walk.dentry = word(&walk.mount_window, offset!(mount_mountpoint));
         walk.mount = parent;
-        if !read_into(&mut walk.mount_window, parent + offset!(mount_window)) {
+        if !kernel::mount_window(&mut walk.mount_window, parent) {
             return Err(full::FAULT);
         }
         return Ok(true);
     }
 
-    // d_seq, d_hash.pprev, d_parent and d_name in one read, as 8-byte words.
-    if !read_into(&mut walk.window, walk.dentry + offset!(dentry_window)) {
-        return Err(full::FAULT);
-    }
-    let seq = word(&walk.window, offset!(dentry_seq)) as u32;
-    let parent = word(&walk.window, offset!(dentry_parent));
-    let len = word(&walk.window, offset!(dentry_name_len)) as u32;
-    let name = word(&walk.window, offset!(dentry_name));
+    let Level { seq, parent, len, name } = level(walk, first)?;
     if seq & 1 != 0 {
         return Err(full::RENAMED);
     }
     if parent == walk.dentry {
         return Err(full::DISCONNECTED);
-    }
-    if first {
-        walk.unlinked = u8::from(word(&walk.window, offset!(dentry_hash_pprev)) == 0);
     }
     if len > NAME_MAX {
         return Err(full::FAULT);
@@ -137,19 +127,70 @@ fn step_once(walk: &mut Walk, first: bool) -> Result<bool, u8> {
     // write inside it (offset <= MASK, size <= NAME_MAX, BUF = MASK + 1 + 256).
     unsafe {
         let to = buf.cast::<u8>().add((at & MASK) as usize);
-        if bpf_probe_read_kernel(to.cast(), len & NAME_MAX, name as *const c_void) != 0 {
+        if bpf_probe_read_kernel(to.cast(), kernel::opaque(len) & NAME_MAX, name as *const c_void) != 0 {
             return Err(full::FAULT);
         }
         *buf.cast::<u8>().add(((at - 1) & MASK) as usize) = b'/';
     }
     walk.start = at - 1;
     // A rename of this dentry while we read it shows as a changed sequence.
-    let again: u32 = read(walk.dentry + offset!(dentry_window) + offset!(dentry_seq)).map_err(fault)?;
+    let again: u32 = dentry_member(walk.dentry, offset!(dentry_seq)).map_err(fault)?;
     if again != seq {
         return Err(full::RENAMED);
     }
     walk.dentry = parent;
     Ok(true)
+}
+
+/// What a step reads of the current dentry.
+struct Level {
+    /// `d_seq`: odd while the dentry is being renamed.
+    seq: u32,
+    /// `d_parent`: the dentry itself at the root of a file system (or a disconnected one).
+    parent: u64,
+    /// `d_name`: its length and bytes.
+    len: u32,
+    name: u64,
+}
+
+/// Reads `d_seq`, `d_parent` and `d_name` of the walk's dentry, and on the first step
+/// `d_hash.pprev` (0 once the dentry is unlinked) into `walk.unlinked`: by direct loads where the
+/// loader found `bpf_rdonly_cast` (a few ns each), else in one probe read of the window they are
+/// in (the verifier prunes the branch not taken: `KERNEL.btf_dentry` is a constant).
+#[inline(always)]
+fn level(walk: &mut Walk, first: bool) -> Result<Level, u8> {
+    let dentry = walk.dentry;
+    if offset!(btf_dentry) != 0 {
+        let fault = |_| full::FAULT;
+        let level = Level {
+            seq: dentry_member(dentry, offset!(dentry_seq)).map_err(fault)?,
+            parent: dentry_member(dentry, offset!(dentry_parent)).map_err(fault)?,
+            len: dentry_member(dentry, offset!(dentry_name_len)).map_err(fault)?,
+            name: dentry_member(dentry, offset!(dentry_name)).map_err(fault)?,
+        };
+        // A direct load that faults gives 0: no dentry has no parent.
+        if level.parent == 0 {
+            return Err(full::FAULT);
+        }
+        if first {
+            let pprev: u64 = dentry_member(dentry, offset!(dentry_hash_pprev)).map_err(fault)?;
+            walk.unlinked = u8::from(pprev == 0);
+        }
+        return Ok(level);
+    }
+    // d_seq, d_hash.pprev, d_parent and d_name in one read, as 8-byte words.
+    if !read_into(&mut walk.window, dentry + offset!(dentry_window)) {
+        return Err(full::FAULT);
+    }
+    if first {
+        walk.unlinked = u8::from(word(&walk.window, offset!(dentry_hash_pprev)) == 0);
+    }
+    Ok(Level {
+        seq: word(&walk.window, offset!(dentry_seq)) as u32,
+        parent: word(&walk.window, offset!(dentry_parent)),
+        len: word(&walk.window, offset!(dentry_name_len)) as u32,
+        name: word(&walk.window, offset!(dentry_name)),
+    })
 }
 
 /// The result of a walk: the path is `WALK[start..PATH_MAX]`.
@@ -168,7 +209,7 @@ fn walk((vfsmount, dentry): (u64, u64)) -> Result<Walked, u8> {
     let walk = unsafe { &mut *state };
     (walk.dentry, walk.mount, walk.root_dentry, walk.root_mnt) = (dentry, mount, root_dentry, root_mnt);
     (walk.start, walk.code, walk.unlinked) = (PATH_MAX as u32, 0, 0);
-    if !read_into(&mut walk.mount_window, mount + offset!(mount_window)) {
+    if !kernel::mount_window(&mut walk.mount_window, mount) {
         return Err(full::FAULT);
     }
     // SAFETY: `step` is a callback of the signature bpf_loop expects; it finds the walk itself.

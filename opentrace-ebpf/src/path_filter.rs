@@ -26,7 +26,7 @@ use opentrace_common::{
 };
 
 use crate::{
-    kernel::{self, offset, read, read_into, word},
+    kernel::{self, offset, read, word},
     open, path,
     shared::global,
 };
@@ -270,7 +270,7 @@ pub fn under_learned(fd: i64) -> Option<bool> {
     let ascent = unsafe { &mut (*space).ascent };
     let mount = vfsmount - offset!(mount_mnt);
     (ascent.dentry, ascent.mount, ascent.found) = (dentry, mount, UNDECIDED);
-    if !read_into(&mut ascent.mount_window, mount + offset!(mount_window)) {
+    if !kernel::mount_window(&mut ascent.mount_window, mount) {
         return None;
     }
     // The first levels here when the filter has few directories, the rest (if any) stepped by
@@ -346,13 +346,9 @@ fn ascend_once<const DIRS: usize>(ascent: &mut Ascent, learned: &Learned) -> i64
         }
         ascent.dentry = word(&ascent.mount_window, offset!(mount_mountpoint));
         ascent.mount = parent;
-        return if read_into(&mut ascent.mount_window, parent + offset!(mount_window)) {
-            CONTINUE
-        } else {
-            STOP
-        };
+        return if kernel::mount_window(&mut ascent.mount_window, parent) { CONTINUE } else { STOP };
     }
-    match kernel::dentry_word(ascent.dentry, offset!(dentry_window) + offset!(dentry_parent)) {
+    match kernel::dentry_member::<u64>(ascent.dentry, offset!(dentry_parent)) {
         Ok(parent) if parent != 0 && parent != ascent.dentry => {
             ascent.dentry = parent;
             CONTINUE

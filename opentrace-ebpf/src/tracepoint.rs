@@ -25,6 +25,7 @@ use opentrace_common::abi::{
 
 use crate::{
     filter::wanted,
+    kernel::opaque,
     process,
     shared::{count, counted, output},
 };
@@ -45,19 +46,6 @@ struct Slot {
 // Too big for the stack: each CPU builds its record here.
 #[map]
 static TP_SCRATCH: PerCpuArray<Slot> = PerCpuArray::with_max_entries(1, 0);
-
-/// `value`, as a number the compiler knows nothing about: a bound checked on the result stays
-/// in the code, where the verifier sees it (the compiler would otherwise check one copy and use
-/// another).
-#[inline(always)]
-fn opaque(value: u32) -> u32 {
-    let mut cell = value;
-    // SAFETY: a local variable, written and read back.
-    unsafe {
-        core::ptr::write_volatile(&mut cell, value);
-        core::ptr::read_volatile(&cell)
-    }
-}
 
 #[tracepoint]
 pub fn any_tracepoint(ctx: TracePointContext) -> u32 {

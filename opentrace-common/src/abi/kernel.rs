@@ -80,12 +80,13 @@ pub struct KernelOffsets {
     pub mount_id: u32,
     /// `dentry.d_inode`: the start directory of a failed relative open (counting mode).
     pub dentry_inode: u32,
-    /// The BTF type ids of `struct dentry`, `file`, `inode` and `super_block`, for
+    /// The BTF type ids of `struct dentry`, `file`, `inode`, `super_block` and `mount`, for
     /// `bpf_rdonly_cast` (0: the kfunc is not used, and the programs take probe reads).
     pub btf_dentry: u32,
     pub btf_file: u32,
     pub btf_inode: u32,
     pub btf_super_block: u32,
+    pub btf_mount: u32,
     /// `struct pt_regs`: where a syscall's first two arguments are among the task's saved user
     /// registers (x86-64: `di`, `si`), which still hold them at the syscall's exit.
     pub regs_arg0: u32,
@@ -105,9 +106,9 @@ pub struct KernelOffsets {
 impl KernelOffsets {
     /// These offsets for programs that do not use `bpf_rdonly_cast` (they take probe reads).
     pub fn untyped(mut self) -> KernelOffsets {
-        [self.btf_dentry, self.btf_file, self.btf_inode, self.btf_super_block] = [0; 4];
+        [self.btf_dentry, self.btf_file, self.btf_inode, self.btf_super_block, self.btf_mount] = [0; 5];
         self
     }
 }
 
-super::layouts!(KernelOffsets = 232);
+super::layouts!(KernelOffsets = 236);

@@ -142,6 +142,7 @@ pub fn layout<D: AsRef<[u8]>>(btf: &Btf<D>) -> Result<Layout, String> {
     // Typed loads at the walk's and the identity's offsets: only with them.
     let type_id = |ok: bool, name: &str| if ok { btf.struct_type(name).unwrap_or(0) } else { 0 };
     offsets.btf_dentry = type_id(full_path.is_ok(), "dentry");
+    offsets.btf_mount = type_id(full_path.is_ok(), "mount");
     offsets.btf_file = type_id(file_id.is_ok(), "file");
     offsets.btf_inode = type_id(file_id.is_ok(), "inode");
     offsets.btf_super_block = type_id(file_id.is_ok(), "super_block");
