@@ -9,7 +9,7 @@ The workload (bench/workload.c) opens one path in a loop; every program run is t
 kernel (the statistics themselves add ~20 ns per run, the same for every row). From two depths,
 the cost of one path component of the full-path walk and the walk's fixed cost follow; the same
 for the path filter's two ways of deciding an open that it excludes (its directories' dentries
-met on the way up, or the full path built and compared).
+met on the way up, or the full path built and compared), and for one that it matches.
 """
 
 from __future__ import annotations
@@ -100,6 +100,9 @@ def main() -> int:
             # one by the built path.
             ("paths, dentries", {"paths": ["/usr/share/"]}),
             ("paths, strings", {"paths": ["/nonexistent-opentrace-bench/"]}),
+            # Matching it (its directory, decided by dentries): the walk up to the directory,
+            # then the full path the event carries.
+            ("paths, matching", {"paths": [f"{work}/"]}),
             # Counting by comm and file (opentrace top) instead of sending each open.
             ("counting", {"counts": True}),
         ]
@@ -118,7 +121,7 @@ def main() -> int:
     for r in rows:
         print(f"| {r['case']} | {r['components']} | {r['enter_ns']:.0f} ns | {r['exit_ns']:.0f} ns |")
     costs = {}
-    for label in ("full_path", "paths, dentries", "paths, strings"):
+    for label in ("full_path", "paths, dentries", "paths, strings", "paths, matching"):
         short, long = (r for r in rows if r["case"] == label)
         per_component = (long["exit_ns"] - short["exit_ns"]) / (long["components"] - short["components"])
         fixed = short["exit_ns"] - base["exit_ns"] - per_component * short["components"]

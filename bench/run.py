@@ -175,6 +175,10 @@ if BASELINE:
                            attached=b"ready ", python=BASELINE))
     TRACERS.append(library("baseline-path-other", "baseline: opentrace library, --path DIR/ excluding the workload "
                            "(dentries)", {"paths": ["/usr/share/"]}, attached=b"ready ", python=BASELINE))
+    TRACERS.append(library("baseline-lib-F", "baseline: opentrace library, full_path=True", {"full_path": True},
+                           python=BASELINE))
+    TRACERS.append(library("baseline-path", "baseline: opentrace library, --path DIR/ matching the workload "
+                           "(dentries)", lambda c: {"paths": [f"{c.probe.parent}/"]}, python=BASELINE))
 
 # Each is a C program in bench/ speaking otbench's protocol (see overhead.Workload); every tracer
 # above runs on each. A new one is one more entry, with ``setup`` / ``args`` when it needs more

@@ -81,6 +81,19 @@ pub fn file_inode(file: u64) -> Result<u64, i32> {
     file_pointer(file, offset!(file_inode))
 }
 
+/// The file's `f_path`, as (vfsmount, dentry): two direct loads, or one probe read of the
+/// `struct path` (see `typed_read`).
+#[inline(always)]
+pub fn path_of(file: u64) -> Result<(u64, u64), i32> {
+    let (btf_id, at) = (offset!(btf_file) as u32, offset!(file_path));
+    if btf_id != 0 {
+        let member = |m: u64| nonzero(typed_read(file, btf_id, at + m));
+        return Ok((member(offset!(path_mnt))?, member(offset!(path_dentry))?));
+    }
+    let path: [u64; 2] = read(file + at)?;
+    Ok((word(&path, offset!(path_mnt)), word(&path, offset!(path_dentry))))
+}
+
 /// The pointer `at` bytes into `struct file`'s window (see `typed_read`).
 #[inline(always)]
 fn file_pointer(file: u64, at: u64) -> Result<u64, i32> {

@@ -19,7 +19,7 @@ use opentrace_common::{
 
 use crate::{
     file::{self, NoFile},
-    kernel::{self, dentry_member, offset, read, read_into, word},
+    kernel::{self, dentry_member, offset, read_into, word},
 };
 
 /// Room for the longest path, and for a name copy that starts near the end (up to NAME_MAX
@@ -246,9 +246,7 @@ pub fn file_path(fd: i64) -> Result<(u64, u64), u8> {
         NoFile::Missing => full::NO_FILE,
         NoFile::Fault => full::FAULT,
     })?;
-    let path: [u64; 2] = read(file + offset!(file_path)).map_err(fault)?;
-    let word = |at: u64| path.get((at / 8) as usize).copied().ok_or(full::FAULT);
-    Ok((word(offset!(path_mnt))?, word(offset!(path_dentry))?))
+    file::path_of(file).map_err(fault)
 }
 
 /// What the full path of an open is: `(code, start)`, with the walked path (if any) in `WALK`
