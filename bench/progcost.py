@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -96,6 +97,9 @@ def main() -> int:
         cases: list[tuple[str, dict[str, object]]] = [
             ("default", {}),
             ("full_path", {"full_path": True}),
+            # Excluding the workload at entry, by its pid (this process's own): the floor of a
+            # filter.
+            ("pid filter", {"pid": os.getpid()}),
             # Excluding the workload: an existing directory is decided by dentries, a missing
             # one by the built path.
             ("paths, dentries", {"paths": ["/usr/share/"]}),
@@ -109,7 +113,7 @@ def main() -> int:
         rows = []
         for label, options in cases:
             for target in (shallow, deep):
-                if label == "default" and target is deep:
+                if label in ("default", "pid filter") and target is deep:
                     continue
                 m = measure(binary, work, str(target), args.ops, **options)
                 rows.append({"case": label, "components": depth[target], **m})

@@ -56,7 +56,14 @@ fn read_identity(fd: i64) -> Result<(FileId, u8), i32> {
     let (ino, dev, magic) = inode_words(file_inode(file)?)?;
     let mnt = file_pointer(file, offset!(file_mnt))?;
     // The `struct vfsmount` is embedded in its `struct mount`.
-    let mnt_id: u32 = kernel::mount_member(mnt.wrapping_sub(offset!(mount_mnt)), offset!(mount_id))?;
+    let mount = mnt.wrapping_sub(offset!(mount_mnt));
+    // `mount_id` is known where the identity's layout is (`btf_file` is set then): a direct load
+    // at an offset BTF did not give would be refused by the verifier.
+    let mnt_id: u32 = if offset!(btf_file) != 0 {
+        kernel::mount_member(mount, offset!(mount_id))?
+    } else {
+        read(mount + offset!(mount_id))?
+    };
     let unsure = if magic == BTRFS_SUPER_MAGIC { STATUS_DEV_UNSURE } else { 0 };
     Ok((FileId { inode: ino, dev, mnt_id }, STATUS_FILE_ID | unsure))
 }

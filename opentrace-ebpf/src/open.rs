@@ -34,7 +34,9 @@ use crate::{
     file,
     filter::wanted,
     kernel::{self, EFAULT},
-    path, path_filter, process,
+    path,
+    path_filter::{self, Ancestry},
+    process,
     shared::{SCRATCH, SETTINGS, count, counted, global, on, output},
     storage::TaskStorage,
 };
@@ -179,7 +181,7 @@ fn count_by_file_at_exit(
     header.file = file;
     header.status = status | STATUS_COUNTED;
     let path_len = read_path(event, filename);
-    let full_len = resolve_full(event, path_len, ret, dfd);
+    let full_len = resolve_full(event, path_len, ret, dfd, None);
     output_open(event, path_len, full_len);
     if event.header.status & (STATUS_PATH_FAULT | STATUS_HOW_FAULT) != 0 {
         // SAFETY: as in `try_sys_exit`.
@@ -306,11 +308,11 @@ fn try_sys_exit(ctx: &Record<'_, 1>) -> Result<u32, i64> {
     }
     // A path filter of directories decides a successful open by its file's ancestors, before
     // anything is read for the event.
-    let mut matched = false;
+    let mut matched = None;
     if on(FILTER_PATHS) && on(PATHS_BY_DENTRY) && ret >= 0 {
         match path_filter::under_learned(ret) {
-            Some(false) => return Ok(0),
-            Some(true) => matched = true,
+            Some(Ancestry::NotUnder) => return Ok(0),
+            Some(Ancestry::Under(vfsmount, dentry)) => matched = Some((vfsmount, dentry)),
             None => {}
         }
     }
@@ -342,10 +344,18 @@ fn try_sys_exit(ctx: &Record<'_, 1>) -> Result<u32, i64> {
 
 /// Completes an open's record in this CPU's slot (its header filled in): the `struct open_how`
 /// at `how` (user memory; 0: none), the path at `filename` (user memory), and the full path when
-/// asked; then sends it, if it passes the path filter (`matched`: it is known to). The caller
-/// looks at the status for faults to report.
+/// asked; then sends it, if it passes the path filter (`matched`: it is known to, and this is the
+/// opened file's `f_path`, where its full path starts). The caller looks at the status for
+/// faults to report.
 #[inline(always)]
-pub fn send_open(event: &mut OpenRecord, filename: u64, how: u64, ret: i64, dfd: i32, matched: bool) {
+pub fn send_open(
+    event: &mut OpenRecord,
+    filename: u64,
+    how: u64,
+    ret: i64,
+    dfd: i32,
+    matched: Option<(u64, u64)>,
+) {
     if how != 0 {
         // `struct open_how` starts with `u64 flags; u64 mode;` (in the process's memory).
         // SAFETY: a probe read of user memory, which may fail but cannot fault.
@@ -377,10 +387,10 @@ pub fn send_open(event: &mut OpenRecord, filename: u64, how: u64, ret: i64, dfd:
         return;
     }
 
-    let full_len = resolve_full(event, path_len, ret, dfd);
+    let full_len = resolve_full(event, path_len, ret, dfd, matched);
 
     if filtered {
-        if !matched && !path_filter::matches(event, path_len, full_len) {
+        if matched.is_none() && !path_filter::matches(event, path_len, full_len) {
             return;
         }
         let counted_len = if ret >= 0 { 0 } else { path_len };
@@ -402,7 +412,13 @@ pub fn send_open(event: &mut OpenRecord, filename: u64, how: u64, ret: i64, dfd:
 /// The full path of the open whose path of `path_len` bytes is in the record, resolved right
 /// after it when asked (`WITH_FULL_PATH`; the header says how it went); its length.
 #[inline(always)]
-fn resolve_full(event: &mut OpenRecord, path_len: u32, ret: i64, dfd: i32) -> u32 {
+fn resolve_full(
+    event: &mut OpenRecord,
+    path_len: u32,
+    ret: i64,
+    dfd: i32,
+    opened: Option<(u64, u64)>,
+) -> u32 {
     if !on(WITH_FULL_PATH) {
         return 0;
     }
@@ -413,7 +429,7 @@ fn resolve_full(event: &mut OpenRecord, path_len: u32, ret: i64, dfd: i32) -> u3
         // SAFETY: the path ends before PATH_MAX; the full path (at most PATH_MAX - 1 bytes)
         // goes right after it, inside the slot's 2 * PATH_MAX bytes.
         let to = unsafe { event.data.as_mut_ptr().add((path_len & (PATH_MAX as u32 - 1)) as usize) };
-        path::resolve_into(to, ret, absolute, dfd)
+        path::resolve_into(to, ret, absolute, dfd, opened)
     };
     event.header.full = code;
     event.header.full_len = full_len as u16;

@@ -55,8 +55,8 @@ struct Walk {
     /// Whether the first dentry is no longer linked (`d_unlinked`).
     unlinked: u8,
     _pad: [u8; 2],
-    /// The current dentry's d_seq, d_hash.pprev, d_parent and d_name, read in one go (kept here,
-    /// off the callback's small stack).
+    /// The current dentry's d_seq, d_hash.pprev, d_parent and d_name, read in one go where they
+    /// are probe reads (kept here, off the callback's small stack).
     window: [u64; DENTRY_WINDOW as usize / 8],
 }
 
@@ -162,19 +162,20 @@ fn level(walk: &mut Walk, first: bool) -> Result<Level, u8> {
     let dentry = walk.dentry;
     if offset!(btf_dentry) != 0 {
         let fault = |_| full::FAULT;
+        if first {
+            let pprev: u64 = dentry_member(dentry, offset!(dentry_hash_pprev)).map_err(fault)?;
+            walk.unlinked = u8::from(pprev == 0);
+        }
         let level = Level {
             seq: dentry_member(dentry, offset!(dentry_seq)).map_err(fault)?,
             parent: dentry_member(dentry, offset!(dentry_parent)).map_err(fault)?,
             len: dentry_member(dentry, offset!(dentry_name_len)).map_err(fault)?,
             name: dentry_member(dentry, offset!(dentry_name)).map_err(fault)?,
         };
-        // A direct load that faults gives 0: no dentry has no parent.
+        // A direct load that faults gives 0: no dentry has no parent (and then the loads before
+        // faulted too).
         if level.parent == 0 {
             return Err(full::FAULT);
-        }
-        if first {
-            let pprev: u64 = dentry_member(dentry, offset!(dentry_hash_pprev)).map_err(fault)?;
-            walk.unlinked = u8::from(pprev == 0);
         }
         return Ok(level);
     }
@@ -252,11 +253,13 @@ pub fn file_path(fd: i64) -> Result<(u64, u64), u8> {
 /// What the full path of an open is: `(code, start)`, with the walked path (if any) in `WALK`
 /// from `start` to `PATH_MAX`. For a successful open, the opened file's path; for a failed one,
 /// nothing more than the path as passed if it is absolute, else the directory the lookup
-/// started from (the caller's cwd, or `dfd`'s).
+/// started from (the caller's cwd, or `dfd`'s). `opened`: the opened file's `f_path`, where the
+/// caller has it already.
 #[inline(always)]
-fn resolve(ret: i64, absolute: bool, dfd: i32) -> (u8, u32) {
+fn resolve(ret: i64, absolute: bool, dfd: i32, opened: Option<(u64, u64)>) -> (u8, u32) {
     let walked = if ret >= 0 {
-        file_path(ret)
+        opened
+            .map_or_else(|| file_path(ret), Ok)
             .and_then(walk)
             .map(|w| (if w.unlinked { full::FILE_DELETED } else { full::FILE }, w.start))
     } else if absolute {
@@ -273,8 +276,14 @@ fn resolve(ret: i64, absolute: bool, dfd: i32) -> (u8, u32) {
 /// Resolves the full path of an open (see `resolve`) into `to`, which has room for PATH_MAX - 1
 /// bytes: the code and how many bytes were written.
 #[inline(always)]
-pub fn resolve_into(to: *mut u8, ret: i64, absolute: bool, dfd: i32) -> (u8, u32) {
-    let (code, start) = resolve(ret, absolute, dfd);
+pub fn resolve_into(
+    to: *mut u8,
+    ret: i64,
+    absolute: bool,
+    dfd: i32,
+    opened: Option<(u64, u64)>,
+) -> (u8, u32) {
+    let (code, start) = resolve(ret, absolute, dfd, opened);
     let len = if code < full::FIRST_UNRESOLVED && start < PATH_MAX as u32 { copy_to(to, start) } else { 0 };
     (code, len)
 }

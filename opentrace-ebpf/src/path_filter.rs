@@ -242,7 +242,7 @@ struct Ascent {
     /// The `struct mount` `dentry` is on, and its window (parent, mountpoint, root).
     mount: u64,
     mount_window: [u64; MOUNT_WINDOW as usize / 8],
-    /// `Some(true)` as 1, `Some(false)` as 2, undecided as 0.
+    /// `Ancestry::Under` as 1, `NotUnder` as 2, undecided as 0.
     found: u32,
     _pad: u32,
 }
@@ -251,12 +251,20 @@ const UNDECIDED: u32 = 0;
 const UNDER: u32 = 1;
 const NOT_UNDER: u32 = 2;
 
+/// What `under_learned` found.
+pub enum Ancestry {
+    /// Under (or is) a learned directory; the file's `f_path` as (vfsmount, dentry), where its
+    /// full path starts (the walk for it does not look the fd up again).
+    Under(u64, u64),
+    NotUnder,
+}
+
 /// `PATHS_BY_DENTRY`: whether the file the current task just opened as `fd` is under (or is) one
 /// of the learned directories, as seen from the watcher's root. None when that cannot be told
 /// this way (the task has another root, the directories are not learned yet, a read failed):
 /// its path is compared then.
 #[inline(always)]
-pub fn under_learned(fd: i64) -> Option<bool> {
+pub fn under_learned(fd: i64) -> Option<Ancestry> {
     let learned = LEARNED.get_ptr(0)?;
     // SAFETY: the map's one element, written by `learn_dir` before the programs that read it
     // were attached.
@@ -294,8 +302,8 @@ pub fn under_learned(fd: i64) -> Option<bool> {
     // Read anew, through the map's pointer: `ascend` wrote it behind the compiler's back.
     // SAFETY: this CPU's space, as above.
     match unsafe { (&raw const (*space).ascent.found).read_volatile() } {
-        UNDER => Some(true),
-        NOT_UNDER => Some(false),
+        UNDER => Some(Ancestry::Under(vfsmount, dentry)),
+        NOT_UNDER => Some(Ancestry::NotUnder),
         _ => None,
     }
 }

@@ -196,7 +196,7 @@ fn try_failed(sqe: u64, opcode: u8, ret: i64) -> Result<u32, i64> {
     // SAFETY: this CPU's slot; tracing programs do not nest on a CPU.
     let event = unsafe { &mut *event };
     open_header(&mut event.header, RecordKind::Open, (tgid, tid), dfd, [flags, mode].map(u64::from), ret);
-    send_open(event, filename, how, ret, dfd, false);
+    send_open(event, filename, how, ret, dfd, None);
     Ok(0)
 }
 
@@ -269,7 +269,7 @@ fn try_complete(req: u64, res: u64, args: UringArgs) -> Result<u32, i64> {
         } else {
             // The completing task (the submitter, or an io-wq or SQPOLL thread of its process)
             // shares its fd table and working directory.
-            path::resolve_into(done.full.as_mut_ptr(), ret, pending.absolute != 0, pending.dfd)
+            path::resolve_into(done.full.as_mut_ptr(), ret, pending.absolute != 0, pending.dfd, None)
         };
     }
     // The opened file, by the fd in the process's table (none for a fixed-file slot).

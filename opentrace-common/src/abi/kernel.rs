@@ -3,9 +3,12 @@
 /// How deep a PID namespace the programs translate ids from (the kernel allows 32).
 pub const PIDNS_DEPTH: u32 = 32;
 
-/// Bytes of `struct dentry` read in one go by the path walk, from [`KernelOffsets::dentry_window`].
+/// Bytes of `struct dentry` that hold the members the path walks read, from
+/// [`KernelOffsets::dentry_window`]: read in one go by probe reads (without `bpf_rdonly_cast`;
+/// with it, each member is a direct load).
 pub const DENTRY_WINDOW: u32 = 48;
-/// Bytes of `struct mount` read in one go by the path walk, from [`KernelOffsets::mount_window`].
+/// Bytes of `struct mount` that hold the members the path walks read, from
+/// [`KernelOffsets::mount_window`]: read as `DENTRY_WINDOW`'s are.
 pub const MOUNT_WINDOW: u32 = 32;
 /// Bytes of `struct file`, `struct inode` and `struct super_block` that hold the members an
 /// opened file's identity is read from, from [`KernelOffsets::file_window`] and the others. By
