@@ -226,20 +226,15 @@ fn try_sys_enter<const N: usize>(
         count(Counter::LostPending);
         return Ok(0);
     };
-    let value = Pending {
-        // SAFETY: a helper with no arguments.
-        timestamp_ns: unsafe { bpf_ktime_get_ns() },
-        filename,
-        flags,
-        mode,
-        how,
-        dfd,
-        syscall: syscall as u8,
-        _pad: [0; 3],
-    };
     // SAFETY: the task's own storage, which only this task's programs use (entry and exit run in
     // the task, one after the other).
-    unsafe { pending.write(value) };
+    let pending = unsafe { &mut *pending };
+    // Member by member: a whole `Pending` written at once zeroes its padding with a call to a
+    // memset subprogram. The padding is never read (and was zeroed when the storage was made).
+    // SAFETY: a helper with no arguments.
+    pending.timestamp_ns = unsafe { bpf_ktime_get_ns() };
+    (pending.filename, pending.flags, pending.mode, pending.how) = (filename, flags, mode, how);
+    (pending.dfd, pending.syscall) = (dfd, syscall as u8);
     Ok(0)
 }
 
