@@ -241,14 +241,15 @@ def cli_parquet(name: str, label: str, python: str = PY) -> Tracer:
     return Tracer(name, label, argv, count="parquet-file", attached=b"opentrace: tracing", attached_on_stderr=True)
 
 
-def cli(name: str, label: str, *options: str, attached: bytes | None = None, python: str = PY,
-        workloads: tuple[str, ...] | None = None) -> Tracer:
+def cli(name: str, label: str, *options: str | Callable[[Context], str], attached: bytes | None = None,
+        python: str = PY, workloads: tuple[str, ...] | None = None) -> Tracer:
     """A row for ``python -m opentrace -q OPTIONS...`` (system-wide unless OPTIONS filter; OPTIONS
-    may start with a command, ``watch ...``)."""
+    may start with a command, ``watch ...``; an option may be made from the run's context)."""
     def argv(c: Context) -> list[str]:
-        if options and options[0] == "watch":
-            return [python, "-m", "opentrace", "watch", "-q", *options[1:]]
-        return [python, "-m", "opentrace", "-q", *options]
+        made = [o if isinstance(o, str) else o(c) for o in options]
+        if made and made[0] == "watch":
+            return [python, "-m", "opentrace", "watch", "-q", *made[1:]]
+        return [python, "-m", "opentrace", "-q", *made]
 
     return Tracer(name, label, argv, attached=attached, workloads=workloads)
 

@@ -113,6 +113,9 @@ TRACERS: list[Tracer] = [
             lambda c: {"paths": [f"{c.probe.parent}/"]}),
     library("opentrace-lib-path-str", "opentrace library, --path DIR/ matching the workload (strings)",
             lambda c: {"paths": [f"{c.probe.parent}/", "*.opentrace-bench-never"]}),
+    # The CLI's matching row, to set beside its -F row (both resolve every event's full path).
+    cli("opentrace-cli-path", "opentrace CLI --path DIR/ > file, matching the workload (dentries)",
+        "--path", lambda c: f"{c.probe.parent}/"),
     Tracer("bpftrace-printf", "bpftrace printf > file", lambda c: ["bpftrace", "-e", BPFTRACE_PRINTF],
            needs=("bpftrace",)),
     Tracer("opensnoop", "opensnoop (libbpf-tools) > file", lambda c: ["stdbuf", "-oL", OPENSNOOP],

@@ -265,7 +265,8 @@ pub fn mount_window(window: &mut [u64; MOUNT_WINDOW as usize / 8], mount: u64) -
         return read_into(window, mount + offset!(mount_window));
     }
     for at in [offset!(mount_parent), offset!(mount_mountpoint), offset!(mount_root)] {
-        // The loader checked that each is a pointer inside the window, so 8-aligned in it.
+        // Each is a pointer inside the window (the loader checked), so a word of it: pointers
+        // are 8-aligned in `struct mount` (not packed), and the window starts at a multiple of 8.
         let (Ok(pointer), Some(slot)) =
             (typed_read::<u64>(mount, btf_id, offset!(mount_window) + at), window.get_mut((at / 8) as usize))
         else {
