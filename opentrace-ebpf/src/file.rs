@@ -1,7 +1,7 @@
 //! The file behind an fd of the current task, and its identity (inode, device, mount id), read
-//! from `struct file` at the offsets BTF gave: the fd table's entries are not typed for the
-//! verifier, so the entry is a probe read, and the file's members direct loads where the kernel
-//! types it for them (`kernel::typed_read`; else probe reads too).
+//! from `struct file` at the offsets BTF gave: the fd table's slot and the file's members by
+//! direct loads where the loader found `bpf_rdonly_cast` to type them (`kernel::typed_read`),
+//! else by probe reads.
 use opentrace_common::abi::{
     kernel::INODE_WINDOW,
     open::{FileId, STATUS_DEV_UNSURE, STATUS_FILE_ID},
@@ -27,7 +27,9 @@ pub fn lookup(fd: i64) -> Result<u64, NoFile> {
     if fd < 0 || fd >= i64::from(max_fds) {
         return Err(NoFile::Missing);
     }
-    match read::<u64>(array + 8 * fd as u64) {
+    // The slot, loaded through a pointer typed `struct fd` (its first word) where the kfunc is
+    // used, else a probe read; a direct load that faults gives 0, as an empty slot does.
+    match typed_read::<u64>(array + 8 * fd as u64, offset!(btf_fd_slot) as u32, 0) {
         Ok(0) => Err(NoFile::Missing),
         Ok(file) => Ok(file),
         Err(_) => Err(NoFile::Fault),

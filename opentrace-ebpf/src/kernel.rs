@@ -56,6 +56,8 @@ pub static KERNEL: KernelOffsets = KernelOffsets {
     btf_inode: 0,
     btf_super_block: 0,
     btf_mount: 0,
+    btf_fd_slot: 0,
+    _pad: 0,
     regs_arg0: 0,
     regs_arg1: 0,
     req_opcode: 0,

@@ -90,6 +90,11 @@ pub struct KernelOffsets {
     pub btf_inode: u32,
     pub btf_super_block: u32,
     pub btf_mount: u32,
+    /// And of a struct whose first 8 bytes are one word (`struct fd`, a file pointer with flags
+    /// in its low bits): an fd table's slot (a `struct file *`, of no struct type) is loaded
+    /// through a pointer given this type, so that the load is direct too.
+    pub btf_fd_slot: u32,
+    pub _pad: u32,
     /// `struct pt_regs`: where a syscall's first two arguments are among the task's saved user
     /// registers (x86-64: `di`, `si`), which still hold them at the syscall's exit.
     pub regs_arg0: u32,
@@ -109,9 +114,16 @@ pub struct KernelOffsets {
 impl KernelOffsets {
     /// These offsets for programs that do not use `bpf_rdonly_cast` (they take probe reads).
     pub fn untyped(mut self) -> KernelOffsets {
-        [self.btf_dentry, self.btf_file, self.btf_inode, self.btf_super_block, self.btf_mount] = [0; 5];
+        [
+            self.btf_dentry,
+            self.btf_file,
+            self.btf_inode,
+            self.btf_super_block,
+            self.btf_mount,
+            self.btf_fd_slot,
+        ] = [0; 6];
         self
     }
 }
 
-super::layouts!(KernelOffsets = 236);
+super::layouts!(KernelOffsets = 244);

@@ -143,6 +143,11 @@ pub fn layout<D: AsRef<[u8]>>(btf: &Btf<D>) -> Result<Layout, String> {
     let type_id = |ok: bool, name: &str| if ok { btf.struct_type(name).unwrap_or(0) } else { 0 };
     offsets.btf_dentry = type_id(full_path.is_ok(), "dentry");
     offsets.btf_mount = type_id(full_path.is_ok(), "mount");
+    // `struct fd` is one word on Linux 6.12 and newer, a pointer and flags before: either way its
+    // first 8 bytes are one member, which a direct load of a slot must fall in.
+    let fd_word =
+        ["word", "file"].iter().any(|m| btf.member("fd", m).is_ok_and(|m| m.offset == 0 && m.size == 8));
+    offsets.btf_fd_slot = type_id(full_path.is_ok() && fd_word, "fd");
     offsets.btf_file = type_id(file_id.is_ok(), "file");
     offsets.btf_inode = type_id(file_id.is_ok(), "inode");
     offsets.btf_super_block = type_id(file_id.is_ok(), "super_block");
