@@ -28,7 +28,9 @@ pub fn lookup(fd: i64) -> Result<u64, NoFile> {
         return Err(NoFile::Missing);
     }
     // The slot, loaded through a pointer typed `struct fd` (its first word) where the kfunc is
-    // used, else a probe read; a direct load that faults gives 0, as an empty slot does.
+    // used, else a probe read; a direct load that faults gives 0, as an empty slot does (said as
+    // no file, not as a fault: they cannot be told apart; the slot is in bounds, so it does not
+    // fault).
     match typed_read::<u64>(array + 8 * fd as u64, offset!(btf_fd_slot) as u32, 0) {
         Ok(0) => Err(NoFile::Missing),
         Ok(file) => Ok(file),

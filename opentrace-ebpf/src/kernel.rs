@@ -57,7 +57,6 @@ pub static KERNEL: KernelOffsets = KernelOffsets {
     btf_super_block: 0,
     btf_mount: 0,
     btf_fd_slot: 0,
-    _pad: 0,
     regs_arg0: 0,
     regs_arg1: 0,
     req_opcode: 0,
@@ -100,7 +99,8 @@ pub fn read_into<T>(to: &mut T, at: u64) -> bool {
 /// Loads of the current task's own structures go straight through its BTF pointer: the verifier
 /// knows their types and turns the loads into fault-safe ones (a few ns, where a probe read costs
 /// ~10); the offsets are constants to it. Pointers read from memory the verifier has no type for
-/// (an fd table's entries) take probe reads.
+/// take probe reads, or direct loads through a pointer `bpf_rdonly_cast` types (`typed_read`; an
+/// fd table's slot as a `struct fd`).
 ///
 /// The tgid of the current task's real parent.
 #[inline(always)]

@@ -90,11 +90,11 @@ pub struct KernelOffsets {
     pub btf_inode: u32,
     pub btf_super_block: u32,
     pub btf_mount: u32,
-    /// And of a struct whose first 8 bytes are one word (`struct fd`, a file pointer with flags
-    /// in its low bits): an fd table's slot (a `struct file *`, of no struct type) is loaded
-    /// through a pointer given this type, so that the load is direct too.
+    /// And of a struct whose first 8 bytes are one member (`struct fd`: on Linux 6.12 and newer
+    /// one word, a file pointer with flags in its low bits; before, a file pointer, then flags):
+    /// an fd table's slot (a `struct file *`, of no struct type) is loaded through a pointer
+    /// given this type, so that the load is direct too.
     pub btf_fd_slot: u32,
-    pub _pad: u32,
     /// `struct pt_regs`: where a syscall's first two arguments are among the task's saved user
     /// registers (x86-64: `di`, `si`), which still hold them at the syscall's exit.
     pub regs_arg0: u32,
@@ -126,4 +126,4 @@ impl KernelOffsets {
     }
 }
 
-super::layouts!(KernelOffsets = 244);
+super::layouts!(KernelOffsets = 240);

@@ -144,7 +144,9 @@ pub fn layout<D: AsRef<[u8]>>(btf: &Btf<D>) -> Result<Layout, String> {
     offsets.btf_dentry = type_id(full_path.is_ok(), "dentry");
     offsets.btf_mount = type_id(full_path.is_ok(), "mount");
     // `struct fd` is one word on Linux 6.12 and newer, a pointer and flags before: either way its
-    // first 8 bytes are one member, which a direct load of a slot must fall in.
+    // first 8 bytes are one member, which a direct load of a slot must fall in. (Before 6.12 the
+    // verifier sees the loaded slot as a `struct file *`, not a number; only 6.18 is tested here.
+    // Were the programs refused for it, they are loaded again without the kfunc: see `loader`.)
     let fd_word =
         ["word", "file"].iter().any(|m| btf.member("fd", m).is_ok_and(|m| m.offset == 0 && m.size == 8));
     offsets.btf_fd_slot = type_id(full_path.is_ok() && fd_word, "fd");
