@@ -309,8 +309,10 @@ pub fn under_learned(fd: i64) -> Option<Ancestry> {
 }
 
 /// Levels of the walk taken before `bpf_loop` takes over, when the filter has at most
-/// `INLINE_DIRS` directories.
-const INLINE_STEPS: u32 = 8;
+/// `INLINE_DIRS` directories. With direct loads a level in line costs ~3 ns and one through a
+/// `bpf_loop` callback ~11 (`bench/progcost.py`: an excluded open 15 components deep 279 -> 183
+/// ns going from 8 to 16); loading takes ~20 ms longer.
+const INLINE_STEPS: u32 = 16;
 const INLINE_DIRS: usize = 4;
 
 /// What a step of the walk says: go on, or stop (decided, or cannot be told).
