@@ -23,6 +23,7 @@ mod paths;
 mod pidns;
 mod reader;
 mod ring;
+mod ringbuf;
 mod session;
 mod sys;
 mod tpevent;

@@ -2,9 +2,7 @@
 //! and attaching the programs.
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{
-        Array, ArrayOfMaps, HashMap, LpmTrie, Map, MapData, PerCpuArray, ProgramArray, RingBuf, lpm_trie,
-    },
+    maps::{Array, ArrayOfMaps, HashMap, LpmTrie, Map, MapData, PerCpuArray, ProgramArray, lpm_trie},
     programs::{Program, ProgramError, RawTracePoint, TracePoint},
 };
 use aya_log::EbpfLogger;
@@ -32,6 +30,7 @@ use crate::{
     layout::{self, Layouts},
     lost::Counters,
     paths::PathFilter,
+    ringbuf::Ring,
     sys, tracefs,
 };
 
@@ -40,7 +39,7 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/op
 /// Everything the kernel holds for one watcher. Dropping it detaches and frees all of it.
 pub struct Loaded {
     /// The ring buffers, by shard: CPU `c` writes to `rings[c % rings.len()]`.
-    pub rings: Vec<RingBuf<MapData>>,
+    pub rings: Vec<Ring>,
     pub counters: Counters,
     /// The programs' own diagnostics (aya-log); it holds the map they write them to.
     pub logs: EbpfLogger<FromKernel>,
@@ -357,7 +356,7 @@ fn load_object(
     uring: Option<&UringArgs>,
     tracepoints: u32,
     kfunc: Option<u32>,
-) -> Result<(Ebpf, EbpfLogger<FromKernel>, Vec<RingBuf<MapData>>)> {
+) -> Result<(Ebpf, EbpfLogger<FromKernel>, Vec<Ring>)> {
     let kernel = if kfunc.is_some() { layouts.kernel } else { layouts.kernel.untyped() };
     let mut loader = new_loader();
     for (syscall, offsets) in &layouts.syscalls {
@@ -420,7 +419,7 @@ fn load_object(
 /// `EVENTS` (an array of maps): CPU `c` writes to shard `c % shards`, so a shard's producers are
 /// the CPUs that share its lock. Before any program is attached: no record finds its CPU without
 /// a ring.
-fn make_rings(ebpf: &mut Ebpf, rings: Rings, cpus: u32) -> Result<Vec<RingBuf<MapData>>> {
+fn make_rings(ebpf: &mut Ebpf, rings: Rings, cpus: u32) -> Result<Vec<Ring>> {
     use aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_RINGBUF;
     let made = (0..rings.shards)
         .map(|_| {
@@ -447,9 +446,7 @@ fn make_rings(ebpf: &mut Ebpf, rings: Rings, cpus: u32) -> Result<Vec<RingBuf<Ma
         }
     }
     made.into_iter()
-        .map(|data| {
-            RingBuf::try_from(Map::RingBuf(data)).map_err(|e| Error::kernel("mapping a ring buffer", &e))
-        })
+        .map(|data| Ring::new(data).map_err(|e| Error::kernel("mapping a ring buffer", &e)))
         .collect()
 }
 
@@ -501,7 +498,7 @@ fn update_batch(outer: BorrowedFd<'_>, keys: &[u32], values: &[u32]) -> std::io:
 fn finish(
     mut ebpf: Ebpf,
     logs: EbpfLogger<FromKernel>,
-    rings: Vec<RingBuf<MapData>>,
+    rings: Vec<Ring>,
     tracked: Option<Tracked>,
     (links, held): (Vec<Link>, Vec<File>),
     names: Vec<String>,

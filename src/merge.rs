@@ -1,43 +1,52 @@
 //! Reading sharded ring buffers as one stream: each pass reads every shard up to where its
-//! producers were when the pass began, holds the events back (their records copied as they are,
-//! decoded when handed out), and hands out, in `timestamp_ns` order, those no record still unread
-//! can come before.
+//! producers were when the pass began, or `PASS` records in all, holds the events back (their
+//! records left in the rings, `ringbuf`, decoded when handed out), and hands out, in
+//! `timestamp_ns` order, those no record still unread can come before.
 //!
-//! Events are made when they go out, not when they are read: a pass after a burst reads
-//! everything the shards hold, and the Python objects of all of it at once took twice the memory
-//! of the records and fell out of the CPU's cache before they were handed out (a loop took 2.9 M
-//! events per CPU-second from two shards against 4.6 M now; bench/consumer_cost.py).
+//! Events are made when they go out, not when they are read, and a pass reads about what goes
+//! out in a drain: it is still in the CPU's cache when it goes out. Passes that read everything
+//! the shards held after a burst, and copied it out of the rings, read every record twice, the
+//! second time from memory (a loop took 5.5-5.8 M events per CPU-second from two warm shards,
+//! and 4.0-4.4 M in a watcher's first burst, against 6.1-6.2 M for both now;
+//! bench/consumer_cost.py).
 //!
 //! Why that is safe for one thread's events: a thread's next event starts (its `timestamp_ns` is
-//! taken) after its previous record was written. A pass that starts at `t0` (CLOCK_MONOTONIC, the
-//! clock of `bpf_ktime_get_ns`) and then reads a shard up to the producer position it saw after
-//! `t0` has read every record that shard had before `t0`; once every shard has been read that far
-//! by some pass (`cut`, the oldest such `t0`), an event stamped before `cut` has every earlier
-//! event of its thread read too, whichever CPU wrote it, and sorting by time puts those first.
-//! A shard whose reading stopped early (a record still being written by a producer, for the
-//! microsecond it takes) keeps its older `t0`, and the events after it wait one more pass.
-//! Events written long after their stamp (an io_uring open completes when it completes, a
-//! blocking open returns when it returns) come when they are read, as with one ring.
+//! taken) after its previous record was written. A shard has been read past every record that
+//! took its place in it before some time, its bound: the start of a pass (CLOCK_MONOTONIC, the
+//! clock of `bpf_ktime_get_ns`) that read it up to the producer position it saw after that
+//! start, or the latest stamp read from it (see `Shard::seen`). Once every shard has been read
+//! that far (`horizon`, the oldest bound), an event stamped before it has every earlier event of
+//! its thread read too, whichever CPU wrote it, and sorting by time puts those first. A shard
+//! whose reading stopped at a record still being written by a producer (for the microsecond it
+//! takes) keeps its older bound, and the events after it wait one more pass. Events written long
+//! after their stamp (an io_uring open completes when it completes, a blocking open returns when
+//! it returns) come when they are read, as with one ring.
 //!
 //! An io_uring completion can be read before its submission (another shard, read later in the
-//! pass, or in the next): it waits until every shard has been read past it, when its submission
-//! has been read for certain, and is decoded then. Submissions wait with it, and those decoded
-//! together go in the order their requests were made (a submission before its completion): the
-//! kernel reuses a request's address as soon as it completed, and a submission decoded ahead of
-//! the previous request's completion at that address took its place, which lost both events.
-//! Held events stamped after the submission of a completion that waits (or after the cut when
-//! the pass that read it began, if that is later) wait with it, one pass: the io_uring open goes
-//! out before the events still held that were stamped after it.
-use std::{collections::VecDeque, io, mem::offset_of, os::fd::AsRawFd, sync::atomic::AtomicU64};
+//! pass, or in the next): it waits until every shard has been read past the end of the pass that
+//! read it, when its submission has been read for certain, and is decoded then. Submissions wait
+//! with it, and those decoded together go in the order their requests were made (a submission
+//! before its completion): the kernel reuses a request's address as soon as it completed, and a
+//! submission decoded ahead of the previous request's completion at that address took its place,
+//! which lost both events. Held events stamped after the submission of a completion that waits
+//! (or after the horizon when the pass that read it began, if that is later) wait with it: the
+//! io_uring open goes out before the events still held that were stamped after it.
+//!
+//! Held records take room in their rings until they go out: a shard whose events wait for
+//! another shard's (read a pass at a time, after a burst) can fill and lose records, counted in
+//! its `lost_by_shard`, where copies out of the rings would have left room.
+use std::{collections::VecDeque, mem::offset_of};
 
-use aya::maps::{MapData, RingBuf};
 use opentrace_common::{
     abi::{RecordKind, open::OpenHeader, tracepoint::TracepointHeader, uring::UringComplete},
     open::OwnedOpen,
 };
 use pyo3::PyResult;
 
-use crate::decode::{Completed, completes};
+use crate::{
+    decode::{Completed, completes},
+    ringbuf::{Next, Ring},
+};
 
 /// An event the merge held back, handed out (handed out one at a time: the size of the owned
 /// open does not matter).
@@ -50,24 +59,24 @@ pub enum Held<'a> {
 }
 
 enum Slot {
-    /// A record in `Merge::records`.
+    /// A record left in its shard's ring (see `Shard::unfreed`).
     Record {
-        start: usize,
-        len: usize,
+        shard: u32,
+        n: u64,
     },
     Open(Box<OwnedOpen>),
 }
 
 /// An io_uring record that waits to be decoded (see the module's comment).
 struct Deferred {
-    /// The start of the pass that read it.
+    /// The end of the pass that read it (see `ready_deferred`).
     read_at: u64,
     /// Its request's submission time, then the submission before the completion.
     order: (u64, bool),
     /// Its request's address (0 if the record is too short to say).
     request: u64,
     /// A completion's: held events stamped from here on wait until it is decoded (see
-    /// `Merge::release_cut`): its submission, or if older, the cut when the pass that read it
+    /// `Merge::release_cut`): its submission, or if older, the horizon when the pass that read it
     /// began (events before that could go out before it was read, as from one ring).
     holds_from: u64,
     record: Box<[u8]>,
@@ -77,16 +86,16 @@ struct Deferred {
 pub struct Ready(Vec<Deferred>);
 
 impl Deferred {
-    /// `pass`: the start of the pass that read it, and the cut then.
+    /// `pass`: the end of the pass that read it (set when it ends), and the horizon when it began.
     fn new(
-        (read_at, cut): (u64, u64),
+        (read_at, horizon): (u64, u64),
         submitted: Option<u64>,
         completion: bool,
         request: Option<u64>,
         record: &[u8],
     ) -> Deferred {
         let order = (submitted.unwrap_or(0), completion);
-        let holds_from = order.0.max(cut);
+        let holds_from = order.0.max(horizon);
         Deferred { read_at, order, request: request.unwrap_or(0), holds_from, record: record.into() }
     }
 
@@ -96,66 +105,42 @@ impl Deferred {
     }
 }
 
-/// The kernel's positions in one ring: its consumer page and its producer page, mapped read-only
-/// (the ring's own reader, aya's `RingBuf`, moves the consumer position).
-struct Positions {
-    base: *mut libc::c_void,
-    page: usize,
-}
-
-// SAFETY: the mapping is only read, through atomics, and unmapped once (on drop).
-unsafe impl Send for Positions {}
-
-impl Positions {
-    fn new(fd: i32) -> io::Result<Positions> {
-        // SAFETY: sysconf reads a constant.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
-        // SAFETY: a new read-only shared mapping of the ring's first two pages (consumer, producer
-        // position), which the kernel allows at offset 0; checked below.
-        let base =
-            unsafe { libc::mmap(std::ptr::null_mut(), 2 * page, libc::PROT_READ, libc::MAP_SHARED, fd, 0) };
-        if base == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Positions { base, page })
-    }
-
-    fn at(&self, offset: usize) -> u64 {
-        // SAFETY: the first word of a mapped page, aligned; the kernel and aya write it atomically.
-        let word = unsafe { &*self.base.cast::<u8>().add(offset).cast::<AtomicU64>() };
-        word.load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    fn consumer(&self) -> u64 {
-        self.at(0)
-    }
-
-    fn producer(&self) -> u64 {
-        self.at(self.page)
-    }
-}
-
-impl Drop for Positions {
-    fn drop(&mut self) {
-        // SAFETY: our own mapping, of this length, unmapped once.
-        unsafe { libc::munmap(self.base, 2 * self.page) };
-    }
-}
-
 struct Shard {
-    ring: RingBuf<MapData>,
-    positions: Positions,
+    ring: Ring,
+    /// Its producers' position when the current pass began.
+    until: u64,
     /// The start of the last pass that read this ring up to its producers' position then.
     clean_at: u64,
+    /// The latest `timestamp_ns` of the records read from it: every record that took its place
+    /// in the ring before then has been read. A record takes its place (reserves its room, under
+    /// the ring's lock, in that order) after its stamp was taken: the programs stamp first and
+    /// write the record last (an io_uring record counts by its submission's stamp, taken before
+    /// either record was written). The ring is read in the order of its places: the record
+    /// stamped `seen` was read after every record that took its place before it.
+    seen: u64,
+    /// The held records, in the order they lie in the ring: where each is, and whether it was
+    /// handed out. The ring's room is freed up to the first not handed out.
+    unfreed: VecDeque<(u64, bool)>,
+    /// How many have left `unfreed` (from its front): the record counted `n` is at
+    /// `unfreed[n - popped]`.
+    popped: u64,
+}
+
+impl Shard {
+    /// Frees the ring's room up to the first record still held (all that was read, if none).
+    fn free(&mut self) {
+        while self.unfreed.front().is_some_and(|&(_, handed_out)| handed_out) {
+            self.unfreed.pop_front();
+            self.popped += 1;
+        }
+        let to = self.unfreed.front().map_or(self.ring.read(), |&(at, _)| at);
+        self.ring.free_to(to);
+    }
 }
 
 /// Sharded rings read as one stream (see the module's comment).
 pub struct Merge {
     shards: Vec<Shard>,
-    /// The held events' records, one after the other (and of some handed out: `handed_out`).
-    records: Vec<u8>,
-    /// Bytes of `records` handed out since it was last compacted.
-    handed_out: usize,
     /// The held events, with their `timestamp_ns`; sorted by it when `sorted`.
     held: VecDeque<(u64, Slot)>,
     sorted: bool,
@@ -163,7 +148,16 @@ pub struct Merge {
     deferred: Vec<Deferred>,
     /// The watcher ended: everything held goes out.
     ended: bool,
+    /// The last pass stopped short of a shard's producers (see `behind`).
+    behind: bool,
 }
+
+/// Records a pass reads, at most, from all shards together (at least `PASS_LEAST` from each that
+/// has any):
+/// few enough that what they take in the CPU's cache is still there when they are handed out.
+/// A pass that read whole rings after a burst read every record twice, once out of the cache.
+const PASS: usize = 512;
+const PASS_LEAST: usize = 64;
 
 /// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`, so of `timestamp_ns`.
 fn monotonic_ns() -> u64 {
@@ -179,34 +173,44 @@ fn u64_at(record: &[u8], at: usize) -> Option<u64> {
 }
 
 impl Merge {
-    pub fn new(rings: Vec<RingBuf<MapData>>) -> io::Result<Merge> {
+    pub fn new(rings: Vec<Ring>) -> Merge {
         let shards = rings
             .into_iter()
-            .map(|ring| Ok(Shard { positions: Positions::new(ring.as_raw_fd())?, ring, clean_at: 0 }))
-            .collect::<io::Result<_>>()?;
-        Ok(Merge {
+            .map(|ring| Shard { ring, until: 0, clean_at: 0, seen: 0, unfreed: VecDeque::new(), popped: 0 })
+            .collect();
+        Merge {
             shards,
-            records: Vec::new(),
-            handed_out: 0,
             held: VecDeque::new(),
             sorted: true,
             deferred: Vec::new(),
             ended: false,
-        })
+            behind: false,
+        }
     }
 
     pub fn fds(&self) -> impl Iterator<Item = i32> + '_ {
-        self.shards.iter().map(|s| s.ring.as_raw_fd())
+        self.shards.iter().map(|s| s.ring.fd())
     }
 
-    /// Before this, every record of every shard has been read.
-    fn cut(&self) -> u64 {
-        if self.ended { u64::MAX } else { self.shards.iter().map(|s| s.clean_at).min().unwrap_or(0) }
+    /// Before this, every record of every shard has been read that took its place in it then:
+    /// the oldest of the shards' bounds, each the later of `clean_at` and `seen`.
+    fn horizon(&self) -> u64 {
+        if self.ended {
+            u64::MAX
+        } else {
+            self.shards.iter().map(|s| s.clean_at.max(s.seen)).min().unwrap_or(0)
+        }
     }
 
-    /// One pass: reads each shard up to its producers' position at the start. Events are held,
-    /// as copies of their records; io_uring submissions and completions wait for
-    /// `decode_deferred`; the records that inform the reader (a cgroup's name, a followed
+    /// Whether the last pass left records unread in some shard for want of room (`PASS`).
+    pub fn behind(&self) -> bool {
+        self.behind
+    }
+
+    /// One pass: reads each shard up to its producers' position at the start, or `PASS`'s share
+    /// of records from each (`behind` says whether that left any). Events are held, their
+    /// records left in the rings; io_uring submissions and completions (copied) wait for
+    /// `take_ready`; the records that inform the reader (a cgroup's name, a followed
     /// process's exit), and any too short to be an event (the decoder says so), go to `visit` at
     /// once. How many records were read.
     pub fn read(&mut self, mut visit: impl FnMut(&[u8]) -> PyResult<()>) -> PyResult<usize> {
@@ -215,45 +219,81 @@ impl Merge {
         const SUBMIT: u8 = RecordKind::UringSubmit as u8;
         const COMPLETE: u8 = RecordKind::UringComplete as u8;
         let t0 = monotonic_ns();
-        let pass = (t0, self.cut());
+        let pass = (t0, self.horizon());
+        let deferred_before = self.deferred.len();
         let mut read = 0;
+        // The room of a pass is shared among the shards that have records, what one leaves going
+        // to those after it.
+        let mut with_records = 0;
         for shard in &mut self.shards {
-            let until = shard.positions.producer();
-            while shard.positions.consumer() < until {
-                let Some(record) = shard.ring.next() else { break };
+            shard.until = shard.ring.producer();
+            with_records += usize::from(shard.ring.read() < shard.until);
+        }
+        let mut room = PASS;
+        self.behind = false;
+        for (index, shard) in self.shards.iter_mut().enumerate() {
+            let Shard { ring, until, clean_at, seen, unfreed, popped } = shard;
+            let until = *until;
+            let most = if ring.read() < until {
+                let most = room.div_ceil(with_records).max(PASS_LEAST);
+                with_records -= 1;
+                most
+            } else {
+                0
+            };
+            let mut taken = 0;
+            while ring.read() < until {
+                if taken == most {
+                    self.behind = true;
+                    break;
+                }
+                let Next::Record { at, data: record } = ring.next() else { break };
                 read += 1;
+                taken += 1;
                 let stamp = match record.first() {
-                    Some(&OPEN) => u64_at(&record, offset_of!(OpenHeader, timestamp_ns)),
-                    Some(&TRACEPOINT) => u64_at(&record, offset_of!(TracepointHeader, timestamp_ns)),
+                    Some(&OPEN) => u64_at(record, offset_of!(OpenHeader, timestamp_ns)),
+                    Some(&TRACEPOINT) => u64_at(record, offset_of!(TracepointHeader, timestamp_ns)),
                     // A request's submission and completion are put in order by the time it was
-                    // submitted, which each carries (a short record: the decoder says so).
+                    // submitted, which each carries (a short record: the decoder says so); that
+                    // was before either was written, so it bounds `seen` too.
                     Some(&SUBMIT) => {
-                        let submitted = u64_at(&record, offset_of!(OpenHeader, timestamp_ns));
+                        let submitted = u64_at(record, offset_of!(OpenHeader, timestamp_ns));
                         // The submit program puts the request's address where the result goes.
-                        let request = u64_at(&record, offset_of!(OpenHeader, ret));
-                        self.deferred.push(Deferred::new(pass, submitted, false, request, &record));
+                        let request = u64_at(record, offset_of!(OpenHeader, ret));
+                        *seen = (*seen).max(submitted.unwrap_or(0));
+                        self.deferred.push(Deferred::new(pass, submitted, false, request, record));
                         continue;
                     }
                     Some(&COMPLETE) => {
-                        let submitted = u64_at(&record, offset_of!(UringComplete, submitted_ns));
-                        let request = u64_at(&record, offset_of!(UringComplete, req));
-                        self.deferred.push(Deferred::new(pass, submitted, true, request, &record));
+                        let submitted = u64_at(record, offset_of!(UringComplete, submitted_ns));
+                        let request = u64_at(record, offset_of!(UringComplete, req));
+                        *seen = (*seen).max(submitted.unwrap_or(0));
+                        self.deferred.push(Deferred::new(pass, submitted, true, request, record));
                         continue;
                     }
                     _ => None,
                 };
                 let Some(stamp) = stamp else {
-                    visit(&record)?;
+                    visit(record)?;
                     continue;
                 };
-                let start = self.records.len();
-                self.records.extend_from_slice(&record);
-                self.held.push_back((stamp, Slot::Record { start, len: record.len() }));
+                *seen = (*seen).max(stamp);
+                self.held.push_back((
+                    stamp,
+                    Slot::Record { shard: index as u32, n: *popped + unfreed.len() as u64 },
+                ));
+                unfreed.push_back((at, false));
                 self.sorted = false;
             }
-            if shard.positions.consumer() >= until {
-                shard.clean_at = t0;
+            room = room.saturating_sub(taken);
+            if ring.read() >= until {
+                *clean_at = t0;
             }
+            shard.free();
+        }
+        let ended = monotonic_ns();
+        for record in &mut self.deferred[deferred_before..] {
+            record.read_at = ended;
         }
         Ok(read)
     }
@@ -265,7 +305,7 @@ impl Merge {
         if self.deferred.is_empty() {
             return Ready(Vec::new());
         }
-        let (mut ready, left) = ready_deferred(std::mem::take(&mut self.deferred), self.cut(), waiting);
+        let (mut ready, left) = ready_deferred(std::mem::take(&mut self.deferred), self.horizon(), waiting);
         self.deferred = left;
         ready.sort_by_key(|d| d.order);
         Ready(ready)
@@ -286,14 +326,14 @@ impl Merge {
         Ok(())
     }
 
-    /// Before this, every event has been read and decoded: `cut`, and no later than the
+    /// Before this, every event has been read and decoded: `horizon`, and no later than the
     /// submission of an io_uring open whose completion has been read but not decoded yet (it
     /// will be at the next pass), so that its event goes before the held events stamped after
-    /// it; but no earlier than the cut when that completion's pass began, so that a stream of
+    /// it; but no earlier than the horizon when that completion's pass began, so that a stream of
     /// slow requests holds events back for a pass, not for as long as its requests take.
     fn release_cut(&self) -> u64 {
         let completed = self.deferred.iter().filter(|d| d.order.1).map(|d| d.holds_from).min();
-        completed.map_or(self.cut(), |from| from.min(self.cut()))
+        completed.map_or(self.horizon(), |from| from.min(self.horizon()))
     }
 
     /// Hands out, oldest first, the held events no unread record can come before, while `give`
@@ -307,54 +347,34 @@ impl Merge {
         }
         let cut = self.release_cut();
         let mut given = 0;
+        let mut result = Ok(());
         while self.held.front().is_some_and(|(ts, _)| *ts < cut) {
             let Some((_, slot)) = self.held.pop_front() else { break };
             given += 1;
-            let held = match slot {
-                Slot::Record { start, len } => {
-                    self.handed_out += len;
-                    Held::Record(&self.records[start..start + len])
+            let more = match slot {
+                Slot::Record { shard, n } => {
+                    let shard = &mut self.shards[shard as usize];
+                    let index = (n - shard.popped) as usize;
+                    // Handed out before `give` runs: whatever it does (fails, panics), the room
+                    // is freed (the record is not touched after it returns).
+                    shard.unfreed[index].1 = true;
+                    give(Held::Record(shard.ring.record(shard.unfreed[index].0)))
                 }
-                Slot::Open(open) => Held::Open(*open),
+                Slot::Open(open) => give(Held::Open(*open)),
             };
-            if !give(held)? {
-                break;
+            match more {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(err) => {
+                    result = Err(err);
+                    break;
+                }
             }
         }
-        self.compact();
-        Ok(given)
-    }
-
-    /// Frees the records handed out: all of them when nothing is held; else, once they are most
-    /// of `records`, by moving those still held to the front, in place (the room stays for the
-    /// next passes: no new pages each time).
-    fn compact(&mut self) {
-        if self.held.is_empty() {
-            self.records.clear();
-            self.handed_out = 0;
-            return;
+        for shard in &mut self.shards {
+            shard.free();
         }
-        if self.handed_out < (self.records.len() / 2).max(1 << 20) {
-            return;
-        }
-        let mut kept: Vec<(&mut usize, usize)> = self
-            .held
-            .iter_mut()
-            .filter_map(|(_, slot)| match slot {
-                Slot::Record { start, len } => Some((start, *len)),
-                _ => None,
-            })
-            .collect();
-        kept.sort_unstable_by_key(|(start, _)| **start);
-        let mut to = 0;
-        for (start, len) in kept {
-            // In the order they lie in: each moves down, over records handed out.
-            self.records.copy_within(*start..*start + len, to);
-            *start = to;
-            to += len;
-        }
-        self.records.truncate(to);
-        self.handed_out = 0;
+        result.map(|()| given)
     }
 
     /// Whether held events could be handed out now (`release` stopped early).
@@ -371,7 +391,8 @@ impl Merge {
     pub fn forget_waiting(&mut self) -> (u64, Completed) {
         let mut unread = Completed::new();
         for shard in &mut self.shards {
-            read_rest(&mut shard.ring, &shard.positions, |record| unread.extend(completes(record)));
+            read_rest(&mut shard.ring, |record| unread.extend(completes(record)));
+            shard.free();
         }
         undecoded(&std::mem::take(&mut self.deferred), unread)
     }
@@ -389,21 +410,14 @@ impl Merge {
     }
 }
 
-/// What a watcher that ends reads of a ring: what it holds up to its producers' position now
-/// (`positions`: its own), each record passed to `visit` (what producers write meanwhile is
-/// left).
-fn read_rest(ring: &mut RingBuf<MapData>, positions: &Positions, mut visit: impl FnMut(&[u8])) {
-    let until = positions.producer();
-    while positions.consumer() < until {
-        let Some(record) = ring.next() else { break };
-        visit(&record);
+/// What a watcher that ends reads of a ring: what it holds up to its producers' position now,
+/// each record passed to `visit` (what producers write meanwhile is left). The caller frees it.
+pub fn read_rest(ring: &mut Ring, mut visit: impl FnMut(&[u8])) {
+    let until = ring.producer();
+    while ring.read() < until {
+        let Next::Record { data, .. } = ring.next() else { break };
+        visit(data);
     }
-}
-
-/// `read_rest` of a ring read as it comes (one ring, no shards).
-pub fn read_rest_of(ring: &mut RingBuf<MapData>, visit: impl FnMut(&[u8])) -> io::Result<()> {
-    read_rest(ring, &Positions::new(ring.as_raw_fd())?, visit);
-    Ok(())
 }
 
 /// `Merge::forget_waiting` of these records, with the completions read after them (`completed`).
@@ -414,13 +428,13 @@ fn undecoded(deferred: &[Deferred], mut completed: Completed) -> (u64, Completed
 }
 
 /// The io_uring records that can be decoded now (see `read`), and those that wait: every record
-/// read by a pass that began before `cut` (the passes that made the cut began after that earlier
-/// pass ended, and read every shard up to where its producers were then, so a completion's
-/// submission, written before the completion was, has been read, whichever shard it went to),
-/// and with them every record whose request was made no later than one of those: a submission
-/// read by the pass at `cut` itself, or the previous request's completion at an address reused
-/// since (decoded apart, the completion found no request, or the next request took its place,
-/// and both events were lost); such a completion only with its submission.
+/// read by a pass that ended before `cut` (`Merge::horizon`: every shard has been read past every
+/// record written before it, so a completion's submission, written before the completion was,
+/// which was before that pass ended, has been read, whichever shard it went to), and with them
+/// every record whose request was made no later than one of those: a submission read by a later
+/// pass, or the previous request's completion at an address reused since (decoded apart, the
+/// completion found no request, or the next request took its place, and both events were lost);
+/// such a completion only with its submission.
 fn ready_deferred(
     deferred: Vec<Deferred>,
     cut: u64,
@@ -430,8 +444,8 @@ fn ready_deferred(
         return (Vec::new(), deferred);
     };
     // A completion goes along by its order only with its submission, here or waiting in the
-    // decoder: a submission stamped before `last` may have been written after the pass at `cut`
-    // read its shard (its program ran late), and its completion with it.
+    // decoder: a submission stamped before `last` may have been written after the pass that read
+    // `last` read its shard (its program ran late), and its completion with it.
     let submitted: std::collections::HashSet<(u64, u64)> =
         deferred.iter().filter(|d| !d.order.1).map(Deferred::key).collect();
     deferred.into_iter().partition(|d| {

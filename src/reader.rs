@@ -4,7 +4,6 @@
 //! watcher).
 use std::{
     collections::VecDeque,
-    os::fd::AsRawFd,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -12,7 +11,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{MapData, RingBuf};
 use aya_log::EbpfLogger;
 use opentrace_common::open::OwnedOpen;
 use pyo3::prelude::*;
@@ -26,12 +24,15 @@ use crate::{
     event::OpenEvent,
     follow::{self, Tracked},
     lost::{Ledger, Reporter},
-    merge::{Held, Merge, read_rest_of},
+    merge::{Held, Merge, read_rest},
     output::Formatter,
     ring::{Wait, Waiter},
+    ringbuf::{Next, Ring},
     tpevent::TracepointEvent,
 };
 
+/// A ring read as it comes frees the room of the records it read every this many.
+const FREE_EVERY: usize = 64;
 /// Records passed per drain, bounding the memory a burst can take in Python.
 const BATCH: usize = 4096;
 /// Records turned into events per drain. The events of a drain are made first and handed out
@@ -239,7 +240,7 @@ impl Drop for GcPause {
 
 /// The ring buffers: one is read as it comes; shards are merged.
 enum Rings {
-    One(RingBuf<MapData>),
+    One(Ring),
     Sharded(Merge),
 }
 
@@ -298,7 +299,7 @@ fn kernel_error(what: &str, err: std::io::Error) -> PyErr {
 impl Reader {
     /// `rings`: one, or the shards (CPU `c` writes to `rings[c % rings.len()]`).
     pub fn new(
-        mut rings: Vec<RingBuf<MapData>>,
+        mut rings: Vec<Ring>,
         logs: EbpfLogger<FromKernel>,
         attached: Attached,
         decoder: Decoder,
@@ -308,7 +309,7 @@ impl Reader {
             Some(ring) if rings.is_empty() => Rings::One(ring),
             Some(ring) => {
                 rings.push(ring);
-                Rings::Sharded(Merge::new(rings)?)
+                Rings::Sharded(Merge::new(rings))
             }
             None => return Err(std::io::Error::other("no ring buffer")),
         };
@@ -333,7 +334,7 @@ impl Reader {
     /// The rings' fds, to wait on.
     pub fn fds(&self) -> Vec<i32> {
         match &self.rings {
-            Rings::One(ring) => vec![ring.as_raw_fd()],
+            Rings::One(ring) => vec![ring.fd()],
             Rings::Sharded(merge) => merge.fds().collect(),
         }
     }
@@ -360,12 +361,8 @@ impl Reader {
             Rings::Sharded(merge) => merge.forget_waiting(),
             Rings::One(ring) => {
                 let mut unread = Completed::new();
-                if let Err(err) = read_rest_of(ring, |record| unread.extend(completes(record))) {
-                    diag::note(
-                        diag::Level::Debug,
-                        format!("the ring's unread io_uring completions were not looked for: {err}"),
-                    );
-                }
+                read_rest(ring, |record| unread.extend(completes(record)));
+                ring.free_to(ring.read());
                 (0, unread)
             }
         };
@@ -385,18 +382,25 @@ impl Reader {
         };
         let (mut read, mut more, batch) = (0, true, batch(want));
         while more && read < batch {
-            let Some(record) = ring.next() else { break };
+            let Next::Record { data: record, .. } = ring.next() else { break };
             read += 1;
-            more = decode(
+            let took = decode(
                 &mut self.decoder,
-                &record,
+                record,
                 name_cgroups,
                 shared,
                 &mut self.exited,
                 |record| self.out.take_record(py, want, record),
                 true,
-            )?;
+            );
+            // The room of what was read goes back to the producers a few records at a time
+            // (each consumer position they see is a cache line taken from the reader).
+            if read.is_multiple_of(FREE_EVERY) || !matches!(took, Ok(true)) {
+                ring.free_to(ring.read());
+            }
+            more = took?;
         }
+        ring.free_to(ring.read());
         shared.ledger.add_uring(std::mem::take(&mut self.decoder.orphaned));
         // Only a drain that read records and emptied the ring starts a pause (see `drained_at`):
         // after one that read nothing the reader waits on the ring's fd, and the kernel wakes it
@@ -406,7 +410,7 @@ impl Reader {
     }
 
     /// `drain` for sharded rings: one pass of `Merge::read` (every shard, up to where its
-    /// producers were) if nothing held can go out yet, then up to `batch(want)` events (or the
+    /// producers were, or `merge::PASS` records) if nothing held can go out yet, then up to `batch(want)` events (or the
     /// read's limit) handed out in time order, decoded as one ring's records are.
     fn drain_shards(
         &mut self,
@@ -459,8 +463,8 @@ impl Reader {
         })?;
         shared.ledger.add_uring(std::mem::take(&mut self.decoder.orphaned));
         // As for one ring: a pass that read records starts a pause, unless events are left that
-        // could go now (the read's budget ran out).
-        self.drained_at = (read > 0 && !merge.ready()).then(Instant::now);
+        // could go now (the read's budget ran out) or records the pass had no room for.
+        self.drained_at = (read > 0 && !merge.ready() && !merge.behind()).then(Instant::now);
         Ok(read + given)
     }
 
@@ -500,7 +504,9 @@ impl Reader {
     pub fn wait_before_next(&self, shared: &Shared) -> Duration {
         let pause = self.pause(shared);
         if pause.is_zero() && self.out.ready.is_empty() && self.holding() {
-            return shared.latency.max(HELD_RECHECK);
+            // A pass that had no room for all the rings held: the next one at once.
+            let behind = matches!(&self.rings, Rings::Sharded(merge) if merge.behind());
+            return if behind { Duration::ZERO } else { shared.latency.max(HELD_RECHECK) };
         }
         pause
     }

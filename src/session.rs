@@ -258,7 +258,7 @@ impl Session {
         let ring_shards = rings.len();
         let names = attached.names.clone();
         let reader = Reader::new(rings, logs, attached, decoder, tracked)
-            .map_err(|e| Error::kernel("mapping the ring buffers' positions", &e))?;
+            .map_err(|e| Error::kernel("reading the ring buffers", &e))?;
         for fd in reader.fds() {
             waiter.watch(fd).map_err(|e| Error::kernel("watching the ring buffer", &e))?;
         }
