@@ -181,14 +181,15 @@ def test_io_uring_and_syscall_opens_of_one_thread_come_in_the_order_it_made_them
     """The helper's one thread alternates an io_uring open with a syscall open (each `openat:`
     op opens its directory with openat(2), then the file through io_uring): its events come in
     that order, by time, through two ring shards too, where an io_uring open's records wait for
-    a later pass than the syscall open after it."""
+    a later pass than the syscall open after it. 400 of each: more records than a pass of
+    the merge reads (512), so that they go out over several passes, each shard read in part."""
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "f").write_bytes(b"")
-    ops = [f"openat:{tmp_path}/d:f"] * 50
+    ops = [f"openat:{tmp_path}/d:f"] * 400
     reports, events = run(helper, tmp_path, ops, full_path=True, **({} if shards is None else {"ring_shards": shards}))
     pid = reports[0]["pid"]
     mine = [e for e in events if e.pid == pid and e.full_path in (f"{tmp_path}/d", f"{tmp_path}/d/f")]
-    assert [e.syscall for e in mine] == ["openat", "io_uring"] * 50
+    assert [e.syscall for e in mine] == ["openat", "io_uring"] * 400
     assert [e.ret for e in mine if e.syscall == "io_uring"] == [r["res"] for r in reports]
     stamps = [e.timestamp_ns for e in mine]
     assert stamps == sorted(stamps)
