@@ -6,9 +6,8 @@
 //! Events are made when they go out, not when they are read, and a pass reads about what goes
 //! out in a drain: it is still in the CPU's cache when it goes out. Passes that read everything
 //! the shards held after a burst, and copied it out of the rings, read every record twice, the
-//! second time from memory (a loop took 5.5-5.8 M events per CPU-second from two warm shards,
-//! and 4.0-4.4 M in a watcher's first burst, against 6.1-6.2 M for both now;
-//! bench/consumer_cost.py).
+//! second time from memory (a loop took 5.57 M events per CPU-second from two warm shards, and
+//! 4.15 M in a watcher's first burst, against 6.20-6.34 M for both now; bench/consumer_cost.py).
 //!
 //! Why that is safe for one thread's events: a thread's next event starts (its `timestamp_ns` is
 //! taken) after its previous record was written. A shard has been read past every record that
@@ -152,12 +151,12 @@ pub struct Merge {
     behind: bool,
 }
 
-/// Records a pass reads, at most, from all shards together (at least `PASS_LEAST` from each that
-/// has any):
-/// few enough that what they take in the CPU's cache is still there when they are handed out.
-/// A pass that read whole rings after a burst read every record twice, once out of the cache.
+/// Records a pass reads, at most, from all shards together: few enough that what they take in
+/// the CPU's cache is still there when they are handed out (a pass that read whole rings after a
+/// burst read every record twice, once out of the cache). Each shard with records gets a share,
+/// at least `PASS_LEAST` (at most 64 shards: still `PASS` in all).
 const PASS: usize = 512;
-const PASS_LEAST: usize = 64;
+const PASS_LEAST: usize = 8;
 
 /// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`, so of `timestamp_ns`.
 fn monotonic_ns() -> u64 {
@@ -231,7 +230,8 @@ impl Merge {
         }
         let mut room = PASS;
         self.behind = false;
-        for (index, shard) in self.shards.iter_mut().enumerate() {
+        let mut failed = Ok(());
+        'shards: for (index, shard) in self.shards.iter_mut().enumerate() {
             let Shard { ring, until, clean_at, seen, unfreed, popped } = shard;
             let until = *until;
             let most = if ring.read() < until {
@@ -274,7 +274,10 @@ impl Merge {
                     _ => None,
                 };
                 let Some(stamp) = stamp else {
-                    visit(record)?;
+                    if let Err(err) = visit(record) {
+                        failed = Err(err);
+                        break 'shards;
+                    }
                     continue;
                 };
                 *seen = (*seen).max(stamp);
@@ -289,13 +292,16 @@ impl Merge {
             if ring.read() >= until {
                 *clean_at = t0;
             }
-            shard.free();
         }
+        // The io_uring records read know when this pass ended, whatever stopped it.
         let ended = monotonic_ns();
         for record in &mut self.deferred[deferred_before..] {
             record.read_at = ended;
         }
-        Ok(read)
+        for shard in &mut self.shards {
+            shard.free();
+        }
+        failed.map(|()| read)
     }
 
     /// The io_uring records that can be decoded now (see `ready_deferred`), in the order their
@@ -495,9 +501,9 @@ mod tests {
 
     #[test]
     fn a_submission_read_after_its_completion_is_decoded_with_it() {
-        // The completion came from one shard in the pass at 100, its submission from another
-        // shard, written after the pass had read that shard, in the pass at 200.
-        let (ready, waiting) = ready(vec![complete(100, 90), submit(200, 90)], 200);
+        // The completion came from one shard in the pass that ended at 100, its submission from
+        // another shard, in the pass that ended at 200 (the horizon is 150 now).
+        let (ready, waiting) = ready(vec![complete(100, 90), submit(200, 90)], 150);
         assert_eq!(ready, vec![(90, false), (90, true)]);
         assert!(waiting.is_empty());
     }
@@ -514,15 +520,15 @@ mod tests {
 
     #[test]
     fn a_completion_goes_early_only_with_its_submission() {
-        // Request Q was stamped at 90 but its submission's record was written late, after the
-        // pass at 200 read its shard; its completion was read by that pass. Request P (95) was
-        // read a pass earlier: Q's completion is ordered before it, but must wait for Q's
-        // submission, unless the decoder already holds it.
+        // Request Q was stamped at 90; its completion was read by the pass that ended at 200,
+        // and its submission's record not yet (the horizon is 150: it may be in a shard read
+        // only that far). Request P (95) was read a pass earlier: Q's completion is ordered
+        // before it, but must wait for Q's submission, unless the decoder already holds it.
         let records = || vec![record(100, 95, false, 0x2000), record(200, 90, true, REQ)];
-        let (ready, waiting) = ready_deferred(records(), 200, |_, _| false);
+        let (ready, waiting) = ready_deferred(records(), 150, |_, _| false);
         assert_eq!((orders(&ready), orders(&waiting)), (vec![(95, false)], vec![(90, true)]));
         let (ready, waiting) =
-            ready_deferred(records(), 200, |request, submitted| (request, submitted) == (REQ, 90));
+            ready_deferred(records(), 150, |request, submitted| (request, submitted) == (REQ, 90));
         assert_eq!((orders(&ready), orders(&waiting)), (vec![(90, true), (95, false)], vec![]));
     }
 

@@ -410,8 +410,9 @@ impl Reader {
     }
 
     /// `drain` for sharded rings: one pass of `Merge::read` (every shard, up to where its
-    /// producers were, or `merge::PASS` records) if nothing held can go out yet, then up to `batch(want)` events (or the
-    /// read's limit) handed out in time order, decoded as one ring's records are.
+    /// producers were, or `merge::PASS` records) if nothing held can go out yet, then up to
+    /// `batch(want)` events (or the read's limit) handed out in time order, decoded as one ring's
+    /// records are.
     fn drain_shards(
         &mut self,
         py: Python<'_>,

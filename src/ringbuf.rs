@@ -2,8 +2,9 @@
 //! its room still taken, until the reader frees it by moving the ring's consumer position past
 //! it. aya 0.14's `RingBuf` frees each record as the next is read, so a reader that holds records
 //! back (the merge of sharded rings, until it can put them in time order) had to copy them out:
-//! that copy, and reading the copy once it had left the CPU's cache, cost the Python loop ~35 ns
-//! an event from two shards (bench/consumer_cost.py).
+//! that copy, and reading the copy once it had left the CPU's cache, cost the Python loop ~20 ns
+//! an event from two warm shards and ~80 in a watcher's first burst, with the merge's whole-ring
+//! passes (bench/consumer_cost.py; see `merge`).
 //!
 //! The kernel's layout (kernel/bpf/ringbuf.c): a page holding the consumer position (the reader
 //! writes it), a page holding the producer position, then the data pages, mapped twice in a row

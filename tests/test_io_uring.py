@@ -182,7 +182,7 @@ def test_io_uring_and_syscall_opens_of_one_thread_come_in_the_order_it_made_them
     op opens its directory with openat(2), then the file through io_uring): its events come in
     that order, by time, through two ring shards too, where an io_uring open's records wait for
     a later pass than the syscall open after it. 400 of each: more records than a pass of
-    the merge reads (512), so that they go out over several passes, each shard read in part."""
+    the merge reads (512), should the reader fall behind."""
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "f").write_bytes(b"")
     ops = [f"openat:{tmp_path}/d:f"] * 400
