@@ -246,12 +246,12 @@ def test_the_root_directory_as_an_entry_matches_everything(tree: Path) -> None:
 
 
 def test_a_directory_deleted_and_made_again_is_still_matched_by_its_path(
-    tree: Path, caplog: pytest.LogCaptureFixture
+    tree: Path, caplog: pytest.LogCaptureFixture, struct_reads: None
 ) -> None:
     """The kernel decides by the directory it learned at start; when that one is deleted, a new one
     made at its path is another directory, so the filter goes back to comparing paths (and says so)."""
     data = tree / "data"
-    with caplog.at_level("WARNING", logger="opentrace"), opentrace.watch(paths=[f"{data}/"]) as w:
+    with caplog.at_level("INFO", logger="opentrace"), opentrace.watch(paths=[f"{data}/"]) as w:
         before, first = run_child([resolve(None, data / "g.log")])
         subprocess.run(["rm", "-rf", str(data)], check=True)
         data.mkdir()
@@ -261,6 +261,26 @@ def test_a_directory_deleted_and_made_again_is_still_matched_by_its_path(
     assert [r[0] >= 0 for r in first + second] == [True, True, True], (first, second)
     assert [ev.full_path for ev in events] == [str(data / "g.log"), str(data / "new")]
     assert "deleted or replaced" in caplog.text, caplog.text
+
+
+def test_deleting_and_renaming_other_things_keeps_the_directories_decided_by_dentries(
+    tree: Path, caplog: pytest.LogCaptureFixture, struct_reads: None
+) -> None:
+    """Only the deletion of a directory of the filter sends it back to comparing paths: files
+    deleted in it, a directory renamed in it, and deletions and renames elsewhere do not."""
+    data = tree / "data"
+    with caplog.at_level("INFO", logger="opentrace"), opentrace.watch(paths=[f"{data}/"]) as w:
+        (data / "gone").write_text("x")
+        os.unlink(data / "gone")
+        os.rename(data / "a" / "b" / "c", data / "a" / "b" / "c2")
+        os.rename(tree / "other" / "x.log", tree / "other" / "y.log")
+        (tree / "empty").mkdir()
+        os.rmdir(tree / "empty")
+        child, results = run_child([resolve(None, data / "a" / "b" / "c2" / "f")])
+        events = [ev for ev in settle(w) if ev.pid == child.pid]
+    assert results[0][0] >= 0, results
+    assert [ev.full_path for ev in events] == [str(data / "a" / "b" / "c2" / "f")]
+    assert "deleted or replaced" not in caplog.text, caplog.text
 
 
 def test_relative_entries_are_taken_from_the_current_directory(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:

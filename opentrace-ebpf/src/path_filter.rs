@@ -26,7 +26,7 @@ use opentrace_common::{
 };
 
 use crate::{
-    kernel::{self, offset, read, word},
+    kernel::{self, offset, word},
     open, path,
     shared::global,
 };
@@ -390,10 +390,11 @@ pub fn forget_deleted(ctx: TracePointContext) -> u32 {
             break;
         }
         let dentry = learned.dirs[i][1];
-        let window = dentry + offset!(dentry_window);
         // Unlinked: out of the dentry hash, and not a file system's root (which never is in it).
-        let unhashed = read::<u64>(window + offset!(dentry_hash_pprev)) == Ok(0);
-        if unhashed && read::<u64>(window + offset!(dentry_parent)).is_ok_and(|parent| parent != dentry) {
+        // (A direct load that faulted gives 0: no dentry has a 0 parent.)
+        let unhashed = kernel::dentry_member::<u64>(dentry, offset!(dentry_hash_pprev)) == Ok(0);
+        let parent = kernel::dentry_member::<u64>(dentry, offset!(dentry_parent));
+        if unhashed && parent.is_ok_and(|parent| parent != 0 && parent != dentry) {
             learned.ready = 0;
             warn!(
                 &ctx,
