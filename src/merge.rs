@@ -397,7 +397,7 @@ impl Merge {
     pub fn forget_waiting(&mut self) -> (u64, Completed) {
         let mut unread = Completed::new();
         for shard in &mut self.shards {
-            read_rest(&mut shard.ring, |record| unread.extend(completes(record)));
+            shard.ring.read_rest(|record| unread.extend(completes(record)));
             shard.free();
         }
         undecoded(&std::mem::take(&mut self.deferred), unread)
@@ -413,16 +413,6 @@ impl Merge {
     /// everything held goes out.
     pub fn end(&mut self) {
         self.ended = true;
-    }
-}
-
-/// What a watcher that ends reads of a ring: what it holds up to its producers' position now,
-/// each record passed to `visit` (what producers write meanwhile is left). The caller frees it.
-pub fn read_rest(ring: &mut Ring, mut visit: impl FnMut(&[u8])) {
-    let until = ring.producer();
-    while ring.read() < until {
-        let Next::Record { data, .. } = ring.next() else { break };
-        visit(data);
     }
 }
 

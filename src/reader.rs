@@ -24,7 +24,7 @@ use crate::{
     event::OpenEvent,
     follow::{self, Tracked},
     lost::{Ledger, Reporter},
-    merge::{Held, Merge, read_rest},
+    merge::{Held, Merge},
     output::Formatter,
     ring::{Wait, Waiter},
     ringbuf::{Next, Ring},
@@ -361,7 +361,7 @@ impl Reader {
             Rings::Sharded(merge) => merge.forget_waiting(),
             Rings::One(ring) => {
                 let mut unread = Completed::new();
-                read_rest(ring, |record| unread.extend(completes(record)));
+                ring.read_rest(|record| unread.extend(completes(record)));
                 ring.free_to(ring.read());
                 (0, unread)
             }

@@ -160,6 +160,16 @@ impl Ring {
         }
     }
 
+    /// What a watcher that ends reads of the ring: the records up to its producers' position now,
+    /// each passed to `visit` (what producers write meanwhile is left). The caller frees them.
+    pub fn read_rest(&mut self, mut visit: impl FnMut(&[u8])) {
+        let until = self.producer();
+        while self.read < until {
+            let Next::Record { data, .. } = self.next() else { break };
+            visit(data);
+        }
+    }
+
     /// A record `next` returned at `at`, not freed since.
     pub fn record(&self, at: u64) -> &[u8] {
         debug_assert!(self.freed <= at && at < self.read);

@@ -262,15 +262,14 @@ pub fn dentry_member<T: Copy>(dentry: u64, at: u64) -> Result<T, i32> {
 /// be read (a mount always has a root dentry: 0 is a direct load that faulted).
 #[inline(always)]
 pub fn mount_window(window: &mut [u64; MOUNT_WINDOW as usize / 8], mount: u64) -> bool {
-    let btf_id = offset!(btf_mount) as u32;
-    if btf_id == 0 {
+    if offset!(btf_mount) == 0 {
         return read_into(window, mount + offset!(mount_window));
     }
     for at in [offset!(mount_parent), offset!(mount_mountpoint), offset!(mount_root)] {
         // Each is a pointer inside the window (the loader checked), so a word of it: pointers
         // are 8-aligned in `struct mount` (not packed), and the window starts at a multiple of 8.
         let (Ok(pointer), Some(slot)) =
-            (typed_read::<u64>(mount, btf_id, offset!(mount_window) + at), window.get_mut((at / 8) as usize))
+            (mount_member::<u64>(mount, offset!(mount_window) + at), window.get_mut((at / 8) as usize))
         else {
             return false;
         };
