@@ -105,8 +105,11 @@ def main() -> int:
             ("paths, dentries", {"paths": ["/usr/share/"]}),
             ("paths, strings", {"paths": ["/nonexistent-opentrace-bench/"]}),
             # Matching it (its directory, decided by dentries): the walk up to the directory,
-            # then the full path the event carries.
+            # then the full path the event carries, from the file up to the directory (whose own
+            # path was kept when it was learned).
             ("paths, matching", {"paths": [f"{work}/"]}),
+            # The same with the deep file's own directory as the entry: the walk stops one level up.
+            ("paths, matching its directory", {"paths": [f"{deep.parent}/"]}),
             # Counting by comm and file (opentrace top) instead of sending each open.
             ("counting", {"counts": True}),
         ]
@@ -115,6 +118,8 @@ def main() -> int:
             for target in (shallow, deep):
                 if label in ("default", "pid filter") and target is deep:
                     continue
+                if label == "paths, matching its directory" and target is shallow:
+                    continue  # the same directory as "paths, matching"'s
                 m = measure(binary, work, str(target), args.ops, **options)
                 rows.append({"case": label, "components": depth[target], **m})
                 print(f"  {label:16} {depth[target]:2} components: enter {m['enter_ns']:.0f} ns, "

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -281,6 +282,97 @@ def test_deleting_and_renaming_other_things_keeps_the_directories_decided_by_den
     assert results[0][0] >= 0, results
     assert [ev.full_path for ev in events] == [str(data / "a" / "b" / "c2" / "f")]
     assert "deleted or replaced" not in caplog.text, caplog.text
+
+
+def watch_while_moving(entry: Path, opens: list[tuple[Callable[[], object] | None, Path]]) -> list[tuple[str, str]]:
+    """Watches ``entry``/ while, for each of ``opens``, a move is made (if any) and then a new
+    process opens the path; (full path seen, full path the opener saw) of each open."""
+    pairs = []
+    with opentrace.watch(paths=[f"{entry}/"]) as w:
+        children = []
+        for move, path in opens:
+            if move is not None:
+                move()
+            children.append(run_child([resolve(None, path)]))
+        events = settle(w)
+    for child, results in children:
+        truth = seen_by_process(resolve(None, "x"), results[0])
+        assert results[0][0] >= 0 and truth is not None, results
+        seen = [ev.full_path for ev in events if ev.pid == child.pid]
+        pairs.append((seen[0] if len(seen) == 1 else f"{len(seen)} events", truth))
+    return pairs
+
+
+@pytest.mark.parametrize("shape", ["kept", "deep"])
+def test_renaming_a_directory_or_one_above_it_gives_its_files_their_new_paths(
+    tree: Path, shape: str, caplog: pytest.LogCaptureFixture, struct_reads: None
+) -> None:
+    """A matching open's full path is the directory's own path, kept when it was learned, and the
+    names below it; the kept path is taken only while every directory above it, and it, are as
+    they were. Renaming a directory above the filter's, then the filter's own, then both back:
+    each file's full path is the one its opener saw. The directory's path is kept (2 levels below
+    the renamed one), or not: 20 levels below it (deeper than the 16 links kept)."""
+    top = tree / "top"
+    below = ["a", "b"] if shape == "kept" else [f"l{i}" for i in range(20)]
+    directory = top.joinpath(*below)
+    (directory / "c").mkdir(parents=True)
+    (directory / "c" / "f").write_text("f")
+    top2 = tree / "top2"
+    moved = top2.joinpath(*below)
+    renamed = moved.with_name("renamed")
+    opens: list[tuple[Callable[[], object] | None, Path]] = [
+        (None, directory / "c" / "f"),
+        (lambda: os.rename(top, top2), moved / "c" / "f"),
+        (lambda: os.rename(moved, renamed), renamed / "c" / "f"),
+        (lambda: (os.rename(renamed, moved), os.rename(top2, top)), directory / "c" / "f"),
+        (None, directory),
+    ]
+    with caplog.at_level("INFO", logger="opentrace"):
+        pairs = watch_while_moving(directory, opens)
+    assert [seen for seen, _ in pairs] == [truth for _, truth in pairs]
+    assert pairs[1][1] == str(moved / "c" / "f") and pairs[2][1] == str(renamed / "c" / "f")
+    assert "deleted or replaced" not in caplog.text and "learned" not in caplog.text, caplog.text
+
+
+def test_moving_the_mount_a_directory_is_on_gives_its_files_their_new_paths(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, struct_reads: None
+) -> None:
+    """The filter's directory on a tmpfs that is moved (``mount --move``) while it is watched, then
+    moved back: each file's full path is the one its opener saw (the directory's kept path holds
+    only while the mounts above it are where they were)."""
+    base = tmp_path / "base"
+    base.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "opentrace-test", str(base)], check=True)
+    try:
+        # A mount under a shared one cannot be moved.
+        subprocess.run(["mount", "--make-private", str(base)], check=True)
+        (base / "m").mkdir()
+        (base / "n").mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "opentrace-test", str(base / "m")], check=True)
+        (base / "m" / "d").mkdir()
+        (base / "m" / "d" / "f").write_text("f")
+        mount = "m"
+
+        def move(to: str) -> None:
+            nonlocal mount
+            subprocess.run(["mount", "--move", str(base / mount), str(base / to)], check=True)
+            mount = to
+
+        opens: list[tuple[Callable[[], object] | None, Path]] = [
+            (None, base / "m" / "d" / "f"),
+            (lambda: move("n"), base / "n" / "d" / "f"),
+            (lambda: move("m"), base / "m" / "d" / "f"),
+        ]
+        try:
+            with caplog.at_level("INFO", logger="opentrace"):
+                pairs = watch_while_moving(base / "m" / "d", opens)
+        finally:
+            subprocess.run(["umount", str(base / mount)], check=True)
+    finally:
+        subprocess.run(["umount", "-l", str(base)], check=True)
+    assert [seen for seen, _ in pairs] == [truth for _, truth in pairs]
+    assert pairs[1][1] == str(base / "n" / "d" / "f")
+    assert "deleted or replaced" not in caplog.text and "learned" not in caplog.text, caplog.text
 
 
 def test_relative_entries_are_taken_from_the_current_directory(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -307,7 +307,7 @@ fn try_sys_exit(ctx: &Record<'_, 1>) -> Result<u32, i64> {
     if on(FILTER_PATHS) && on(PATHS_BY_DENTRY) && ret >= 0 {
         match path_filter::under_learned(ret) {
             Some(Ancestry::NotUnder) => return Ok(0),
-            Some(Ancestry::Under(vfsmount, dentry)) => matched = Some((vfsmount, dentry)),
+            Some(Ancestry::Under(opened)) => matched = Some(opened),
             None => {}
         }
     }
@@ -340,7 +340,7 @@ fn try_sys_exit(ctx: &Record<'_, 1>) -> Result<u32, i64> {
 /// Completes an open's record in this CPU's slot (its header filled in): the `struct open_how`
 /// at `how` (user memory; 0: none), the path at `filename` (user memory), and the full path when
 /// asked; then sends it, if it passes the path filter (`matched`: it is known to, and this is the
-/// opened file's `f_path`, where its full path starts). The caller looks at the status for
+/// opened file, where its full path starts, and the learned directory it is under). The caller looks at the status for
 /// faults to report.
 #[inline(always)]
 pub fn send_open(
@@ -349,7 +349,7 @@ pub fn send_open(
     how: u64,
     ret: i64,
     dfd: i32,
-    matched: Option<(u64, u64)>,
+    matched: Option<path::Opened>,
 ) {
     if how != 0 {
         // `struct open_how` starts with `u64 flags; u64 mode;` (in the process's memory).
@@ -412,7 +412,7 @@ fn resolve_full(
     path_len: u32,
     ret: i64,
     dfd: i32,
-    opened: Option<(u64, u64)>,
+    opened: Option<path::Opened>,
 ) -> u32 {
     if !on(WITH_FULL_PATH) {
         return 0;

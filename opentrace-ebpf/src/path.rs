@@ -7,19 +7,20 @@ use core::ffi::c_void;
 use aya_ebpf::{
     helpers::generated::{bpf_loop, bpf_probe_read_kernel},
     macros::map,
-    maps::PerCpuArray,
+    maps::{Array, PerCpuArray},
 };
 use opentrace_common::{
     AT_FDCWD, PATH_MAX,
     abi::{
         kernel::{DENTRY_WINDOW, MOUNT_WINDOW},
         open::full,
+        paths::{CHAIN_MAX, LINK_DENTRY, LINK_MOUNT, Link, MAX_ENTRIES, PREFIX_MAX, Prefix},
     },
 };
 
 use crate::{
     file::{self, NoFile},
-    kernel::{self, dentry_member, offset, read_into, word},
+    kernel::{self, dentry_member, mount_member, offset, read_into, word},
 };
 
 /// Room for the longest path, and for a name copy that starts near the end (up to NAME_MAX
@@ -50,7 +51,7 @@ struct Walk {
     root_mnt: u64,
     /// Where the path written so far starts in `WALK` (it ends at `PATH_MAX`).
     start: u32,
-    /// 0 while walking, then `full::FILE` (reached the root) or an unresolved code.
+    /// 0 while walking, then `full::FILE` (reached the root), `AT_DIR` or an unresolved code.
     code: u8,
     /// Whether the first dentry is no longer linked (`d_unlinked`).
     unlinked: u8,
@@ -58,7 +59,24 @@ struct Walk {
     /// The current dentry's d_seq, d_hash.pprev, d_parent and d_name, read in one go where they
     /// are probe reads (kept here, off the callback's small stack).
     window: [u64; DENTRY_WINDOW as usize / 8],
+    /// A learned directory whose path is kept (`PREFIXES`), as (dentry, vfsmount): the walk
+    /// stops there (`AT_DIR`) after its first step. 0: it does not.
+    stop_dentry: u64,
+    stop_mnt: u64,
+    /// `RECORD`: the links walked through, for `Prefix::chain` (how many, even past CHAIN_MAX).
+    links: u32,
+    _pad2: u32,
+    chain: [Link; CHAIN_MAX],
 }
+
+/// `Walk::code` of a walk that stopped at `stop_dentry`.
+const AT_DIR: u8 = 0xff;
+
+/// How a walk's steps are taken (`step`'s MODE): from the file (its first step reads whether the
+/// file is unlinked); on past the learned directory it stopped at; or recording its links.
+const FROM_FILE: u8 = 0;
+const ON_PAST_DIR: u8 = 1;
+const RECORD: u8 = 2;
 
 /// What `bpf_loop` is told after a step.
 const CONTINUE: i64 = 0;
@@ -68,12 +86,12 @@ const STOP: i64 = 1;
 #[map]
 static WALKER: PerCpuArray<Walk> = PerCpuArray::with_max_entries(1, 0);
 
-/// One step up: a mount point crossed, or one component written.
-extern "C" fn step(index: u64, _: *mut c_void) -> i64 {
+/// One step up: a mount point crossed, or one component written (see the MODE constants).
+extern "C" fn step<const MODE: u8>(index: u64, _: *mut c_void) -> i64 {
     let Some(walk) = WALKER.get_ptr_mut(0) else { return STOP };
     // SAFETY: this CPU's walk, set up by `walk` below, which is waiting in `bpf_loop`.
     let walk = unsafe { &mut *walk };
-    match step_once(walk, index == 0) {
+    match step_once::<MODE>(walk, index == 0 && MODE != ON_PAST_DIR) {
         Ok(true) => CONTINUE,
         Ok(false) => STOP,
         Err(code) => {
@@ -85,14 +103,28 @@ extern "C" fn step(index: u64, _: *mut c_void) -> i64 {
 
 /// Returns whether to go on; `Err` is why the walk failed.
 #[inline(always)]
-fn step_once(walk: &mut Walk, first: bool) -> Result<bool, u8> {
+fn step_once<const MODE: u8>(walk: &mut Walk, first: bool) -> Result<bool, u8> {
     let fault = |_| full::FAULT;
     if walk.dentry == walk.root_dentry && walk.mount + offset!(mount_mnt) == walk.root_mnt {
         walk.code = full::FILE;
         return Ok(false);
     }
+    // (Not on the first step: an opened directory that is the learned one is walked, which reads
+    // whether it is unlinked.)
+    if MODE == FROM_FILE
+        && walk.dentry == walk.stop_dentry
+        && walk.mount + offset!(mount_mnt) == walk.stop_mnt
+        && !first
+    {
+        walk.code = AT_DIR;
+        return Ok(false);
+    }
     if walk.dentry == word(&walk.mount_window, offset!(mount_root)) {
         let parent = word(&walk.mount_window, offset!(mount_parent));
+        if MODE == RECORD {
+            let mountpoint = word(&walk.mount_window, offset!(mount_mountpoint));
+            record(walk, Link { kind: LINK_MOUNT, seq: 0, at: walk.mount, parent, mountpoint });
+        }
         if parent == walk.mount {
             // The root of the mount namespace, short of the task's root: the task's root is
             // elsewhere (a file outside its chroot); /proc/PID/fd shows such a path from here.
@@ -138,8 +170,20 @@ fn step_once(walk: &mut Walk, first: bool) -> Result<bool, u8> {
     if again != seq {
         return Err(full::RENAMED);
     }
+    if MODE == RECORD {
+        record(walk, Link { kind: LINK_DENTRY, seq, at: walk.dentry, parent: 0, mountpoint: 0 });
+    }
     walk.dentry = parent;
     Ok(true)
+}
+
+/// Adds a link to a recording walk's chain (counted past CHAIN_MAX, not kept).
+#[inline(always)]
+fn record(walk: &mut Walk, link: Link) {
+    if let Some(slot) = walk.chain.get_mut(walk.links as usize) {
+        *slot = link;
+    }
+    walk.links = walk.links.saturating_add(1);
 }
 
 /// What a step reads of the current dentry.
@@ -200,9 +244,28 @@ pub struct Walked {
     pub unlinked: bool,
 }
 
-/// Walks from `(vfsmount, dentry)` up to the current task's root. `Err` is an unresolved code.
+/// The path filter's learned directories' own paths, where kept (`Prefix`): element i for
+/// `LEARNED`'s directory i, written by `keep_prefix` as it is learned. The loader gives it as
+/// many elements as the filter has directories.
+#[map]
+static PREFIXES: Array<Prefix> = Array::with_max_entries(MAX_ENTRIES as u32, 0);
+
+/// `Opened::under` when no learned directory is known to be above the file.
+pub const NO_DIR: u32 = u32::MAX;
+
+/// A successful open's file, as the caller has it already: its `f_path`, and the learned
+/// directory it is under (an index of `PREFIXES`), if the path filter found one.
+#[derive(Clone, Copy)]
+pub struct Opened {
+    pub vfsmount: u64,
+    pub dentry: u64,
+    pub under: u32,
+}
+
+/// Sets this CPU's walk up to start at `(vfsmount, dentry)`, from the current task's root, to
+/// stop at `stop` (dentry, vfsmount; 0 for none).
 #[inline(always)]
-fn walk((vfsmount, dentry): (u64, u64)) -> Result<Walked, u8> {
+fn begin((vfsmount, dentry): (u64, u64), (stop_dentry, stop_mnt): (u64, u64)) -> Result<*mut Walk, u8> {
     let (root_mnt, root_dentry) = kernel::fs_path(false);
     let mount = vfsmount - offset!(mount_mnt);
     let state = WALKER.get_ptr_mut(0).ok_or(full::FAULT)?;
@@ -210,20 +273,51 @@ fn walk((vfsmount, dentry): (u64, u64)) -> Result<Walked, u8> {
     let walk = unsafe { &mut *state };
     (walk.dentry, walk.mount, walk.root_dentry, walk.root_mnt) = (dentry, mount, root_dentry, root_mnt);
     (walk.start, walk.code, walk.unlinked) = (PATH_MAX as u32, 0, 0);
+    (walk.stop_dentry, walk.stop_mnt) = (stop_dentry, stop_mnt);
     if !kernel::mount_window(&mut walk.mount_window, mount) {
         return Err(full::FAULT);
     }
+    Ok(state)
+}
+
+/// Steps this CPU's walk (`state`) by `bpf_loop` until it stops; its (code, start, unlinked).
+#[inline(always)]
+fn go<const MODE: u8>(state: *mut Walk) -> (u8, u32, bool) {
     // SAFETY: `step` is a callback of the signature bpf_loop expects; it finds the walk itself.
-    unsafe { bpf_loop(MAX_STEPS, step as *mut c_void, core::ptr::null_mut(), 0) };
+    unsafe { bpf_loop(MAX_STEPS, step::<MODE> as *mut c_void, core::ptr::null_mut(), 0) };
     // Read anew, through the map's pointer: `step` wrote the walk behind the compiler's back.
-    // SAFETY: this CPU's walk, as above.
-    let (code, mut start, unlinked) = unsafe {
+    // SAFETY: this CPU's walk (`begin`).
+    unsafe {
         (
             (&raw const (*state).code).read_volatile(),
             (&raw const (*state).start).read_volatile(),
-            (&raw const (*state).unlinked).read_volatile(),
+            (&raw const (*state).unlinked).read_volatile() != 0,
         )
-    };
+    }
+}
+
+/// Walks from `from` (vfsmount, dentry) up to the current task's root. When the file is under a
+/// learned directory (`under`) whose path is kept, the walk stops there and, if what that path
+/// was walked through is as it was, takes it; else it goes on. `Err` is an unresolved code.
+#[inline(always)]
+fn walk(from: (u64, u64), under: u32) -> Result<Walked, u8> {
+    // (No lookup without a directory: every `full_path` walk comes here.)
+    let kept = if under == NO_DIR { None } else { PREFIXES.get(under).filter(|p| p.len != 0) };
+    let state = begin(from, kept.map_or((0, 0), |p| (p.dentry, p.vfsmount)))?;
+    let (mut code, mut start, unlinked) = go::<FROM_FILE>(state);
+    if code == AT_DIR {
+        match kept {
+            Some(prefix) if chain_holds(prefix) => {
+                start = prepend(prefix, start)?;
+                code = full::FILE;
+            }
+            _ => {
+                // SAFETY: this CPU's walk (`begin`), which stopped at the directory.
+                unsafe { (&raw mut (*state).code).write_volatile(0) };
+                (code, start, _) = go::<ON_PAST_DIR>(state);
+            }
+        }
+    }
     match code {
         full::FILE => {}
         0 => return Err(full::TOO_DEEP),
@@ -236,7 +330,102 @@ fn walk((vfsmount, dentry): (u64, u64)) -> Result<Walked, u8> {
         unsafe { *buf.cast::<u8>().add(PATH_MAX - 1) = b'/' };
         start -= 1;
     }
-    Ok(Walked { start, unlinked: unlinked != 0 })
+    Ok(Walked { start, unlinked })
+}
+
+/// Whether every link of `prefix`'s chain is as it was when it was kept: each dentry's `d_seq`
+/// (a rename or move of it bumps it), each mount's parent and mountpoint (a move of the mount
+/// changes them). In order from the directory up: while a link holds, the one after it is still
+/// referenced by it (a dentry holds its parent, a mount its parent and mountpoint; the directory
+/// itself is held open by the watcher), so no load reads memory that was freed.
+#[inline(always)]
+fn chain_holds(prefix: &Prefix) -> bool {
+    for (i, link) in prefix.chain.iter().enumerate() {
+        if i as u32 >= prefix.links {
+            break;
+        }
+        let holds = if link.kind == LINK_DENTRY {
+            dentry_member::<u32>(link.at, offset!(dentry_seq)) == Ok(link.seq)
+        } else {
+            let window = offset!(mount_window);
+            mount_member::<u64>(link.at, window + offset!(mount_parent)) == Ok(link.parent)
+                && mount_member::<u64>(link.at, window + offset!(mount_mountpoint)) == Ok(link.mountpoint)
+        };
+        if !holds {
+            return false;
+        }
+    }
+    true
+}
+
+/// Writes `prefix`'s path in front of the walked path that starts at `start`; the new start.
+#[inline(always)]
+fn prepend(prefix: &Prefix, start: u32) -> Result<u32, u8> {
+    let len = prefix.len;
+    // At least one byte left: a full path has at most PATH_MAX - 1 bytes.
+    if len >= start {
+        return Err(full::TOO_LONG);
+    }
+    let at = start - len;
+    let buf = WALK.get_ptr_mut(0).ok_or(full::FAULT)?;
+    // SAFETY: this CPU's buffer; the masked offset and size keep the write inside it (offset <=
+    // MASK, size <= PREFIX_MAX, BUF = MASK + 1 + 256). The source is the map's element.
+    let copied = unsafe {
+        bpf_probe_read_kernel(
+            buf.cast::<u8>().add((at & MASK) as usize).cast(),
+            kernel::opaque(len) & PREFIX_MAX as u32,
+            prefix.path.as_ptr().cast(),
+        )
+    };
+    if copied != 0 {
+        return Err(full::FAULT);
+    }
+    Ok(at)
+}
+
+/// `PATHS_BY_DENTRY`: walks from the learned directory `index`, `(vfsmount, dentry)`, up to the
+/// current task's root (the watcher's: `learn_dir` runs in its thread), and keeps the path and
+/// what the walk went through in `PREFIXES`: where the path has at most PREFIX_MAX bytes and the
+/// walk at most CHAIN_MAX links. Else (or the walk fails) nothing is kept, and the walks of the
+/// files under the directory go on up to the root.
+#[inline(always)]
+pub fn keep_prefix(index: u32, (vfsmount, dentry): (u64, u64)) {
+    let Some(prefix) = PREFIXES.get_ptr_mut(index) else { return };
+    let Ok(state) = begin((vfsmount, dentry), (0, 0)) else { return };
+    // SAFETY: this CPU's walk (`begin`).
+    unsafe { (&raw mut (*state).links).write_volatile(0) };
+    let (code, start, unlinked) = go::<RECORD>(state);
+    let len = PATH_MAX as u32 - start;
+    // SAFETY: as above.
+    let links = unsafe { (&raw const (*state).links).read_volatile() };
+    if code != full::FILE || unlinked || len == 0 || len > PREFIX_MAX as u32 || links == 0 {
+        return;
+    }
+    if links > CHAIN_MAX as u32 {
+        return;
+    }
+    let Some(buf) = WALK.get_ptr(0) else { return };
+    // SAFETY: the map's element, written by the learning thread alone, before the programs that
+    // read it are attached; and this CPU's walk, done.
+    let (prefix, walked) = unsafe { (&mut *prefix, &*state) };
+    // SAFETY: `len` bytes of this CPU's buffer into the element's PREFIX_MAX + 1.
+    let copied = unsafe {
+        bpf_probe_read_kernel(
+            prefix.path.as_mut_ptr().cast(),
+            kernel::opaque(len) & PREFIX_MAX as u32,
+            buf.cast::<u8>().add((start & MASK) as usize).cast(),
+        )
+    };
+    if copied != 0 {
+        return;
+    }
+    for (i, (to, from)) in prefix.chain.iter_mut().zip(walked.chain.iter()).enumerate() {
+        if i as u32 >= links {
+            break;
+        }
+        *to = *from;
+    }
+    (prefix.links, prefix.vfsmount, prefix.dentry, prefix.len) = (links, vfsmount, dentry, len);
 }
 
 /// The `struct path` of the file behind `fd` in the current task, as (vfsmount, dentry).
@@ -253,21 +442,23 @@ pub fn file_path(fd: i64) -> Result<(u64, u64), u8> {
 /// What the full path of an open is: `(code, start)`, with the walked path (if any) in `WALK`
 /// from `start` to `PATH_MAX`. For a successful open, the opened file's path; for a failed one,
 /// nothing more than the path as passed if it is absolute, else the directory the lookup
-/// started from (the caller's cwd, or `dfd`'s). `opened`: the opened file's `f_path`, where the
-/// caller has it already.
+/// started from (the caller's cwd, or `dfd`'s). `opened`: the opened file, where the caller
+/// has it already.
 #[inline(always)]
-fn resolve(ret: i64, absolute: bool, dfd: i32, opened: Option<(u64, u64)>) -> (u8, u32) {
+fn resolve(ret: i64, absolute: bool, dfd: i32, opened: Option<Opened>) -> (u8, u32) {
     let walked = if ret >= 0 {
-        opened
-            .map_or_else(|| file_path(ret), Ok)
-            .and_then(walk)
+        let (from, under) = match opened {
+            Some(o) => (Ok((o.vfsmount, o.dentry)), o.under),
+            None => (file_path(ret), NO_DIR),
+        };
+        from.and_then(|from| walk(from, under))
             .map(|w| (if w.unlinked { full::FILE_DELETED } else { full::FILE }, w.start))
     } else if absolute {
         Ok((full::AS_PASSED, PATH_MAX as u32))
     } else {
         let start = if dfd == AT_FDCWD { Ok(kernel::fs_path(true)) } else { file_path(i64::from(dfd)) };
         start
-            .and_then(walk)
+            .and_then(|from| walk(from, NO_DIR))
             .and_then(|w| if w.unlinked { Err(full::START_DELETED) } else { Ok((full::START_DIR, w.start)) })
     };
     walked.unwrap_or_else(|code| (code, PATH_MAX as u32))
@@ -276,13 +467,7 @@ fn resolve(ret: i64, absolute: bool, dfd: i32, opened: Option<(u64, u64)>) -> (u
 /// Resolves the full path of an open (see `resolve`) into `to`, which has room for PATH_MAX - 1
 /// bytes: the code and how many bytes were written.
 #[inline(always)]
-pub fn resolve_into(
-    to: *mut u8,
-    ret: i64,
-    absolute: bool,
-    dfd: i32,
-    opened: Option<(u64, u64)>,
-) -> (u8, u32) {
+pub fn resolve_into(to: *mut u8, ret: i64, absolute: bool, dfd: i32, opened: Option<Opened>) -> (u8, u32) {
     let (code, start) = resolve(ret, absolute, dfd, opened);
     let len = if code < full::FIRST_UNRESOLVED && start < PATH_MAX as u32 { copy_to(to, start) } else { 0 };
     (code, len)

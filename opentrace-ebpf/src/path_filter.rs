@@ -230,6 +230,7 @@ pub fn learn_dir(ctx: TracePointContext) -> u32 {
     if let Some(dir) = learned.dirs.get_mut(i) {
         *dir = [mnt, dentry];
         learned.count += 1;
+        path::keep_prefix(i as u32, (mnt, dentry));
     }
     (learned.root_mnt, learned.root_dentry) = kernel::fs_path(false);
     0
@@ -244,7 +245,8 @@ struct Ascent {
     mount_window: [u64; MOUNT_WINDOW as usize / 8],
     /// `Ancestry::Under` as 1, `NotUnder` as 2, undecided as 0.
     found: u32,
-    _pad: u32,
+    /// Under: which learned directory.
+    dir: u32,
 }
 
 const UNDECIDED: u32 = 0;
@@ -253,9 +255,9 @@ const NOT_UNDER: u32 = 2;
 
 /// What `under_learned` found.
 pub enum Ancestry {
-    /// Under (or is) a learned directory; the file's `f_path` as (vfsmount, dentry), where its
-    /// full path starts (the walk for it does not look the fd up again).
-    Under(u64, u64),
+    /// Under (or is) a learned directory; the file's `f_path`, where its full path starts (the
+    /// walk for it does not look the fd up again), and which directory (where that walk may stop).
+    Under(path::Opened),
     NotUnder,
 }
 
@@ -302,7 +304,12 @@ pub fn under_learned(fd: i64) -> Option<Ancestry> {
     // Read anew, through the map's pointer: `ascend` wrote it behind the compiler's back.
     // SAFETY: this CPU's space, as above.
     match unsafe { (&raw const (*space).ascent.found).read_volatile() } {
-        UNDER => Some(Ancestry::Under(vfsmount, dentry)),
+        UNDER => Some(Ancestry::Under(path::Opened {
+            vfsmount,
+            dentry,
+            // SAFETY: as above.
+            under: unsafe { (&raw const (*space).ascent.dir).read_volatile() },
+        })),
         NOT_UNDER => Some(Ancestry::NotUnder),
         _ => None,
     }
@@ -340,7 +347,7 @@ fn ascend_once<const DIRS: usize>(ascent: &mut Ascent, learned: &Learned) -> i64
             break;
         }
         if dir[1] == ascent.dentry && dir[0] == vfsmount {
-            ascent.found = UNDER;
+            (ascent.found, ascent.dir) = (UNDER, i as u32);
             return STOP;
         }
     }

@@ -60,7 +60,50 @@ pub struct Learned {
     pub dirs: [[u64; 2]; MAX_ENTRIES],
 }
 
+/// The most links a learned directory's chain may have for its path to be kept (`Prefix`): its
+/// depth below the root, with one more for each mount point crossed on the way.
+pub const CHAIN_MAX: usize = 16;
+/// The longest path of a learned directory that is kept (a longer one is walked each time).
+pub const PREFIX_MAX: usize = 255;
+
+/// `Link::kind` of a dentry: `seq` is its `d_seq` as the walk read it, `at` its address.
+pub const LINK_DENTRY: u32 = 1;
+/// `Link::kind` of a mount point crossed: `at` is the `struct mount`, `parent` its parent mount
+/// and `mountpoint` the dentry it is mounted on, as the walk read them.
+pub const LINK_MOUNT: u32 = 2;
+
+/// One step of the walk up from a learned directory to the root (see `Prefix`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Link {
+    pub kind: u32,
+    pub seq: u32,
+    pub at: u64,
+    pub parent: u64,
+    pub mountpoint: u64,
+}
+
+/// `PATHS_BY_DENTRY`: a learned directory's own full path, as its walk gave it when it was
+/// learned, and what that walk went through (`chain`): each dentry with its `d_seq`, each mount
+/// point crossed with the mount's parent and mountpoint. While every dentry's `d_seq` and every
+/// mount's parent and mountpoint are as they were, the walk up from the directory would give the
+/// same path (a rename or move bumps the dentry's `d_seq`; a mount's move changes those two), so
+/// a matching open's walk stops at the directory and takes this path. `len` 0: none kept.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prefix {
+    pub len: u32,
+    pub links: u32,
+    /// The directory, as (vfsmount, dentry): where a walk may stop.
+    pub vfsmount: u64,
+    pub dentry: u64,
+    pub chain: [Link; CHAIN_MAX],
+    pub path: [u8; PREFIX_MAX + 1],
+}
+
 super::layouts!(
+    Link = 32,
+    Prefix = 24 + 32 * CHAIN_MAX + PREFIX_MAX + 1,
     PathKey = 260,
     Suffixes = 8 + 4 * MAX_ENTRIES + KEY_BYTES * MAX_ENTRIES,
     Learned = 24 + 16 * MAX_ENTRIES,
