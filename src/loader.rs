@@ -15,7 +15,7 @@ use opentrace_common::abi::{
     cgroup::CgroupFields,
     count::at_exit_only,
     open::Syscall,
-    paths::{KEY_BYTES, Learned, Suffixes},
+    paths::{self, KEY_BYTES, Learned, Prefix, Suffixes},
     settings::{FILTER_TRACKED, PATHS_BY_DENTRY, WITH_COUNTS, WITH_FILE_ID, WITH_FULL_PATH},
     tracepoint::TracepointConfig,
     uring::{URING_COMPLETE_ARGS, UringArgs},
@@ -292,8 +292,27 @@ fn learn_dirs(ebpf: &mut Ebpf, dirs: &[Vec<u8>], links: &mut Vec<Link>) -> Resul
     if held.iter().any(|dir| dir.metadata().is_ok_and(|m| m.nlink() == 0)) {
         set_ready(0)?;
         fall_back("a directory of the path filter was deleted as the watcher started".into());
+        return Ok(held);
     }
+    say_kept(ebpf, dirs.len());
     Ok(held)
+}
+
+/// Says (at DEBUG) how many of the learned directories have their own paths kept
+/// (`path::keep_prefix`), where a matching open's walk stops.
+fn say_kept(ebpf: &Ebpf, dirs: usize) {
+    let Some(map) = ebpf.map("PREFIXES") else { return };
+    let Ok(prefixes) = Array::<_, Prefix>::try_from(map) else { return };
+    let kept = (0..dirs as u32).filter(|&i| prefixes.get(&i, 0).is_ok_and(|p| p.len != 0)).count();
+    crate::diag::note(
+        crate::diag::Level::Debug,
+        format!(
+            "the path filter keeps the paths of {kept} of its {dirs} directories (at most {} bytes and {} levels \
+             deep): a matching open's walk stops there",
+            paths::PREFIX_MAX,
+            paths::CHAIN_MAX
+        ),
+    );
 }
 
 /// `kernel::rdonly_cast`'s call instruction as built (opentrace-ebpf): `BPF_PSEUDO_KFUNC_CALL`,

@@ -5,6 +5,7 @@ here, independently of the extension's."""
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import json
 import os
@@ -284,11 +285,14 @@ def test_deleting_and_renaming_other_things_keeps_the_directories_decided_by_den
     assert "deleted or replaced" not in caplog.text, caplog.text
 
 
-def watch_while_moving(entry: Path, opens: list[tuple[Callable[[], object] | None, Path]]) -> list[tuple[str, str]]:
-    """Watches ``entry``/ while, for each of ``opens``, a move is made (if any) and then a new
+Move = Callable[[], object] | None
+
+
+def watch_while_moving(entries: list[str], opens: list[tuple[Move, Path]]) -> list[tuple[str, str]]:
+    """Watches ``entries`` while, for each of ``opens``, a move is made (if any) and then a new
     process opens the path; (full path seen, full path the opener saw) of each open."""
     pairs = []
-    with opentrace.watch(paths=[f"{entry}/"]) as w:
+    with opentrace.watch(paths=entries) as w:
         children = []
         for move, path in opens:
             if move is not None:
@@ -303,76 +307,97 @@ def watch_while_moving(entry: Path, opens: list[tuple[Callable[[], object] | Non
     return pairs
 
 
+def exchange(a: Path, b: Path) -> None:
+    """``renameat2(a, b, RENAME_EXCHANGE)``: ``a`` and ``b`` swap names at once."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.renameat2(-100, os.fsencode(a), -100, os.fsencode(b), 2) != 0:  # AT_FDCWD, RENAME_EXCHANGE
+        raise OSError(ctypes.get_errno(), "renameat2(RENAME_EXCHANGE)", str(a))
+
+
 @pytest.mark.parametrize("shape", ["kept", "deep"])
 def test_renaming_a_directory_or_one_above_it_gives_its_files_their_new_paths(
     tree: Path, shape: str, caplog: pytest.LogCaptureFixture, struct_reads: None
 ) -> None:
     """A matching open's full path is the directory's own path, kept when it was learned, and the
     names below it; the kept path is taken only while every directory above it, and it, are as
-    they were. Renaming a directory above the filter's, then the filter's own, then both back:
-    each file's full path is the one its opener saw. The directory's path is kept (2 levels below
-    the renamed one), or not: 20 levels below it (deeper than the 16 links kept)."""
-    top = tree / "top"
+    they were. Renaming a directory above the filter's, then the filter's own, then both back,
+    then swapping the one above with another (RENAME_EXCHANGE) and back: each file's full path is
+    the one its opener saw. The directory's path is kept (2 levels below the renamed one), or not:
+    20 levels below it (deeper than the 16 links kept)."""
+    top, swap = tree / "top", tree / "swap"
     below = ["a", "b"] if shape == "kept" else [f"l{i}" for i in range(20)]
     directory = top.joinpath(*below)
     (directory / "c").mkdir(parents=True)
     (directory / "c" / "f").write_text("f")
+    swap.mkdir()
     top2 = tree / "top2"
     moved = top2.joinpath(*below)
     renamed = moved.with_name("renamed")
-    opens: list[tuple[Callable[[], object] | None, Path]] = [
+    opens: list[tuple[Move, Path]] = [
         (None, directory / "c" / "f"),
         (lambda: os.rename(top, top2), moved / "c" / "f"),
         (lambda: os.rename(moved, renamed), renamed / "c" / "f"),
         (lambda: (os.rename(renamed, moved), os.rename(top2, top)), directory / "c" / "f"),
+        (lambda: exchange(top, swap), swap.joinpath(*below) / "c" / "f"),
+        (lambda: exchange(top, swap), directory / "c" / "f"),
         (None, directory),
     ]
-    with caplog.at_level("INFO", logger="opentrace"):
-        pairs = watch_while_moving(directory, opens)
+    with caplog.at_level("DEBUG", logger="opentrace"):
+        pairs = watch_while_moving([f"{directory}/"], opens)
     assert [seen for seen, _ in pairs] == [truth for _, truth in pairs]
     assert pairs[1][1] == str(moved / "c" / "f") and pairs[2][1] == str(renamed / "c" / "f")
-    assert "deleted or replaced" not in caplog.text and "learned" not in caplog.text, caplog.text
+    assert pairs[4][1] == str(swap.joinpath(*below) / "c" / "f")
+    assert "deleted or replaced" not in caplog.text and "learned by the kernel" not in caplog.text, caplog.text
+    assert f"keeps the paths of {1 if shape == 'kept' else 0} of its 1 directories" in caplog.text, caplog.text
 
 
+@pytest.mark.parametrize("entry", ["m/d/", "m/"], ids=["inside-the-mount", "the-mount-root"])
 def test_moving_the_mount_a_directory_is_on_gives_its_files_their_new_paths(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, struct_reads: None
+    tmp_path: Path, entry: str, caplog: pytest.LogCaptureFixture, struct_reads: None
 ) -> None:
-    """The filter's directory on a tmpfs that is moved (``mount --move``) while it is watched, then
-    moved back: each file's full path is the one its opener saw (the directory's kept path holds
-    only while the mounts above it are where they were)."""
-    base = tmp_path / "base"
-    base.mkdir()
+    """The filter's directory on a tmpfs (inside it, or its root) that is moved (``mount --move``)
+    while it is watched: to another directory, back, then onto the same directory seen through a
+    bind mount (the same mountpoint dentry, another parent mount). Each file's full path is the
+    one its opener saw: the directory's kept path holds only while the mounts above it are where
+    they were. (The filter's second entry, so not the first directory learned.)"""
+    base, bound = tmp_path / "base", tmp_path / "bound"
+    for directory in (base, bound, tmp_path / "elsewhere"):
+        directory.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "opentrace-test", str(base)], check=True)
     try:
         # A mount under a shared one cannot be moved.
         subprocess.run(["mount", "--make-private", str(base)], check=True)
         (base / "m").mkdir()
         (base / "n").mkdir()
+        subprocess.run(["mount", "--bind", str(base), str(bound)], check=True)
         subprocess.run(["mount", "-t", "tmpfs", "opentrace-test", str(base / "m")], check=True)
         (base / "m" / "d").mkdir()
         (base / "m" / "d" / "f").write_text("f")
-        mount = "m"
+        at = base / "m"
 
-        def move(to: str) -> None:
-            nonlocal mount
-            subprocess.run(["mount", "--move", str(base / mount), str(base / to)], check=True)
-            mount = to
+        def move(to: Path) -> None:
+            nonlocal at
+            subprocess.run(["mount", "--move", str(at), str(to)], check=True)
+            at = to
 
-        opens: list[tuple[Callable[[], object] | None, Path]] = [
+        opens: list[tuple[Move, Path]] = [
             (None, base / "m" / "d" / "f"),
-            (lambda: move("n"), base / "n" / "d" / "f"),
-            (lambda: move("m"), base / "m" / "d" / "f"),
+            (lambda: move(base / "n"), base / "n" / "d" / "f"),
+            (lambda: move(base / "m"), base / "m" / "d" / "f"),
+            (lambda: move(bound / "m"), bound / "m" / "d" / "f"),
         ]
         try:
-            with caplog.at_level("INFO", logger="opentrace"):
-                pairs = watch_while_moving(base / "m" / "d", opens)
+            with caplog.at_level("DEBUG", logger="opentrace"):
+                pairs = watch_while_moving([f"{tmp_path}/elsewhere/", f"{base}/{entry}"], opens)
         finally:
-            subprocess.run(["umount", str(base / mount)], check=True)
+            subprocess.run(["umount", str(at)], check=True)
+            subprocess.run(["umount", str(bound)], check=True)
     finally:
         subprocess.run(["umount", "-l", str(base)], check=True)
     assert [seen for seen, _ in pairs] == [truth for _, truth in pairs]
-    assert pairs[1][1] == str(base / "n" / "d" / "f")
-    assert "deleted or replaced" not in caplog.text and "learned" not in caplog.text, caplog.text
+    assert pairs[1][1] == str(base / "n" / "d" / "f") and pairs[3][1] == str(bound / "m" / "d" / "f")
+    assert "deleted or replaced" not in caplog.text and "learned by the kernel" not in caplog.text, caplog.text
+    assert "keeps the paths of 2 of its 2 directories" in caplog.text, caplog.text
 
 
 def test_relative_entries_are_taken_from_the_current_directory(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -31,6 +31,7 @@ pub static KERNEL: KernelOffsets = KernelOffsets {
     dentry_parent: 0,
     dentry_name_len: 0,
     dentry_name: 0,
+    dentry_name_hash: 0,
     mount_mnt: 0,
     mount_window: 0,
     mount_parent: 0,
@@ -247,6 +248,32 @@ pub fn typed_read<T: Copy>(base: u64, btf_id: u32, at: u64) -> Result<T, i32> {
     // (untrusted: it makes the load fault-safe), at a member's offset (the loader read it from
     // BTF).
     Ok(unsafe { typed.add(at as usize).cast::<T>().read() })
+}
+
+/// Several members of one kernel struct, read as `typed_read` does, its pointer typed once.
+pub struct Typed {
+    base: u64,
+    btf_id: u32,
+    typed: *const u8,
+}
+
+impl Typed {
+    /// The struct at `base`, whose BTF type id is `btf_id` (0: probe reads).
+    #[inline(always)]
+    pub fn new(base: u64, btf_id: u32) -> Typed {
+        let typed = if btf_id == 0 { core::ptr::null() } else { rdonly_cast(base, btf_id) };
+        Typed { base, btf_id, typed }
+    }
+
+    /// The `T` `at` bytes in (see `typed_read`).
+    #[inline(always)]
+    pub fn read<T: Copy>(&self, at: u64) -> Result<T, i32> {
+        if self.btf_id == 0 {
+            return read(self.base + at);
+        }
+        // SAFETY: as in `typed_read`: a load through a pointer the verifier types.
+        Ok(unsafe { self.typed.add(at as usize).cast::<T>().read() })
+    }
 }
 
 /// The member `at` bytes into the window of the `struct dentry` at `dentry` that the path walk

@@ -424,7 +424,12 @@ fn resolve_full(
         // SAFETY: the path ends before PATH_MAX; the full path (at most PATH_MAX - 1 bytes)
         // goes right after it, inside the slot's 2 * PATH_MAX bytes.
         let to = unsafe { event.data.as_mut_ptr().add((path_len & (PATH_MAX as u32 - 1)) as usize) };
-        path::resolve_into(to, ret, absolute, dfd, opened)
+        // (The verifier keeps one of the two: `SETTINGS` is a constant to it.)
+        if on(PATHS_BY_DENTRY) {
+            path::resolve_into::<{ path::TO_DIR }>(to, ret, absolute, dfd, opened)
+        } else {
+            path::resolve_into::<{ path::TO_ROOT }>(to, ret, absolute, dfd, opened)
+        }
     };
     event.header.full = code;
     event.header.full_len = full_len as u16;

@@ -20,7 +20,7 @@ use opentrace_common::{
 
 use crate::{
     file::{self, NoFile},
-    kernel::{self, dentry_member, mount_member, offset, read_into, word},
+    kernel::{self, Typed, dentry_member, offset, read_into, word},
 };
 
 /// Room for the longest path, and for a name copy that starts near the end (up to NAME_MAX
@@ -51,7 +51,8 @@ struct Walk {
     root_mnt: u64,
     /// Where the path written so far starts in `WALK` (it ends at `PATH_MAX`).
     start: u32,
-    /// 0 while walking, then `full::FILE` (reached the root), `AT_DIR` or an unresolved code.
+    /// 0 while walking, then `full::FILE` (reached the root, or took a kept path) or an
+    /// unresolved code.
     code: u8,
     /// Whether the first dentry is no longer linked (`d_unlinked`).
     unlinked: u8,
@@ -59,8 +60,8 @@ struct Walk {
     /// The current dentry's d_seq, d_hash.pprev, d_parent and d_name, read in one go where they
     /// are probe reads (kept here, off the callback's small stack).
     window: [u64; DENTRY_WINDOW as usize / 8],
-    /// A learned directory whose path is kept (`PREFIXES`), as (dentry, vfsmount): the walk
-    /// stops there (`AT_DIR`) after its first step. 0: it does not.
+    /// `TO_DIR`: the learned directory the file is under, as (dentry, vfsmount), where its kept
+    /// path holds (`PREFIXES`); 0 if none.
     stop_dentry: u64,
     stop_mnt: u64,
     /// `RECORD`: the links walked through, for `Prefix::chain` (how many, even past CHAIN_MAX).
@@ -69,13 +70,14 @@ struct Walk {
     chain: [Link; CHAIN_MAX],
 }
 
-/// `Walk::code` of a walk that stopped at `stop_dentry`.
+/// `Walk::code` of a `TO_DIR` walk that met its directory.
 const AT_DIR: u8 = 0xff;
 
-/// How a walk's steps are taken (`step`'s MODE): from the file (its first step reads whether the
-/// file is unlinked); on past the learned directory it stopped at; or recording its links.
-const FROM_FILE: u8 = 0;
-const ON_PAST_DIR: u8 = 1;
+/// How a walk's steps are taken (`step`'s MODE): up to the root; up to the root or to a learned
+/// directory whose kept path holds (a path filter's matching open: `stop_dentry`); or recording
+/// its links (a learned directory's own walk).
+pub const TO_ROOT: u8 = 0;
+pub const TO_DIR: u8 = 1;
 const RECORD: u8 = 2;
 
 /// What `bpf_loop` is told after a step.
@@ -91,7 +93,7 @@ extern "C" fn step<const MODE: u8>(index: u64, _: *mut c_void) -> i64 {
     let Some(walk) = WALKER.get_ptr_mut(0) else { return STOP };
     // SAFETY: this CPU's walk, set up by `walk` below, which is waiting in `bpf_loop`.
     let walk = unsafe { &mut *walk };
-    match step_once::<MODE>(walk, index == 0 && MODE != ON_PAST_DIR) {
+    match step_once::<MODE>(walk, index == 0) {
         Ok(true) => CONTINUE,
         Ok(false) => STOP,
         Err(code) => {
@@ -111,7 +113,7 @@ fn step_once<const MODE: u8>(walk: &mut Walk, first: bool) -> Result<bool, u8> {
     }
     // (Not on the first step: an opened directory that is the learned one is walked, which reads
     // whether it is unlinked.)
-    if MODE == FROM_FILE
+    if MODE == TO_DIR
         && walk.dentry == walk.stop_dentry
         && walk.mount + offset!(mount_mnt) == walk.stop_mnt
         && !first
@@ -122,8 +124,11 @@ fn step_once<const MODE: u8>(walk: &mut Walk, first: bool) -> Result<bool, u8> {
     if walk.dentry == word(&walk.mount_window, offset!(mount_root)) {
         let parent = word(&walk.mount_window, offset!(mount_parent));
         if MODE == RECORD {
-            let mountpoint = word(&walk.mount_window, offset!(mount_mountpoint));
-            record(walk, Link { kind: LINK_MOUNT, seq: 0, at: walk.mount, parent, mountpoint });
+            let (name, root) = (
+                word(&walk.mount_window, offset!(mount_mountpoint)),
+                word(&walk.mount_window, offset!(mount_root)),
+            );
+            record(walk, Link { kind: LINK_MOUNT, seq: 0, at: walk.mount, parent, name, root });
         }
         if parent == walk.mount {
             // The root of the mount namespace, short of the task's root: the task's root is
@@ -143,6 +148,13 @@ fn step_once<const MODE: u8>(walk: &mut Walk, first: bool) -> Result<bool, u8> {
     if seq & 1 != 0 {
         return Err(full::RENAMED);
     }
+    // The name's hash and length, for a recorded link (read before `d_seq` is checked again, as
+    // the name).
+    let hash_len: u64 = if MODE == RECORD {
+        dentry_member(walk.dentry, offset!(dentry_name_hash)).map_err(fault)?
+    } else {
+        0
+    };
     if parent == walk.dentry {
         return Err(full::DISCONNECTED);
     }
@@ -171,7 +183,7 @@ fn step_once<const MODE: u8>(walk: &mut Walk, first: bool) -> Result<bool, u8> {
         return Err(full::RENAMED);
     }
     if MODE == RECORD {
-        record(walk, Link { kind: LINK_DENTRY, seq, at: walk.dentry, parent: 0, mountpoint: 0 });
+        record(walk, Link { kind: LINK_DENTRY, seq, at: walk.dentry, parent, name: hash_len, root: 0 });
     }
     walk.dentry = parent;
     Ok(true)
@@ -262,10 +274,9 @@ pub struct Opened {
     pub under: u32,
 }
 
-/// Sets this CPU's walk up to start at `(vfsmount, dentry)`, from the current task's root, to
-/// stop at `stop` (dentry, vfsmount; 0 for none).
+/// Sets this CPU's walk up to start at `(vfsmount, dentry)`, from the current task's root.
 #[inline(always)]
-fn begin((vfsmount, dentry): (u64, u64), (stop_dentry, stop_mnt): (u64, u64)) -> Result<*mut Walk, u8> {
+fn begin((vfsmount, dentry): (u64, u64)) -> Result<*mut Walk, u8> {
     let (root_mnt, root_dentry) = kernel::fs_path(false);
     let mount = vfsmount - offset!(mount_mnt);
     let state = WALKER.get_ptr_mut(0).ok_or(full::FAULT)?;
@@ -273,14 +284,14 @@ fn begin((vfsmount, dentry): (u64, u64), (stop_dentry, stop_mnt): (u64, u64)) ->
     let walk = unsafe { &mut *state };
     (walk.dentry, walk.mount, walk.root_dentry, walk.root_mnt) = (dentry, mount, root_dentry, root_mnt);
     (walk.start, walk.code, walk.unlinked) = (PATH_MAX as u32, 0, 0);
-    (walk.stop_dentry, walk.stop_mnt) = (stop_dentry, stop_mnt);
     if !kernel::mount_window(&mut walk.mount_window, mount) {
         return Err(full::FAULT);
     }
     Ok(state)
 }
 
-/// Steps this CPU's walk (`state`) by `bpf_loop` until it stops; its (code, start, unlinked).
+/// Steps this CPU's walk (`state`) by `bpf_loop` until it stops; its code, start, and whether its
+/// file is unlinked.
 #[inline(always)]
 fn go<const MODE: u8>(state: *mut Walk) -> (u8, u32, bool) {
     // SAFETY: `step` is a callback of the signature bpf_loop expects; it finds the walk itself.
@@ -296,27 +307,30 @@ fn go<const MODE: u8>(state: *mut Walk) -> (u8, u32, bool) {
     }
 }
 
-/// Walks from `from` (vfsmount, dentry) up to the current task's root. When the file is under a
-/// learned directory (`under`) whose path is kept, the walk stops there and, if what that path
-/// was walked through is as it was, takes it; else it goes on. `Err` is an unresolved code.
+/// Walks from `from` (vfsmount, dentry) up to the current task's root. `TO_DIR`: when the file is
+/// under a learned directory (`under`) whose path is kept, from the same root, and what that path
+/// was walked through is as it was (checked first, then the walk: a rename in between is one
+/// that came after the path the open gets), the walk stops at the directory and takes the kept
+/// path. `Err` is an unresolved code.
 #[inline(always)]
-fn walk(from: (u64, u64), under: u32) -> Result<Walked, u8> {
-    // (No lookup without a directory: every `full_path` walk comes here.)
-    let kept = if under == NO_DIR { None } else { PREFIXES.get(under).filter(|p| p.len != 0) };
-    let state = begin(from, kept.map_or((0, 0), |p| (p.dentry, p.vfsmount)))?;
-    let (mut code, mut start, unlinked) = go::<FROM_FILE>(state);
-    if code == AT_DIR {
-        match kept {
-            Some(prefix) if chain_holds(prefix) => {
-                start = prepend(prefix, start)?;
-                code = full::FILE;
-            }
-            _ => {
-                // SAFETY: this CPU's walk (`begin`), which stopped at the directory.
-                unsafe { (&raw mut (*state).code).write_volatile(0) };
-                (code, start, _) = go::<ON_PAST_DIR>(state);
-            }
+fn walk<const MODE: u8>(from: (u64, u64), under: u32) -> Result<Walked, u8> {
+    let state = begin(from)?;
+    let mut kept = None;
+    if MODE == TO_DIR {
+        // SAFETY: this CPU's walk (`begin`).
+        let walk = unsafe { &mut *state };
+        let root = (walk.root_mnt, walk.root_dentry);
+        if under != NO_DIR {
+            kept = PREFIXES
+                .get(under)
+                .filter(|p| p.len != 0 && (p.root_mnt, p.root_dentry) == root && chain_holds(p, under));
         }
+        (walk.stop_dentry, walk.stop_mnt) = kept.map_or((0, 0), |p| (p.dentry, p.vfsmount));
+    }
+    let (mut code, mut start, unlinked) = go::<MODE>(state);
+    if let (AT_DIR, Some(prefix)) = (code, kept) {
+        start = prepend(prefix, start)?;
+        code = full::FILE;
     }
     match code {
         full::FILE => {}
@@ -333,29 +347,77 @@ fn walk(from: (u64, u64), under: u32) -> Result<Walked, u8> {
     Ok(Walked { start, unlinked })
 }
 
-/// Whether every link of `prefix`'s chain is as it was when it was kept: each dentry's `d_seq`
-/// (a rename or move of it bumps it), each mount's parent and mountpoint (a move of the mount
-/// changes them). In order from the directory up: while a link holds, the one after it is still
-/// referenced by it (a dentry holds its parent, a mount its parent and mountpoint; the directory
-/// itself is held open by the watcher), so no load reads memory that was freed.
+/// Whether every link of `prefix`'s chain (`PREFIXES[under]`) is as it was when it was kept: each
+/// dentry's `d_seq` (a rename or move of it bumps it), parent and name; each mount's parent,
+/// mountpoint and root (a move of the mount changes the first two). A link is compared by what
+/// the walk reads of it, not by its address alone: one freed and made again at the same address
+/// (a mount moved away, its old parent unmounted, another mounted and the first moved back), or a
+/// `d_seq` come round again after 2^31 renames, holds only where the walk would write the same
+/// names. The loads cannot fault (probe reads, or fault-safe direct loads), and the program runs
+/// in an RCU read-side section, in which no dentry or mount it reaches is freed. The first
+/// `CHAIN_IN_LINE` links are checked here, the rest one per step of `bpf_loop`.
 #[inline(always)]
-fn chain_holds(prefix: &Prefix) -> bool {
-    for (i, link) in prefix.chain.iter().enumerate() {
+fn chain_holds(prefix: &Prefix, under: u32) -> bool {
+    for (i, link) in prefix.chain.iter().take(CHAIN_IN_LINE as usize).enumerate() {
         if i as u32 >= prefix.links {
-            break;
+            return true;
         }
-        let holds = if link.kind == LINK_DENTRY {
-            dentry_member::<u32>(link.at, offset!(dentry_seq)) == Ok(link.seq)
-        } else {
-            let window = offset!(mount_window);
-            mount_member::<u64>(link.at, window + offset!(mount_parent)) == Ok(link.parent)
-                && mount_member::<u64>(link.at, window + offset!(mount_mountpoint)) == Ok(link.mountpoint)
-        };
-        if !holds {
+        if !link_holds(link) {
             return false;
         }
     }
-    true
+    if prefix.links <= CHAIN_IN_LINE {
+        return true;
+    }
+    let mut check = ChainCheck { under, held: 0 };
+    let rest = prefix.links - CHAIN_IN_LINE;
+    // SAFETY: `check_link` has the callback signature bpf_loop expects; its context is `check`,
+    // on this stack, alive until bpf_loop returns.
+    unsafe { bpf_loop(rest, check_link as *mut c_void, (&raw mut check).cast(), 0) };
+    // SAFETY: as above; read anew, as `check_link` wrote it.
+    unsafe { (&raw const check.held).read_volatile() == rest }
+}
+
+/// Links checked in line by `chain_holds` (~5 ns each, against ~15 through `bpf_loop`; each adds
+/// ~300 instructions to what the verifier goes through when the exit program loads). A directory
+/// a few levels deep, as most are, is checked in line.
+const CHAIN_IN_LINE: u32 = 8;
+
+/// The context of `check_link`: which prefix, and how many of its links after the first
+/// `CHAIN_IN_LINE` held so far.
+#[repr(C)]
+struct ChainCheck {
+    under: u32,
+    held: u32,
+}
+
+/// One link of `chain_holds` after the first `CHAIN_IN_LINE`: on while it holds.
+extern "C" fn check_link(index: u64, context: *mut c_void) -> i64 {
+    // SAFETY: `chain_holds`'s `ChainCheck`, which it gave bpf_loop.
+    let check = unsafe { &mut *context.cast::<ChainCheck>() };
+    let at = index as usize + CHAIN_IN_LINE as usize;
+    let Some(link) = PREFIXES.get(check.under).and_then(|p| p.chain.get(at)) else { return STOP };
+    if !link_holds(link) {
+        return STOP;
+    }
+    check.held += 1;
+    CONTINUE
+}
+
+/// Whether one link is as it was (see `chain_holds`).
+#[inline(always)]
+fn link_holds(link: &Link) -> bool {
+    if link.kind == LINK_DENTRY {
+        let (dentry, at) = (Typed::new(link.at, offset!(btf_dentry) as u32), offset!(dentry_window));
+        dentry.read::<u32>(at + offset!(dentry_seq)) == Ok(link.seq)
+            && dentry.read::<u64>(at + offset!(dentry_parent)) == Ok(link.parent)
+            && dentry.read::<u64>(at + offset!(dentry_name_hash)) == Ok(link.name)
+    } else {
+        let (mount, at) = (Typed::new(link.at, offset!(btf_mount) as u32), offset!(mount_window));
+        mount.read::<u64>(at + offset!(mount_parent)) == Ok(link.parent)
+            && mount.read::<u64>(at + offset!(mount_mountpoint)) == Ok(link.name)
+            && mount.read::<u64>(at + offset!(mount_root)) == Ok(link.root)
+    }
 }
 
 /// Writes `prefix`'s path in front of the walked path that starts at `start`; the new start.
@@ -391,7 +453,7 @@ fn prepend(prefix: &Prefix, start: u32) -> Result<u32, u8> {
 #[inline(always)]
 pub fn keep_prefix(index: u32, (vfsmount, dentry): (u64, u64)) {
     let Some(prefix) = PREFIXES.get_ptr_mut(index) else { return };
-    let Ok(state) = begin((vfsmount, dentry), (0, 0)) else { return };
+    let Ok(state) = begin((vfsmount, dentry)) else { return };
     // SAFETY: this CPU's walk (`begin`).
     unsafe { (&raw mut (*state).links).write_volatile(0) };
     let (code, start, unlinked) = go::<RECORD>(state);
@@ -425,6 +487,7 @@ pub fn keep_prefix(index: u32, (vfsmount, dentry): (u64, u64)) {
         }
         *to = *from;
     }
+    (prefix.root_mnt, prefix.root_dentry) = (walked.root_mnt, walked.root_dentry);
     (prefix.links, prefix.vfsmount, prefix.dentry, prefix.len) = (links, vfsmount, dentry, len);
 }
 
@@ -443,22 +506,23 @@ pub fn file_path(fd: i64) -> Result<(u64, u64), u8> {
 /// from `start` to `PATH_MAX`. For a successful open, the opened file's path; for a failed one,
 /// nothing more than the path as passed if it is absolute, else the directory the lookup
 /// started from (the caller's cwd, or `dfd`'s). `opened`: the opened file, where the caller
-/// has it already.
+/// has it already. MODE: how a successful open's walk goes (`TO_DIR` where a path filter's
+/// directories are learned).
 #[inline(always)]
-fn resolve(ret: i64, absolute: bool, dfd: i32, opened: Option<Opened>) -> (u8, u32) {
+fn resolve<const MODE: u8>(ret: i64, absolute: bool, dfd: i32, opened: Option<Opened>) -> (u8, u32) {
     let walked = if ret >= 0 {
         let (from, under) = match opened {
             Some(o) => (Ok((o.vfsmount, o.dentry)), o.under),
             None => (file_path(ret), NO_DIR),
         };
-        from.and_then(|from| walk(from, under))
+        from.and_then(|from| walk::<MODE>(from, under))
             .map(|w| (if w.unlinked { full::FILE_DELETED } else { full::FILE }, w.start))
     } else if absolute {
         Ok((full::AS_PASSED, PATH_MAX as u32))
     } else {
         let start = if dfd == AT_FDCWD { Ok(kernel::fs_path(true)) } else { file_path(i64::from(dfd)) };
         start
-            .and_then(|from| walk(from, NO_DIR))
+            .and_then(|from| walk::<TO_ROOT>(from, NO_DIR))
             .and_then(|w| if w.unlinked { Err(full::START_DELETED) } else { Ok((full::START_DIR, w.start)) })
     };
     walked.unwrap_or_else(|code| (code, PATH_MAX as u32))
@@ -467,8 +531,14 @@ fn resolve(ret: i64, absolute: bool, dfd: i32, opened: Option<Opened>) -> (u8, u
 /// Resolves the full path of an open (see `resolve`) into `to`, which has room for PATH_MAX - 1
 /// bytes: the code and how many bytes were written.
 #[inline(always)]
-pub fn resolve_into(to: *mut u8, ret: i64, absolute: bool, dfd: i32, opened: Option<Opened>) -> (u8, u32) {
-    let (code, start) = resolve(ret, absolute, dfd, opened);
+pub fn resolve_into<const MODE: u8>(
+    to: *mut u8,
+    ret: i64,
+    absolute: bool,
+    dfd: i32,
+    opened: Option<Opened>,
+) -> (u8, u32) {
+    let (code, start) = resolve::<MODE>(ret, absolute, dfd, opened);
     let len = if code < full::FIRST_UNRESOLVED && start < PATH_MAX as u32 { copy_to(to, start) } else { 0 };
     (code, len)
 }

@@ -269,7 +269,13 @@ fn try_complete(req: u64, res: u64, args: UringArgs) -> Result<u32, i64> {
         } else {
             // The completing task (the submitter, or an io-wq or SQPOLL thread of its process)
             // shares its fd table and working directory.
-            path::resolve_into(done.full.as_mut_ptr(), ret, pending.absolute != 0, pending.dfd, None)
+            path::resolve_into::<{ path::TO_ROOT }>(
+                done.full.as_mut_ptr(),
+                ret,
+                pending.absolute != 0,
+                pending.dfd,
+                None,
+            )
         };
     }
     // The opened file, by the fd in the process's table (none for a fixed-file slot).

@@ -50,12 +50,14 @@ pub struct KernelOffsets {
     pub path_dentry: u32,
     /// Start of the [`DENTRY_WINDOW`] bytes of `struct dentry` the walk reads per component.
     pub dentry_window: u32,
-    /// `d_seq.seqcount.sequence`, `d_hash.pprev`, `d_parent`, `d_name.len`, `d_name.name`.
+    /// `d_seq.seqcount.sequence`, `d_hash.pprev`, `d_parent`, `d_name.len`, `d_name.name`, and
+    /// `d_name.hash_len` (the name's hash, salted with the parent, and its length).
     pub dentry_seq: u32,
     pub dentry_hash_pprev: u32,
     pub dentry_parent: u32,
     pub dentry_name_len: u32,
     pub dentry_name: u32,
+    pub dentry_name_hash: u32,
     /// `struct mount`: where its embedded `struct vfsmount mnt` is, and the start of the
     /// [`MOUNT_WINDOW`] bytes read per mount; then, relative to that, `mnt_parent`,
     /// `mnt_mountpoint` and `mnt.mnt_root`.
@@ -126,4 +128,4 @@ impl KernelOffsets {
     }
 }
 
-super::layouts!(KernelOffsets = 240);
+super::layouts!(KernelOffsets = 244);

@@ -66,29 +66,37 @@ pub const CHAIN_MAX: usize = 16;
 /// The longest path of a learned directory that is kept (a longer one is walked each time).
 pub const PREFIX_MAX: usize = 255;
 
-/// `Link::kind` of a dentry: `seq` is its `d_seq` as the walk read it, `at` its address.
+/// `Link::kind` of a dentry whose name the walk wrote.
 pub const LINK_DENTRY: u32 = 1;
-/// `Link::kind` of a mount point crossed: `at` is the `struct mount`, `parent` its parent mount
-/// and `mountpoint` the dentry it is mounted on, as the walk read them.
+/// `Link::kind` of a mount's root, where the walk crossed to the mount's parent (or stopped, at
+/// the root of the mount namespace).
 pub const LINK_MOUNT: u32 = 2;
 
-/// One step of the walk up from a learned directory to the root (see `Prefix`).
+/// One step of the walk up from a learned directory to the root (see `Prefix`), as it read it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Link {
     pub kind: u32,
+    /// The dentry's `d_seq`.
     pub seq: u32,
+    /// The dentry, or the `struct mount`.
     pub at: u64,
+    /// The dentry's `d_parent`, or the mount's `mnt_parent`.
     pub parent: u64,
-    pub mountpoint: u64,
+    /// The dentry's name as `d_name.hash_len` (its length, and its hash salted with the parent),
+    /// or the mount's `mnt_mountpoint`.
+    pub name: u64,
+    /// The mount's root dentry (`mnt.mnt_root`); 0 for a dentry.
+    pub root: u64,
 }
 
-/// `PATHS_BY_DENTRY`: a learned directory's own full path, as its walk gave it when it was
-/// learned, and what that walk went through (`chain`): each dentry with its `d_seq`, each mount
-/// point crossed with the mount's parent and mountpoint. While every dentry's `d_seq` and every
-/// mount's parent and mountpoint are as they were, the walk up from the directory would give the
-/// same path (a rename or move bumps the dentry's `d_seq`; a mount's move changes those two), so
-/// a matching open's walk stops at the directory and takes this path. `len` 0: none kept.
+/// `PATHS_BY_DENTRY`: a learned directory's own full path, as its walk from the watcher's root
+/// gave it when it was learned, and what that walk went through (`chain`). While each link is
+/// as it was (a dentry's `d_seq`, parent and name; a mount's parent, mountpoint and root), the
+/// same walk would give the same path (a rename or move of a dentry bumps its `d_seq` and gives
+/// it another parent or name; a mount's move gives it another parent or mountpoint), so a
+/// matching open's walk from that root stops at the directory and takes this path. `len` 0:
+/// none kept.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Prefix {
@@ -97,13 +105,16 @@ pub struct Prefix {
     /// The directory, as (vfsmount, dentry): where a walk may stop.
     pub vfsmount: u64,
     pub dentry: u64,
+    /// The root the path is from, as (vfsmount, dentry).
+    pub root_mnt: u64,
+    pub root_dentry: u64,
     pub chain: [Link; CHAIN_MAX],
     pub path: [u8; PREFIX_MAX + 1],
 }
 
 super::layouts!(
-    Link = 32,
-    Prefix = 24 + 32 * CHAIN_MAX + PREFIX_MAX + 1,
+    Link = 40,
+    Prefix = 40 + 40 * CHAIN_MAX + PREFIX_MAX + 1,
     PathKey = 260,
     Suffixes = 8 + 4 * MAX_ENTRIES + KEY_BYTES * MAX_ENTRIES,
     Learned = 24 + 16 * MAX_ENTRIES,

@@ -80,6 +80,7 @@ pub fn layout<D: AsRef<[u8]>>(btf: &Btf<D>) -> Result<Layout, String> {
             pointer("dentry", "d_parent")?,
             sized("dentry", "d_name.len", 4)?,
             pointer("dentry", "d_name.name")?,
+            sized("dentry", "d_name.hash_len", 8)?,
         ];
         let start = window(&dentry, DENTRY_WINDOW, "dentry")?;
         offsets.dentry_window = start;
@@ -89,6 +90,7 @@ pub fn layout<D: AsRef<[u8]>>(btf: &Btf<D>) -> Result<Layout, String> {
             offsets.dentry_parent,
             offsets.dentry_name_len,
             offsets.dentry_name,
+            offsets.dentry_name_hash,
         ] = dentry.map(|at| at - start);
         offsets.mount_mnt = btf.member("mount", "mnt")?.offset;
         let mount = [
