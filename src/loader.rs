@@ -410,7 +410,7 @@ fn load_object(
     loader.override_global("PATH_SUFFIXES", &suffixes, true);
     let keys = config.paths.as_ref().map(PathFilter::keys).unwrap_or_default();
     loader.map_max_entries("PATH_KEYS", (keys.len() as u32).max(1));
-    // The learned directories' kept paths (`Prefix`, ~800 bytes each), one per directory.
+    // The learned directories' kept paths (`Prefix`, 936 bytes each), one per directory.
     let dirs = config.paths.as_ref().and_then(PathFilter::dirs).map_or(0, |dirs| dirs.len());
     loader.map_max_entries("PREFIXES", (dirs as u32).max(1));
     let cpus = aya::util::nr_cpus()

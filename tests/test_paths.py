@@ -288,16 +288,16 @@ def test_deleting_and_renaming_other_things_keeps_the_directories_decided_by_den
 Move = Callable[[], object] | None
 
 
-def watch_while_moving(entries: list[str], opens: list[tuple[Move, Path]]) -> list[tuple[str, str]]:
+def watch_while_moving(entries: list[str], opens: list[tuple[Move, Path, int]]) -> list[tuple[str, str]]:
     """Watches ``entries`` while, for each of ``opens``, a move is made (if any) and then a new
-    process opens the path; (full path seen, full path the opener saw) of each open."""
+    process opens the path with the flags; (full path seen, full path the opener saw) of each."""
     pairs = []
     with opentrace.watch(paths=entries) as w:
         children = []
-        for move, path in opens:
+        for move, path, flags in opens:
             if move is not None:
                 move()
-            children.append(run_child([resolve(None, path)]))
+            children.append(run_child([resolve(None, path, flags)]))
         events = settle(w)
     for child, results in children:
         truth = seen_by_process(resolve(None, "x"), results[0])
@@ -314,41 +314,55 @@ def exchange(a: Path, b: Path) -> None:
         raise OSError(ctypes.get_errno(), "renameat2(RENAME_EXCHANGE)", str(a))
 
 
-@pytest.mark.parametrize("shape", ["kept", "deep"])
+def links_up_to(directory: Path) -> int:
+    """The links of the walk from ``directory`` up to ``/``: one per component, and one per mount
+    point on the way (the directory itself included)."""
+    mounts = sum(os.path.ismount(p) for p in [directory, *directory.parents] if p != Path("/"))
+    return len(directory.parts) - 1 + mounts
+
+
+@pytest.mark.parametrize("links", [0, 16, 17], ids=["two-below", "16-links", "17-links"])
 def test_renaming_a_directory_or_one_above_it_gives_its_files_their_new_paths(
-    tree: Path, shape: str, caplog: pytest.LogCaptureFixture, struct_reads: None
+    tree: Path, links: int, caplog: pytest.LogCaptureFixture, struct_reads: None
 ) -> None:
     """A matching open's full path is the directory's own path, kept when it was learned, and the
     names below it; the kept path is taken only while every directory above it, and it, are as
     they were. Renaming a directory above the filter's, then the filter's own, then both back,
-    then swapping the one above with another (RENAME_EXCHANGE) and back: each file's full path is
-    the one its opener saw. The directory's path is kept (2 levels below the renamed one), or not:
-    20 levels below it (deeper than the 16 links kept)."""
+    then swapping the one above with another (RENAME_EXCHANGE) and back: each file's full path,
+    and an O_TMPFILE's, is the one its opener saw. The directory 2 levels below the renamed one,
+    or as deep as the longest chain kept (16 links: the renamed one past the 8 checked in line),
+    or one deeper (not kept)."""
     top, swap = tree / "top", tree / "swap"
-    below = ["a", "b"] if shape == "kept" else [f"l{i}" for i in range(20)]
+    top.mkdir()
+    depth = 2 if links == 0 else links - links_up_to(top)
+    below = [f"l{i}" for i in range(depth)]
     directory = top.joinpath(*below)
+    assert links in (0, links_up_to(directory)) and depth >= 2
     (directory / "c").mkdir(parents=True)
     (directory / "c" / "f").write_text("f")
     swap.mkdir()
     top2 = tree / "top2"
     moved = top2.joinpath(*below)
     renamed = moved.with_name("renamed")
-    opens: list[tuple[Move, Path]] = [
-        (None, directory / "c" / "f"),
-        (lambda: os.rename(top, top2), moved / "c" / "f"),
-        (lambda: os.rename(moved, renamed), renamed / "c" / "f"),
-        (lambda: (os.rename(renamed, moved), os.rename(top2, top)), directory / "c" / "f"),
-        (lambda: exchange(top, swap), swap.joinpath(*below) / "c" / "f"),
-        (lambda: exchange(top, swap), directory / "c" / "f"),
-        (None, directory),
+    opens: list[tuple[Move, Path, int]] = [
+        (None, directory / "c" / "f", O_RDONLY),
+        (lambda: os.rename(top, top2), moved / "c" / "f", O_RDONLY),
+        (lambda: os.rename(moved, renamed), renamed / "c" / "f", O_RDONLY),
+        (lambda: (os.rename(renamed, moved), os.rename(top2, top)), directory / "c" / "f", O_RDONLY),
+        (lambda: exchange(top, swap), swap.joinpath(*below) / "c" / "f", O_RDONLY),
+        (lambda: exchange(top, swap), directory / "c" / "f", O_RDONLY),
+        (None, directory, O_RDONLY),
+        (None, directory / "c", os.O_TMPFILE | os.O_RDWR),
     ]
     with caplog.at_level("DEBUG", logger="opentrace"):
         pairs = watch_while_moving([f"{directory}/"], opens)
     assert [seen for seen, _ in pairs] == [truth for _, truth in pairs]
     assert pairs[1][1] == str(moved / "c" / "f") and pairs[2][1] == str(renamed / "c" / "f")
     assert pairs[4][1] == str(swap.joinpath(*below) / "c" / "f")
+    assert pairs[7][1].startswith(f"{directory}/c/#") and pairs[7][1].endswith(" (deleted)")
     assert "deleted or replaced" not in caplog.text and "learned by the kernel" not in caplog.text, caplog.text
-    assert f"keeps the paths of {1 if shape == 'kept' else 0} of its 1 directories" in caplog.text, caplog.text
+    kept = 0 if links == 17 else 1
+    assert f"keeps the paths of {kept} of its 1 directories" in caplog.text, caplog.text
 
 
 @pytest.mark.parametrize("entry", ["m/d/", "m/"], ids=["inside-the-mount", "the-mount-root"])
@@ -359,7 +373,8 @@ def test_moving_the_mount_a_directory_is_on_gives_its_files_their_new_paths(
     while it is watched: to another directory, back, then onto the same directory seen through a
     bind mount (the same mountpoint dentry, another parent mount). Each file's full path is the
     one its opener saw: the directory's kept path holds only while the mounts above it are where
-    they were. (The filter's second entry, so not the first directory learned.)"""
+    they were. Then a tmpfs mounted on the directory: its files are under it. (The filter's
+    second entry, so not the first directory learned.)"""
     base, bound = tmp_path / "base", tmp_path / "bound"
     for directory in (base, bound, tmp_path / "elsewhere"):
         directory.mkdir()
@@ -373,29 +388,39 @@ def test_moving_the_mount_a_directory_is_on_gives_its_files_their_new_paths(
         subprocess.run(["mount", "-t", "tmpfs", "opentrace-test", str(base / "m")], check=True)
         (base / "m" / "d").mkdir()
         (base / "m" / "d" / "f").write_text("f")
-        at = base / "m"
+        at, covered = base / "m", []
 
         def move(to: Path) -> None:
             nonlocal at
             subprocess.run(["mount", "--move", str(at), str(to)], check=True)
             at = to
 
-        opens: list[tuple[Move, Path]] = [
-            (None, base / "m" / "d" / "f"),
-            (lambda: move(base / "n"), base / "n" / "d" / "f"),
-            (lambda: move(base / "m"), base / "m" / "d" / "f"),
-            (lambda: move(bound / "m"), bound / "m" / "d" / "f"),
+        def cover(directory: Path) -> None:
+            subprocess.run(["mount", "-t", "tmpfs", "opentrace-test", str(directory)], check=True)
+            covered.append(directory)
+            (directory / "x").write_text("x")
+
+        last = bound / entry.rstrip("/")
+        opens: list[tuple[Move, Path, int]] = [
+            (None, base / "m" / "d" / "f", O_RDONLY),
+            (lambda: move(base / "n"), base / "n" / "d" / "f", O_RDONLY),
+            (lambda: move(base / "m"), base / "m" / "d" / "f", O_RDONLY),
+            (lambda: move(bound / "m"), bound / "m" / "d" / "f", O_RDONLY),
+            (lambda: cover(last), last / "x", O_RDONLY),
         ]
         try:
             with caplog.at_level("DEBUG", logger="opentrace"):
                 pairs = watch_while_moving([f"{tmp_path}/elsewhere/", f"{base}/{entry}"], opens)
         finally:
+            for directory in covered:
+                subprocess.run(["umount", str(directory)], check=True)
             subprocess.run(["umount", str(at)], check=True)
             subprocess.run(["umount", str(bound)], check=True)
     finally:
         subprocess.run(["umount", "-l", str(base)], check=True)
     assert [seen for seen, _ in pairs] == [truth for _, truth in pairs]
     assert pairs[1][1] == str(base / "n" / "d" / "f") and pairs[3][1] == str(bound / "m" / "d" / "f")
+    assert pairs[4][1] == str(last / "x")
     assert "deleted or replaced" not in caplog.text and "learned by the kernel" not in caplog.text, caplog.text
     assert "keeps the paths of 2 of its 2 directories" in caplog.text, caplog.text
 

@@ -148,9 +148,8 @@ fn step_once<const MODE: u8>(walk: &mut Walk, first: bool) -> Result<bool, u8> {
     if seq & 1 != 0 {
         return Err(full::RENAMED);
     }
-    // The name's hash and length, for a recorded link (read before `d_seq` is checked again, as
-    // the name).
-    let hash_len: u64 = if MODE == RECORD {
+    // The name's hash, for a recorded link (read before `d_seq` is checked again, as the name).
+    let hash: u32 = if MODE == RECORD {
         dentry_member(walk.dentry, offset!(dentry_name_hash)).map_err(fault)?
     } else {
         0
@@ -183,7 +182,8 @@ fn step_once<const MODE: u8>(walk: &mut Walk, first: bool) -> Result<bool, u8> {
         return Err(full::RENAMED);
     }
     if MODE == RECORD {
-        record(walk, Link { kind: LINK_DENTRY, seq, at: walk.dentry, parent, name: hash_len, root: 0 });
+        let name = u64::from(len) << 32 | u64::from(hash);
+        record(walk, Link { kind: LINK_DENTRY, seq, at: walk.dentry, parent, name, root: 0 });
     }
     walk.dentry = parent;
     Ok(true)
@@ -309,9 +309,11 @@ fn go<const MODE: u8>(state: *mut Walk) -> (u8, u32, bool) {
 
 /// Walks from `from` (vfsmount, dentry) up to the current task's root. `TO_DIR`: when the file is
 /// under a learned directory (`under`) whose path is kept, from the same root, and what that path
-/// was walked through is as it was (checked first, then the walk: a rename in between is one
-/// that came after the path the open gets), the walk stops at the directory and takes the kept
-/// path. `Err` is an unresolved code.
+/// was walked through is as it was, the walk stops at the directory and takes the kept path. The
+/// chain is checked before the walk (whether to stop) and again after it: the names below the
+/// directory are read before the links above it, as the walk to the root reads them, so a rename
+/// that overlaps the walk gives `RENAMED` (None), as it does there, never a mix of before and
+/// after. `Err` is an unresolved code.
 #[inline(always)]
 fn walk<const MODE: u8>(from: (u64, u64), under: u32) -> Result<Walked, u8> {
     let state = begin(from)?;
@@ -321,14 +323,17 @@ fn walk<const MODE: u8>(from: (u64, u64), under: u32) -> Result<Walked, u8> {
         let walk = unsafe { &mut *state };
         let root = (walk.root_mnt, walk.root_dentry);
         if under != NO_DIR {
-            kept = PREFIXES
-                .get(under)
-                .filter(|p| p.len != 0 && (p.root_mnt, p.root_dentry) == root && chain_holds(p, under));
+            kept = PREFIXES.get(under).filter(|p| {
+                p.len != 0 && (p.root_mnt, p.root_dentry) == root && chain_holds::<true>(p, under)
+            });
         }
         (walk.stop_dentry, walk.stop_mnt) = kept.map_or((0, 0), |p| (p.dentry, p.vfsmount));
     }
     let (mut code, mut start, unlinked) = go::<MODE>(state);
     if let (AT_DIR, Some(prefix)) = (code, kept) {
+        if !chain_holds::<false>(prefix, under) {
+            return Err(full::RENAMED);
+        }
         start = prepend(prefix, start)?;
         code = full::FILE;
     }
@@ -353,16 +358,18 @@ fn walk<const MODE: u8>(from: (u64, u64), under: u32) -> Result<Walked, u8> {
 /// the walk reads of it, not by its address alone: one freed and made again at the same address
 /// (a mount moved away, its old parent unmounted, another mounted and the first moved back), or a
 /// `d_seq` come round again after 2^31 renames, holds only where the walk would write the same
-/// names. The loads cannot fault (probe reads, or fault-safe direct loads), and the program runs
-/// in an RCU read-side section, in which no dentry or mount it reaches is freed. The first
+/// names. The links are checked in order, from the directory up, and the check stops at the first
+/// that does not hold: the directory is held open by the watcher, and each link that holds holds
+/// the next one (a dentry its parent; a mount its parent and mountpoint), so every object compared
+/// is alive (and the loads cannot fault anyway: probe reads, or fault-safe direct loads). The first
 /// `CHAIN_IN_LINE` links are checked here, the rest one per step of `bpf_loop`.
 #[inline(always)]
-fn chain_holds(prefix: &Prefix, under: u32) -> bool {
+fn chain_holds<const FULL: bool>(prefix: &Prefix, under: u32) -> bool {
     for (i, link) in prefix.chain.iter().take(CHAIN_IN_LINE as usize).enumerate() {
         if i as u32 >= prefix.links {
             return true;
         }
-        if !link_holds(link) {
+        if !link_holds::<FULL>(link) {
             return false;
         }
     }
@@ -373,15 +380,15 @@ fn chain_holds(prefix: &Prefix, under: u32) -> bool {
     let rest = prefix.links - CHAIN_IN_LINE;
     // SAFETY: `check_link` has the callback signature bpf_loop expects; its context is `check`,
     // on this stack, alive until bpf_loop returns.
-    unsafe { bpf_loop(rest, check_link as *mut c_void, (&raw mut check).cast(), 0) };
+    unsafe { bpf_loop(rest, check_link::<FULL> as *mut c_void, (&raw mut check).cast(), 0) };
     // SAFETY: as above; read anew, as `check_link` wrote it.
     unsafe { (&raw const check.held).read_volatile() == rest }
 }
 
 /// Links checked in line by `chain_holds` (~5 ns each, against ~15 through `bpf_loop`; each adds
-/// ~300 instructions to what the verifier goes through when the exit program loads). A directory
-/// a few levels deep, as most are, is checked in line.
-const CHAIN_IN_LINE: u32 = 8;
+/// ~500 instructions, twice, to what the verifier goes through when the exit program loads). A
+/// directory a few levels deep, as most are, is checked in line.
+const CHAIN_IN_LINE: u32 = 4;
 
 /// The context of `check_link`: which prefix, and how many of its links after the first
 /// `CHAIN_IN_LINE` held so far.
@@ -392,31 +399,40 @@ struct ChainCheck {
 }
 
 /// One link of `chain_holds` after the first `CHAIN_IN_LINE`: on while it holds.
-extern "C" fn check_link(index: u64, context: *mut c_void) -> i64 {
+extern "C" fn check_link<const FULL: bool>(index: u64, context: *mut c_void) -> i64 {
     // SAFETY: `chain_holds`'s `ChainCheck`, which it gave bpf_loop.
     let check = unsafe { &mut *context.cast::<ChainCheck>() };
     let at = index as usize + CHAIN_IN_LINE as usize;
     let Some(link) = PREFIXES.get(check.under).and_then(|p| p.chain.get(at)) else { return STOP };
-    if !link_holds(link) {
+    if !link_holds::<FULL>(link) {
         return STOP;
     }
     check.held += 1;
     CONTINUE
 }
 
-/// Whether one link is as it was (see `chain_holds`).
+/// Whether one link is as it was (see `chain_holds`). Not FULL: whether it is still as it was
+/// when it was found as it was, earlier in this program's run: a dentry's `d_seq`, a mount's
+/// parent and mountpoint (within one run, which is an RCU read-side section, nothing it compared
+/// can have been freed and made again).
 #[inline(always)]
-fn link_holds(link: &Link) -> bool {
+fn link_holds<const FULL: bool>(link: &Link) -> bool {
     if link.kind == LINK_DENTRY {
         let (dentry, at) = (Typed::new(link.at, offset!(btf_dentry) as u32), offset!(dentry_window));
-        dentry.read::<u32>(at + offset!(dentry_seq)) == Ok(link.seq)
-            && dentry.read::<u64>(at + offset!(dentry_parent)) == Ok(link.parent)
-            && dentry.read::<u64>(at + offset!(dentry_name_hash)) == Ok(link.name)
+        let seq = dentry.read::<u32>(at + offset!(dentry_seq)) == Ok(link.seq);
+        if !FULL {
+            return seq;
+        }
+        // (The hash and the length as two words: a direct load of both as `hash_len`, a member of
+        // a union, is refused by some kernels' verifiers.)
+        seq && dentry.read::<u64>(at + offset!(dentry_parent)) == Ok(link.parent)
+            && dentry.read::<u32>(at + offset!(dentry_name_hash)) == Ok(link.name as u32)
+            && dentry.read::<u32>(at + offset!(dentry_name_len)) == Ok((link.name >> 32) as u32)
     } else {
         let (mount, at) = (Typed::new(link.at, offset!(btf_mount) as u32), offset!(mount_window));
         mount.read::<u64>(at + offset!(mount_parent)) == Ok(link.parent)
             && mount.read::<u64>(at + offset!(mount_mountpoint)) == Ok(link.name)
-            && mount.read::<u64>(at + offset!(mount_root)) == Ok(link.root)
+            && (!FULL || mount.read::<u64>(at + offset!(mount_root)) == Ok(link.root))
     }
 }
 

@@ -297,7 +297,8 @@ pub fn under_learned(fd: i64) -> Option<Ancestry> {
         }
     }
     if left > 0 {
-        // No context: the exit program's stack has no room left for one (`ascend` finds its own).
+        // No context: the walk's state is larger than the room left on the exit program's stack
+        // (`ascend` finds it in this CPU's space).
         // SAFETY: `ascend` has the callback signature bpf_loop expects.
         unsafe { bpf_loop(left, ascend as *mut c_void, core::ptr::null_mut(), 0) };
     }

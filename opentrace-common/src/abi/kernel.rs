@@ -51,7 +51,7 @@ pub struct KernelOffsets {
     /// Start of the [`DENTRY_WINDOW`] bytes of `struct dentry` the walk reads per component.
     pub dentry_window: u32,
     /// `d_seq.seqcount.sequence`, `d_hash.pprev`, `d_parent`, `d_name.len`, `d_name.name`, and
-    /// `d_name.hash_len` (the name's hash, salted with the parent, and its length).
+    /// `d_name.hash` (the name's hash, salted with the parent).
     pub dentry_seq: u32,
     pub dentry_hash_pprev: u32,
     pub dentry_parent: u32,

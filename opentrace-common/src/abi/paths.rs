@@ -83,7 +83,7 @@ pub struct Link {
     pub at: u64,
     /// The dentry's `d_parent`, or the mount's `mnt_parent`.
     pub parent: u64,
-    /// The dentry's name as `d_name.hash_len` (its length, and its hash salted with the parent),
+    /// The dentry's name as `d_name.len << 32 | d_name.hash` (the hash salted with the parent),
     /// or the mount's `mnt_mountpoint`.
     pub name: u64,
     /// The mount's root dentry (`mnt.mnt_root`); 0 for a dentry.

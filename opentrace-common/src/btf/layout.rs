@@ -80,7 +80,7 @@ pub fn layout<D: AsRef<[u8]>>(btf: &Btf<D>) -> Result<Layout, String> {
             pointer("dentry", "d_parent")?,
             sized("dentry", "d_name.len", 4)?,
             pointer("dentry", "d_name.name")?,
-            sized("dentry", "d_name.hash_len", 8)?,
+            sized("dentry", "d_name.hash", 4)?,
         ];
         let start = window(&dentry, DENTRY_WINDOW, "dentry")?;
         offsets.dentry_window = start;
