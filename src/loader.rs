@@ -307,8 +307,8 @@ fn say_kept(ebpf: &Ebpf, dirs: usize) {
     crate::diag::note(
         crate::diag::Level::Debug,
         format!(
-            "the path filter keeps the paths of {kept} of its {dirs} directories (at most {} bytes and {} levels \
-             deep): a matching open's walk stops there",
+            "the path filter keeps the paths of {kept} of its {dirs} directories (those of at most {} bytes, \
+             {} levels up to the root with mount points counted): a matching open's walk stops there",
             paths::PREFIX_MAX,
             paths::CHAIN_MAX
         ),

@@ -340,8 +340,8 @@ fn try_sys_exit(ctx: &Record<'_, 1>) -> Result<u32, i64> {
 /// Completes an open's record in this CPU's slot (its header filled in): the `struct open_how`
 /// at `how` (user memory; 0: none), the path at `filename` (user memory), and the full path when
 /// asked; then sends it, if it passes the path filter (`matched`: it is known to, and this is the
-/// opened file, where its full path starts, and the learned directory it is under). The caller looks at the status for
-/// faults to report.
+/// opened file, where its full path starts, and the learned directory it is under). The caller
+/// looks at the status for faults to report.
 #[inline(always)]
 pub fn send_open(
     event: &mut OpenRecord,

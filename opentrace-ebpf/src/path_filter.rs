@@ -208,7 +208,8 @@ static LEARNER: u32 = 0;
 
 /// Attached to `syscalls:sys_enter_syncfs` while the watcher runs: the thread that loaded it calls
 /// `syncfs(fd)` on an `O_PATH` fd of each directory, and this adds the directory's
-/// (vfsmount, dentry) to `LEARNED`, with the watcher's root. Other threads' calls return at once,
+/// (vfsmount, dentry) to `LEARNED`, with the watcher's root, and keeps its own path
+/// (`path::keep_prefix`). Other threads' calls return at once,
 /// and so does every call once the directories are learned (`ready`): another watcher loaded
 /// later by the same thread teaches its own.
 #[tracepoint]
