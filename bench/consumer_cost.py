@@ -123,6 +123,12 @@ def one(
             proc.stdin.close()
             if proc.wait(timeout=300) != 0:
                 raise BenchError(f"the workload failed with status {proc.returncode}")
+            # The kernel counts what the ring had no room for as it happens: a loop that waits for
+            # every event would otherwise wait for ever.
+            if w.lost:
+                raise BenchError(f"{w.lost} events lost: the ring ({RING_SIZE >> 20} MiB) did not hold the storm "
+                                 "(fewer --ops, or fewer --ring-shards: the storm's thread writes to one "
+                                 "shard, which has 1/N of the ring)")
             cpu = time.process_time()
             seen = loop(w, proc.pid, ops, start_ns)
             cpu = time.process_time() - cpu
