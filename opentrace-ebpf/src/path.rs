@@ -310,10 +310,12 @@ fn go<const MODE: u8>(state: *mut Walk) -> (u8, u32, bool) {
 /// Walks from `from` (vfsmount, dentry) up to the current task's root. `TO_DIR`: when the file is
 /// under a learned directory (`under`) whose path is kept, from the same root, and what that path
 /// was walked through is as it was, the walk stops at the directory and takes the kept path. The
-/// chain is checked before the walk (whether to stop) and again after it: the names below the
-/// directory are read before the links above it, as the walk to the root reads them, so a rename
-/// that overlaps the walk gives `RENAMED` (None), as it does there, never a mix of before and
-/// after. `Err` is an unresolved code.
+/// chain is checked before the walk (whether to stop) and again after it, so that the names below
+/// the directory are read before the links above it, as the walk to the root reads them: a
+/// rename, move or drop of one of those links between the two checks (the time the walk below the
+/// directory takes) gives `RENAMED` (None), never a path mixed from before and after. That window
+/// is wider than the walk to the root has for each directory (its own read). `Err` is an
+/// unresolved code.
 #[inline(always)]
 fn walk<const MODE: u8>(from: (u64, u64), under: u32) -> Result<Walked, u8> {
     let state = begin(from)?;
@@ -353,7 +355,8 @@ fn walk<const MODE: u8>(from: (u64, u64), under: u32) -> Result<Walked, u8> {
 }
 
 /// Whether every link of `prefix`'s chain (`PREFIXES[under]`) is as it was when it was kept: each
-/// dentry's `d_seq` (a rename or move of it bumps it), parent and name; each mount's parent,
+/// dentry's `d_seq` (a rename or move of it bumps it, and so does a drop: `d_drop`, as when a
+/// network or FUSE file system finds it stale), parent and name; each mount's parent,
 /// mountpoint and root (a move of the mount changes the first two). A link is compared by what
 /// the walk reads of it, not by its address alone: one freed and made again at the same address
 /// (a mount moved away, its old parent unmounted, another mounted and the first moved back), or a

@@ -65,6 +65,8 @@ pub struct Learned {
 pub const CHAIN_MAX: usize = 16;
 /// The longest path of a learned directory that is kept (a longer one is walked each time).
 pub const PREFIX_MAX: usize = 255;
+// The programs mask lengths with it.
+const _: () = assert!((PREFIX_MAX + 1).is_power_of_two());
 
 /// `Link::kind` of a dentry whose name the walk wrote.
 pub const LINK_DENTRY: u32 = 1;
@@ -94,7 +96,8 @@ pub struct Link {
 /// gave it when it was learned, and what that walk went through (`chain`). While each link is
 /// as it was (a dentry's `d_seq`, parent and name; a mount's parent, mountpoint and root), the
 /// same walk would give the same path (a rename or move of a dentry bumps its `d_seq` and gives
-/// it another parent or name; a mount's move gives it another parent or mountpoint), so a
+/// it another parent or name, and a drop bumps it too; a mount's move gives it another parent or
+/// mountpoint), so a
 /// matching open's walk from that root stops at the directory and takes this path. `len` 0:
 /// none kept.
 #[repr(C)]
