@@ -479,10 +479,13 @@ pub fn keep_prefix(index: u32, (vfsmount, dentry): (u64, u64)) {
     let len = PATH_MAX as u32 - start;
     // SAFETY: as above.
     let links = unsafe { (&raw const (*state).links).read_volatile() };
-    if code != full::FILE || unlinked || len == 0 || len > PREFIX_MAX as u32 || links == 0 {
-        return;
-    }
-    if links > CHAIN_MAX as u32 {
+    if code != full::FILE
+        || unlinked
+        || len == 0
+        || len > PREFIX_MAX as u32
+        || links == 0
+        || links > CHAIN_MAX as u32
+    {
         return;
     }
     let Some(buf) = WALK.get_ptr(0) else { return };
