@@ -93,9 +93,6 @@ def top(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
     except (ValueError, TypeError) as e:
         err.write(f"{PROG}: {e}\n")
         return 2
-    if not args.quiet:
-        err.write(f"{PROG}: counting opens every {args.interval:g} s by {','.join(by)} (Ctrl-C to stop)\n")
-        err.flush()
     interactive = not args.json and out.stream.isatty()
     deadline = None if args.duration is None else time.monotonic() + args.duration
 
@@ -115,6 +112,11 @@ def top(argv: list[str], stdout: TextIO | None, err: TextIO) -> int:
     with watcher, _Run(err, True, "counting") as run_:
         n, intervals = 0, iter(watcher)
         try:
+            # Said once a stop is caught (as `_Run.announce`): whoever stops us as soon as they see
+            # the line gets what was counted, never a KeyboardInterrupt outside the block.
+            if not args.quiet:
+                err.write(f"{PROG}: counting opens every {args.interval:g} s by {','.join(by)} (Ctrl-C to stop)\n")
+                err.flush()
             while not run_.stopped:
                 rows = run_.reading(lambda: next(intervals))
                 n += 1
