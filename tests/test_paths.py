@@ -330,7 +330,7 @@ def test_renaming_a_directory_or_one_above_it_gives_its_files_their_new_paths(
     they were. Renaming a directory above the filter's, then the filter's own, then both back,
     then swapping the one above with another (RENAME_EXCHANGE) and back: each file's full path,
     and an O_TMPFILE's, is the one its opener saw. The directory 2 levels below the renamed one,
-    or as deep as the longest chain kept (16 links: the renamed one past the 4 checked in line),
+    or as deep as the longest chain kept (16 links: the renamed one far up the chain),
     or one deeper (not kept)."""
     top, swap = tree / "top", tree / "swap"
     top.mkdir()

@@ -308,14 +308,11 @@ fn go<const MODE: u8>(state: *mut Walk) -> (u8, u32, bool) {
 }
 
 /// Walks from `from` (vfsmount, dentry) up to the current task's root. `TO_DIR`: when the file is
-/// under a learned directory (`under`) whose path is kept, from the same root, and what that path
-/// was walked through is as it was, the walk stops at the directory and takes the kept path. The
-/// chain is checked before the walk (whether to stop) and again after it, so that the names below
-/// the directory are read before the links above it, as the walk to the root reads them: a
-/// rename, move or drop of one of those links between the two checks (the time the walk below the
-/// directory takes) gives `RENAMED` (None), never a path mixed from before and after. That window
-/// is wider than the walk to the root has for each directory (its own read). `Err` is an
-/// unresolved code.
+/// under a learned directory (`under`) whose path is kept, from the same root, the walk stops at
+/// the directory; if what that path was walked through is still as it was (checked then, after
+/// the names below the directory were read, as a walk to the root reads the names above them
+/// after those below), the kept path is taken, else the walk goes on from the directory to the
+/// root. `Err` is an unresolved code.
 #[inline(always)]
 fn walk<const MODE: u8>(from: (u64, u64), under: u32) -> Result<Walked, u8> {
     let state = begin(from)?;
@@ -325,19 +322,22 @@ fn walk<const MODE: u8>(from: (u64, u64), under: u32) -> Result<Walked, u8> {
         let walk = unsafe { &mut *state };
         let root = (walk.root_mnt, walk.root_dentry);
         if under != NO_DIR {
-            kept = PREFIXES.get(under).filter(|p| {
-                p.len != 0 && (p.root_mnt, p.root_dentry) == root && chain_holds::<true>(p, under)
-            });
+            kept = PREFIXES.get(under).filter(|p| p.len != 0 && (p.root_mnt, p.root_dentry) == root);
         }
         (walk.stop_dentry, walk.stop_mnt) = kept.map_or((0, 0), |p| (p.dentry, p.vfsmount));
     }
     let (mut code, mut start, unlinked) = go::<MODE>(state);
     if let (AT_DIR, Some(prefix)) = (code, kept) {
-        if !chain_holds::<false>(prefix, under) {
-            return Err(full::RENAMED);
+        if chain_holds(prefix) {
+            start = prepend(prefix, start)?;
+            code = full::FILE;
+        } else {
+            // Renamed or moved since it was learned: on up from the directory, where the walk
+            // stopped (the file's own `unlinked` was read on the first step, and is kept).
+            // SAFETY: this CPU's walk (`begin`), which `go` is done with.
+            unsafe { (&raw mut (*state).code).write_volatile(0) };
+            (code, start, _) = go::<TO_ROOT>(state);
         }
-        start = prepend(prefix, start)?;
-        code = full::FILE;
     }
     match code {
         full::FILE => {}
@@ -354,7 +354,7 @@ fn walk<const MODE: u8>(from: (u64, u64), under: u32) -> Result<Walked, u8> {
     Ok(Walked { start, unlinked })
 }
 
-/// Whether every link of `prefix`'s chain (`PREFIXES[under]`) is as it was when it was kept: each
+/// Whether every link of `prefix`'s chain is as it was when it was kept: each
 /// dentry's `d_seq` (a rename or move of it bumps it, and so does a drop: `d_drop`, as when a
 /// network or FUSE file system finds it stale), parent and name; each mount's parent,
 /// mountpoint and root (a move of the mount changes the first two). A link is compared by what
@@ -364,78 +364,38 @@ fn walk<const MODE: u8>(from: (u64, u64), under: u32) -> Result<Walked, u8> {
 /// names. The links are checked in order, from the directory up, and the check stops at the first
 /// that does not hold: the directory is held open by the watcher, and each link that holds holds
 /// the next one (a dentry its parent; a mount its parent and mountpoint), so every object compared
-/// is alive (and the loads cannot fault anyway: probe reads, or fault-safe direct loads). The first
-/// `CHAIN_IN_LINE` links are checked here, the rest one per step of `bpf_loop`.
+/// is alive (and the loads cannot fault anyway: probe reads, or fault-safe direct loads). All in
+/// line (~300 instructions a link for the verifier, ~5 ns a link at run time, where a step of
+/// `bpf_loop` costs ~15).
 #[inline(always)]
-fn chain_holds<const FULL: bool>(prefix: &Prefix, under: u32) -> bool {
-    for (i, link) in prefix.chain.iter().take(CHAIN_IN_LINE as usize).enumerate() {
+fn chain_holds(prefix: &Prefix) -> bool {
+    for (i, link) in prefix.chain.iter().enumerate() {
         if i as u32 >= prefix.links {
-            return true;
+            break;
         }
-        if !link_holds::<FULL>(link) {
+        if !link_holds(link) {
             return false;
         }
     }
-    if prefix.links <= CHAIN_IN_LINE {
-        return true;
-    }
-    let mut check = ChainCheck { under, held: 0 };
-    let rest = prefix.links - CHAIN_IN_LINE;
-    // SAFETY: `check_link` has the callback signature bpf_loop expects; its context is `check`,
-    // on this stack, alive until bpf_loop returns.
-    unsafe { bpf_loop(rest, check_link::<FULL> as *mut c_void, (&raw mut check).cast(), 0) };
-    // SAFETY: as above; read anew, as `check_link` wrote it.
-    unsafe { (&raw const check.held).read_volatile() == rest }
+    true
 }
 
-/// Links checked in line by `chain_holds` (~5 ns each, against ~15 through `bpf_loop`; each adds
-/// ~500 instructions, twice, to what the verifier goes through when the exit program loads). A
-/// directory a few levels deep, as most are, is checked in line.
-const CHAIN_IN_LINE: u32 = 4;
-
-/// The context of `check_link`: which prefix, and how many of its links after the first
-/// `CHAIN_IN_LINE` held so far.
-#[repr(C)]
-struct ChainCheck {
-    under: u32,
-    held: u32,
-}
-
-/// One link of `chain_holds` after the first `CHAIN_IN_LINE`: on while it holds.
-extern "C" fn check_link<const FULL: bool>(index: u64, context: *mut c_void) -> i64 {
-    // SAFETY: `chain_holds`'s `ChainCheck`, which it gave bpf_loop.
-    let check = unsafe { &mut *context.cast::<ChainCheck>() };
-    let at = index as usize + CHAIN_IN_LINE as usize;
-    let Some(link) = PREFIXES.get(check.under).and_then(|p| p.chain.get(at)) else { return STOP };
-    if !link_holds::<FULL>(link) {
-        return STOP;
-    }
-    check.held += 1;
-    CONTINUE
-}
-
-/// Whether one link is as it was (see `chain_holds`). Not FULL: whether it is still as it was
-/// when it was found as it was, earlier in this program's run: a dentry's `d_seq`, a mount's
-/// parent and mountpoint (within one run, which is an RCU read-side section, nothing it compared
-/// can have been freed and made again).
+/// Whether one link is as it was (see `chain_holds`).
 #[inline(always)]
-fn link_holds<const FULL: bool>(link: &Link) -> bool {
+fn link_holds(link: &Link) -> bool {
     if link.kind == LINK_DENTRY {
         let (dentry, at) = (Typed::new(link.at, offset!(btf_dentry) as u32), offset!(dentry_window));
-        let seq = dentry.read::<u32>(at + offset!(dentry_seq)) == Ok(link.seq);
-        if !FULL {
-            return seq;
-        }
         // (The hash and the length as two words: a direct load of both as `hash_len`, a member of
         // a union, is refused by some kernels' verifiers.)
-        seq && dentry.read::<u64>(at + offset!(dentry_parent)) == Ok(link.parent)
+        dentry.read::<u32>(at + offset!(dentry_seq)) == Ok(link.seq)
+            && dentry.read::<u64>(at + offset!(dentry_parent)) == Ok(link.parent)
             && dentry.read::<u32>(at + offset!(dentry_name_hash)) == Ok(link.name as u32)
             && dentry.read::<u32>(at + offset!(dentry_name_len)) == Ok((link.name >> 32) as u32)
     } else {
         let (mount, at) = (Typed::new(link.at, offset!(btf_mount) as u32), offset!(mount_window));
         mount.read::<u64>(at + offset!(mount_parent)) == Ok(link.parent)
             && mount.read::<u64>(at + offset!(mount_mountpoint)) == Ok(link.name)
-            && (!FULL || mount.read::<u64>(at + offset!(mount_root)) == Ok(link.root))
+            && mount.read::<u64>(at + offset!(mount_root)) == Ok(link.root)
     }
 }
 
