@@ -9,6 +9,9 @@ import ctypes
 import errno
 import json
 import os
+import random
+import shutil
+import string
 import subprocess
 import sys
 from collections.abc import Callable
@@ -363,6 +366,37 @@ def test_renaming_a_directory_or_one_above_it_gives_its_files_their_new_paths(
     assert "deleted or replaced" not in caplog.text and "learned by the kernel" not in caplog.text, caplog.text
     kept = 0 if links == 17 else 1
     assert f"keeps the paths of {kept} of its 1 directories" in caplog.text, caplog.text
+
+
+def test_kept_paths_of_every_short_length_are_put_in_front_whole(caplog: pytest.LogCaptureFixture) -> None:
+    """The kept path of a directory is put in front of the names below it byte by byte when it is
+    shorter than 8 bytes, else in 8-byte words, the last one ending with it: directories at the
+    root whose paths have 2 to 17 bytes (each length up to two words), each with a file two levels
+    below; every file's full path is the one its opener saw."""
+    made = []
+    try:
+        for length in range(2, 18):
+            for _ in range(100):
+                short = Path("/" + "".join(random.choices(string.ascii_lowercase + string.digits, k=length - 1)))
+                try:
+                    short.mkdir()
+                except FileExistsError:
+                    continue
+                made.append(short)
+                break
+            else:
+                raise AssertionError(f"no free name of {length} bytes at /")
+            (short / "a" / "b").mkdir(parents=True)
+            (short / "a" / "b" / "f").write_text("f")
+        opens = [(None, directory / "a" / "b" / "f", O_RDONLY) for directory in made]
+        with caplog.at_level("DEBUG", logger="opentrace"):
+            pairs = watch_while_moving([f"{directory}/" for directory in made], opens)
+        assert [seen for seen, _ in pairs] == [truth for _, truth in pairs]
+        assert [truth for _, truth in pairs] == [str(directory / "a" / "b" / "f") for directory in made]
+        assert f"keeps the paths of {len(made)} of its {len(made)} directories" in caplog.text, caplog.text
+    finally:
+        for directory in made:
+            shutil.rmtree(directory)
 
 
 @pytest.mark.parametrize("entry", ["m/d/", "m/"], ids=["inside-the-mount", "the-mount-root"])

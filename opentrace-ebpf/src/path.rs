@@ -399,27 +399,44 @@ fn link_holds(link: &Link) -> bool {
     }
 }
 
-/// Writes `prefix`'s path in front of the walked path that starts at `start`; the new start.
+/// Writes `prefix`'s path in front of the walked path that starts at `start`; the new start. By
+/// loads and stores of 8-byte words from one map to the other (a probe read costs more than the
+/// words of a path a few components long), the last word ending where the path ends (it may
+/// overlap the one before it: the same bytes, written twice).
 #[inline(always)]
 fn prepend(prefix: &Prefix, start: u32) -> Result<u32, u8> {
-    let len = prefix.len;
+    let len = kernel::opaque(prefix.len) & PREFIX_MAX as u32;
     // At least one byte left: a full path has at most PATH_MAX - 1 bytes.
     if len >= start {
         return Err(full::TOO_LONG);
     }
-    let at = start - len;
+    let at = (start - len) & MASK;
     let buf = WALK.get_ptr_mut(0).ok_or(full::FAULT)?;
-    // SAFETY: this CPU's buffer; the masked offset and size keep the write inside it (offset <=
-    // MASK, size <= PREFIX_MAX, BUF = MASK + 1 + 256). The source is the map's element.
-    let copied = unsafe {
-        bpf_probe_read_kernel(
-            buf.cast::<u8>().add((at & MASK) as usize).cast(),
-            kernel::opaque(len) & PREFIX_MAX as u32,
-            prefix.path.as_ptr().cast(),
-        )
-    };
-    if copied != 0 {
-        return Err(full::FAULT);
+    let (to, from) = (buf.cast::<u8>(), prefix.path.as_ptr());
+    // SAFETY: this CPU's buffer, written at `at` (<= MASK) up to `len` (<= PREFIX_MAX) bytes on
+    // (BUF = MASK + 1 + 256); read from the map's element, whose `path` has PREFIX_MAX + 1 bytes.
+    // Unaligned loads and stores of map memory, which the verifier allows where the CPU has them.
+    unsafe {
+        if len < 8 {
+            for i in 0..7 {
+                if i >= len {
+                    break;
+                }
+                *to.add((at + i) as usize) = *from.add(i as usize);
+            }
+        } else {
+            let word = |i: u32| {
+                let value = from.add(i as usize).cast::<u64>().read_unaligned();
+                to.add((at + i) as usize).cast::<u64>().write_unaligned(value);
+            };
+            for w in 0..PREFIX_MAX as u32 / 8 {
+                if 8 * w + 8 > len {
+                    break;
+                }
+                word(8 * w);
+            }
+            word(len - 8);
+        }
     }
     Ok(at)
 }
