@@ -54,9 +54,66 @@ impl Needle {
     }
 }
 
+/// A comm read from `task_struct.comm` as two little-endian words, as `bpf_get_current_comm`
+/// gives it: the bytes from the first NUL on zeroed (kernels pad it with NULs when they set it;
+/// this does not rely on that). Branch-light word arithmetic, for the eBPF programs.
+#[inline(always)]
+pub fn comm_from_words(lo: u64, hi: u64) -> [u8; COMM_LEN] {
+    let lo_kept = below_first_nul(lo);
+    let hi = if lo_kept == u64::MAX { hi & below_first_nul(hi) } else { 0 };
+    let mut comm = [0; COMM_LEN];
+    comm[..8].copy_from_slice(&(lo & lo_kept).to_le_bytes());
+    comm[8..].copy_from_slice(&hi.to_le_bytes());
+    comm
+}
+
+/// A mask of the bytes of `word` (little-endian) before its first NUL: all of them if it has none.
+#[inline(always)]
+fn below_first_nul(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    // The lowest set bit is bit 7 of the first NUL byte exactly (a borrow can only make false
+    // ones above a NUL).
+    let nul = word.wrapping_sub(ONES) & !word & (ONES << 7);
+    if nul == 0 {
+        return u64::MAX;
+    }
+    ((nul & nul.wrapping_neg()) >> 7) - 1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn comm_from_words_zeroes_from_the_first_nul_as_the_helper_does() {
+        let words = |bytes: [u8; COMM_LEN]| {
+            (
+                u64::from_le_bytes(bytes[..8].try_into().unwrap()),
+                u64::from_le_bytes(bytes[8..].try_into().unwrap()),
+            )
+        };
+        let padded = |name: &[u8]| {
+            let mut comm = [0; COMM_LEN];
+            comm[..name.len()].copy_from_slice(name);
+            comm
+        };
+        for name in
+            [&b""[..], b"a", b"python3", b"python3.", b"python3.1", b"abcdefghijklmno", b"\x80\xff\x01x"]
+        {
+            let want = padded(name);
+            // Padded, as kernels set it; and with bytes left after the NUL (a longer name before).
+            let (lo, hi) = words(want);
+            assert_eq!(comm_from_words(lo, hi), want, "{name:?}");
+            let mut dirty = [0xa5; COMM_LEN];
+            dirty[..name.len()].copy_from_slice(name);
+            dirty[name.len()] = 0;
+            let (lo, hi) = words(dirty);
+            assert_eq!(comm_from_words(lo, hi), want, "{name:?} after a longer one");
+        }
+        // A zero byte right after a 0x01 byte (where a borrow runs past): still the first NUL.
+        let (lo, hi) = words(*b"\x01\x00\x01\x01\x00zzzzzzzzzzz");
+        assert_eq!(comm_from_words(lo, hi), padded(b"\x01"));
+    }
 
     fn comm(name: &[u8]) -> [u8; COMM_LEN] {
         let mut padded = [0; COMM_LEN];

@@ -7,10 +7,7 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{
-        bpf_get_current_comm,
-        generated::{bpf_get_current_cgroup_id, bpf_loop},
-    },
+    helpers::generated::{bpf_get_current_cgroup_id, bpf_loop},
     macros::map,
     maps::PerCpuHashMap,
 };
@@ -142,7 +139,7 @@ fn task_key(syscall: Syscall, ret: i64, tgid: u32) -> CountKey {
     let by = global!(SETTINGS.count_by);
     // SAFETY: a helper with no arguments.
     let cgroup_id = || unsafe { bpf_get_current_cgroup_id() };
-    let comm = || bpf_get_current_comm().unwrap_or_default();
+    let comm = kernel::current_comm;
     CountKey::of_task(by, syscall as u8, ret, cgroup_id, tgid, comm)
 }
 

@@ -1,14 +1,12 @@
 //! The filters decided when a task is seen, before anything is stored or copied. The settings are
 //! constants to the verifier: a filter that is off costs nothing.
-use aya_ebpf::helpers::{
-    bpf_get_current_comm, bpf_get_current_uid_gid, generated::bpf_get_current_ancestor_cgroup_id,
-};
+use aya_ebpf::helpers::{bpf_get_current_uid_gid, generated::bpf_get_current_ancestor_cgroup_id};
 use opentrace_common::abi::settings::{
     FILTER_CGROUP, FILTER_COMM, FILTER_EXCLUDE_SELF, FILTER_TID, FILTER_TRACKED, FILTER_UID,
 };
 
 use crate::{
-    process,
+    kernel, process,
     shared::{SETTINGS, global, on},
 };
 
@@ -35,10 +33,7 @@ pub fn wanted(tgid: u32, tid: u32) -> bool {
         }
     }
     if on(FILTER_COMM) {
-        let Ok(comm) = bpf_get_current_comm() else {
-            return false;
-        };
-        return global!(SETTINGS.comm).found_in(comm);
+        return global!(SETTINGS.comm).found_in(kernel::current_comm());
     }
     true
 }

@@ -1,6 +1,10 @@
 //! Reading kernel structures at the offsets the loader took from BTF (`KERNEL`).
-use aya_ebpf::helpers::{bpf_get_current_task_btf, bpf_probe_read_kernel, generated};
-use opentrace_common::abi::kernel::{KernelOffsets, MOUNT_WINDOW};
+use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_task_btf, bpf_probe_read_kernel, generated};
+use opentrace_common::{
+    COMM_LEN, NO_FIELD,
+    abi::kernel::{KernelOffsets, MOUNT_WINDOW},
+    comm::comm_from_words,
+};
 
 /// This kernel's struct layouts; the loader writes them before loading (the values here are
 /// placeholders). A read-only global: the verifier sees each offset as a constant.
@@ -11,6 +15,7 @@ pub static KERNEL: KernelOffsets = KernelOffsets {
     task_real_parent: 0,
     task_signal: 0,
     task_thread_pid: 0,
+    task_comm: 0,
     signal_live: 0,
     signal_tgid_pid: 0,
     pid_level: 0,
@@ -114,6 +119,24 @@ pub fn parent_tgid() -> u32 {
         let parent = *task.add(parent_at).cast::<*const u8>();
         *parent.add(tgid_at).cast::<u32>()
     }
+}
+
+/// The current task's command name, as `bpf_get_current_comm` gives it: by two direct loads where
+/// the loader found `task_struct.comm` as the programs read it (the helper costs ~60 ns more on a
+/// slow VM), else by the helper.
+#[inline(always)]
+pub fn current_comm() -> [u8; COMM_LEN] {
+    let at = offset!(task_comm);
+    if at == u64::from(NO_FIELD) {
+        return bpf_get_current_comm().unwrap_or_default();
+    }
+    // SAFETY: as in `parent_tgid`; `comm` is the task's own, 16 bytes at a multiple of 8 (the
+    // loader checked), read as two words.
+    let (lo, hi) = unsafe {
+        let comm = bpf_get_current_task_btf().cast::<u8>().add(at as usize).cast::<u64>();
+        (*comm, *comm.add(1))
+    };
+    comm_from_words(lo, hi)
 }
 
 /// The current process's `struct pid` (of its thread group) and the tgid it has in its own,

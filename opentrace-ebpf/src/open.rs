@@ -5,8 +5,8 @@
 use aya_ebpf::{
     EbpfContext as _,
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns,
-        bpf_probe_read_user, bpf_probe_read_user_str_bytes, generated::bpf_get_current_cgroup_id,
+        bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_user,
+        bpf_probe_read_user_str_bytes, generated::bpf_get_current_cgroup_id,
     },
     macros::{btf_map, map, tracepoint},
     maps::ProgramArray,
@@ -498,7 +498,7 @@ pub fn identify(header: &mut OpenHeader, kind: RecordKind, tgid: u32, tid: u32) 
     header.ns_pid = kernel::own_ns_tgid((bpf_get_current_pid_tgid() >> 32) as u32);
     // SAFETY: a helper with no arguments.
     header.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    header.comm = bpf_get_current_comm().unwrap_or_default();
+    header.comm = kernel::current_comm();
     header.status = 0;
     header.file = FileId::default();
     header.fault = 0;

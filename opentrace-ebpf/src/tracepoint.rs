@@ -7,8 +7,7 @@
 use aya_ebpf::{
     EbpfContext as _,
     helpers::{
-        bpf_get_current_comm, bpf_get_current_uid_gid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
-        bpf_probe_read_user_str_bytes,
+        bpf_get_current_uid_gid, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_user_str_bytes,
         generated::{bpf_get_attach_cookie, bpf_probe_read_kernel},
     },
     macros::{map, tracepoint},
@@ -25,7 +24,7 @@ use opentrace_common::abi::{
 
 use crate::{
     filter::wanted,
-    kernel::opaque,
+    kernel::{self, opaque},
     process,
     shared::{count, counted, output},
 };
@@ -130,7 +129,7 @@ fn try_any(ctx: &TracePointContext) -> Result<u32, i64> {
     head.uid = bpf_get_current_uid_gid() as u32;
     head.raw_len = len as u16;
     head.id = id as u16;
-    head.comm = bpf_get_current_comm().unwrap_or_default();
+    head.comm = kernel::current_comm();
     let size = opaque((TRACEPOINT_HEADER_SIZE + at) as u32) as usize;
     if size > core::mem::size_of::<Slot>() {
         return Err(-1);

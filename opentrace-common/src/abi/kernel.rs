@@ -28,6 +28,9 @@ pub struct KernelOffsets {
     pub task_real_parent: u32,
     pub task_signal: u32,
     pub task_thread_pid: u32,
+    /// `task_struct.comm`, where it is 16 bytes at a multiple of 8 (read as two words); else
+    /// `NO_FIELD` (the programs ask `bpf_get_current_comm`).
+    pub task_comm: u32,
     /// `signal_struct.live`: threads of the process not yet exiting (0: the process is dying).
     pub signal_live: u32,
     /// `signal_struct.pids[PIDTYPE_TGID]`: the process's `struct pid`.
@@ -128,4 +131,4 @@ impl KernelOffsets {
     }
 }
 
-super::layouts!(KernelOffsets = 244);
+super::layouts!(KernelOffsets = 248);

@@ -2,7 +2,7 @@
 //! members they read, and how the io_uring raw tracepoints pass their arguments.
 use super::{Btf, Param};
 use crate::{
-    NO_FIELD,
+    COMM_LEN, NO_FIELD,
     abi::{
         kernel::{DENTRY_WINDOW, FILE_WINDOW, INODE_WINDOW, KernelOffsets, MOUNT_WINDOW, SB_WINDOW},
         uring::{URING_COMPLETE_ARGS, URING_COMPLETE_ARGS_6_0, UringArgs},
@@ -45,6 +45,11 @@ pub fn layout<D: AsRef<[u8]>>(btf: &Btf<D>) -> Result<Layout, String> {
         task_real_parent: pointer("task_struct", "real_parent")?,
         task_signal: pointer("task_struct", "signal")?,
         task_thread_pid: pointer("task_struct", "thread_pid")?,
+        task_comm: btf
+            .member("task_struct", "comm")
+            .ok()
+            .filter(|comm| comm.size == COMM_LEN as u32 && comm.offset.is_multiple_of(8))
+            .map_or(NO_FIELD, |comm| comm.offset),
         signal_live: sized("signal_struct", "live", 4)?,
         signal_tgid_pid: {
             let pids = btf.member("signal_struct", "pids")?;
