@@ -143,7 +143,7 @@ fn try_count_at_exit(ctx: &Record<'_, 1>, syscall: Syscall) -> Result<u32, i64> 
 
 /// Counting by file at the exit alone: the path and the directory the lookup started from are
 /// the syscall's arguments, still in the task's saved user registers. A successful open is
-/// counted by its file without reading the path; a failed one reads it to hash it. Only the
+/// counted by its file without reading them; a failed one reads the path to hash it. Only the
 /// first open of a key goes on to fill in and send its record, which names the key (its flags
 /// and mode are left 0: no reader of a naming record looks at them).
 #[inline(always)]
@@ -153,7 +153,7 @@ fn count_by_file_at_exit(
     ret: i64,
     (tgid, tid): (u32, u32),
 ) -> Result<u32, i64> {
-    let (dfd, filename) = match syscall {
+    let args = || match syscall {
         Syscall::Openat | Syscall::Openat2 => {
             let (dfd, filename) = kernel::syscall_args();
             // `int dfd`: the upper half of the register is not part of the argument.
@@ -164,11 +164,14 @@ fn count_by_file_at_exit(
     let Some(event) = SCRATCH.get_ptr_mut(0) else { return Err(-1) };
     // SAFETY: as in `try_sys_exit`.
     let event = unsafe { &mut *event };
+    // A successful open is counted by its file alone: its arguments are read only for a new key.
+    let (dfd, filename) = if ret < 0 { args() } else { (AT_FDCWD, 0) };
     let path_len = if ret < 0 { read_path(event, filename) } else { 0 };
     let (counted, file, status) = count::at_exit_by_file(event, syscall, ret, tgid, path_len, dfd);
     if !matches!(counted, Counted::New) {
         return Ok(0);
     }
+    let (dfd, filename) = if ret < 0 { (dfd, filename) } else { args() };
     let header = &mut event.header;
     identify(header, RecordKind::Open, tgid, tid);
     // SAFETY: a helper with no arguments.
