@@ -162,17 +162,24 @@ def test_a_renamed_directory_shows_its_new_name(tree: Path) -> None:
     ])
 
 
+def file_of_length(top: Path, length: int) -> Path:
+    """An empty file whose path has ``length`` bytes: under ``top``, directories of 200-byte
+    names, then a last name that makes up the rest."""
+    path = top
+    while len(os.fsencode(path)) < length - 210:
+        path = path / ("x" * 200)
+    path = path / ("y" * (length - len(os.fsencode(path)) - 1))
+    path.parent.mkdir(parents=True)
+    path.write_text("")
+    assert len(os.fsencode(path)) == length
+    return path
+
+
 def test_a_600_level_tree_and_a_3900_byte_path(tmp_path: Path) -> None:
     deep = tmp_path.joinpath(*["d"] * 600)
     deep.mkdir(parents=True)
     (deep / "f").write_text("")
-    long = tmp_path / "long"
-    while len(os.fsencode(long)) < 3900 - 210:
-        long = long / ("x" * 200)
-    long = long / ("y" * (3900 - len(os.fsencode(long)) - 1))
-    long.parent.mkdir(parents=True)
-    long.write_text("")
-    assert len(os.fsencode(long)) == 3900
+    long = file_of_length(tmp_path / "long", 3900)
     results = run_and_check([
         ["chdir", str(tmp_path)],
         resolve(None, os.path.relpath(deep / "f", tmp_path)),
@@ -182,6 +189,28 @@ def test_a_600_level_tree_and_a_3900_byte_path(tmp_path: Path) -> None:
         resolve(None, "nope"),
     ])
     assert len(results[1][1]) > 1200 and len(os.fsencode(results[2][1])) == 3900
+
+
+def test_names_of_every_length_and_a_4095_byte_path(tmp_path: Path) -> None:
+    """With direct loads, a name is copied 8 bytes at a time (its whole words, then its last 8
+    bytes, reaching back before a short name), and by a probe read where it is within 8 bytes of
+    the start of the buffer: names of 1 to 24 bytes and of 255 (NAME_MAX), each under the one
+    before; a path of exactly 4095 bytes (the longest PATH_MAX allows: its top names are in those
+    first 8 bytes), opened absolute and relative."""
+    lengths = [*range(1, 25), 255]
+    every = tmp_path.joinpath(*(chr(ord("a") + n % 26) * n for n in lengths))
+    every.mkdir(parents=True)
+    (every / "f").write_text("")
+    longest = file_of_length(tmp_path / "l", 4095)
+    results = run_and_check([
+        resolve(None, every / "f"),
+        ["chdir", str(every)],
+        resolve(None, "f"),
+        resolve(None, longest),
+        ["chdir", str(longest.parent)],
+        resolve(None, longest.name),
+    ])
+    assert results[0][1] == str(every / "f") and len(os.fsencode(results[3][1])) == 4095
 
 
 def test_a_full_path_longer_than_path_max_is_none_and_said(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -419,6 +419,7 @@ mod tests {
         assert_eq!(Ok(layout.offsets.btf_super_block), btf.struct_type("super_block"));
         assert_eq!(Ok(layout.offsets.btf_mount), btf.struct_type("mount"));
         assert_eq!(Ok(layout.offsets.btf_fd_slot), btf.struct_type("fd"));
+        assert_eq!(Ok(layout.offsets.btf_word), btf.struct_type("timespec64"));
         assert!([layout.offsets.btf_file, layout.offsets.btf_inode].iter().all(|&id| id > 0));
         assert!(btf.function("no_such_function").unwrap_err().contains("no function"));
     }

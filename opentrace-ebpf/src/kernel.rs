@@ -63,6 +63,7 @@ pub static KERNEL: KernelOffsets = KernelOffsets {
     btf_super_block: 0,
     btf_mount: 0,
     btf_fd_slot: 0,
+    btf_word: 0,
     regs_arg0: 0,
     regs_arg1: 0,
     req_opcode: 0,
@@ -332,6 +333,55 @@ pub fn mount_window(window: &mut [u64; MOUNT_WINDOW as usize / 8], mount: u64) -
 #[inline(always)]
 pub fn mount_member<T: Copy>(mount: u64, at: u64) -> Result<T, i32> {
     typed_read(mount, offset!(btf_mount) as u32, at)
+}
+
+/// The 8 bytes at `at`, at any alignment, in one load (the compiler would split an unaligned
+/// one into 8: BPF has no unaligned access of its own, but the verifier allows it in map memory
+/// on the CPUs that have it, as x86-64 and arm64 do).
+///
+/// # Safety
+/// `at` must be 8 readable bytes of map memory (the verifier checks the bounds).
+#[inline(always)]
+pub unsafe fn load_unaligned(at: *const u8) -> u64 {
+    let value: u64;
+    // SAFETY: the caller's: 8 readable bytes.
+    unsafe {
+        core::arch::asm!(
+            "{value} = *(u64 *)({at} + 0)",
+            at = in(reg) at,
+            value = lateout(reg) value,
+            options(nostack, readonly, preserves_flags),
+        );
+    }
+    value
+}
+
+/// Stores `value` at `at`, at any alignment, in one store (see `load_unaligned`).
+///
+/// # Safety
+/// `at` must be 8 writable bytes of map memory (the verifier checks the bounds).
+#[inline(always)]
+pub unsafe fn store_unaligned(at: *mut u8, value: u64) {
+    // SAFETY: the caller's: 8 writable bytes.
+    unsafe {
+        core::arch::asm!(
+            "*(u64 *)({at} + 0) = {value}",
+            at = in(reg) at,
+            value = in(reg) value,
+            options(nostack, preserves_flags),
+        );
+    }
+}
+
+/// The 8 bytes of kernel memory at `at`, by a direct load through a pointer `bpf_rdonly_cast`
+/// types as `KERNEL.btf_word` (which must be set): a struct whose first 8 bytes are an integer.
+/// A load that faults gives 0.
+#[inline(always)]
+pub fn kernel_word(at: u64) -> u64 {
+    let typed = rdonly_cast(at, offset!(btf_word) as u32);
+    // SAFETY: a load through a pointer the verifier types (untrusted: fault-safe), at the offset
+    // of the type's first member, its size.
+    unsafe { typed.cast::<u64>().read() }
 }
 
 /// `bpf_rdonly_cast(ptr, btf_id)`: `ptr` typed for the verifier as the kernel's type `btf_id`

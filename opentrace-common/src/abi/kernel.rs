@@ -100,6 +100,10 @@ pub struct KernelOffsets {
     /// an fd table's slot (a `struct file *`, of no struct type) is loaded through a pointer
     /// given this type, so that the load is direct too.
     pub btf_fd_slot: u32,
+    /// And of a struct whose first 8 bytes are an integer member (`struct timespec64`): a
+    /// dentry's name (bytes, of no struct type) is loaded 8 bytes at a time through pointers given
+    /// this type, where a probe read of it costs more.
+    pub btf_word: u32,
     /// `struct pt_regs`: where a syscall's first two arguments are among the task's saved user
     /// registers (x86-64: `di`, `si`), which still hold them at the syscall's exit.
     pub regs_arg0: u32,
@@ -126,9 +130,10 @@ impl KernelOffsets {
             self.btf_super_block,
             self.btf_mount,
             self.btf_fd_slot,
-        ] = [0; 6];
+            self.btf_word,
+        ] = [0; 7];
         self
     }
 }
 
-super::layouts!(KernelOffsets = 248);
+super::layouts!(KernelOffsets = 252);

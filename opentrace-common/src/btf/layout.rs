@@ -157,6 +157,8 @@ pub fn layout<D: AsRef<[u8]>>(btf: &Btf<D>) -> Result<Layout, String> {
     let fd_word =
         ["word", "file"].iter().any(|m| btf.member("fd", m).is_ok_and(|m| m.offset == 0 && m.size == 8));
     offsets.btf_fd_slot = type_id(full_path.is_ok() && fd_word, "fd");
+    let first_word = btf.member("timespec64", "tv_sec").is_ok_and(|m| m.offset == 0 && m.size == 8);
+    offsets.btf_word = type_id(full_path.is_ok() && first_word, "timespec64");
     offsets.btf_file = type_id(file_id.is_ok(), "file");
     offsets.btf_inode = type_id(file_id.is_ok(), "inode");
     offsets.btf_super_block = type_id(file_id.is_ok(), "super_block");
