@@ -55,12 +55,13 @@ impl Needle {
 }
 
 /// A comm read from `task_struct.comm` as two little-endian words, as `bpf_get_current_comm`
-/// gives it: the bytes from the first NUL on zeroed (kernels pad it with NULs when they set it;
-/// this does not rely on that). Branch-light word arithmetic, for the eBPF programs.
+/// gives it: the bytes from the first NUL on zeroed, and the last byte always NUL (kernels pad
+/// it with NULs when they set it, and end it with one; this does not rely on either).
+/// Branch-light word arithmetic, for the eBPF programs.
 #[inline(always)]
 pub fn comm_from_words(lo: u64, hi: u64) -> [u8; COMM_LEN] {
     let lo_kept = below_first_nul(lo);
-    let hi = if lo_kept == u64::MAX { hi & below_first_nul(hi) } else { 0 };
+    let hi = if lo_kept == u64::MAX { hi & below_first_nul(hi) & (u64::MAX >> 8) } else { 0 };
     let mut comm = [0; COMM_LEN];
     comm[..8].copy_from_slice(&(lo & lo_kept).to_le_bytes());
     comm[8..].copy_from_slice(&hi.to_le_bytes());
@@ -110,6 +111,9 @@ mod tests {
             let (lo, hi) = words(dirty);
             assert_eq!(comm_from_words(lo, hi), want, "{name:?} after a longer one");
         }
+        // No NUL at all: the last byte is made one, as the helper's copy does.
+        let (lo, hi) = words(*b"abcdefghijklmnop");
+        assert_eq!(comm_from_words(lo, hi), padded(b"abcdefghijklmno"));
         // A zero byte right after a 0x01 byte (where a borrow runs past): still the first NUL.
         let (lo, hi) = words(*b"\x01\x00\x01\x01\x00zzzzzzzzzzz");
         assert_eq!(comm_from_words(lo, hi), padded(b"\x01"));

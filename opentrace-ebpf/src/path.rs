@@ -60,8 +60,9 @@ struct Walk {
     /// The current dentry's d_seq, d_hash.pprev, d_parent and d_name, read in one go where they
     /// are probe reads (kept here, off the callback's small stack).
     window: [u64; DENTRY_WINDOW as usize / 8],
-    /// `TO_DIR`: the learned directory the file is under, as (dentry, vfsmount), where its kept
-    /// path holds (`PREFIXES`); 0 if none.
+    /// `TO_DIR`: the learned directory the file is under, as (dentry, vfsmount), where its path
+    /// was kept (`PREFIXES`) from the same root (whether it still holds is checked once the walk
+    /// stops there: `walk`); 0 if none.
     stop_dentry: u64,
     stop_mnt: u64,
     /// `RECORD`: the links walked through, for `Prefix::chain` (how many, even past CHAIN_MAX).
@@ -74,7 +75,7 @@ struct Walk {
 const AT_DIR: u8 = 0xff;
 
 /// How a walk's steps are taken (`step`'s MODE): up to the root; up to the root or to a learned
-/// directory whose kept path holds (a path filter's matching open: `stop_dentry`); or recording
+/// directory whose path was kept (a path filter's matching open: `stop_dentry`); or recording
 /// its links (a learned directory's own walk).
 pub const TO_ROOT: u8 = 0;
 pub const TO_DIR: u8 = 1;
