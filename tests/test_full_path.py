@@ -192,12 +192,12 @@ def test_a_600_level_tree_and_a_3900_byte_path(tmp_path: Path) -> None:
 
 
 def test_names_of_every_length_and_a_4095_byte_path(tmp_path: Path) -> None:
-    """With direct loads, a name is copied 8 bytes at a time (its whole words, then its last 8
-    bytes, reaching back before a short name), and by a probe read where it is within 8 bytes of
-    the start of the buffer: names of 1 to 24 bytes and of 255 (NAME_MAX), each under the one
-    before; a path of exactly 4095 bytes (the longest PATH_MAX allows: its top names are in those
-    first 8 bytes), opened absolute and relative."""
-    lengths = [*range(1, 25), 255]
+    """With direct loads, a name of up to 64 bytes is copied 8 bytes at a time (its whole words,
+    then its last 8 bytes, reaching back before a short name), and by a probe read where it is
+    longer or within 8 bytes of the start of the buffer: names of 1 to 24 bytes, 63 to 65, and 255
+    (NAME_MAX), each under the one before; a path of exactly 4095 bytes (the longest PATH_MAX
+    allows: its top names are in those first 8 bytes), opened absolute and relative."""
+    lengths = [*range(1, 25), 63, 64, 65, 255]
     every = tmp_path.joinpath(*(chr(ord("a") + n % 26) * n for n in lengths))
     every.mkdir(parents=True)
     (every / "f").write_text("")

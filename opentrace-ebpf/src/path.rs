@@ -187,21 +187,21 @@ fn step_once<const MODE: u8>(walk: &mut Walk, first: bool) -> Result<bool, u8> {
 }
 
 /// Copies the name of `len` bytes at `name` (kernel memory) to `buf[at..at + len]`, this CPU's
-/// `WALK`; false if it could not be read. Where names can be loaded directly (`KERNEL.btf_word`)
-/// and `at` leaves 8 bytes before it: 8 bytes at a time, the name's whole words, then its last 8
-/// bytes (for a name under 8 bytes, with some bytes before it, which land before `at`: the '/'
-/// and the next name up are written over them). The loads stay inside the name, or go back into
-/// what holds it (the dentry, or the header of an external name). A load that faulted gives 0,
-/// which no word of a name is, nor its last byte (a name has no NUL). Else one probe read (~25 ns
-/// more a name on a slow VM).
+/// `WALK`; false if it could not be read. Where names can be loaded directly (`KERNEL.btf_word`),
+/// the name has at most `NAME_WORDS` words and `at` leaves 8 bytes before it: 8 bytes at a time,
+/// the name's whole words, then its last 8 bytes (for a name under 8 bytes, with some bytes
+/// before it, which land before `at`: the '/' and the next name up are written over them). The
+/// loads stay inside the name, or go back into what holds it (the dentry, or the header of an
+/// external name). A load that faulted gives 0, which no word of a name is, nor its last byte (a
+/// name has no NUL). Else one probe read (~25 ns more a name on a slow VM).
 #[inline(always)]
 fn copy_name(buf: *mut u8, at: u32, len: u32, name: u64) -> bool {
     let (at, len) = (at & MASK, kernel::opaque(len) & NAME_MAX);
-    if offset!(btf_word) != 0 && at >= 8 {
+    if offset!(btf_word) != 0 && at >= 8 && len <= 8 * NAME_WORDS {
         if len == 0 {
             return true;
         }
-        for w in 0..NAME_MAX / 8 {
+        for w in 0..NAME_WORDS {
             let from = 8 * w;
             if from + 8 > len {
                 break;
@@ -225,6 +225,10 @@ fn copy_name(buf: *mut u8, at: u32, len: u32, name: u64) -> bool {
     // write inside it (offset <= MASK, size <= NAME_MAX, BUF = MASK + 1 + 256).
     unsafe { bpf_probe_read_kernel(buf.add(at as usize).cast(), len, name as *const c_void) == 0 }
 }
+
+/// The longest name `copy_name` copies by words, in words: most names are shorter; a longer one
+/// takes a probe read (each word more is code the verifier goes through in every walk).
+const NAME_WORDS: u32 = 8;
 
 /// Adds a link to a recording walk's chain (counted past CHAIN_MAX, not kept).
 #[inline(always)]
