@@ -420,6 +420,11 @@ mod tests {
         assert_eq!(Ok(layout.offsets.btf_mount), btf.struct_type("mount"));
         assert_eq!(Ok(layout.offsets.btf_fd_slot), btf.struct_type("fd"));
         assert_eq!(Ok(layout.offsets.btf_word), btf.struct_type("timespec64"));
+        // The comm, the uid and the cgroup id by direct loads.
+        assert_eq!(layout.offsets.task_comm, btf.member("task_struct", "comm").unwrap().offset);
+        assert_eq!(layout.offsets.task_cred, btf.member("task_struct", "cred").unwrap().offset);
+        assert_eq!(layout.offsets.kernfs_node_id, btf.member("kernfs_node", "id").unwrap().offset);
+        assert_ne!(layout.offsets.task_cgroups, crate::NO_FIELD);
         assert!([layout.offsets.btf_file, layout.offsets.btf_inode].iter().all(|&id| id > 0));
         assert!(btf.function("no_such_function").unwrap_err().contains("no function"));
     }

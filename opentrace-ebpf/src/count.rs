@@ -5,12 +5,7 @@
 //! The reader sums the per-CPU counts each interval.
 use core::ffi::c_void;
 
-use aya_ebpf::{
-    bindings::BPF_NOEXIST,
-    helpers::generated::{bpf_get_current_cgroup_id, bpf_loop},
-    macros::map,
-    maps::PerCpuHashMap,
-};
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::generated::bpf_loop, macros::map, maps::PerCpuHashMap};
 use opentrace_common::{
     AT_FDCWD, PATH_MAX,
     abi::{
@@ -137,8 +132,7 @@ pub fn at_exit(syscall: Syscall, ret: i64, tgid: u32) {
 #[inline(always)]
 fn task_key(syscall: Syscall, ret: i64, tgid: u32) -> CountKey {
     let by = global!(SETTINGS.count_by);
-    // SAFETY: a helper with no arguments.
-    let cgroup_id = || unsafe { bpf_get_current_cgroup_id() };
+    let cgroup_id = kernel::current_cgroup_id;
     let comm = kernel::current_comm;
     CountKey::of_task(by, syscall as u8, ret, cgroup_id, tgid, comm)
 }

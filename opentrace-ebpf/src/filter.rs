@@ -1,6 +1,6 @@
 //! The filters decided when a task is seen, before anything is stored or copied. The settings are
 //! constants to the verifier: a filter that is off costs nothing.
-use aya_ebpf::helpers::{bpf_get_current_uid_gid, generated::bpf_get_current_ancestor_cgroup_id};
+use aya_ebpf::helpers::generated::bpf_get_current_ancestor_cgroup_id;
 use opentrace_common::abi::settings::{
     FILTER_CGROUP, FILTER_COMM, FILTER_EXCLUDE_SELF, FILTER_TID, FILTER_TRACKED, FILTER_UID,
 };
@@ -22,7 +22,7 @@ pub fn wanted(tgid: u32, tid: u32) -> bool {
     if on(FILTER_TID) && tid != global!(SETTINGS.tid) {
         return false;
     }
-    if on(FILTER_UID) && bpf_get_current_uid_gid() as u32 != global!(SETTINGS.uid) {
+    if on(FILTER_UID) && kernel::current_uid() != global!(SETTINGS.uid) {
         return false;
     }
     if on(FILTER_CGROUP) {

@@ -5,8 +5,7 @@
 use aya_ebpf::{
     EbpfContext as _,
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_user,
-        bpf_probe_read_user_str_bytes, generated::bpf_get_current_cgroup_id,
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_str_bytes,
     },
     macros::{btf_map, map, tracepoint},
     maps::ProgramArray,
@@ -496,11 +495,10 @@ pub fn identify(header: &mut OpenHeader, kind: RecordKind, tgid: u32, tid: u32) 
     header.kind = kind as u8;
     header.pid = tgid;
     header.tid = tid;
-    header.uid = bpf_get_current_uid_gid() as u32;
+    header.uid = kernel::current_uid();
     header.ppid = process::parent();
     header.ns_pid = kernel::own_ns_tgid((bpf_get_current_pid_tgid() >> 32) as u32);
-    // SAFETY: a helper with no arguments.
-    header.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    header.cgroup_id = kernel::current_cgroup_id();
     header.comm = kernel::current_comm();
     header.status = 0;
     header.file = FileId::default();

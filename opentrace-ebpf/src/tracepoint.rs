@@ -7,7 +7,7 @@
 use aya_ebpf::{
     EbpfContext as _,
     helpers::{
-        bpf_get_current_uid_gid, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_user_str_bytes,
+        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_user_str_bytes,
         generated::{bpf_get_attach_cookie, bpf_probe_read_kernel},
     },
     macros::{map, tracepoint},
@@ -126,7 +126,7 @@ fn try_any(ctx: &TracePointContext) -> Result<u32, i64> {
     head.timestamp_ns = unsafe { bpf_ktime_get_ns() };
     head.pid = tgid;
     head.tid = tid;
-    head.uid = bpf_get_current_uid_gid() as u32;
+    head.uid = kernel::current_uid();
     head.raw_len = len as u16;
     head.id = id as u16;
     head.comm = kernel::current_comm();

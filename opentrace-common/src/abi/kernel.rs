@@ -31,6 +31,18 @@ pub struct KernelOffsets {
     /// `task_struct.comm`, where it is 16 bytes at a multiple of 8 (read as two words); else
     /// `NO_FIELD` (the programs ask `bpf_get_current_comm`).
     pub task_comm: u32,
+    /// `task_struct.cred` and `cred.uid` (a `kuid_t`: the uid in the initial user namespace);
+    /// `task_cred` `NO_FIELD` where either is missing (the programs ask
+    /// `bpf_get_current_uid_gid`).
+    pub task_cred: u32,
+    pub cred_uid: u32,
+    /// `task_struct.cgroups`, `css_set.dfl_cgrp`, `cgroup.kn` and `kernfs_node.id`: the task's
+    /// cgroup v2 id; `task_cgroups` `NO_FIELD` where one is missing (the programs ask
+    /// `bpf_get_current_cgroup_id`).
+    pub task_cgroups: u32,
+    pub css_set_dfl_cgrp: u32,
+    pub cgroup_kn: u32,
+    pub kernfs_node_id: u32,
     /// `signal_struct.live`: threads of the process not yet exiting (0: the process is dying).
     pub signal_live: u32,
     /// `signal_struct.pids[PIDTYPE_TGID]`: the process's `struct pid`.
@@ -136,4 +148,4 @@ impl KernelOffsets {
     }
 }
 
-super::layouts!(KernelOffsets = 252);
+super::layouts!(KernelOffsets = 276);

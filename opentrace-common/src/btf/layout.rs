@@ -50,6 +50,8 @@ pub fn layout<D: AsRef<[u8]>>(btf: &Btf<D>) -> Result<Layout, String> {
             .ok()
             .filter(|comm| comm.size == COMM_LEN as u32 && comm.offset.is_multiple_of(8))
             .map_or(NO_FIELD, |comm| comm.offset),
+        task_cred: NO_FIELD,
+        task_cgroups: NO_FIELD,
         signal_live: sized("signal_struct", "live", 4)?,
         signal_tgid_pid: {
             let pids = btf.member("signal_struct", "pids")?;
@@ -66,6 +68,19 @@ pub fn layout<D: AsRef<[u8]>>(btf: &Btf<D>) -> Result<Layout, String> {
         pidns_inum: sized("pid_namespace", "ns.inum", 4)?,
         ..KernelOffsets::default()
     };
+    // The uid and the cgroup id by direct loads where every member on the way is there.
+    if let (Ok(cred), Ok(uid)) = (pointer("task_struct", "cred"), sized("cred", "uid", 4)) {
+        (offsets.task_cred, offsets.cred_uid) = (cred, uid);
+    }
+    if let (Ok(cgroups), Ok(dfl), Ok(kn), Ok(id)) = (
+        pointer("task_struct", "cgroups"),
+        pointer("css_set", "dfl_cgrp"),
+        pointer("cgroup", "kn"),
+        sized("kernfs_node", "id", 8),
+    ) {
+        (offsets.task_cgroups, offsets.css_set_dfl_cgrp, offsets.cgroup_kn, offsets.kernfs_node_id) =
+            (cgroups, dfl, kn, id);
+    }
     let full_path = (|| {
         offsets.task_fs = pointer("task_struct", "fs")?;
         offsets.task_files = pointer("task_struct", "files")?;
