@@ -104,12 +104,14 @@ def main() -> int:
             # one by the built path.
             ("paths, dentries", {"paths": ["/usr/share/"]}),
             ("paths, strings", {"paths": ["/nonexistent-opentrace-bench/"]}),
-            # Matching it (its directory, decided by dentries): the walk up to the directory,
-            # then the full path the event carries, from the file up to the directory (whose own
-            # path was kept when it was learned).
+            # Matching it (its directory, decided by dentries): the walk up to the directory, and
+            # no full path (not asked for).
             ("paths, matching", {"paths": [f"{work}/"]}),
+            # The same, with the full path the event then carries, walked from the file up to the
+            # directory (whose own path was kept when it was learned).
+            ("paths + full_path, matching", {"paths": [f"{work}/"], "full_path": True}),
             # The same with the deep file's own directory as the entry: the walk stops one level up.
-            ("paths, matching its directory", {"paths": [f"{deep.parent}/"]}),
+            ("paths + full_path, matching its directory", {"paths": [f"{deep.parent}/"], "full_path": True}),
             # Counting by comm and file (opentrace top) instead of sending each open.
             ("counting", {"counts": True}),
         ]
@@ -118,11 +120,11 @@ def main() -> int:
             for target in (shallow, deep):
                 if label in ("default", "pid filter") and target is deep:
                     continue
-                if label == "paths, matching its directory" and target is shallow:
-                    continue  # the same directory as "paths, matching"'s
+                if label.endswith("matching its directory") and target is shallow:
+                    continue  # the same directory as "paths + full_path, matching"'s
                 m = measure(binary, work, str(target), args.ops, **options)
                 rows.append({"case": label, "components": depth[target], **m})
-                print(f"  {label:16} {depth[target]:2} components: enter {m['enter_ns']:.0f} ns, "
+                print(f"  {label:42} {depth[target]:2} components: enter {m['enter_ns']:.0f} ns, "
                       f"exit {m['exit_ns']:.0f} ns, {m['events']} events", file=sys.stderr)
     base = rows[0]
     print("| case | components | sys_enter | sys_exit |")
@@ -130,7 +132,7 @@ def main() -> int:
     for r in rows:
         print(f"| {r['case']} | {r['components']} | {r['enter_ns']:.0f} ns | {r['exit_ns']:.0f} ns |")
     costs = {}
-    for label in ("full_path", "paths, dentries", "paths, strings", "paths, matching"):
+    for label in ("full_path", "paths, dentries", "paths, strings", "paths, matching", "paths + full_path, matching"):
         short, long = (r for r in rows if r["case"] == label)
         per_component = (long["exit_ns"] - short["exit_ns"]) / (long["components"] - short["components"])
         fixed = short["exit_ns"] - base["exit_ns"] - per_component * short["components"]

@@ -109,13 +109,19 @@ TRACERS: list[Tracer] = [
             {"paths": ["/usr/share/"]}, attached=b"ready "),
     library("opentrace-lib-path-other-str", "opentrace library, --path DIR/ excluding the workload (strings)",
             {"paths": ["/nonexistent-opentrace-bench/"]}, attached=b"ready "),
+    # Matching: the events carry no full path unless asked (-F), so a directory entry decided by
+    # dentries walks no path; with strings, or with -F, the full path is walked.
     library("opentrace-lib-path", "opentrace library, --path DIR/ matching the workload (dentries)",
             lambda c: {"paths": [f"{c.probe.parent}/"]}),
+    library("opentrace-lib-path-F", "opentrace library, --path DIR/ matching the workload, full_path=True",
+            lambda c: {"paths": [f"{c.probe.parent}/"], "full_path": True}),
     library("opentrace-lib-path-str", "opentrace library, --path DIR/ matching the workload (strings)",
             lambda c: {"paths": [f"{c.probe.parent}/", "*.opentrace-bench-never"]}),
-    # The CLI's matching row, to set beside its -F row (both resolve every event's full path).
+    # The CLI's matching rows, to set beside its default and -F rows.
     cli("opentrace-cli-path", "opentrace CLI --path DIR/ > file, matching the workload (dentries)",
         "--path", lambda c: f"{c.probe.parent}/"),
+    cli("opentrace-cli-path-F", "opentrace CLI --path DIR/ -F > file, matching the workload",
+        "-F", "--path", lambda c: f"{c.probe.parent}/"),
     Tracer("bpftrace-printf", "bpftrace printf > file", lambda c: ["bpftrace", "-e", BPFTRACE_PRINTF],
            needs=("bpftrace",)),
     Tracer("opensnoop", "opensnoop (libbpf-tools) > file", lambda c: ["stdbuf", "-oL", OPENSNOOP],

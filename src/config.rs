@@ -78,6 +78,14 @@ pub struct Config {
     pub counts_unnamed: bool,
 }
 
+impl Config {
+    /// Whether events carry their full path: asked for (or a new key's name when counting by
+    /// file). A path filter's are resolved to be matched, not sent.
+    pub fn sends_full_paths(&self) -> bool {
+        self.settings.enabled & WITH_FULL_PATH != 0
+    }
+}
+
 /// The ring buffers: `shards` of `shard_size` bytes each, CPU `c`'s records going to shard
 /// `c % shards`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,8 +162,8 @@ impl Options {
         on(WITH_FULL_PATH, self.full_path);
         on(WITH_FILE_ID, self.file_id);
         on(FILTER_FAILED, self.failed);
-        // Paths are matched in full.
-        on(FILTER_PATHS | WITH_FULL_PATH, self.paths.is_some());
+        // Paths are matched in full, resolved where the filter needs them (not sent unless asked).
+        on(FILTER_PATHS, self.paths.is_some());
         if let Some(tid) = self.tid.filter(|_| on(FILTER_TID, true)) {
             settings.tid = tid;
         }

@@ -125,6 +125,9 @@ pub struct Decoder {
     /// The path filter, for io_uring opens: their full path is known at their completion, after
     /// the request was sent (the syscalls' opens are matched in the kernel).
     paths: Option<PathFilter>,
+    /// Whether events carry their full path (asked for); else io_uring's, resolved for the path
+    /// filter, are dropped once matched.
+    full_path: bool,
 }
 
 impl Decoder {
@@ -154,12 +157,15 @@ impl Decoder {
             cut_short: 0,
             unread_uring_paths: 0,
             paths: None,
+            full_path: true,
         }
     }
 
-    /// io_uring opens are matched against `paths` as they complete.
-    pub fn with_paths(mut self, paths: Option<PathFilter>) -> Decoder {
+    /// io_uring opens are matched against `paths` as they complete; events carry their full
+    /// path only with `full_path`.
+    pub fn with_paths(mut self, paths: Option<PathFilter>, full_path: bool) -> Decoder {
         self.paths = paths;
+        self.full_path = full_path;
         self
     }
 
@@ -198,7 +204,14 @@ impl Decoder {
         }
         for (code, count) in self.unresolved.iter_mut().enumerate().filter(|(_, n)| **n > 0) {
             let why = open::unresolved(code as u8).unwrap_or("an unknown reason");
-            diag::note(diag::Level::Info, format!("full_path is None for {count} events: {why}"));
+            let note = if self.full_path {
+                format!("full_path is None for {count} events: {why}")
+            } else {
+                format!(
+                    "the path filter let {count} events through unmatched: their full path is unknown ({why})"
+                )
+            };
+            diag::note(diag::Level::Info, note);
             *count = 0;
         }
     }
@@ -233,7 +246,7 @@ impl Decoder {
 
     /// Decodes one record. `name_cgroups`: whether the reader shows events' cgroups.
     pub fn decode<'a>(&'a mut self, record: &'a [u8], name_cgroups: bool) -> Result<Record<'a>, Error> {
-        let (head, path, walked) = match record.first().copied().and_then(RecordKind::from_u8) {
+        let (mut head, path, walked) = match record.first().copied().and_then(RecordKind::from_u8) {
             Some(RecordKind::ProcessExit) => return Ok(Record::ProcessExit),
             Some(RecordKind::Tracepoint) => {
                 let (head, raw, strings) = tracepoint::split(record).map_err(Error::Tracepoint)?;
@@ -313,15 +326,24 @@ impl Decoder {
         // An event's cgroup is named now, while it surely exists.
         let cgroup = if name_cgroups { self.cgroups.get(head.cgroup_id) } else { None };
         let container = cgroup.as_deref().and_then(|path| self.cgroups.container(head.cgroup_id, path));
-        let full = open::full_path(&head, path, walked, &mut self.scratch);
-        // A full path that could not be resolved may match: the event says why it is None.
+        let mut full = open::full_path(&head, path, walked, &mut self.scratch);
         if head.syscall == Syscall::IoUring as u8
-            && let (Some(paths), Some(full)) = (&self.paths, full)
-            && !paths.matches(
-                full.strip_suffix(open::DELETED).filter(|_| head.full == full::FILE_DELETED).unwrap_or(full),
-            )
+            && let Some(paths) = &self.paths
         {
-            return Ok(Record::Kept);
+            // A full path that could not be resolved may match: the event says why it is None.
+            if let Some(full) = full
+                && !paths.matches(
+                    full.strip_suffix(open::DELETED)
+                        .filter(|_| head.full == full::FILE_DELETED)
+                        .unwrap_or(full),
+                )
+            {
+                return Ok(Record::Kept);
+            }
+            // Resolved to be matched, not asked for (as the syscalls' programs do).
+            if !self.full_path && head.full < full::FIRST_UNRESOLVED {
+                (head.full, head.full_len, full) = (full::NOT_ASKED, 0, None);
+            }
         }
         Ok(Record::Open(Decoded { head, path, full, cgroup, container }))
     }
@@ -479,6 +501,41 @@ mod tests {
         assert_eq!(opened(&mut decoder, &complete(0x1000, 1, 3)), None);
         assert_eq!(decoder.orphaned, 0);
         assert!(opened(&mut decoder, &complete(0x1000, 5, 6)).is_some());
+    }
+
+    /// A completion whose full path was resolved: `walked`.
+    fn complete_walked(req: u64, submitted_ns: u64, walked: &[u8]) -> Vec<u8> {
+        let done = UringComplete {
+            kind: RecordKind::UringComplete as u8,
+            full: full::FILE,
+            full_len: walked.len() as u16,
+            status: 0,
+            _pad: [0; 3],
+            req,
+            ret: 3,
+            submitted_ns,
+            file: Default::default(),
+        };
+        [bytes(&done, URING_COMPLETE_SIZE), walked.to_vec()].concat()
+    }
+
+    #[test]
+    fn io_uring_opens_are_matched_by_their_full_path_and_carry_it_only_when_asked() {
+        let filter = PathFilter::new(&[b"/d/".to_vec()], std::path::Path::new("/")).unwrap();
+        for asked in [false, true] {
+            let mut decoder = Decoder::new(false, []).with_paths(Some(filter.clone()), asked);
+            opened(&mut decoder, &submit(0x1000, b"f", 1));
+            opened(&mut decoder, &submit(0x2000, b"g", 2));
+            assert!(matches!(
+                decoder.decode(&complete_walked(0x1000, 1, b"/e/f"), false).unwrap(),
+                Record::Kept
+            ));
+            let record = complete_walked(0x2000, 2, b"/d/g");
+            let Record::Open(done) = decoder.decode(&record, false).unwrap() else { panic!("not kept") };
+            let open = done.open();
+            assert_eq!((open.path, open.full), (&b"g"[..], asked.then_some(&b"/d/g"[..])));
+            assert_eq!(open.head.full, if asked { full::FILE } else { full::NOT_ASKED });
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use opentrace_common::abi::{
     count::at_exit_only,
     open::Syscall,
     paths::{self, KEY_BYTES, Learned, Prefix, Suffixes},
-    settings::{FILTER_TRACKED, PATHS_BY_DENTRY, WITH_COUNTS, WITH_FILE_ID, WITH_FULL_PATH},
+    settings::{FILTER_PATHS, FILTER_TRACKED, PATHS_BY_DENTRY, WITH_COUNTS, WITH_FILE_ID, WITH_FULL_PATH},
     tracepoint::TracepointConfig,
     uring::{URING_COMPLETE_ARGS, UringArgs},
 };
@@ -115,11 +115,16 @@ pub fn load(config: &Config) -> Result<Loaded> {
 
 /// `load` for the open family (and io_uring's opens).
 fn load_opens(config: &Config, layouts: &Layouts, kfunc: Option<u32>) -> Result<Loaded> {
-    if config.settings.enabled & WITH_FULL_PATH != 0
+    if config.settings.enabled & (WITH_FULL_PATH | FILTER_PATHS) != 0
         && let Err(why) = &layouts.full_path
     {
+        let what = if config.settings.enabled & WITH_FULL_PATH != 0 {
+            "full paths cannot be resolved"
+        } else {
+            "a path filter cannot match full paths"
+        };
         return Err(Error::Other(format!(
-            "full paths cannot be resolved on this kernel: {why} (its BTF lacks what the path walk reads)"
+            "{what} on this kernel: {why} (its BTF lacks what the path walk reads)"
         )));
     }
     let wanted: Vec<Syscall> =

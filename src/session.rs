@@ -233,9 +233,9 @@ impl Session {
             paths: paths.clone(),
         };
         let tracepoints = tracefs::schemas(tracepoints.unwrap_or_default())?;
-        let mut decoder =
-            Decoder::new(failed, tracepoints.iter().map(|(s, _)| Arc::clone(s))).with_paths(paths);
+        let schemas = tracepoints.iter().map(|(s, _)| Arc::clone(s)).collect::<Vec<_>>();
         let config = options.config(tracepoints)?;
+        let mut decoder = Decoder::new(failed, schemas).with_paths(paths, config.sends_full_paths());
 
         let waiter = Waiter::new().map_err(|e| Error::kernel("creating the epoll set", &e))?;
         let loaded = py.detach(|| loader::load(&config));

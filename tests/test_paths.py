@@ -70,6 +70,11 @@ def opened_and_matching(entries: list[str], ops: list[list[Any]], results: list[
     return expected
 
 
+def carried(expected: list[tuple[str, str]], full_path: bool) -> list[tuple[str, str | None]]:
+    """(path, full path) pairs as events carry them: the full path only with ``full_path=True``."""
+    return [(path, full if full_path else None) for path, full in expected]
+
+
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
     """tmp/data/a/b/c/f, tmp/data/g.log, tmp/data2/f (a prefix of 'data' that is not under it),
@@ -82,16 +87,23 @@ def tree(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def run_filtered(tree: Path, entries: list[str], ops: list[list[object]]) -> tuple[list[Any], list[Any]]:
+def run_filtered(
+    tree: Path, entries: list[str], ops: list[list[object]], *, full_path: bool = True
+) -> tuple[list[Any], list[Any]]:
+    """The results of ``ops`` and the events of a watcher of ``entries`` (by default with
+    ``full_path=True``: most tests compare the full path matched with the process's own)."""
     child = Child(ops)
-    with opentrace.watch(pid=child.pid, paths=entries) as w:
+    with opentrace.watch(pid=child.pid, paths=entries, full_path=full_path) as w:
         results = child.go()
         events = settle(w)
         assert w.lost == 0
     return results, events
 
 
-def test_directory_exact_and_suffix_entries_against_what_the_process_saw(tree: Path) -> None:
+@pytest.mark.parametrize("full_path", [True, False], ids=["full_path", "paths-alone"])
+def test_directory_exact_and_suffix_entries_against_what_the_process_saw(tree: Path, full_path: bool) -> None:
+    """Matched by the path the process saw; the events carry it only with ``full_path=True``
+    (resolved to be matched, it is not sent unless asked)."""
     entries = [f"{tree}/data/", f"{tree}/other/exact", "*.log"]
     ops = [
         ["chdir", str(tree / "other")],
@@ -112,7 +124,7 @@ def test_directory_exact_and_suffix_entries_against_what_the_process_saw(tree: P
         resolve(None, "nope"),  # failed, outside
         resolve(None, "/etc/hostname"),
     ]
-    results, events = run_filtered(tree, entries, ops)
+    results, events = run_filtered(tree, entries, ops, full_path=full_path)
     expected = []
     for op, result in zip(ops, results, strict=True):
         if op[0] != "resolve":
@@ -120,7 +132,7 @@ def test_directory_exact_and_suffix_entries_against_what_the_process_saw(tree: P
         full = seen_by_process(op, result)
         assert full is not None, (op, result)
         if matches(entries, full):
-            expected.append((op[2], result[0], full))
+            expected.append((op[2], result[0], full if full_path else None))
     got = [(ev.path, ev.ret, ev.full_path) for ev in events]
     assert got == expected
     # Every kind of entry and outcome is in there, so that the comparison means something.
@@ -141,8 +153,9 @@ def test_a_symlinked_directory_entry_matches_the_resolved_and_the_given_path(tre
     assert results[1][0] == -errno.ENOENT
 
 
+@pytest.mark.parametrize("full_path", [True, False], ids=["full_path", "paths-alone"])
 def test_directory_entries_are_decided_by_the_kernel_across_mounts(
-    tree: Path, caplog: pytest.LogCaptureFixture, struct_reads: None
+    tree: Path, caplog: pytest.LogCaptureFixture, struct_reads: None, full_path: bool
 ) -> None:
     """Entries that are all existing directories are decided by the opened file's ancestors
     (dentries and mounts, learned at start), not by its path: the same answer as the path rules,
@@ -169,20 +182,21 @@ def test_directory_entries_are_decided_by_the_kernel_across_mounts(
                 resolve(None, "/etc/hostname"),
             ]
             with caplog.at_level("WARNING", logger="opentrace"):
-                results, events = run_filtered(tree, entries, ops)
+                results, events = run_filtered(tree, entries, ops, full_path=full_path)
         finally:
             subprocess.run(["umount", str(bind)], check=True)
     finally:
         subprocess.run(["umount", str(inner)], check=True)
     assert "learned" not in caplog.text, caplog.text
     expected = opened_and_matching(entries, ops, results)
-    assert [(ev.path, ev.full_path) for ev in events] == expected
+    assert [(ev.path, ev.full_path) for ev in events] == carried(expected, full_path)
     assert len(expected) == 5
 
 
+@pytest.mark.parametrize("full_path", [True, False], ids=["full_path", "paths-alone"])
 @pytest.mark.parametrize("more_dirs", [0, 5], ids=["one-directory", "six-directories"])
 def test_files_many_levels_below_or_beside_a_directory_are_decided_as_their_paths_say(
-    tree: Path, more_dirs: int, caplog: pytest.LogCaptureFixture, struct_reads: None
+    tree: Path, more_dirs: int, caplog: pytest.LogCaptureFixture, struct_reads: None, full_path: bool
 ) -> None:
     """The walk up from a file takes its first levels in line and the rest in a loop, and compares
     a few directories in line and more in the loop: files 20 levels below the directory (more than
@@ -206,10 +220,10 @@ def test_files_many_levels_below_or_beside_a_directory_are_decided_as_their_path
         resolve(None, "../" * 21 + "other/x.log"),
     ]
     with caplog.at_level("WARNING", logger="opentrace"):
-        results, events = run_filtered(tree, entries, ops)
+        results, events = run_filtered(tree, entries, ops, full_path=full_path)
     assert "learned" not in caplog.text, caplog.text
     expected = opened_and_matching(entries, ops, results)
-    assert [(ev.path, ev.full_path) for ev in events] == expected
+    assert [(ev.path, ev.full_path) for ev in events] == carried(expected, full_path)
     assert len(expected) == 3
 
 
@@ -236,8 +250,8 @@ def test_two_watchers_of_one_process_keep_their_own_directories(tree: Path) -> N
     inside, outside = tree / "data" / "g.log", tree / "other" / "x.log"
     ops = [resolve(None, inside), resolve(None, outside)]
     child = Child(ops)
-    with opentrace.watch(pid=child.pid, paths=[f"{tree}/data/"]) as first, \
-            opentrace.watch(pid=child.pid, paths=[f"{tree}/other/"]) as second:
+    with opentrace.watch(pid=child.pid, paths=[f"{tree}/data/"], full_path=True) as first, \
+            opentrace.watch(pid=child.pid, paths=[f"{tree}/other/"], full_path=True) as second:
         results = child.go()
         seen = [[ev.full_path for ev in settle(w)] for w in (first, second)]
     assert all(r[0] >= 0 for r in results), results
@@ -256,7 +270,7 @@ def test_a_directory_deleted_and_made_again_is_still_matched_by_its_path(
     """The kernel decides by the directory it learned at start; when that one is deleted, a new one
     made at its path is another directory, so the filter goes back to comparing paths (and says so)."""
     data = tree / "data"
-    with caplog.at_level("INFO", logger="opentrace"), opentrace.watch(paths=[f"{data}/"]) as w:
+    with caplog.at_level("INFO", logger="opentrace"), opentrace.watch(paths=[f"{data}/"], full_path=True) as w:
         before, first = run_child([resolve(None, data / "g.log")])
         subprocess.run(["rm", "-rf", str(data)], check=True)
         data.mkdir()
@@ -274,7 +288,7 @@ def test_deleting_and_renaming_other_things_keeps_the_directories_decided_by_den
     """Only the deletion of a directory of the filter sends it back to comparing paths: files
     deleted in it, a directory renamed in it, and deletions and renames elsewhere do not."""
     data = tree / "data"
-    with caplog.at_level("INFO", logger="opentrace"), opentrace.watch(paths=[f"{data}/"]) as w:
+    with caplog.at_level("INFO", logger="opentrace"), opentrace.watch(paths=[f"{data}/"], full_path=True) as w:
         (data / "gone").write_text("x")
         os.unlink(data / "gone")
         os.rename(data / "a" / "b" / "c", data / "a" / "b" / "c2")
@@ -295,7 +309,7 @@ def watch_while_moving(entries: list[str], opens: list[tuple[Move, Path, int]]) 
     """Watches ``entries`` while, for each of ``opens``, a move is made (if any) and then a new
     process opens the path with the flags; (full path seen, full path the opener saw) of each."""
     pairs = []
-    with opentrace.watch(paths=entries) as w:
+    with opentrace.watch(paths=entries, full_path=True) as w:
         children = []
         for move, path, flags in opens:
             if move is not None:
@@ -470,7 +484,7 @@ def test_opens_that_do_not_match_take_no_ring_space_and_are_not_lost(tree: Path)
     """A storm of opens outside the filter into the smallest ring, then a few inside it: none of
     those is lost, and nothing is counted lost."""
     outside, inside = tree / "other" / "x.log", tree / "data" / "g.log"
-    with opentrace.watch(paths=[f"{tree}/data/"], ring_size=4096, latency=0) as w:
+    with opentrace.watch(paths=[f"{tree}/data/"], ring_size=4096, latency=0, full_path=True) as w:
         child, results = run_child([["loop", str(outside), 20000], ["loop", str(inside), 5]])
         events = settle(w)
         assert w.lost == 0
@@ -480,19 +494,20 @@ def test_opens_that_do_not_match_take_no_ring_space_and_are_not_lost(tree: Path)
     assert all(ev.full_path is not None and ev.full_path.startswith(f"{tree}/data/") for ev in events)
 
 
-def test_io_uring_opens_are_matched_as_they_complete(uring_helper: Path, tree: Path) -> None:
+@pytest.mark.parametrize("full_path", [True, False], ids=["full_path", "paths-alone"])
+def test_io_uring_opens_are_matched_as_they_complete(uring_helper: Path, tree: Path, full_path: bool) -> None:
     out = tree / "uring.out"
     inside, outside = tree / "data" / "g.log", tree / "other" / "x.log"
     ops = [f"open:{inside}", f"open:{outside}", f"open:{tree}/data/missing", f"open:{tree}/other/missing"]
     with opentrace.run([str(uring_helper), f"--out={out}", *ops], syscalls=["io_uring"],
-                       paths=[f"{tree}/data/"]) as w:
+                       paths=[f"{tree}/data/"], full_path=full_path) as w:
         events = list(w)
         assert w.lost == 0
     reports = [json.loads(line) for line in out.read_text().splitlines()]
     assert reports[0]["res"] >= 0 and reports[1]["res"] >= 0 and reports[2]["res"] < 0
-    assert [(ev.full_path, ev.ret) for ev in events] == [
-        (str(inside), reports[0]["res"]), (f"{tree}/data/missing", reports[2]["res"]),
-    ]
+    expected = [(str(inside), reports[0]["res"]), (f"{tree}/data/missing", reports[2]["res"])]
+    assert [(ev.path, ev.ret) for ev in events] == expected
+    assert [ev.full_path for ev in events] == [path if full_path else None for path, _ in expected]
 
 
 def test_watch_counts_counts_only_the_matching_opens(tree: Path) -> None:
@@ -525,15 +540,16 @@ def test_bad_entries_say_what_is_wrong(paths: object, error: type[Exception], wo
 
 def test_cli_path_option(tree: Path) -> None:
     inside, outside = tree / "data" / "a" / "b" / "c" / "f", tree / "other" / "exact"
-    code = f"open({str(inside)!r}).close(); open({str(outside)!r}).close()"
-    done = subprocess.run(
-        [sys.executable, "-m", "opentrace", "--json", "--path", f"{tree}/data/", "--path", "*.nothing",
-         "--", sys.executable, "-c", code],
-        capture_output=True, text=True, timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    lines = [json.loads(line) for line in done.stdout.splitlines()]
-    assert [(ev["path"], ev["full_path"]) for ev in lines] == [(str(inside), str(inside))]
+    code = f"import os; os.chdir({str(tree)!r}); open('data/a/b/c/f').close(); open({str(outside)!r}).close()"
+    for full in ([], ["-F"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "opentrace", "--json", *full, "--path", f"{tree}/data/", "--path", "*.nothing",
+             "--", sys.executable, "-c", code],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        lines = [json.loads(line) for line in done.stdout.splitlines()]
+        assert [(ev["path"], ev["full_path"]) for ev in lines] == [("data/a/b/c/f", str(inside) if full else None)]
     bad = subprocess.run([sys.executable, "-m", "opentrace", "--path", "/" + "b" * 300 + "/", "--", "true"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "255 bytes" in bad.stderr

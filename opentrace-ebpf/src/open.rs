@@ -183,7 +183,8 @@ fn count_by_file_at_exit(
     header.file = file;
     header.status = status | STATUS_COUNTED;
     let path_len = read_path(event, filename);
-    let full_len = resolve_full(event, path_len, ret, dfd, None);
+    // (Counts by file always name their keys by the full path: the verifier keeps this.)
+    let full_len = if on(WITH_FULL_PATH) { resolve_full(event, path_len, ret, dfd, None) } else { 0 };
     output_open(event, path_len, full_len);
     if event.header.status & (STATUS_PATH_FAULT | STATUS_HOW_FAULT) != 0 {
         // SAFETY: as in `try_sys_exit`.
@@ -384,11 +385,22 @@ pub fn send_open(
         return;
     }
 
-    let full_len = resolve_full(event, path_len, ret, dfd, matched);
+    // A path filter resolves the full path to match it, unless the opened file was found under a
+    // directory of the filter by its dentries; the event carries it only when asked.
+    let mut full_len = if on(WITH_FULL_PATH) || (filtered && matched.is_none()) {
+        resolve_full(event, path_len, ret, dfd, matched)
+    } else {
+        0
+    };
 
     if filtered {
         if matched.is_none() && !path_filter::matches(event, path_len, full_len) {
             return;
+        }
+        // Not asked for: not sent. One that could not be resolved keeps its reason: the filter
+        // let it through unmatched, and the log says why.
+        if !on(WITH_FULL_PATH) && event.header.full < full::FIRST_UNRESOLVED {
+            (event.header.full, event.header.full_len, full_len) = (full::NOT_ASKED, 0, 0);
         }
         let counted_len = if ret >= 0 { 0 } else { path_len };
         if on(WITH_COUNTS) && !first_of_key(event, ret, counted_len, dfd) {
@@ -407,7 +419,7 @@ pub fn send_open(
 }
 
 /// The full path of the open whose path of `path_len` bytes is in the record, resolved right
-/// after it when asked (`WITH_FULL_PATH`; the header says how it went); its length.
+/// after it (the header says how it went); its length.
 #[inline(always)]
 fn resolve_full(
     event: &mut OpenRecord,
@@ -416,9 +428,6 @@ fn resolve_full(
     dfd: i32,
     opened: Option<path::Opened>,
 ) -> u32 {
-    if !on(WITH_FULL_PATH) {
-        return 0;
-    }
     let absolute = path_len > 0 && event.data[0] == b'/';
     let (code, full_len) = if event.header.status & STATUS_PATH_FAULT != 0 && ret < 0 {
         (full::FAULT, 0)

@@ -16,7 +16,7 @@ use opentrace_common::{
     abi::{
         Counter, RecordKind,
         open::{FileId, OPEN_HEADER_SIZE, OpenHeader, OpenRecord, STATUS_FIXED_SLOT, Syscall, full},
-        settings::{WITH_FILE_ID, WITH_FULL_PATH},
+        settings::{FILTER_PATHS, WITH_FILE_ID, WITH_FULL_PATH},
         uring::{
             IORING_OP_OPENAT, IORING_OP_OPENAT2, URING_COMPLETE_ARGS, URING_COMPLETE_ARGS_6_0,
             URING_COMPLETE_SIZE, URING_PENDING_MAX, UringArgs, UringComplete, UringPending, sqe,
@@ -263,7 +263,8 @@ fn try_complete(req: u64, res: u64, args: UringArgs) -> Result<u32, i64> {
     // SAFETY: this CPU's slot; tracepoint programs do not nest on a CPU.
     let done = unsafe { &mut *done };
     let (mut code, mut full_len) = (full::NOT_ASKED, 0);
-    if on(WITH_FULL_PATH) {
+    // The reader matches a path filter by it, and drops it when not asked.
+    if on(WITH_FULL_PATH) || on(FILTER_PATHS) {
         (code, full_len) = if pending.fixed != 0 && ret >= 0 {
             (full::FIXED_SLOT, 0)
         } else {

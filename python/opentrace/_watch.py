@@ -242,7 +242,9 @@ def watch(
     ``paths`` (up to 64 entries) keeps only the opens whose full path matches one, decided in the
     kernel: an entry ending in ``/`` matches the directory and everything under it, ``*`` in front
     makes a suffix (``"*.so"``), any other entry is one exact path; relative entries are taken from
-    the current directory. Full paths are resolved to be matched (the events carry them).
+    the current directory. The path matched is the one ``full_path`` gives; the events carry it
+    only with ``full_path=True`` (a file found under a directory entry by its ancestors in the
+    kernel has its full path walked only then).
     """
     config = _checked(pid=pid, descendants=descendants, tid=tid, uid=uid, comm=comm, failed=failed,
                       syscalls=syscalls, ring_size=ring_size, latency=latency, full_path=full_path,
