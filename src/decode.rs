@@ -204,12 +204,14 @@ impl Decoder {
         }
         for (code, count) in self.unresolved.iter_mut().enumerate().filter(|(_, n)| **n > 0) {
             let why = open::unresolved(code as u8).unwrap_or("an unknown reason");
-            let note = if self.full_path {
-                format!("full_path is None for {count} events: {why}")
-            } else {
-                format!(
-                    "the path filter let {count} events through unmatched: their full path is unknown ({why})"
-                )
+            let note = match (self.full_path, self.paths.is_some()) {
+                (true, false) => format!("full_path is None for {count} events: {why}"),
+                (true, true) => format!(
+                    "full_path is None for {count} events: {why} (the path filter lets those it cannot compare through)"
+                ),
+                (false, _) => format!(
+                    "the path filter let {count} events through without comparing them: their full path is unknown ({why})"
+                ),
             };
             diag::note(diag::Level::Info, note);
             *count = 0;

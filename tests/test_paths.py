@@ -141,16 +141,60 @@ def test_directory_exact_and_suffix_entries_against_what_the_process_saw(tree: P
     assert {ret >= 0 for _, ret, _ in expected} == {True, False}
 
 
-def test_a_symlinked_directory_entry_matches_the_resolved_and_the_given_path(tree: Path) -> None:
+@pytest.mark.parametrize("full_path", [True, False], ids=["full_path", "paths-alone"])
+def test_a_symlinked_directory_entry_matches_the_resolved_and_the_given_path(tree: Path, full_path: bool) -> None:
     entries = [f"{tree}/link/"]
     ops = [
         resolve(None, f"{tree}/data/a/b/c/f"),  # the resolved path of link/a/b/c/f
         resolve(None, f"{tree}/link/nope"),  # failed: matched as passed, through the link
         resolve(None, f"{tree}/data2/f"),
     ]
-    results, events = run_filtered(tree, entries, ops)
+    results, events = run_filtered(tree, entries, ops, full_path=full_path)
     assert [(ev.path, ev.ret) for ev in events] == [(op[2], r[0]) for op, r in zip(ops[:2], results[:2], strict=True)]
     assert results[1][0] == -errno.ENOENT
+    assert [ev.full_path for ev in events] == ([f"{tree}/data/a/b/c/f", f"{tree}/link/nope"] if full_path
+                                               else [None, None])
+
+
+@pytest.mark.parametrize("full_path", [True, False], ids=["full_path", "paths-alone"])
+def test_opens_the_filter_cannot_compare_are_let_through_and_said(
+    tree: Path, caplog: pytest.LogCaptureFixture, full_path: bool
+) -> None:
+    """Never dropped unseen: a pipe opened through /proc/self/fd (no path names it) and a failed
+    relative open whose start directory joined with its path is longer than PATH_MAX cannot be
+    compared: they come through, their full path None, and the log says how many and why. Opens
+    that are compared and do not match stay out."""
+    deep = tree / "other"
+    while len(os.fsencode(deep)) < 3850:
+        deep /= "z" * 200
+        deep.mkdir()
+    ops = [
+        ["chdir", str(deep)],
+        resolve(None, "n" * 250),  # failed: its start directory + "/" + it is over 4095 bytes
+        resolve(None, "/proc/self/fd/0"),  # the child's stdin, a pipe
+        resolve(None, f"{tree}/other/x.log"),  # compared: not under data/
+        resolve(None, f"{tree}/data/g.log"),
+    ]
+    # A suffix entry: every open is compared by its path.
+    entries = [f"{tree}/data/", "*.opentrace-never"]
+    with caplog.at_level("INFO", logger="opentrace"):
+        results, events = run_filtered(tree, entries, ops, full_path=full_path)
+    assert results[1][0] == -errno.ENOENT and results[2][1].startswith("pipe:[")
+    assert [(ev.path, ev.ret, ev.full_path) for ev in events] == [
+        ("n" * 250, -errno.ENOENT, None),
+        ("/proc/self/fd/0", results[2][0], None),
+        (f"{tree}/data/g.log", results[4][0], f"{tree}/data/g.log" if full_path else None),
+    ]
+    said = [r.getMessage() for r in caplog.records]
+    for why in ("longer than PATH_MAX", "a pipe, socket or other file with no path"):
+        if full_path:
+            line = f"full_path is None for 1 events: {why}"
+            assert any(m.startswith(line) and "the path filter lets those it cannot compare through" in m
+                       for m in said), said
+        else:
+            line = ("the path filter let 1 events through without comparing them: their full path is unknown "
+                    f"({why}")
+            assert any(m.startswith(line) for m in said), said
 
 
 @pytest.mark.parametrize("full_path", [True, False], ids=["full_path", "paths-alone"])
@@ -258,10 +302,13 @@ def test_two_watchers_of_one_process_keep_their_own_directories(tree: Path) -> N
     assert seen == [[str(inside)], [str(outside)]]
 
 
-def test_the_root_directory_as_an_entry_matches_everything(tree: Path) -> None:
+@pytest.mark.parametrize("full_path", [True, False], ids=["full_path", "paths-alone"])
+def test_the_root_directory_as_an_entry_matches_everything(tree: Path, full_path: bool) -> None:
     ops = [resolve(None, "/etc/hostname"), resolve(None, tree / "other" / "x.log"), resolve(None, "/nonexistent-ot")]
-    results, events = run_filtered(tree, ["/"], ops)
+    results, events = run_filtered(tree, ["/"], ops, full_path=full_path)
     assert [(ev.path, ev.ret) for ev in events] == [(op[2], r[0]) for op, r in zip(ops, results, strict=True)]
+    assert [ev.full_path for ev in events] == [seen_by_process(op, r) if full_path else None
+                                               for op, r in zip(ops, results, strict=True)]
 
 
 def test_a_directory_deleted_and_made_again_is_still_matched_by_its_path(
@@ -510,19 +557,28 @@ def test_io_uring_opens_are_matched_as_they_complete(uring_helper: Path, tree: P
     assert [ev.full_path for ev in events] == [path if full_path else None for path, _ in expected]
 
 
-def test_watch_counts_counts_only_the_matching_opens(tree: Path) -> None:
+@pytest.mark.parametrize("by", [("file",), ("comm",)])
+@pytest.mark.parametrize("entry", ["exact", "directory"])
+def test_watch_counts_counts_only_the_matching_opens(tree: Path, by: tuple[str, ...], entry: str) -> None:
+    """By file (the keys are named by their full paths) and not (no full path is sent), with an
+    exact entry (compared by the path) and a directory's (decided by the file's dentries)."""
     inside, outside = tree / "data" / "g.log", tree / "other" / "x.log"
-    with opentrace.watch_counts(0.2, by=("file",), paths=[str(inside)]) as counts:
-        _, results = run_child([["loop", str(inside), 300], ["loop", str(outside), 300]])
-        assert results == [300, 300]
+    paths = [str(inside)] if entry == "exact" else [f"{inside.parent}/"]
+    with opentrace.watch_counts(0.2, by=by, paths=paths) as counts:
+        child = Child([["loop", str(inside), 300], ["loop", str(outside), 300]])
+        comm = Path(f"/proc/{child.pid}/comm").read_text().strip()
+        assert child.go() == [300, 300]
         rows = []
         for interval in counts:
             rows.extend(interval)
-            if sum(r.opens for r in rows if r.path == str(inside)) >= 300:
+            if sum(r.opens for r in rows) >= 300:
                 break
         assert counts.lost == 0
-    assert {r.path for r in rows} == {str(inside)}
     assert sum(r.opens for r in rows) == 300
+    if by == ("file",):
+        assert {r.path for r in rows} == {str(inside)}
+    else:
+        assert {(r.comm, r.path) for r in rows} == {(comm, None)}
 
 
 @pytest.mark.parametrize(("paths", "error", "words"), [

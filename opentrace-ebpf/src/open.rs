@@ -394,11 +394,16 @@ pub fn send_open(
     };
 
     if filtered {
-        if matched.is_none() && !path_filter::matches(event, path_len, full_len) {
-            return;
+        if matched.is_none() {
+            match path_filter::matches(event, path_len, full_len) {
+                Ok(true) => {}
+                Ok(false) => return,
+                // Not compared: let through (it may match), its full path None and the reason
+                // kept, so that the log says how many were let through so, and why.
+                Err(why) => (event.header.full, event.header.full_len, full_len) = (why, 0, 0),
+            }
         }
-        // Not asked for: not sent. One that could not be resolved keeps its reason: the filter
-        // let it through unmatched, and the log says why.
+        // Not asked for: not sent (one not compared keeps its reason).
         if !on(WITH_FULL_PATH) && event.header.full < full::FIRST_UNRESOLVED {
             (event.header.full, event.header.full_len, full_len) = (full::NOT_ASKED, 0, 0);
         }

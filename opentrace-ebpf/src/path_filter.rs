@@ -64,11 +64,12 @@ pub struct Space {
 static SPACE: PerCpuArray<Space> = PerCpuArray::with_max_entries(1, 0);
 
 /// Whether the open in `event` (its path, `path_len` bytes, and what the walk found, `full_len`
-/// bytes after it) matches the path filter. An open whose full path could not be resolved is
-/// let through: it may match, and its event says why its `full_path` is None.
+/// bytes after it) matches the path filter; `Err(code)` when it cannot be compared, with the
+/// [`full`] code that says why (the open's own when its full path could not be resolved): such
+/// an open is let through, since it may match, and its event says why its `full_path` is None.
 #[inline(always)]
-pub fn matches(event: &OpenRecord, path_len: u32, full_len: u32) -> bool {
-    let Some(shared) = SPACE.get_ptr_mut(0) else { return true };
+pub fn matches(event: &OpenRecord, path_len: u32, full_len: u32) -> Result<bool, u8> {
+    let Some(shared) = SPACE.get_ptr_mut(0) else { return Err(full::FAULT) };
     // SAFETY: this CPU's space, used by this program alone until it returns (`by_suffix` takes
     // the pointer: its callback writes the space too).
     let space = unsafe { &mut *shared };
@@ -84,8 +85,8 @@ pub fn matches(event: &OpenRecord, path_len: u32, full_len: u32) -> bool {
         full::START_DIR => {
             let sep = u32::from(full_len != 1);
             if full_len + sep + path_len >= PATH_MAX as u32 {
-                // Longer than a path can be: not compared (its event has both parts).
-                return true;
+                // Longer than a path can be: not compared.
+                return Err(full::TOO_LONG);
             }
             let to = space.join.as_mut_ptr();
             // SAFETY: copies within this CPU's slot and space: `full_len` and `path_len` are
@@ -101,22 +102,22 @@ pub fn matches(event: &OpenRecord, path_len: u32, full_len: u32) -> bool {
                 }
             };
             if !copied {
-                return true;
+                return Err(full::FAULT);
             }
             (space.join.as_ptr(), full_len + sep + path_len)
         }
-        _ => return true,
+        unresolved => return Err(unresolved),
     };
-    by_key(space, at, len) || by_suffix(shared, at, len)
+    Ok(by_key(space, at, len)? || by_suffix(shared, at, len))
 }
 
 /// Whether the trie holds a prefix of the path (or the path itself, as an exact entry).
 #[inline(always)]
-fn by_key(space: &mut Space, at: *const u8, len: u32) -> bool {
+fn by_key(space: &mut Space, at: *const u8, len: u32) -> Result<bool, u8> {
     let n = if len >= KEY_BYTES as u32 { KEY_BYTES as u32 } else { len };
     // SAFETY: `n` bytes of the path (in this CPU's slot or space) into this CPU's key.
     if unsafe { bpf_probe_read_kernel(space.key.as_mut_ptr().cast(), n, at.cast()) } != 0 {
-        return true;
+        return Err(full::FAULT);
     }
     if let Some(end) = space.key.get_mut(len as usize) {
         *end = 0;
@@ -125,7 +126,7 @@ fn by_key(space: &mut Space, at: *const u8, len: u32) -> bool {
     // SAFETY: `key_len` and the first KEY_BYTES of `key` are a `struct bpf_lpm_trie_key` with its
     // data, laid out as `Key<[u8; KEY_BYTES]>` (a u32, then the bytes).
     let key = unsafe { &*(&raw const space.key_len).cast::<Key<[u8; KEY_BYTES]>>() };
-    PATH_KEYS.get(key).is_some()
+    Ok(PATH_KEYS.get(key).is_some())
 }
 
 /// A suffix comparison: the path and whether a suffix was found.

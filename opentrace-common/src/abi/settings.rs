@@ -42,7 +42,8 @@ pub const FILTER_CGROUP: u32 = 1 << 7;
 /// The tracer runs in a PID namespace other than the initial one (`Settings::pidns_*`).
 pub const IN_PID_NAMESPACE: u32 = 1 << 9;
 /// Resolve each open's full path and send it (`full_path=True`, or counts by file: a new key's
-/// name). A path filter resolves the ones it has to match without it, and does not send them.
+/// name). A path filter resolves the ones it has to match without it, and does not send them
+/// (but io_uring's, which the reader matches as they complete, then drops).
 pub const WITH_FULL_PATH: u32 = 1 << 8;
 /// For the tests of loss accounting only: the exit program fails (as a kernel read can) for about
 /// one open in `Settings::fail_every`, after the event passed the filters, so that the test can
@@ -55,7 +56,8 @@ pub const WITH_FILE_ID: u32 = 1 << 11;
 pub const WITH_COUNTS: u32 = 1 << 12;
 /// Only opens whose full path matches an entry of the path filter (see `abi::paths`); full
 /// paths are resolved to be matched (but for a file found under a directory entry by its
-/// dentries), and sent only with `WITH_FULL_PATH`.
+/// dentries), and sent only with `WITH_FULL_PATH` (io_uring's go to the reader, which matches
+/// them). An open that cannot be compared is let through with the reason its full path is None.
 pub const FILTER_PATHS: u32 = 1 << 13;
 /// With `FILTER_PATHS`, every entry is a directory that existed when the watcher started: a
 /// successful open is matched by its file's ancestors (see `abi::paths::Learned`).
