@@ -108,7 +108,7 @@ pub fn matches(event: &OpenRecord, path_len: u32, full_len: u32) -> Result<bool,
         }
         unresolved => return Err(unresolved),
     };
-    Ok(by_key(space, at, len)? || by_suffix(shared, at, len))
+    Ok(by_key(space, at, len)? || by_suffix(shared, at, len)?)
 }
 
 /// Whether the trie holds a prefix of the path (or the path itself, as an exact entry).
@@ -129,7 +129,7 @@ fn by_key(space: &mut Space, at: *const u8, len: u32) -> Result<bool, u8> {
     Ok(PATH_KEYS.get(key).is_some())
 }
 
-/// A suffix comparison: the path and whether a suffix was found.
+/// A suffix comparison: the path and what was found (`NO_SUFFIX`, `SUFFIX` or `UNREAD`).
 #[repr(C)]
 struct Compare {
     at: u64,
@@ -137,24 +137,36 @@ struct Compare {
     found: u32,
 }
 
-/// Whether the path ends with a suffix entry. `space` is a pointer, not a reference, and the
-/// comparison is written and read through it as volatile: `suffix` writes it behind the
-/// compiler's back (through the map), which a `&mut` would tell it cannot happen.
+/// `Compare::found`: no suffix entry ends the path (so far).
+const NO_SUFFIX: u32 = 0;
+/// A suffix entry ends the path.
+const SUFFIX: u32 = 1;
+/// The path's end could not be read: not compared.
+const UNREAD: u32 = 2;
+
+/// Whether the path ends with a suffix entry (`Err`, as in `matches`, when its end could not be
+/// read). `space` is a pointer, not a reference, and the comparison is written and read through
+/// it as volatile: `suffix` writes it behind the compiler's back (through the map), which a
+/// `&mut` would tell it cannot happen.
 #[inline(always)]
-fn by_suffix(space: *mut Space, at: *const u8, len: u32) -> bool {
+fn by_suffix(space: *mut Space, at: *const u8, len: u32) -> Result<bool, u8> {
     let count = read_suffixes(|s| &s.count);
     if count == 0 {
-        return false;
+        return Ok(false);
     }
     // SAFETY: this CPU's space (see `matches`).
     let compare = unsafe { &raw mut (*space).compare };
     // SAFETY: as above.
-    unsafe { compare.write_volatile(Compare { at: at as u64, len, found: 0 }) };
+    unsafe { compare.write_volatile(Compare { at: at as u64, len, found: NO_SUFFIX }) };
     // No context, as in `under_learned`: `suffix` finds the comparison in this CPU's space.
     // SAFETY: `suffix` has the callback signature bpf_loop expects.
     unsafe { bpf_loop(count.min(MAX_ENTRIES as u32), suffix as *mut c_void, core::ptr::null_mut(), 0) };
     // SAFETY: as above.
-    unsafe { (&raw const (*compare).found).read_volatile() != 0 }
+    match unsafe { (&raw const (*compare).found).read_volatile() } {
+        NO_SUFFIX => Ok(false),
+        SUFFIX => Ok(true),
+        _ => Err(full::FAULT),
+    }
 }
 
 /// A field of `PATH_SUFFIXES`, read as the loader wrote it.
@@ -165,7 +177,7 @@ fn read_suffixes<T: Copy>(field: impl Fn(&Suffixes) -> &T) -> T {
     unsafe { core::ptr::read_volatile(field(&PATH_SUFFIXES)) }
 }
 
-/// One suffix entry: whether the path ends with it (then stop).
+/// One suffix entry: whether the path ends with it (then stop, as when the end cannot be read).
 extern "C" fn suffix(index: u64, _: *mut c_void) -> i64 {
     let Some(space) = SPACE.get_ptr_mut(0) else { return 1 };
     // SAFETY: this CPU's space, as in `matches`, whose `by_suffix` is waiting in `bpf_loop`: only
@@ -180,7 +192,8 @@ extern "C" fn suffix(index: u64, _: *mut c_void) -> i64 {
     let from = at + u64::from(path_len - len);
     // SAFETY: the last `len` bytes of the path into this CPU's space.
     if unsafe { bpf_probe_read_kernel(tail.as_mut_ptr().cast(), len, from as *const c_void) } != 0 {
-        return 0;
+        compare.found = UNREAD;
+        return 1;
     }
     for (w, &got) in tail.iter().enumerate().take(SUFFIX_WORDS) {
         let done = 8 * w as u32;
@@ -194,7 +207,7 @@ extern "C" fn suffix(index: u64, _: *mut c_void) -> i64 {
             return 0;
         }
     }
-    compare.found = 1;
+    compare.found = SUFFIX;
     1
 }
 
